@@ -1,0 +1,218 @@
+//! Command-line definitions (clap). Each mode's flags convert into a
+//! [`Partial`] so the command line and config files merge by one rule.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Partial;
+
+/// peerport: forward TCP and UDP ports between two hosts behind NAT, over QUIC.
+#[derive(Debug, Parser)]
+#[command(name = "peerport", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run next to the service and let receivers reach it.
+    Sender {
+        /// Signaling mode.
+        #[command(subcommand)]
+        mode: SenderMode,
+    },
+    /// Run next to the client and listen locally.
+    Receiver {
+        /// Signaling mode.
+        #[command(subcommand)]
+        mode: ReceiverMode,
+    },
+    /// Create a persistent identity (secret key file, mode 0600).
+    GenerateSecret {
+        /// Where to write the key.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the endpoint id and ticket of a secret key file.
+    ShowId {
+        /// The key file.
+        #[arg(long)]
+        secret_file: PathBuf,
+    },
+    /// Run a real tunnel on this machine with embedded relay and discovery
+    /// servers, move TCP and UDP traffic through it and print a summary.
+    Demo {
+        /// Megabytes to move through each TCP tunnel.
+        #[arg(long, default_value_t = 32)]
+        megabytes: usize,
+    },
+    /// Run the embedded relay and discovery servers (for labs and tests).
+    Rendezvous {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: IpAddr,
+    },
+}
+
+/// Sender modes.
+#[derive(Debug, Subcommand)]
+pub enum SenderMode {
+    /// iroh discovery, hole punching and relay fallback.
+    #[command(name = "iroh", alias = "iroh-default")]
+    Iroh(IrohSenderArgs),
+}
+
+/// Receiver modes.
+#[derive(Debug, Subcommand)]
+pub enum ReceiverMode {
+    /// iroh discovery, hole punching and relay fallback.
+    #[command(name = "iroh", alias = "iroh-default")]
+    Iroh(IrohReceiverArgs),
+}
+
+/// Config-file selection, shared by every role and mode.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Read settings from this TOML file (command-line flags win).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read ~/.config/peerport/sender.toml or receiver.toml.
+    #[arg(long, conflicts_with = "config")]
+    pub default_config: bool,
+}
+
+/// Infrastructure flags of the iroh mode, shared by both roles.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IrohCommonArgs {
+    /// Persistent identity; created 0600 if missing.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Relay server to use instead of the public n0 relays (repeatable).
+    #[arg(long = "relay-url", value_name = "URL")]
+    pub relay_url: Vec<String>,
+    /// Never send directly: everything goes through the relay.
+    #[arg(long)]
+    pub relay_only: bool,
+    /// pkarr/DNS discovery server to publish to and resolve from, e.g.
+    /// https://dns.example.com/pkarr (default: n0's public DNS).
+    #[arg(long, value_name = "URL")]
+    pub dns_server: Option<String>,
+    /// Do not use mDNS on the local network.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Do not ask the router for a port mapping (UPnP/PCP/NAT-PMP).
+    #[arg(long)]
+    pub no_portmap: bool,
+    /// Local address for the QUIC socket, e.g. 127.0.0.1:0 (default: all interfaces).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Close the tunnel after this many seconds without hearing from the peer.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Forget a UDP client after this many idle seconds [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub udp_idle_timeout: Option<u64>,
+    /// Most UDP clients per session [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_udp_flows: Option<usize>,
+}
+
+/// `peerport sender iroh`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IrohSenderArgs {
+    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 's', value_name = "URL")]
+    pub source: Option<String>,
+    /// Most receivers served at once (0 = unlimited) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    /// Admit only this receiver endpoint id (repeatable); replaces ticket tokens.
+    #[arg(long = "allowed-peer", value_name = "ID")]
+    pub allowed_peer: Vec<String>,
+    /// File of admitted receiver ids, one per line (# comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub authorized_peers_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: IrohCommonArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+/// `peerport receiver iroh`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IrohReceiverArgs {
+    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 't', value_name = "URL")]
+    pub target: Option<String>,
+    /// The sender's ticket (ppt1...), or its bare endpoint id if the sender pins this receiver.
+    #[arg(long, alias = "ticket", value_name = "TICKET")]
+    pub node_id: Option<String>,
+    /// Keep trying to reach the sender for this many seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: IrohCommonArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+fn opt_vec(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+impl IrohCommonArgs {
+    fn partial(&self) -> Partial {
+        Partial {
+            secret_file: self.secret_file.clone(),
+            relay_url: opt_vec(&self.relay_url),
+            relay_only: self.relay_only.then_some(true),
+            dns_server: self.dns_server.clone(),
+            mdns: self.no_mdns.then_some(false),
+            portmap: self.no_portmap.then_some(false),
+            bind: self.bind.clone(),
+            idle_timeout: self.idle_timeout,
+            udp_idle_timeout: self.udp_idle_timeout,
+            max_udp_flows: self.max_udp_flows,
+            ..Default::default()
+        }
+    }
+}
+
+impl IrohSenderArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        Partial {
+            source: self.source.clone(),
+            max_sessions: self.max_sessions,
+            allowed_peer: opt_vec(&self.allowed_peer),
+            authorized_peers_file: self.authorized_peers_file.clone(),
+            ..self.common.partial()
+        }
+    }
+}
+
+impl IrohReceiverArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        Partial {
+            target: self.target.clone(),
+            node_id: self.node_id.clone(),
+            connect_timeout: self.connect_timeout,
+            ..self.common.partial()
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Configuration files and the one rule for combining them with the command
+//! line: every option given on the command line wins over the file.
+//!
+//! Files are TOML with the same names as the long flags (`relay-url = [..]`,
+//! `secret-file = ".."`), plus `role` and `mode`, which must match the
+//! command. Unknown keys are errors that name the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Which side a command or file is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs next to the service.
+    Sender,
+    /// Runs next to the client.
+    Receiver,
+}
+
+impl Role {
+    /// `sender` or `receiver`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Sender => "sender",
+            Role::Receiver => "receiver",
+        }
+    }
+}
+
+/// Every setting, each optional: what a file or a command line says.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Partial {
+    /// `sender` or `receiver` (files only).
+    pub role: Option<String>,
+    /// Mode name (files only).
+    pub mode: Option<String>,
+    /// Sender: service to forward.
+    pub source: Option<String>,
+    /// Receiver: local listen address.
+    pub target: Option<String>,
+    /// Receiver: sender's ticket or endpoint id.
+    pub node_id: Option<String>,
+    /// Persistent identity file.
+    pub secret_file: Option<PathBuf>,
+    /// Relay servers.
+    pub relay_url: Option<Vec<String>>,
+    /// Relay only.
+    pub relay_only: Option<bool>,
+    /// pkarr/DNS discovery server URL.
+    pub dns_server: Option<String>,
+    /// mDNS on/off.
+    pub mdns: Option<bool>,
+    /// Port mapping on/off.
+    pub portmap: Option<bool>,
+    /// Local bind address.
+    pub bind: Option<String>,
+    /// Sender: session limit (0 = unlimited).
+    pub max_sessions: Option<usize>,
+    /// Sender: pinned receiver ids.
+    pub allowed_peer: Option<Vec<String>>,
+    /// Sender: file of pinned receiver ids, one per line.
+    pub authorized_peers_file: Option<PathBuf>,
+    /// UDP flow idle timeout, seconds.
+    pub udp_idle_timeout: Option<u64>,
+    /// Most UDP flows per session.
+    pub max_udp_flows: Option<usize>,
+    /// QUIC idle timeout, seconds.
+    pub idle_timeout: Option<u64>,
+    /// Receiver: how long to keep trying to reach the sender, seconds.
+    pub connect_timeout: Option<u64>,
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// File unreadable.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML or unknown key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Parser message (names the key).
+        message: String,
+    },
+    /// role/mode mismatch or foreign key.
+    #[error("config file {path}: {message}")]
+    Mismatch {
+        /// Path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Missing or invalid setting after merging.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parse a config file's text.
+pub fn parse(path: &str, text: &str) -> Result<Partial, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_string(),
+        message: e.message().to_string(),
+    })
+}
+
+/// Read and parse a config file.
+pub fn load(path: &Path) -> Result<Partial, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// `~/.config/peerport/<role>.toml` (honouring `XDG_CONFIG_HOME`).
+pub fn default_path(role: Role) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("peerport").join(format!("{}.toml", role.as_str())))
+}
+
+/// Check that a file is meant for this command: `role` and `mode` match and
+/// it sets no key that belongs to the other role.
+pub fn check_file(path: &str, file: &Partial, role: Role, mode: &str) -> Result<(), ConfigError> {
+    let mismatch = |message: String| ConfigError::Mismatch {
+        path: path.to_string(),
+        message,
+    };
+    if let Some(r) = &file.role {
+        if r != role.as_str() {
+            return Err(mismatch(format!(
+                "role = \"{r}\" but this is the `{}` command: use a {} config file",
+                role.as_str(),
+                role.as_str()
+            )));
+        }
+    }
+    if let Some(m) = &file.mode {
+        let want: peerport_signaling::Mode = mode.parse().map_err(|e| mismatch(format!("{e}")))?;
+        let got: peerport_signaling::Mode = m.parse().map_err(|e| mismatch(format!("{e}")))?;
+        if want != got {
+            return Err(mismatch(format!(
+                "mode = \"{m}\" but the command runs mode `{mode}`"
+            )));
+        }
+    }
+    let foreign: &[(&str, bool)] = match role {
+        Role::Sender => &[
+            ("target", file.target.is_some()),
+            ("node-id", file.node_id.is_some()),
+            ("connect-timeout", file.connect_timeout.is_some()),
+        ],
+        Role::Receiver => &[
+            ("source", file.source.is_some()),
+            ("max-sessions", file.max_sessions.is_some()),
+            ("allowed-peer", file.allowed_peer.is_some()),
+            ("authorized-peers-file", file.authorized_peers_file.is_some()),
+        ],
+    };
+    if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+        return Err(mismatch(format!(
+            "key `{key}` is not a {} setting",
+            role.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// The precedence rule: each setting on the command line wins over the file.
+pub fn overlay(file: Partial, cli: Partial) -> Partial {
+    macro_rules! pick {
+        ($($f:ident),*) => { Partial { $($f: cli.$f.or(file.$f),)* } };
+    }
+    pick!(
+        role,
+        mode,
+        source,
+        target,
+        node_id,
+        secret_file,
+        relay_url,
+        relay_only,
+        dns_server,
+        mdns,
+        portmap,
+        bind,
+        max_sessions,
+        allowed_peer,
+        authorized_peers_file,
+        udp_idle_timeout,
+        max_udp_flows,
+        idle_timeout,
+        connect_timeout
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_wins_file_fills_gaps() {
+        let file = parse(
+            "f",
+            r#"
+            role = "sender"
+            mode = "iroh"
+            source = "tcp://127.0.0.1:22"
+            relay-url = ["http://a"]
+            max-sessions = 3
+            mdns = false
+            "#,
+        )
+        .unwrap();
+        let cli = Partial {
+            source: Some("tcp://127.0.0.1:2200".into()),
+            mdns: Some(true),
+            ..Default::default()
+        };
+        let m = overlay(file, cli);
+        assert_eq!(m.source.as_deref(), Some("tcp://127.0.0.1:2200"));
+        assert_eq!(m.relay_url, Some(vec!["http://a".to_string()]));
+        assert_eq!(m.max_sessions, Some(3));
+        assert_eq!(m.mdns, Some(true));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("f", "sorce = \"tcp://x:1\"").unwrap_err().to_string();
+        assert!(e.contains("sorce"), "{e}");
+    }
+
+    #[test]
+    fn role_and_mode_checked() {
+        let f = parse("f", "role = \"receiver\"").unwrap();
+        assert!(check_file("f", &f, Role::Sender, "iroh").is_err());
+        assert!(check_file("f", &f, Role::Receiver, "iroh").is_ok());
+        let f = parse("f", "mode = \"iroh-default\"").unwrap();
+        assert!(check_file("f", &f, Role::Sender, "iroh").is_ok());
+        let f = parse("f", "mode = \"nostr\"").unwrap();
+        assert!(check_file("f", &f, Role::Sender, "iroh").is_err());
+        let f = parse("f", "target = \"tcp://x:1\"").unwrap();
+        let e = check_file("f", &f, Role::Sender, "iroh").unwrap_err().to_string();
+        assert!(e.contains("target"), "{e}");
+    }
+}

@@ -1,0 +1,85 @@
+//! The forwarding engine: written once, generic over [`TunnelConnection`].
+//!
+//! * [`session`]: the per-connection protocol (Hello, authentication,
+//!   protocol check) for both roles.
+//! * [`tcp`]: one QUIC stream per TCP connection, half-close both ways.
+//! * [`udp`]: one flow per client address, packets as (fragmented) datagrams.
+//! * [`auth`]: who may use a sender.
+//! * [`target`]: binding the receiver's local listener with clear errors.
+
+pub mod auth;
+pub mod io;
+pub mod server;
+pub mod session;
+pub mod target;
+pub mod tcp;
+pub mod udp;
+
+use std::time::Duration;
+
+pub use auth::Authorizer;
+pub use session::{run_receiver_session, serve_sender_session, SenderContext, SessionError};
+pub use target::{BindError, BoundTarget};
+
+use crate::transport::{ConnError, TunnelConnection};
+
+/// Tunables shared by both roles.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A UDP flow with no packet in either direction for this long is removed.
+    pub udp_idle_timeout: Duration,
+    /// Most UDP flows (distinct client addresses) per session.
+    pub max_udp_flows: usize,
+    /// Timeout for connecting to the source service.
+    pub connect_timeout: Duration,
+    /// Timeout for a peer to send a stream header.
+    pub header_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            udp_idle_timeout: Duration::from_secs(60),
+            max_udp_flows: 1024,
+            connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Backoff before each retry of `open_bi`: three retries, 100, 200, 400 ms.
+pub const OPEN_RETRY_BACKOFF: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+];
+
+/// Application close codes.
+pub mod close_code {
+    /// Normal shutdown.
+    pub const NORMAL: u32 = 0;
+    /// The peer failed authentication.
+    pub const UNAUTHORIZED: u32 = 1;
+    /// Protocol error.
+    pub const PROTOCOL: u32 = 2;
+    /// The sender is full.
+    pub const BUSY: u32 = 3;
+    /// Stream aborted because the local socket failed.
+    pub const STREAM_ABORT: u32 = 10;
+}
+
+/// Open a bidirectional stream, retrying three times with backoff.
+pub async fn open_bi_retry<C: TunnelConnection>(conn: &C) -> Result<(C::Send, C::Recv), ConnError> {
+    let mut attempt = 0;
+    loop {
+        match conn.open_bi().await {
+            Ok(s) => return Ok(s),
+            Err(e) if attempt < OPEN_RETRY_BACKOFF.len() => {
+                tracing::debug!(attempt, error = %e, "open stream failed, retrying");
+                tokio::time::sleep(OPEN_RETRY_BACKOFF[attempt]).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The sender's session loop, written once for every back-end: accept
+//! connections from an [`Acceptor`], run each as its own session (with a
+//! tracing span), enforce `--max-sessions`, and shut down cleanly.
+
+use std::sync::Arc;
+
+use tokio::{io::AsyncWriteExt, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{info, warn, Instrument};
+
+use super::{close_code, io::read_request, serve_sender_session, SenderContext, SessionError};
+use crate::{
+    proto::header::{Reply, Status},
+    transport::{Acceptor, TunnelConnection},
+};
+
+/// Serve sessions until `cancel` fires or the acceptor ends.
+/// `max_sessions == 0` means unlimited.
+pub async fn serve<A: Acceptor>(
+    mut acceptor: A,
+    ctx: Arc<SenderContext>,
+    max_sessions: usize,
+    cancel: CancellationToken,
+) {
+    let limit = if max_sessions == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        max_sessions
+    };
+    let slots = Arc::new(Semaphore::new(limit));
+    let tasks = TaskTracker::new();
+    let mut next_id: u64 = 0;
+    loop {
+        let conn = tokio::select! {
+            _ = cancel.cancelled() => break,
+            c = acceptor.accept() => match c {
+                None => break,
+                Some(Err(e)) => { warn!("incoming connection failed: {e}"); continue; }
+                Some(Ok(c)) => c,
+            }
+        };
+        next_id += 1;
+        let span = tracing::info_span!("session", id = next_id, peer = %short(&conn.peer_id()));
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(parent: &span, "refusing a receiver: already serving {max_sessions} sessions (--max-sessions)");
+            tasks.spawn(
+                refuse_busy(conn, max_sessions, ctx.engine.header_timeout).instrument(span),
+            );
+            continue;
+        };
+        let (ctx, cancel) = (ctx.clone(), cancel.child_token());
+        tasks.spawn(
+            async move {
+                info!(path = %conn.path_summary(), "session started");
+                let result = tokio::select! {
+                    r = serve_sender_session(conn.clone(), ctx, cancel.clone()) => r,
+                    _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
+                };
+                match result {
+                    Ok(()) => info!("session ended"),
+                    Err(SessionError::ConnectionLost(r)) => info!("session ended: {r}"),
+                    Err(e) => warn!("session ended: {e}"),
+                }
+                conn.close(close_code::NORMAL, "session over");
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+async fn refuse_busy<C: TunnelConnection>(conn: C, max: usize, timeout: std::time::Duration) {
+    let _ = tokio::time::timeout(timeout, async {
+        let (mut send, mut recv) = conn.accept_bi().await.ok()?;
+        read_request(&mut recv).await.ok()?;
+        let msg = format!("the sender is full: it already serves {max} sessions (its --max-sessions); try again later");
+        send.write_all(&Reply::err(Status::Busy, msg).encode()).await.ok()?;
+        send.shutdown().await.ok()?;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        Some(())
+    })
+    .await;
+    conn.close(close_code::BUSY, "busy");
+}
+
+fn short(id: &str) -> &str {
+    id.get(..10).unwrap_or(id)
+}

@@ -1,0 +1,236 @@
+//! TCP over QUIC streams: one bidirectional stream per TCP connection.
+//!
+//! The receiver writes the stream header as soon as it opens a stream, so the
+//! sender sees the stream (and connects to its source) before the client
+//! sends anything: server-speaks-first protocols such as SSH work. Each
+//! direction ends on its own: a client that shuts down its write side
+//! finishes the QUIC stream, the sender shuts down its write side towards the
+//! service, and the reply still flows back (half-close).
+
+use std::{future::Future, sync::Arc};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpStream},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn, Instrument};
+
+use super::{
+    close_code, io::read_reply, io::read_request, open_bi_retry, EngineConfig, SessionError,
+};
+use crate::{
+    addr::ForwardAddr,
+    net,
+    proto::header::{Kind, Reply, Request, Status},
+    transport::{TunnelConnection, TunnelRecv, TunnelSend},
+};
+
+const COPY_BUF: usize = 256 * 1024;
+
+/// Receiver: accept local TCP clients and carry each over a new stream until
+/// the connection dies or `cancel` fires.
+pub async fn run_receiver<C: TunnelConnection>(
+    conn: C,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> Result<(), SessionError> {
+    let tasks = TaskTracker::new();
+    let child = cancel.child_token();
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let conn = conn.clone();
+                    let child = child.clone();
+                    let span = tracing::info_span!("tcp", client = %peer);
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            _ = child.cancelled() => {}
+                            r = receiver_stream(conn, tcp) => if let Err(e) = r {
+                                warn!("connection closed: {e}");
+                            } else {
+                                debug!("connection finished");
+                            }
+                        }
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    // e.g. EMFILE: back off instead of spinning
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+    drop(listener); // stop accepting before draining
+    child.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+async fn receiver_stream<C: TunnelConnection>(conn: C, tcp: TcpStream) -> Result<(), String> {
+    let (mut send, mut recv) = open_bi_retry(&conn)
+        .await
+        .map_err(|e| format!("cannot open a tunnel stream: {e}"))?;
+    send.write_all(&Request::tcp().encode())
+        .await
+        .map_err(|e| format!("cannot write stream header: {e}"))?;
+    let gate = async {
+        let reply = read_reply(&mut recv)
+            .await
+            .map_err(|e| format!("no reply from the sender: {e}"))?;
+        if reply.status != Status::Ok {
+            return Err(format!("sender refused: {}", reply.message));
+        }
+        Ok(recv)
+    };
+    pump(tcp, send, gate).await
+}
+
+/// Sender: accept the receiver's streams and connect each to `source`.
+pub async fn serve_sender<C: TunnelConnection>(
+    conn: C,
+    source: Arc<ForwardAddr>,
+    config: Arc<EngineConfig>,
+    cancel: CancellationToken,
+) -> Result<(), SessionError> {
+    let tasks = TaskTracker::new();
+    let child = cancel.child_token();
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            stream = conn.accept_bi() => match stream {
+                Ok((send, recv)) => {
+                    let (source, config, child) = (source.clone(), config.clone(), child.clone());
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            _ = child.cancelled() => {}
+                            r = sender_stream(send, recv, &source, &config) => if let Err(e) = r {
+                                warn!("stream closed: {e}");
+                            }
+                        }
+                    }.in_current_span());
+                }
+                Err(e) => break Err(SessionError::ConnectionLost(e.to_string())),
+            }
+        }
+    };
+    child.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+async fn sender_stream<S: TunnelSend, R: TunnelRecv>(
+    mut send: S,
+    mut recv: R,
+    source: &ForwardAddr,
+    config: &EngineConfig,
+) -> Result<(), String> {
+    let req = tokio::time::timeout(config.header_timeout, read_request(&mut recv))
+        .await
+        .map_err(|_| "no stream header in time".to_string())?
+        .map_err(|e| format!("bad stream header: {e}"))?;
+    if req.kind != Some(Kind::Tcp) {
+        let _ = send
+            .write_all(&Reply::err(Status::BadRequest, "expected a TCP stream").encode())
+            .await;
+        send.reset(close_code::PROTOCOL);
+        return Err("unexpected stream kind".into());
+    }
+    let addrs = match source.resolve().await {
+        Ok(a) => a,
+        Err(e) => {
+            let msg = format!("cannot resolve source {}: {e}", source.host);
+            refuse(&mut send, &msg).await;
+            return Err(msg);
+        }
+    };
+    let tcp = match net::connect_any(&addrs, config.connect_timeout).await {
+        Ok(t) => t,
+        Err(e) => {
+            let msg = format!("cannot connect to source {source}: {e}");
+            refuse(&mut send, &msg).await;
+            return Err(msg);
+        }
+    };
+    info!(source = %source, "stream connected to source");
+    send.write_all(&Reply::ok().encode())
+        .await
+        .map_err(|e| format!("cannot write reply: {e}"))?;
+    pump(tcp, send, async { Ok(recv) }).await
+}
+
+async fn refuse<S: TunnelSend>(send: &mut S, msg: &str) {
+    let _ = send
+        .write_all(&Reply::err(Status::ConnectFailed, msg).encode())
+        .await;
+    let _ = send.shutdown().await;
+}
+
+/// Copy both ways between `tcp` and a stream pair until both directions end.
+/// `gate` must yield the receiving half before data flows towards TCP (the
+/// receiver uses it to wait for the sender's reply). On any error both
+/// sides are aborted, so the local socket closes promptly.
+async fn pump<S, R, G>(tcp: TcpStream, mut send: S, gate: G) -> Result<(), String>
+where
+    S: TunnelSend,
+    R: TunnelRecv,
+    G: Future<Output = Result<R, String>>,
+{
+    let (tcp_r, mut tcp_w) = tcp.into_split();
+    let result = {
+    let up = async {
+        copy_then_shutdown(tcp_r, &mut send)
+            .await
+            .map_err(|e| format!("local to tunnel: {e}"))
+    };
+    let down = async {
+        let mut recv = gate.await?;
+        let r = copy_then_shutdown(&mut recv, &mut tcp_w)
+            .await
+            .map_err(|e| format!("tunnel to local: {e}"));
+        if r.is_err() {
+            recv.stop(close_code::STREAM_ABORT);
+        }
+        r
+    };
+    tokio::pin!(up, down);
+    let (mut up_done, mut down_done) = (false, false);
+    loop {
+        if up_done && down_done {
+            break Ok(());
+        }
+        tokio::select! {
+            r = &mut up, if !up_done => match r {
+                Ok(n) => { up_done = true; debug!(bytes = n, "local side finished sending"); }
+                Err(e) => break Err(e),
+            },
+            r = &mut down, if !down_done => match r {
+                Ok(n) => { down_done = true; debug!(bytes = n, "tunnel side finished sending"); }
+                Err(e) => break Err(e),
+            },
+        }
+    }
+    };
+    if result.is_err() {
+        send.reset(close_code::STREAM_ABORT);
+    }
+    result
+}
+
+async fn copy_then_shutdown<R, W>(reader: R, writer: &mut W) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = BufReader::with_capacity(COPY_BUF, reader);
+    let n = tokio::io::copy_buf(&mut reader, writer).await?;
+    writer.shutdown().await?;
+    Ok(n)
+}

@@ -1,0 +1,452 @@
+//! UDP over QUIC datagrams.
+//!
+//! The receiver gives each client address its own flow id; the sender gives
+//! each flow its own socket towards the service, so replies reach only the
+//! client that asked and the service sees distinct clients. Packets larger
+//! than the path's datagram limit are fragmented (see
+//! [`crate::proto::datagram`]). Idle flows expire, the number of flows is
+//! capped, and every drop is counted and reported in the log.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::net::UdpSocket;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn, Instrument};
+
+use super::{EngineConfig, SessionError};
+use crate::{
+    addr::ForwardAddr,
+    net,
+    proto::datagram::{fragment, Reassembler},
+    transport::{DatagramError, TunnelConnection},
+};
+
+const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_PARTIAL: usize = 512;
+const TICK: Duration = Duration::from_secs(1);
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of a UDP session; drops are logged when they change.
+#[derive(Debug, Default)]
+pub struct UdpStats {
+    /// Packets from local clients/service into the tunnel.
+    pub packets_in: AtomicU64,
+    /// Packets out of the tunnel to local clients/service.
+    pub packets_out: AtomicU64,
+    /// Dropped: flow table full.
+    pub dropped_flow_cap: AtomicU64,
+    /// Dropped: could not be framed or the path refused it.
+    pub dropped_too_large: AtomicU64,
+    /// Dropped: for a flow that no longer exists.
+    pub dropped_unknown_flow: AtomicU64,
+    /// Dropped: local socket send failed.
+    pub dropped_send_error: AtomicU64,
+}
+
+impl UdpStats {
+    fn total_dropped(&self) -> u64 {
+        self.dropped_flow_cap.load(Relaxed)
+            + self.dropped_too_large.load(Relaxed)
+            + self.dropped_unknown_flow.load(Relaxed)
+            + self.dropped_send_error.load(Relaxed)
+    }
+
+    fn summary(&self, reasm: &Reassembler) -> String {
+        let r = reasm.drops();
+        format!(
+            "packets in {} out {}; dropped: flow cap {}, too large {}, unknown flow {}, send error {}, reassembly timeout {}, evicted {}, malformed {}",
+            self.packets_in.load(Relaxed),
+            self.packets_out.load(Relaxed),
+            self.dropped_flow_cap.load(Relaxed),
+            self.dropped_too_large.load(Relaxed),
+            self.dropped_unknown_flow.load(Relaxed),
+            self.dropped_send_error.load(Relaxed),
+            r.timed_out,
+            r.evicted,
+            r.malformed
+        )
+    }
+}
+
+struct Reporter {
+    last_total: u64,
+    last_at: Instant,
+}
+
+impl Reporter {
+    fn new() -> Self {
+        Reporter {
+            last_total: 0,
+            last_at: Instant::now(),
+        }
+    }
+
+    fn maybe_report(&mut self, stats: &UdpStats, reasm: &Reassembler, now: Instant) {
+        if now.duration_since(self.last_at) < REPORT_EVERY {
+            return;
+        }
+        let d = reasm.drops();
+        let total = stats.total_dropped() + d.timed_out + d.evicted + d.malformed;
+        if total != self.last_total {
+            warn!("udp drops: {}", stats.summary(reasm));
+            self.last_total = total;
+        }
+        self.last_at = now;
+    }
+}
+
+async fn send_packet<C: TunnelConnection>(
+    conn: &C,
+    flow: u32,
+    seq: u16,
+    packet: &[u8],
+    stats: &UdpStats,
+) -> Result<(), SessionError> {
+    let Some(max) = conn.max_datagram_size() else {
+        return Err(SessionError::Protocol(
+            "the peer does not accept QUIC datagrams, so UDP cannot be forwarded".into(),
+        ));
+    };
+    let frags = match fragment(flow, seq, packet, max) {
+        Ok(f) => f,
+        Err(e) => {
+            stats.dropped_too_large.fetch_add(1, Relaxed);
+            debug!("udp packet dropped: {e}");
+            return Ok(());
+        }
+    };
+    for f in frags {
+        match conn.send_datagram(f).await {
+            Ok(()) => {}
+            Err(DatagramError::Lost(r)) => return Err(SessionError::ConnectionLost(r)),
+            Err(DatagramError::TooLarge) => {
+                // path MTU shrank between the size check and the send
+                stats.dropped_too_large.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            Err(DatagramError::Unsupported) => {
+                return Err(SessionError::Protocol(
+                    "the peer does not accept QUIC datagrams".into(),
+                ))
+            }
+        }
+    }
+    stats.packets_in.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- receiver
+
+struct Flow {
+    id: u32,
+    seq: u16,
+    last_seen: Instant,
+}
+
+/// The receiver's client table: address <-> flow id.
+struct FlowTable {
+    by_addr: HashMap<SocketAddr, Flow>,
+    by_id: HashMap<u32, SocketAddr>,
+    next_id: u32,
+    max: usize,
+}
+
+impl FlowTable {
+    fn new(max: usize) -> Self {
+        FlowTable {
+            by_addr: HashMap::new(),
+            by_id: HashMap::new(),
+            next_id: 1,
+            max: max.max(1),
+        }
+    }
+
+    /// Flow id and next sequence number for a packet from `from`; `None` if the table is full.
+    fn outgoing(&mut self, from: SocketAddr, now: Instant) -> Option<(u32, u16, bool)> {
+        if let Some(f) = self.by_addr.get_mut(&from) {
+            f.last_seen = now;
+            f.seq = f.seq.wrapping_add(1);
+            return Some((f.id, f.seq, false));
+        }
+        if self.by_addr.len() >= self.max {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        self.by_addr.insert(
+            from,
+            Flow {
+                id,
+                seq: 0,
+                last_seen: now,
+            },
+        );
+        self.by_id.insert(id, from);
+        Some((id, 0, true))
+    }
+
+    fn incoming(&mut self, id: u32, now: Instant) -> Option<SocketAddr> {
+        let addr = *self.by_id.get(&id)?;
+        if let Some(f) = self.by_addr.get_mut(&addr) {
+            f.last_seen = now;
+        }
+        Some(addr)
+    }
+
+    fn expire(&mut self, now: Instant, idle: Duration) -> Vec<u32> {
+        let mut gone = Vec::new();
+        self.by_addr.retain(|addr, f| {
+            let keep = now.duration_since(f.last_seen) < idle;
+            if !keep {
+                debug!(client = %addr, flow = f.id, "udp flow expired");
+                gone.push(f.id);
+            }
+            keep
+        });
+        for id in &gone {
+            self.by_id.remove(id);
+        }
+        gone
+    }
+}
+
+/// Receiver: forward packets from local clients through the tunnel and back.
+pub async fn run_receiver<C: TunnelConnection>(
+    conn: C,
+    sock: UdpSocket,
+    config: Arc<EngineConfig>,
+    cancel: CancellationToken,
+) -> Result<(), SessionError> {
+    let sock = Arc::new(sock);
+    let table = Arc::new(Mutex::new(FlowTable::new(config.max_udp_flows)));
+    let stats = Arc::new(UdpStats::default());
+    let uplink = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!("udp recv error (ignored): {e}");
+                    continue;
+                }
+            };
+            let entry = table.lock().expect("flow table").outgoing(from, Instant::now());
+            let Some((id, seq, new)) = entry else {
+                stats.dropped_flow_cap.fetch_add(1, Relaxed);
+                continue;
+            };
+            if new {
+                info!(client = %from, flow = id, "new udp flow");
+            }
+            send_packet(&conn, id, seq, &buf[..n], &stats).await?;
+        }
+    };
+    let downlink = async {
+        let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
+        let mut tick = tokio::time::interval(TICK);
+        let mut reporter = Reporter::new();
+        loop {
+            tokio::select! {
+                d = conn.read_datagram() => {
+                    let d = d.map_err(|e| SessionError::ConnectionLost(e.to_string()))?;
+                    let now = Instant::now();
+                    let Some((flow, pkt)) = reasm.push(d, now) else { continue };
+                    let addr = table.lock().expect("flow table").incoming(flow, now);
+                    match addr {
+                        Some(a) => match sock.send_to(&pkt, a).await {
+                            Ok(_) => { stats.packets_out.fetch_add(1, Relaxed); }
+                            Err(e) => {
+                                stats.dropped_send_error.fetch_add(1, Relaxed);
+                                debug!("udp send to {a} failed: {e}");
+                            }
+                        },
+                        None => { stats.dropped_unknown_flow.fetch_add(1, Relaxed); }
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    reasm.expire(now);
+                    let gone = table.lock().expect("flow table").expire(now, config.udp_idle_timeout);
+                    for id in gone { reasm.forget_flow(id); }
+                    reporter.maybe_report(&stats, &reasm, now);
+                }
+            }
+        }
+    };
+    let result: Result<(), SessionError> = tokio::select! {
+        _ = cancel.cancelled() => Ok(()),
+        reason = conn.closed() => Err(SessionError::ConnectionLost(reason)),
+        r = uplink => r,
+        r = downlink => r,
+    };
+    info!("udp session ended: {}", stats.summary(&Reassembler::new(1, REASSEMBLY_TIMEOUT)));
+    result
+}
+
+// ---------------------------------------------------------------- sender
+
+struct SenderFlow {
+    sock: Arc<UdpSocket>,
+    last_seen: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+/// Sender: one socket per flow towards `source`.
+pub async fn serve_sender<C: TunnelConnection>(
+    conn: C,
+    source: Arc<ForwardAddr>,
+    config: Arc<EngineConfig>,
+    cancel: CancellationToken,
+) -> Result<(), SessionError> {
+    let started = Instant::now();
+    let millis = move || started.elapsed().as_millis() as u64;
+    let stats = Arc::new(UdpStats::default());
+    let tasks = TaskTracker::new();
+    let mut flows: HashMap<u32, SenderFlow> = HashMap::new();
+    let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
+    let mut tick = tokio::time::interval(TICK);
+    let mut reporter = Reporter::new();
+    let idle_ms = config.udp_idle_timeout.as_millis() as u64;
+
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            d = conn.read_datagram() => {
+                let d = match d {
+                    Ok(d) => d,
+                    Err(e) => break Err(SessionError::ConnectionLost(e.to_string())),
+                };
+                let Some((id, pkt)) = reasm.push(d, Instant::now()) else { continue };
+                if !flows.contains_key(&id) {
+                    if flows.len() >= config.max_udp_flows {
+                        stats.dropped_flow_cap.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let sock = match open_flow_socket(&source).await {
+                        Ok(s) => Arc::new(s),
+                        Err(e) => {
+                            warn!(flow = id, "cannot open a socket to source {source}: {e}");
+                            stats.dropped_send_error.fetch_add(1, Relaxed);
+                            continue;
+                        }
+                    };
+                    info!(flow = id, local = ?sock.local_addr().ok(), "new udp flow to source");
+                    let flow = SenderFlow {
+                        sock: sock.clone(),
+                        last_seen: Arc::new(AtomicU64::new(millis())),
+                        stop: cancel.child_token(),
+                    };
+                    tasks.spawn(flow_reader(
+                        conn.clone(), id, sock, flow.last_seen.clone(), flow.stop.clone(), stats.clone(), millis,
+                    ).in_current_span());
+                    flows.insert(id, flow);
+                }
+                let flow = &flows[&id];
+                flow.last_seen.store(millis(), Relaxed);
+                match flow.sock.send(&pkt).await {
+                    Ok(_) => { stats.packets_out.fetch_add(1, Relaxed); }
+                    Err(e) => {
+                        stats.dropped_send_error.fetch_add(1, Relaxed);
+                        debug!(flow = id, "udp send to source failed: {e}");
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let now_ms = millis();
+                flows.retain(|id, f| {
+                    let keep = now_ms.saturating_sub(f.last_seen.load(Relaxed)) < idle_ms;
+                    if !keep {
+                        debug!(flow = id, "udp flow expired");
+                        f.stop.cancel();
+                        reasm.forget_flow(*id);
+                    }
+                    keep
+                });
+                reasm.expire(Instant::now());
+                reporter.maybe_report(&stats, &reasm, Instant::now());
+            }
+        }
+    };
+    for f in flows.values() {
+        f.stop.cancel();
+    }
+    tasks.close();
+    tasks.wait().await;
+    info!("udp session ended: {}", stats.summary(&reasm));
+    result
+}
+
+async fn open_flow_socket(source: &ForwardAddr) -> std::io::Result<UdpSocket> {
+    let addrs = source.resolve().await?;
+    net::udp_socket_to(addrs[0]).await
+}
+
+async fn flow_reader<C: TunnelConnection>(
+    conn: C,
+    id: u32,
+    sock: Arc<UdpSocket>,
+    last_seen: Arc<AtomicU64>,
+    stop: CancellationToken,
+    stats: Arc<UdpStats>,
+    millis: impl Fn() -> u64,
+) {
+    let mut buf = vec![0u8; 65_536];
+    let mut seq: u16 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.recv(&mut buf) => match r {
+                Ok(n) => {
+                    last_seen.store(millis(), Relaxed);
+                    if let Err(e) = send_packet(&conn, id, seq, &buf[..n], &stats).await {
+                        debug!(flow = id, "flow reader ends: {e}");
+                        return;
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+                // ICMP port unreachable from a service that is not up yet
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    debug!(flow = id, "source refused a udp packet (is it running?)");
+                }
+                Err(e) => {
+                    warn!(flow = id, "udp receive from source failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_table_caps_and_expires() {
+        let mut t = FlowTable::new(2);
+        let now = Instant::now();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
+        let (ia, _, new) = t.outgoing(a, now).unwrap();
+        assert!(new);
+        let (ia2, seq, new) = t.outgoing(a, now).unwrap();
+        assert_eq!((ia, 1, false), (ia2, seq, new));
+        let (ib, _, _) = t.outgoing(b, now).unwrap();
+        assert_ne!(ia, ib);
+        assert!(t.outgoing(c, now).is_none());
+        assert_eq!(t.incoming(ib, now), Some(b));
+        let later = now + Duration::from_secs(61);
+        t.incoming(ib, later - Duration::from_secs(1));
+        assert_eq!(t.expire(later, Duration::from_secs(60)), vec![ia]);
+        assert!(t.outgoing(c, later).is_some());
+    }
+}

@@ -1,0 +1,204 @@
+//! The `iroh` mode (alias `iroh-default`).
+//!
+//! The sender has a persistent ed25519 identity (`--secret-file`), publishes
+//! its addresses via pkarr (to the n0 DNS server by default, or to
+//! `--dns-server`) and optionally mDNS, and waits for receivers. A receiver
+//! needs the sender's ticket: the endpoint id (which iroh dials and
+//! authenticates) plus an access token the sender checks before forwarding.
+
+use std::{net::SocketAddr, str::FromStr, time::Duration};
+
+use iroh::{
+    address_lookup::{DnsAddressLookup, PkarrPublisher, PkarrResolver},
+    endpoint::{presets, IdleTimeout, PortmapperConfig, QuicTransportConfig, VarInt},
+    Endpoint, EndpointId, RelayMode, RelayUrl, SecretKey,
+};
+use peerport_signaling::Ticket;
+use tracing::{debug, info};
+use url::Url;
+
+use crate::{identity, transport::iroh::IrohConnection};
+
+/// ALPN of peerport's iroh mode.
+pub const ALPN: &[u8] = b"peerport/iroh/1";
+
+/// Infrastructure settings of an iroh endpoint.
+#[derive(Debug, Clone)]
+pub struct IrohOptions {
+    /// Relay servers; empty means the public n0 relays.
+    pub relay_urls: Vec<RelayUrl>,
+    /// Use only the relay (no direct UDP).
+    pub relay_only: bool,
+    /// pkarr relay URL used to publish and resolve; `None` means n0's DNS.
+    pub dns_server: Option<Url>,
+    /// Announce and look up on the local network via mDNS.
+    pub mdns: bool,
+    /// Local address to bind (e.g. 127.0.0.1:0 in tests); `None` binds all interfaces.
+    pub bind: Option<SocketAddr>,
+    /// Ask the router for a port mapping (UPnP/PCP/NAT-PMP).
+    pub portmap: bool,
+    /// Close the connection after this long without any packet from the peer.
+    pub idle_timeout: Duration,
+}
+
+impl Default for IrohOptions {
+    fn default() -> Self {
+        IrohOptions {
+            relay_urls: Vec::new(),
+            relay_only: false,
+            dns_server: None,
+            mdns: true,
+            bind: None,
+            portmap: true,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Errors of the iroh mode.
+#[derive(Debug, thiserror::Error)]
+pub enum IrohError {
+    /// Endpoint could not start.
+    #[error("cannot start the iroh endpoint: {0}")]
+    Bind(String),
+    /// Peer id/ticket unreadable.
+    #[error("{0}")]
+    BadPeer(String),
+    /// Could not reach the peer.
+    #[error("cannot reach sender {peer} within {secs} s: {last}. Check that the sender runs, that both sides use the same relay/--dns-server, and the ticket")]
+    Unreachable {
+        /// Peer id.
+        peer: String,
+        /// Seconds tried.
+        secs: u64,
+        /// Last error.
+        last: String,
+    },
+}
+
+/// QUIC settings shared by both roles: 15 s keep-alive, configurable idle
+/// timeout, room for thousands of streams, datagram buffers for 500 Mbit/s bursts.
+pub fn transport_config(idle: Duration) -> QuicTransportConfig {
+    let idle = IdleTimeout::try_from(idle).unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
+    QuicTransportConfig::builder()
+        .keep_alive_interval(Duration::from_secs(15))
+        .max_idle_timeout(Some(idle))
+        .max_concurrent_bidi_streams(VarInt::from_u32(4096))
+        .datagram_receive_buffer_size(Some(8 << 20))
+        .datagram_send_buffer_size(8 << 20)
+        .build()
+}
+
+/// Bind an iroh endpoint with peerport's settings.
+pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endpoint, IrohError> {
+    let mut b = Endpoint::builder(presets::Minimal)
+        .secret_key(secret)
+        .alpns(vec![ALPN.to_vec()])
+        .transport_config(transport_config(opts.idle_timeout));
+    b = if opts.relay_urls.is_empty() {
+        b.relay_mode(RelayMode::Default)
+    } else {
+        b.relay_mode(RelayMode::custom(opts.relay_urls.clone()))
+    };
+    b = match &opts.dns_server {
+        Some(url) => b
+            .address_lookup(PkarrPublisher::builder(url.clone()))
+            .address_lookup(PkarrResolver::builder(url.clone())),
+        None => b
+            .address_lookup(PkarrPublisher::n0_dns())
+            .address_lookup(PkarrResolver::n0_dns())
+            .address_lookup(DnsAddressLookup::n0_dns()),
+    };
+    if opts.mdns {
+        b = b.address_lookup(iroh_mdns_address_lookup::MdnsAddressLookup::builder());
+    }
+    if !opts.portmap {
+        b = b.portmapper_config(PortmapperConfig::Disabled);
+    }
+    if let Some(addr) = opts.bind {
+        b = b
+            .bind_addr(addr)
+            .map_err(|e| IrohError::Bind(format!("--bind {addr}: {e}")))?;
+    }
+    if opts.relay_only {
+        b = b.clear_ip_transports();
+    }
+    let ep = b.bind().await.map_err(|e| IrohError::Bind(e.to_string()))?;
+    debug!(id = %ep.id(), sockets = ?ep.bound_sockets(), "iroh endpoint bound");
+    Ok(ep)
+}
+
+/// Wait (bounded) until the endpoint has a home relay, so that it can be
+/// found. Returns whether it got online.
+pub async fn wait_online(ep: &Endpoint, limit: Duration) -> bool {
+    tokio::time::timeout(limit, ep.online()).await.is_ok()
+}
+
+/// The ticket a sender hands out.
+pub fn ticket_for(secret: &SecretKey) -> Ticket {
+    Ticket {
+        endpoint_id: *secret.public().as_bytes(),
+        token: identity::derive_token(secret),
+    }
+}
+
+/// What the receiver was given: a full ticket, or a bare endpoint id (then
+/// the sender must pin this receiver with `--allowed-peer`).
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    /// Sender's endpoint id.
+    pub id: EndpointId,
+    /// Access token, if a ticket was given.
+    pub token: Option<Vec<u8>>,
+}
+
+impl FromStr for PeerSpec {
+    type Err = IrohError;
+    fn from_str(s: &str) -> Result<Self, IrohError> {
+        let s = s.trim();
+        if Ticket::looks_like_ticket(s) {
+            let t = Ticket::decode(s).map_err(|e| IrohError::BadPeer(e.to_string()))?;
+            let id = EndpointId::from_bytes(&t.endpoint_id).map_err(|_| {
+                IrohError::BadPeer("the ticket's endpoint id is not a valid key; copy the ticket again".into())
+            })?;
+            return Ok(PeerSpec {
+                id,
+                token: Some(t.token.to_vec()),
+            });
+        }
+        let id = EndpointId::from_str(s).map_err(|e| {
+            IrohError::BadPeer(format!(
+                "`{s}` is neither a peerport ticket (ppt1...) nor an endpoint id ({e}): paste the ticket the sender printed"
+            ))
+        })?;
+        Ok(PeerSpec { id, token: None })
+    }
+}
+
+/// Dial the sender, retrying while discovery catches up (bounded by `limit`).
+pub async fn connect(ep: &Endpoint, peer: EndpointId, limit: Duration) -> Result<IrohConnection, IrohError> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let attempt = tokio::time::timeout(remaining.max(Duration::from_millis(1)), ep.connect(peer, ALPN)).await;
+        let last = match attempt {
+            Ok(Ok(conn)) => {
+                info!(peer = %peer.fmt_short(), "connected to sender");
+                return Ok(IrohConnection(conn));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        if tokio::time::Instant::now() + delay >= deadline {
+            return Err(IrohError::Unreachable {
+                peer: peer.to_string(),
+                secs: limit.as_secs(),
+                last,
+            });
+        }
+        debug!("connect attempt failed ({last}); retrying in {delay:?}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}

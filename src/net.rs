@@ -1,0 +1,52 @@
+//! Socket helpers.
+
+use std::{net::SocketAddr, time::Duration};
+
+use socket2::{Domain, Protocol as SockProto, Socket, Type};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// UDP socket buffer size: a 500 Mbit/s burst over ~60 ms.
+pub const UDP_BUFFER: usize = 4 << 20;
+
+/// Bind a non-blocking UDP socket with large buffers.
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    if addr.is_ipv6() {
+        let _ = sock.set_only_v6(false);
+    }
+    // The kernel may clamp these to net.core.{r,w}mem_max; that is not an error.
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// An unconnected UDP socket on the wildcard address of `peer`'s family,
+/// connected to `peer`.
+pub async fn udp_socket_to(peer: SocketAddr) -> std::io::Result<UdpSocket> {
+    let local: SocketAddr = if peer.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = udp_socket(local)?;
+    s.connect(peer).await?;
+    Ok(s)
+}
+
+/// Connect to the first of `addrs` that answers, each within `timeout`.
+pub async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpStream, String> {
+    let mut errors = Vec::new();
+    for a in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => errors.push(format!("{a}: {e}")),
+            Err(_) => errors.push(format!("{a}: timed out after {timeout:?}")),
+        }
+    }
+    Err(errors.join("; "))
+}

@@ -1,0 +1,93 @@
+//! Embedded rendezvous infrastructure: real servers, in-process, on a local
+//! address. Used by `peerport demo`, `peerport rendezvous` and the tests, so
+//! nothing needs the internet.
+//!
+//! * an iroh relay (the `iroh-relay` crate's server, plain HTTP);
+//! * a pkarr relay + DNS server (the `iroh-dns-server` crate) for discovery.
+
+use std::net::IpAddr;
+
+use iroh::RelayUrl;
+use url::Url;
+
+/// Errors starting the embedded servers.
+#[derive(Debug, thiserror::Error)]
+pub enum RendezvousError {
+    /// Relay failed.
+    #[error("cannot start the embedded iroh relay: {0}")]
+    Relay(String),
+    /// DNS/pkarr failed.
+    #[error("cannot start the embedded discovery server: {0}")]
+    Dns(String),
+}
+
+/// Running rendezvous servers; dropped or [`Rendezvous::shutdown`] stops them.
+pub struct Rendezvous {
+    relay: iroh_relay::server::Server,
+    dns: iroh_dns_server::Server,
+    _dir: tempfile::TempDir,
+    /// URL of the iroh relay (`--relay-url`).
+    pub relay_url: RelayUrl,
+    /// URL of the pkarr relay (`--dns-server`).
+    pub pkarr_url: Url,
+    /// Address of the DNS server answering for published endpoints.
+    pub dns_addr: std::net::SocketAddr,
+}
+
+impl Rendezvous {
+    /// Start every server on `ip` with OS-assigned ports.
+    pub async fn start(ip: IpAddr) -> Result<Self, RendezvousError> {
+        let mut relay_cfg = iroh_relay::server::ServerConfig::default();
+        let mut rc = iroh_relay::server::RelayConfig::new((ip, 0));
+        rc.key_cache_capacity = Some(1024);
+        relay_cfg.relay = Some(rc);
+        relay_cfg.metrics_addr = None;
+        let relay = iroh_relay::server::Server::spawn(relay_cfg)
+            .await
+            .map_err(|e| RendezvousError::Relay(e.to_string()))?;
+        let relay_addr = relay
+            .http_addr()
+            .ok_or_else(|| RendezvousError::Relay("no HTTP address".into()))?;
+        let relay_url: RelayUrl = format!("http://{relay_addr}")
+            .parse()
+            .map_err(|e| RendezvousError::Relay(format!("{e}")))?;
+
+        let dir = tempfile::tempdir().map_err(|e| RendezvousError::Dns(e.to_string()))?;
+        let mut cfg = iroh_dns_server::config::Config::default();
+        if let Some(http) = cfg.http.as_mut() {
+            http.port = 0;
+            http.bind_addr = Some(ip);
+        }
+        cfg.https = None;
+        cfg.dns.port = 0;
+        cfg.dns.bind_addr = Some(ip);
+        cfg.metrics = Some(iroh_dns_server::config::MetricsConfig::disabled());
+        cfg.mainline = None;
+        cfg.pkarr_put_rate_limit = iroh_dns_server::config::RateLimitConfig::Disabled;
+        cfg.data_dir = Some(dir.path().to_path_buf());
+        let dns = iroh_dns_server::Server::bind(cfg)
+            .await
+            .map_err(|e| RendezvousError::Dns(e.to_string()))?;
+        let http = dns
+            .http_addr()
+            .ok_or_else(|| RendezvousError::Dns("no HTTP address".into()))?;
+        let pkarr_url: Url = format!("http://{http}/pkarr")
+            .parse()
+            .map_err(|e: url::ParseError| RendezvousError::Dns(e.to_string()))?;
+        let dns_addr = dns.dns_addr();
+        Ok(Rendezvous {
+            relay,
+            dns,
+            _dir: dir,
+            relay_url,
+            pkarr_url,
+            dns_addr,
+        })
+    }
+
+    /// Stop the servers.
+    pub async fn shutdown(self) {
+        let _ = self.relay.shutdown().await;
+        let _ = self.dns.shutdown().await;
+    }
+}

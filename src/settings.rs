@@ -1,0 +1,241 @@
+//! Turning merged [`Partial`] settings into typed, validated settings, with
+//! errors that say which flag or key to fix.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
+
+use iroh::RelayUrl;
+
+use crate::{
+    addr::ForwardAddr,
+    config::{self, ConfigError, Partial, Role},
+    cli::ConfigArgs,
+    engine::EngineConfig,
+    modes::iroh::{IrohOptions, PeerSpec},
+};
+
+/// Default `--max-sessions`.
+pub const DEFAULT_MAX_SESSIONS: usize = 10;
+/// Default receiver connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A validated iroh sender.
+#[derive(Debug, Clone)]
+pub struct IrohSenderSettings {
+    /// Service to forward.
+    pub source: ForwardAddr,
+    /// Identity file.
+    pub secret_file: Option<PathBuf>,
+    /// Endpoint options.
+    pub iroh: IrohOptions,
+    /// Session limit (0 = unlimited).
+    pub max_sessions: usize,
+    /// Pinned receiver ids (empty = token auth).
+    pub allowed_peers: Vec<String>,
+    /// Engine tunables.
+    pub engine: Arc<EngineConfig>,
+}
+
+/// A validated iroh receiver.
+#[derive(Debug, Clone)]
+pub struct IrohReceiverSettings {
+    /// Local listen address.
+    pub target: ForwardAddr,
+    /// Who to reach.
+    pub peer: PeerSpec,
+    /// Identity file (optional; gives a stable id for `--allowed-peer`).
+    pub secret_file: Option<PathBuf>,
+    /// Endpoint options.
+    pub iroh: IrohOptions,
+    /// How long to keep trying to reach the sender.
+    pub connect_timeout: Duration,
+    /// Engine tunables.
+    pub engine: Arc<EngineConfig>,
+}
+
+/// Load the config file the flags point to (if any), check it, and overlay the command line.
+pub fn merge(cli: Partial, cfg: &ConfigArgs, role: Role, mode: &str) -> Result<Partial, ConfigError> {
+    let path = match (&cfg.config, cfg.default_config) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(config::default_path(role).ok_or_else(|| {
+            ConfigError::Invalid("--default-config: neither XDG_CONFIG_HOME nor HOME is set".into())
+        })?),
+        (None, false) => None,
+    };
+    let file = match path {
+        Some(p) => {
+            let f = config::load(&p)?;
+            config::check_file(&p.display().to_string(), &f, role, mode)?;
+            f
+        }
+        None => Partial::default(),
+    };
+    Ok(config::overlay(file, cli))
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
+    let mut o = IrohOptions::default();
+    for u in p.relay_url.iter().flatten() {
+        o.relay_urls.push(RelayUrl::from_str(u).map_err(|e| {
+            invalid(format!("--relay-url `{u}` is not a URL ({e}); write e.g. https://relay.example.com"))
+        })?);
+    }
+    o.relay_only = p.relay_only.unwrap_or(false);
+    if let Some(d) = &p.dns_server {
+        o.dns_server = Some(d.parse().map_err(|e| {
+            invalid(format!("--dns-server `{d}` is not a URL ({e}); write e.g. https://dns.example.com/pkarr"))
+        })?);
+    }
+    o.mdns = p.mdns.unwrap_or(true);
+    o.portmap = p.portmap.unwrap_or(true);
+    if let Some(b) = &p.bind {
+        o.bind = Some(SocketAddr::from_str(b).map_err(|_| {
+            invalid(format!("--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0 or 127.0.0.1:4433"))
+        })?);
+    }
+    if let Some(s) = p.idle_timeout {
+        if s == 0 {
+            return Err(invalid("--idle-timeout must be at least 1 second"));
+        }
+        o.idle_timeout = Duration::from_secs(s);
+    }
+    Ok(o)
+}
+
+fn engine(p: &Partial) -> Result<Arc<EngineConfig>, ConfigError> {
+    let mut e = EngineConfig::default();
+    if let Some(s) = p.udp_idle_timeout {
+        if s == 0 {
+            return Err(invalid("--udp-idle-timeout must be at least 1 second"));
+        }
+        e.udp_idle_timeout = Duration::from_secs(s);
+    }
+    if let Some(n) = p.max_udp_flows {
+        if n == 0 {
+            return Err(invalid("--max-udp-flows must be at least 1"));
+        }
+        e.max_udp_flows = n;
+    }
+    Ok(Arc::new(e))
+}
+
+fn forward(value: &Option<String>, flag: &str, example: &str) -> Result<ForwardAddr, ConfigError> {
+    let v = value
+        .as_deref()
+        .ok_or_else(|| invalid(format!("{flag} is required, e.g. {flag} {example}")))?;
+    v.parse::<ForwardAddr>()
+        .map_err(|e| invalid(format!("{flag}: {e}")))
+}
+
+fn read_peers_file(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap_or(l).to_string())
+        .collect())
+}
+
+fn normalize_peer(id: &str) -> Result<String, ConfigError> {
+    iroh::EndpointId::from_str(id.trim())
+        .map(|k| k.to_string())
+        .map_err(|e| invalid(format!("allowed peer `{id}` is not an endpoint id ({e}); get it with `peerport show-id`")))
+}
+
+impl IrohSenderSettings {
+    /// Validate merged settings.
+    pub fn from_partial(p: Partial) -> Result<Self, ConfigError> {
+        let source = forward(&p.source, "--source", "tcp://127.0.0.1:22")?;
+        if source.port == 0 {
+            return Err(invalid("--source needs a real port, not 0"));
+        }
+        let mut allowed = Vec::new();
+        for id in p.allowed_peer.iter().flatten() {
+            allowed.push(normalize_peer(id)?);
+        }
+        if let Some(f) = &p.authorized_peers_file {
+            for id in read_peers_file(f)? {
+                allowed.push(normalize_peer(&id)?);
+            }
+        }
+        Ok(IrohSenderSettings {
+            source,
+            secret_file: p.secret_file.clone(),
+            iroh: iroh_options(&p)?,
+            max_sessions: p.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+            allowed_peers: allowed,
+            engine: engine(&p)?,
+        })
+    }
+}
+
+impl IrohReceiverSettings {
+    /// Validate merged settings.
+    pub fn from_partial(p: Partial) -> Result<Self, ConfigError> {
+        let target = forward(&p.target, "--target", "tcp://127.0.0.1:2222")?;
+        let node = p.node_id.as_deref().ok_or_else(|| {
+            invalid("--node-id is required: paste the ticket the sender printed (ppt1...)")
+        })?;
+        let peer: PeerSpec = node.parse().map_err(|e| invalid(format!("--node-id: {e}")))?;
+        Ok(IrohReceiverSettings {
+            target,
+            peer,
+            secret_file: p.secret_file.clone(),
+            iroh: iroh_options(&p)?,
+            connect_timeout: p
+                .connect_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            engine: engine(&p)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_needs_valid_source() {
+        let e = IrohSenderSettings::from_partial(Partial::default()).unwrap_err();
+        assert!(e.to_string().contains("--source is required"));
+        let e = IrohSenderSettings::from_partial(Partial {
+            source: Some("127.0.0.1:22".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("tcp://"), "{e}");
+        let s = IrohSenderSettings::from_partial(Partial {
+            source: Some("udp://127.0.0.1:53".into()),
+            max_sessions: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.max_sessions, 0);
+    }
+
+    #[test]
+    fn receiver_rejects_bad_ticket_and_bind() {
+        let e = IrohReceiverSettings::from_partial(Partial {
+            target: Some("tcp://127.0.0.1:2222".into()),
+            node_id: Some("garbage".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--node-id"), "{e}");
+        let e = IrohSenderSettings::from_partial(Partial {
+            source: Some("tcp://127.0.0.1:22".into()),
+            bind: Some("localhost".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--bind"), "{e}");
+    }
+}

@@ -1,0 +1,135 @@
+//! [`TunnelConnection`] for iroh's QUIC stack (noq types re-exported by iroh).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use iroh::{
+    endpoint::{Connection, PathEvent, RecvStream, SendDatagramError, SendStream, VarInt},
+    Endpoint, TransportAddr,
+};
+use tracing::{info, warn};
+
+use super::{Acceptor, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
+
+/// How long a receiver may take to complete the QUIC handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An iroh connection used as a tunnel.
+#[derive(Clone, Debug)]
+pub struct IrohConnection(pub Connection);
+
+impl TunnelSend for SendStream {
+    fn reset(&mut self, code: u32) {
+        let _ = SendStream::reset(self, VarInt::from_u32(code));
+    }
+}
+
+impl TunnelRecv for RecvStream {
+    fn stop(&mut self, code: u32) {
+        let _ = RecvStream::stop(self, VarInt::from_u32(code));
+    }
+}
+
+/// Describe a transport address as "direct ADDR" or "relay URL".
+pub fn describe(addr: &TransportAddr) -> String {
+    match addr {
+        TransportAddr::Ip(a) => format!("direct {a}"),
+        TransportAddr::Relay(url) => format!("relay {url}"),
+        other => format!("custom {other:?}"),
+    }
+}
+
+impl TunnelConnection for IrohConnection {
+    type Send = SendStream;
+    type Recv = RecvStream;
+
+    async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
+        self.0.open_bi().await.map_err(|e| ConnError::Lost(e.to_string()))
+    }
+
+    async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
+        self.0.accept_bi().await.map_err(|e| ConnError::Lost(e.to_string()))
+    }
+
+    async fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
+        self.0.send_datagram_wait(data).await.map_err(|e| match e {
+            SendDatagramError::TooLarge => DatagramError::TooLarge,
+            SendDatagramError::ConnectionLost(e) => DatagramError::Lost(e.to_string()),
+            _ => DatagramError::Unsupported,
+        })
+    }
+
+    async fn read_datagram(&self) -> Result<Bytes, ConnError> {
+        self.0
+            .read_datagram()
+            .await
+            .map_err(|e| ConnError::Lost(e.to_string()))
+    }
+
+    fn max_datagram_size(&self) -> Option<usize> {
+        self.0.max_datagram_size()
+    }
+
+    async fn closed(&self) -> String {
+        self.0.closed().await.to_string()
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.0.close(VarInt::from_u32(code), reason.as_bytes());
+    }
+
+    fn peer_id(&self) -> String {
+        self.0.remote_id().to_string()
+    }
+
+    fn path_summary(&self) -> String {
+        let paths = self.0.paths();
+        for p in paths.iter() {
+            if p.is_selected() {
+                return describe(p.remote_addr());
+            }
+        }
+        "no path selected yet".to_string()
+    }
+
+    async fn watch_path(&self) {
+        let mut events = self.0.path_events();
+        while let Some(ev) = events.next().await {
+            match ev {
+                PathEvent::Selected { remote_addr, .. } => {
+                    let kind = if remote_addr.is_relay() { "relay" } else { "direct" };
+                    info!(path = kind, "path selected: {}", describe(&remote_addr));
+                }
+                PathEvent::Opened { remote_addr, .. } => {
+                    tracing::debug!("path opened: {}", describe(&remote_addr));
+                }
+                PathEvent::Closed { remote_addr, .. } => {
+                    tracing::debug!("path closed: {}", describe(&remote_addr));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Accepts receivers on an iroh endpoint.
+#[derive(Debug, Clone)]
+pub struct IrohAcceptor(pub Endpoint);
+
+impl Acceptor for IrohAcceptor {
+    type Conn = IrohConnection;
+
+    async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
+        let incoming = self.0.accept().await?;
+        let remote = format!("{:?}", incoming.remote_addr());
+        Some(match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+            Ok(Ok(conn)) => Ok(IrohConnection(conn)),
+            Ok(Err(e)) => {
+                warn!("handshake with {remote} failed: {e}");
+                Err(format!("handshake with {remote} failed: {e}"))
+            }
+            Err(_) => Err(format!("handshake with {remote} timed out")),
+        })
+    }
+}

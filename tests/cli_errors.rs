@@ -1,0 +1,74 @@
+//! Bad input: clear errors, non-zero exits, nothing half-started.
+
+mod common;
+
+use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt};
+
+use common::*;
+
+#[tokio::test]
+async fn malformed_source_and_target() {
+    for bad in ["127.0.0.1:22", "tcp://nohost", "ftp://x:1", "tcp://x:99999"] {
+        let (code, _, err) = run_to_end(&["sender", "iroh", "--source", bad, "--no-mdns"]).await;
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(err.contains("--source"), "{bad}: {err}");
+    }
+    let (code, _, err) = run_to_end(&["receiver", "iroh", "--target", "localhost", "--node-id", "x"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--target") && err.contains("tcp://"), "{err}");
+    let (code, _, err) = run_to_end(&["receiver", "iroh", "--target", "tcp://127.0.0.1:0", "--node-id", "ppt1zzzz"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--node-id"), "{err}");
+}
+
+#[tokio::test]
+async fn world_readable_secret_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let k = key.to_str().unwrap();
+    let (code, _, _) = run_to_end(&["generate-secret", "--output", k]).await;
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let (code, _, err) = run_to_end(&["generate-secret", "--output", k]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("--force"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) =
+        run_to_end(&["sender", "iroh", "--source", "tcp://127.0.0.1:22", "--secret-file", k]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("chmod 600"), "{err}");
+}
+
+#[tokio::test]
+async fn busy_target_port() {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let t = format!("tcp://127.0.0.1:{port}");
+    let ticket = peerport_signaling::Ticket { endpoint_id: *iroh::SecretKey::generate().public().as_bytes(), token: [1; 16] }.encode();
+    let (code, _, err) = run_to_end(&["receiver", "iroh", "--target", &t, "--node-id", &ticket, "--no-mdns"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("already in use"), "{err}");
+}
+
+#[tokio::test]
+async fn config_file_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "role = \"receiver\"\nsource = \"tcp://127.0.0.1:22\"\n").unwrap();
+    let (code, _, err) = run_to_end(&["sender", "iroh", "-c", f.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("role"), "{err}");
+    std::fs::write(&f, "sorce = \"tcp://127.0.0.1:22\"\n").unwrap();
+    let (code, _, err) = run_to_end(&["sender", "iroh", "-c", f.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("sorce"), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_sender_fails_in_bounded_time() {
+    let r = rendezvous().await;
+    let ticket = peerport_signaling::Ticket { endpoint_id: *iroh::SecretKey::generate().public().as_bytes(), token: [1; 16] }.encode();
+    let mut p = receiver_proc(&r, "tcp", &ticket, &["--connect-timeout", "5"]);
+    assert_eq!(p.wait_exit(std::time::Duration::from_secs(30)).await, Some(1));
+    assert!(p.stderr_text().contains("cannot reach sender"), "{}", p.stderr_text());
+}

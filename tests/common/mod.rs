@@ -1,0 +1,193 @@
+//! Shared test helpers: embedded rendezvous servers in the test process,
+//! the real `peerport` binary as child processes, local services.
+//! Everything binds 127.0.0.1; every wait is bounded; children die on drop.
+#![allow(dead_code)]
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use peerport::rendezvous::Rendezvous;
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::watch,
+};
+
+pub const WAIT: Duration = Duration::from_secs(40);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_peerport")
+}
+
+pub async fn rendezvous() -> Rendezvous {
+    Rendezvous::start(Ipv4Addr::LOCALHOST.into())
+        .await
+        .expect("embedded rendezvous")
+}
+
+/// Flags that keep an endpoint on loopback with the embedded servers only.
+pub fn local_flags(r: &Rendezvous) -> Vec<String> {
+    vec![
+        "--relay-url".into(),
+        r.relay_url.to_string(),
+        "--dns-server".into(),
+        r.pkarr_url.to_string(),
+        "--no-mdns".into(),
+        "--no-portmap".into(),
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+    ]
+}
+
+/// A running peerport process whose output is collected.
+pub struct Proc {
+    pub child: Child,
+    pub stdout: watch::Receiver<Vec<String>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    stderr_rx: watch::Receiver<usize>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[String]) -> Proc {
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "warn,peerport=debug")
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn peerport");
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (out_tx, out_rx) = watch::channel(Vec::new());
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                out_tx.send_modify(|v| v.push(l));
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (err_tx, err_rx) = watch::channel(0usize);
+        let st = stderr.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(err).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                if std::env::var_os("PEERPORT_TEST_ECHO").is_some() {
+                    eprintln!("[child] {l}");
+                }
+                let n = {
+                    let mut g = st.lock().unwrap();
+                    g.push(l);
+                    g.len()
+                };
+                let _ = err_tx.send(n);
+            }
+        });
+        Proc {
+            child,
+            stdout: out_rx,
+            stderr,
+            stderr_rx: err_rx,
+        }
+    }
+
+    /// First stdout line (the sender's ticket).
+    pub async fn first_stdout_line(&mut self) -> String {
+        let r = tokio::time::timeout(WAIT, self.stdout.wait_for(|v| !v.is_empty()))
+            .await
+            .unwrap_or_else(|_| panic!("no stdout line; stderr:\n{}", self.stderr_text()));
+        r.expect("stdout closed")[0].clone()
+    }
+
+    /// Wait until a stderr line contains `needle`; returns that line.
+    pub async fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.stderr.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, self.stderr_rx.changed()).await.is_err() {
+                panic!("`{needle}` never appeared on stderr:\n{}", self.stderr_text());
+            }
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Wait for exit (bounded) and return the status code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(Ok(s)) => s.code(),
+            _ => panic!("process did not exit in {limit:?}; stderr:\n{}", self.stderr_text()),
+        }
+    }
+}
+
+/// Start a sender; returns it and its ticket.
+pub async fn sender(r: &Rendezvous, source: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args: Vec<String> = vec!["sender".into(), "iroh".into(), "--source".into(), source.into()];
+    args.extend(local_flags(r));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut p = Proc::spawn(&args);
+    let ticket = p.first_stdout_line().await;
+    assert!(ticket.starts_with("ppt1"), "unexpected ticket line {ticket}");
+    (p, ticket)
+}
+
+/// Start a receiver on `proto://127.0.0.1:0` and wait for its session; returns it and its local address.
+pub async fn receiver(r: &Rendezvous, proto: &str, ticket: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let mut p = receiver_proc(r, proto, ticket, extra);
+    let line = p.wait_stderr("listening for local clients").await;
+    let addr = line
+        .split("listen=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in `{line}`"));
+    p.wait_stderr("session established").await;
+    (p, addr)
+}
+
+pub fn receiver_proc(r: &Rendezvous, proto: &str, ticket: &str, extra: &[&str]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "receiver".into(),
+        "iroh".into(),
+        "--target".into(),
+        format!("{proto}://127.0.0.1:0"),
+        "--node-id".into(),
+        ticket.into(),
+    ];
+    args.extend(local_flags(r));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Proc::spawn(&args)
+}
+
+/// Run the binary to completion (bounded) with `args`; returns (code, stdout, stderr).
+pub async fn run_to_end(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(bin())
+            .args(args)
+            .env_remove("XDG_CONFIG_HOME")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("command finished in time")
+    .expect("ran");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
