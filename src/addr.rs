@@ -45,7 +45,9 @@ pub enum AddrError {
     #[error("`{0}` needs a scheme: write tcp://HOST:PORT or udp://HOST:PORT")]
     Scheme(String),
     /// Missing port.
-    #[error("`{0}` has no port: write tcp://HOST:PORT or udp://HOST:PORT (IPv6 as tcp://[::1]:PORT)")]
+    #[error(
+        "`{0}` has no port: write tcp://HOST:PORT or udp://HOST:PORT (IPv6 as tcp://[::1]:PORT)"
+    )]
     Port(String),
     /// Bad port number.
     #[error("`{0}`: the port must be a number from 1 to 65535")]
@@ -77,7 +79,9 @@ impl FromStr for ForwardAddr {
             let (h, p) = after
                 .split_once(']')
                 .ok_or_else(|| AddrError::Port(input.into()))?;
-            let p = p.strip_prefix(':').ok_or_else(|| AddrError::Port(input.into()))?;
+            let p = p
+                .strip_prefix(':')
+                .ok_or_else(|| AddrError::Port(input.into()))?;
             (h, p)
         } else {
             let (h, p) = rest
@@ -141,9 +145,15 @@ mod tests {
     #[test]
     fn parses_good() {
         let a: ForwardAddr = "tcp://127.0.0.1:22".parse().unwrap();
-        assert_eq!((a.protocol, a.host.as_str(), a.port), (Protocol::Tcp, "127.0.0.1", 22));
+        assert_eq!(
+            (a.protocol, a.host.as_str(), a.port),
+            (Protocol::Tcp, "127.0.0.1", 22)
+        );
         let b: ForwardAddr = "UDP://[::1]:51820".parse().unwrap();
-        assert_eq!((b.protocol, b.host.as_str(), b.port), (Protocol::Udp, "::1", 51820));
+        assert_eq!(
+            (b.protocol, b.host.as_str(), b.port),
+            (Protocol::Udp, "::1", 51820)
+        );
         assert_eq!(b.to_string(), "udp://[::1]:51820");
         let c: ForwardAddr = "tcp://localhost:0".parse().unwrap();
         assert_eq!(c.host_port(), "localhost:0");

@@ -88,7 +88,10 @@ async fn sender_iroh(args: IrohSenderArgs) -> Result<()> {
     let s = IrohSenderSettings::from_partial(merged)?;
     let secret = load_secret(s.secret_file.as_deref())?;
     let ticket = iroh_mode::ticket_for(&secret).encode();
-    let auth = Authorizer::new(identity::derive_token(&secret).to_vec(), s.allowed_peers.clone());
+    let auth = Authorizer::new(
+        identity::derive_token(&secret).to_vec(),
+        s.allowed_peers.clone(),
+    );
     let ep = iroh_mode::bind_endpoint(secret, &s.iroh).await?;
     if !iroh_mode::wait_online(&ep, std::time::Duration::from_secs(10)).await {
         warn!("no relay reachable yet: receivers can only find this sender directly (mDNS/LAN) until one is");
@@ -100,11 +103,19 @@ async fn sender_iroh(args: IrohSenderArgs) -> Result<()> {
     });
     // What the person must copy goes to stdout, alone; guidance to stderr.
     println!("{ticket}");
-    eprintln!("peerport sender (iroh) forwarding {} as endpoint {}", s.source, ep.id());
+    eprintln!(
+        "peerport sender (iroh) forwarding {} as endpoint {}",
+        s.source,
+        ep.id()
+    );
     if s.allowed_peers.is_empty() {
         eprintln!("on the receiver, run:\n  peerport receiver iroh --node-id {ticket} --target {}://127.0.0.1:PORT", s.source.protocol);
     } else {
-        eprintln!("admitting only {} pinned receiver id(s); they connect with --node-id {}", s.allowed_peers.len(), ep.id());
+        eprintln!(
+            "admitting only {} pinned receiver id(s); they connect with --node-id {}",
+            s.allowed_peers.len(),
+            ep.id()
+        );
     }
     let cancel = shutdown_signal();
     engine::server::serve(IrohAcceptor(ep.clone()), ctx, s.max_sessions, cancel).await;
@@ -116,7 +127,9 @@ async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
     let merged = settings::merge(args.partial(), &args.config, Role::Receiver, "iroh")?;
     let s = IrohReceiverSettings::from_partial(merged)?;
     let target = BoundTarget::bind(&s.target).await?;
-    let local = target.local_addr().context("reading the listener address")?;
+    let local = target
+        .local_addr()
+        .context("reading the listener address")?;
     info!(listen = %local, "listening for local clients");
     let secret = load_secret(s.secret_file.as_deref())?;
     let cancel = shutdown_signal();
@@ -130,7 +143,7 @@ async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
         _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
     };
     ep.close().await;
-    result.map_err(|e| anyhow::anyhow!(e)).context(
-        "the tunnel ended; local listener closed (restart the receiver to reconnect)",
-    )
+    result
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("the tunnel ended; local listener closed (restart the receiver to reconnect)")
 }

@@ -126,7 +126,10 @@ pub fn default_path(role: Role) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("peerport").join(format!("{}.toml", role.as_str())))
+    Some(
+        base.join("peerport")
+            .join(format!("{}.toml", role.as_str())),
+    )
 }
 
 /// Check that a file is meant for this command: `role` and `mode` match and
@@ -164,7 +167,10 @@ pub fn check_file(path: &str, file: &Partial, role: Role, mode: &str) -> Result<
             ("source", file.source.is_some()),
             ("max-sessions", file.max_sessions.is_some()),
             ("allowed-peer", file.allowed_peer.is_some()),
-            ("authorized-peers-file", file.authorized_peers_file.is_some()),
+            (
+                "authorized-peers-file",
+                file.authorized_peers_file.is_some(),
+            ),
         ],
     };
     if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
@@ -250,7 +256,9 @@ mod tests {
         let f = parse("f", "mode = \"nostr\"").unwrap();
         assert!(check_file("f", &f, Role::Sender, "iroh").is_err());
         let f = parse("f", "target = \"tcp://x:1\"").unwrap();
-        let e = check_file("f", &f, Role::Sender, "iroh").unwrap_err().to_string();
+        let e = check_file("f", &f, Role::Sender, "iroh")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("target"), "{e}");
     }
 }

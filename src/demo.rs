@@ -99,7 +99,10 @@ pub fn local_options(r: &Rendezvous, relay_only: bool) -> IrohOptions {
 pub async fn run(megabytes: usize) -> Result<()> {
     let started = Instant::now();
     let rdv = Rendezvous::start(Ipv4Addr::LOCALHOST.into()).await?;
-    eprintln!("embedded relay {} and discovery {} on 127.0.0.1", rdv.relay_url, rdv.pkarr_url);
+    eprintln!(
+        "embedded relay {} and discovery {} on 127.0.0.1",
+        rdv.relay_url, rdv.pkarr_url
+    );
     let mut services = JoinSet::new();
     let tcp_echo = spawn_tcp_echo(&mut services).await?;
     let udp_echo = spawn_udp_echo(&mut services).await?;
@@ -127,7 +130,10 @@ pub async fn run(megabytes: usize) -> Result<()> {
             r.check
         );
     }
-    println!("\ndemo finished in {:.1} s: every byte verified", started.elapsed().as_secs_f64());
+    println!(
+        "\ndemo finished in {:.1} s: every byte verified",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -149,14 +155,20 @@ async fn tunnel_row(
         auth: Authorizer::new(token.clone(), []),
         engine: Arc::new(EngineConfig::default()),
     });
-    tasks.spawn(engine::server::serve(IrohAcceptor(sender_ep.clone()), ctx, 4, cancel.clone()));
+    tasks.spawn(engine::server::serve(
+        IrohAcceptor(sender_ep.clone()),
+        ctx,
+        4,
+        cancel.clone(),
+    ));
 
     // receiver
     let t0 = Instant::now();
     let target: ForwardAddr = format!("{}://127.0.0.1:0", source.protocol).parse()?;
     let bound = BoundTarget::bind(&target).await?;
     let local = bound.local_addr()?;
-    let recv_ep = iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
+    let recv_ep =
+        iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
     let conn = iroh_mode::connect(&recv_ep, secret.public(), Duration::from_secs(30)).await?;
     let session_conn = conn.clone();
     let session_cancel = cancel.clone();
@@ -185,7 +197,11 @@ async fn tunnel_row(
     sender_ep.close().await;
     let (setup, throughput, check) = row?;
     Ok(Row {
-        mode: if relay_only { "iroh --relay-only" } else { "iroh" },
+        mode: if relay_only {
+            "iroh --relay-only"
+        } else {
+            "iroh"
+        },
         proto: source.protocol.as_str(),
         path: path.split(' ').next().unwrap_or("?").to_string(),
         setup,
@@ -194,7 +210,11 @@ async fn tunnel_row(
     })
 }
 
-async fn tcp_traffic(local: SocketAddr, megabytes: usize, t0: Instant) -> Result<(Duration, String, String)> {
+async fn tcp_traffic(
+    local: SocketAddr,
+    megabytes: usize,
+    t0: Instant,
+) -> Result<(Duration, String, String)> {
     let mut s = TcpStream::connect(local).await?;
     s.write_all(b"x").await?;
     let mut one = [0u8; 1];
@@ -218,7 +238,10 @@ async fn tcp_traffic(local: SocketAddr, megabytes: usize, t0: Instant) -> Result
     writer.await??;
     let secs = start.elapsed().as_secs_f64();
     if Sha256::digest(&got) != want {
-        bail!("TCP data corrupted in the tunnel ({} bytes back)", got.len());
+        bail!(
+            "TCP data corrupted in the tunnel ({} bytes back)",
+            got.len()
+        );
     }
     Ok((
         setup,
@@ -235,20 +258,28 @@ async fn udp_traffic(local: SocketAddr, t0: Instant) -> Result<(Duration, String
     let mut setup = None;
     for _ in 0..100 {
         s.send(b"hello").await?;
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), s.recv(&mut buf)).await {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), s.recv(&mut buf)).await
+        {
             setup = Some(t0.elapsed());
             break;
         }
     }
     let setup = setup.context("no UDP echo through the tunnel in 20 s")?;
-    let sizes: Vec<usize> = (0..300).map(|i| match i % 10 { 0 => 8000, 1 => 1450, _ => 1200 }).collect();
+    let sizes: Vec<usize> = (0..300)
+        .map(|i| match i % 10 {
+            0 => 8000,
+            1 => 1450,
+            _ => 1200,
+        })
+        .collect();
     let (mut sent, mut ok, mut bytes) = (0, 0, 0usize);
     let start = Instant::now();
     for (i, size) in sizes.iter().enumerate() {
         let p = pattern(*size, i as u64 + 1);
         s.send(&p).await?;
         sent += 1;
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf)).await {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf)).await
+        {
             if buf[..n] == p[..] {
                 ok += 1;
                 bytes += n;

@@ -130,13 +130,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/key");
         let k = load_or_create(&p).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let k2 = load_or_create(&p).unwrap();
         assert_eq!(k.public(), k2.public());
         assert_eq!(derive_token(&k), derive_token(&k2));
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(load(&p), Err(IdentityError::Permissions { .. })));
-        assert!(matches!(write(&p, &k, false), Err(IdentityError::Exists { .. })));
+        assert!(matches!(
+            write(&p, &k, false),
+            Err(IdentityError::Exists { .. })
+        ));
         write(&p, &k, true).unwrap();
         fs::write(&p, "nonsense").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();

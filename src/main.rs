@@ -1,13 +1,15 @@
 //! The `peerport` binary: parse, set up logging, run the library.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = peerport::cli::Cli::parse();
+    let quiet = matches!(cli.command, peerport::cli::Command::Demo { .. });
     let default = match cli.verbose {
+        0 if quiet => "error",
         0 => "warn,peerport=info",
         1 => "info,peerport=debug",
         _ => "debug,peerport=trace",
@@ -16,6 +18,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

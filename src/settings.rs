@@ -7,8 +7,8 @@ use iroh::RelayUrl;
 
 use crate::{
     addr::ForwardAddr,
-    config::{self, ConfigError, Partial, Role},
     cli::ConfigArgs,
+    config::{self, ConfigError, Partial, Role},
     engine::EngineConfig,
     modes::iroh::{IrohOptions, PeerSpec},
 };
@@ -53,7 +53,12 @@ pub struct IrohReceiverSettings {
 }
 
 /// Load the config file the flags point to (if any), check it, and overlay the command line.
-pub fn merge(cli: Partial, cfg: &ConfigArgs, role: Role, mode: &str) -> Result<Partial, ConfigError> {
+pub fn merge(
+    cli: Partial,
+    cfg: &ConfigArgs,
+    role: Role,
+    mode: &str,
+) -> Result<Partial, ConfigError> {
     let path = match (&cfg.config, cfg.default_config) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => Some(config::default_path(role).ok_or_else(|| {
@@ -80,20 +85,26 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
     let mut o = IrohOptions::default();
     for u in p.relay_url.iter().flatten() {
         o.relay_urls.push(RelayUrl::from_str(u).map_err(|e| {
-            invalid(format!("--relay-url `{u}` is not a URL ({e}); write e.g. https://relay.example.com"))
+            invalid(format!(
+                "--relay-url `{u}` is not a URL ({e}); write e.g. https://relay.example.com"
+            ))
         })?);
     }
     o.relay_only = p.relay_only.unwrap_or(false);
     if let Some(d) = &p.dns_server {
         o.dns_server = Some(d.parse().map_err(|e| {
-            invalid(format!("--dns-server `{d}` is not a URL ({e}); write e.g. https://dns.example.com/pkarr"))
+            invalid(format!(
+                "--dns-server `{d}` is not a URL ({e}); write e.g. https://dns.example.com/pkarr"
+            ))
         })?);
     }
     o.mdns = p.mdns.unwrap_or(true);
     o.portmap = p.portmap.unwrap_or(true);
     if let Some(b) = &p.bind {
         o.bind = Some(SocketAddr::from_str(b).map_err(|_| {
-            invalid(format!("--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0 or 127.0.0.1:4433"))
+            invalid(format!(
+                "--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0 or 127.0.0.1:4433"
+            ))
         })?);
     }
     if let Some(s) = p.idle_timeout {
@@ -146,7 +157,11 @@ fn read_peers_file(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
 fn normalize_peer(id: &str) -> Result<String, ConfigError> {
     iroh::EndpointId::from_str(id.trim())
         .map(|k| k.to_string())
-        .map_err(|e| invalid(format!("allowed peer `{id}` is not an endpoint id ({e}); get it with `peerport show-id`")))
+        .map_err(|e| {
+            invalid(format!(
+                "allowed peer `{id}` is not an endpoint id ({e}); get it with `peerport show-id`"
+            ))
+        })
 }
 
 impl IrohSenderSettings {
@@ -183,7 +198,9 @@ impl IrohReceiverSettings {
         let node = p.node_id.as_deref().ok_or_else(|| {
             invalid("--node-id is required: paste the ticket the sender printed (ppt1...)")
         })?;
-        let peer: PeerSpec = node.parse().map_err(|e| invalid(format!("--node-id: {e}")))?;
+        let peer: PeerSpec = node
+            .parse()
+            .map_err(|e| invalid(format!("--node-id: {e}")))?;
         Ok(IrohReceiverSettings {
             target,
             peer,

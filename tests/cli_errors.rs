@@ -13,10 +13,26 @@ async fn malformed_source_and_target() {
         assert_eq!(code, 1, "{bad}: {err}");
         assert!(err.contains("--source"), "{bad}: {err}");
     }
-    let (code, _, err) = run_to_end(&["receiver", "iroh", "--target", "localhost", "--node-id", "x"]).await;
+    let (code, _, err) = run_to_end(&[
+        "receiver",
+        "iroh",
+        "--target",
+        "localhost",
+        "--node-id",
+        "x",
+    ])
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("--target") && err.contains("tcp://"), "{err}");
-    let (code, _, err) = run_to_end(&["receiver", "iroh", "--target", "tcp://127.0.0.1:0", "--node-id", "ppt1zzzz"]).await;
+    let (code, _, err) = run_to_end(&[
+        "receiver",
+        "iroh",
+        "--target",
+        "tcp://127.0.0.1:0",
+        "--node-id",
+        "ppt1zzzz",
+    ])
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("--node-id"), "{err}");
 }
@@ -28,13 +44,23 @@ async fn world_readable_secret_refused() {
     let k = key.to_str().unwrap();
     let (code, _, _) = run_to_end(&["generate-secret", "--output", k]).await;
     assert_eq!(code, 0);
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let (code, _, err) = run_to_end(&["generate-secret", "--output", k]).await;
     assert_eq!(code, 1);
     assert!(err.contains("--force"), "{err}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, _, err) =
-        run_to_end(&["sender", "iroh", "--source", "tcp://127.0.0.1:22", "--secret-file", k]).await;
+    let (code, _, err) = run_to_end(&[
+        "sender",
+        "iroh",
+        "--source",
+        "tcp://127.0.0.1:22",
+        "--secret-file",
+        k,
+    ])
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("chmod 600"), "{err}");
 }
@@ -44,8 +70,21 @@ async fn busy_target_port() {
     let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     let port = l.local_addr().unwrap().port();
     let t = format!("tcp://127.0.0.1:{port}");
-    let ticket = peerport_signaling::Ticket { endpoint_id: *iroh::SecretKey::generate().public().as_bytes(), token: [1; 16] }.encode();
-    let (code, _, err) = run_to_end(&["receiver", "iroh", "--target", &t, "--node-id", &ticket, "--no-mdns"]).await;
+    let ticket = peerport_signaling::Ticket {
+        endpoint_id: *iroh::SecretKey::generate().public().as_bytes(),
+        token: [1; 16],
+    }
+    .encode();
+    let (code, _, err) = run_to_end(&[
+        "receiver",
+        "iroh",
+        "--target",
+        &t,
+        "--node-id",
+        &ticket,
+        "--no-mdns",
+    ])
+    .await;
     assert_eq!(code, 1);
     assert!(err.contains("already in use"), "{err}");
 }
@@ -67,8 +106,19 @@ async fn config_file_rules() {
 #[tokio::test]
 async fn unreachable_sender_fails_in_bounded_time() {
     let r = rendezvous().await;
-    let ticket = peerport_signaling::Ticket { endpoint_id: *iroh::SecretKey::generate().public().as_bytes(), token: [1; 16] }.encode();
+    let ticket = peerport_signaling::Ticket {
+        endpoint_id: *iroh::SecretKey::generate().public().as_bytes(),
+        token: [1; 16],
+    }
+    .encode();
     let mut p = receiver_proc(&r, "tcp", &ticket, &["--connect-timeout", "5"]);
-    assert_eq!(p.wait_exit(std::time::Duration::from_secs(30)).await, Some(1));
-    assert!(p.stderr_text().contains("cannot reach sender"), "{}", p.stderr_text());
+    assert_eq!(
+        p.wait_exit(std::time::Duration::from_secs(30)).await,
+        Some(1)
+    );
+    assert!(
+        p.stderr_text().contains("cannot reach sender"),
+        "{}",
+        p.stderr_text()
+    );
 }

@@ -29,7 +29,10 @@ async fn echo_roundtrip(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
         w.shutdown().await.unwrap();
     });
     let mut got = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut got)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
     wr.await.unwrap();
     got
 }
@@ -42,18 +45,28 @@ async fn tcp_echo_and_parallel_connections() {
     let (_s, ticket) = sender(&r, &format!("tcp://{echo}"), &[]).await;
     let (_rx, local) = receiver(&r, "tcp", &ticket, &[]).await;
 
-    assert_eq!(echo_roundtrip(local, b"hello peerport").await, b"hello peerport");
+    assert_eq!(
+        echo_roundtrip(local, b"hello peerport").await,
+        b"hello peerport"
+    );
 
     let mut set = JoinSet::new();
     for i in 0..100u64 {
         set.spawn(async move {
             let data = pattern(64 * 1024, i + 1);
             let got = echo_roundtrip(local, &data).await;
-            assert!(got == data, "connection {i} got {} bytes back, wrong content", got.len());
+            assert!(
+                got == data,
+                "connection {i} got {} bytes back, wrong content",
+                got.len()
+            );
         });
     }
     let mut done = 0;
-    while let Some(r) = tokio::time::timeout(WAIT, set.join_next()).await.expect("100 connections in time") {
+    while let Some(r) = tokio::time::timeout(WAIT, set.join_next())
+        .await
+        .expect("100 connections in time")
+    {
         r.unwrap();
         done += 1;
     }
@@ -90,7 +103,9 @@ async fn half_close_and_server_speaks_first() {
                 s.write_all(b"SSH-2.0-peerport-test\r\n").await.unwrap();
                 let mut buf = Vec::new();
                 s.read_to_end(&mut buf).await.unwrap();
-                s.write_all(format!("got {} bytes", buf.len()).as_bytes()).await.unwrap();
+                s.write_all(format!("got {} bytes", buf.len()).as_bytes())
+                    .await
+                    .unwrap();
                 s.shutdown().await.unwrap();
             });
         }
@@ -101,13 +116,19 @@ async fn half_close_and_server_speaks_first() {
     let mut c = TcpStream::connect(local).await.unwrap();
     // the banner arrives although the client has sent nothing
     let mut banner = [0u8; 23];
-    tokio::time::timeout(WAIT, c.read_exact(&mut banner)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, c.read_exact(&mut banner))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&banner, b"SSH-2.0-peerport-test\r\n");
     // half-close: shut our write side, the reply still arrives in full
     c.write_all(&[5u8; 10_000]).await.unwrap();
     c.shutdown().await.unwrap();
     let mut rest = String::new();
-    tokio::time::timeout(WAIT, c.read_to_string(&mut rest)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(rest, "got 10000 bytes");
     svc.abort();
 }
@@ -129,7 +150,11 @@ async fn relay_only_path() {
 async fn source_down_closes_client_promptly() {
     let r = rendezvous().await;
     // a port with nothing listening
-    let dead = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (mut s, ticket) = sender(&r, &format!("tcp://{dead}"), &[]).await;
     let (mut rx, local) = receiver(&r, "tcp", &ticket, &[]).await;
     let mut c = TcpStream::connect(local).await.unwrap();
@@ -158,17 +183,29 @@ async fn unauthorized_receiver_is_refused_before_the_service() {
     let good = peerport_signaling::Ticket::decode(&ticket).unwrap();
 
     // 1. a forged ticket: right endpoint id, wrong token
-    let forged = peerport_signaling::Ticket { token: [0; 16], ..good.clone() }.encode();
+    let forged = peerport_signaling::Ticket {
+        token: [0; 16],
+        ..good.clone()
+    }
+    .encode();
     let mut rx = receiver_proc(&r, "tcp", &forged, &[]);
     let code = rx.wait_exit(WAIT).await;
     assert_ne!(code, Some(0));
-    assert!(rx.stderr_text().contains("wrong access token"), "{}", rx.stderr_text());
+    assert!(
+        rx.stderr_text().contains("wrong access token"),
+        "{}",
+        rx.stderr_text()
+    );
 
     // 2. only the endpoint id, no token
     let id = hex::encode(good.endpoint_id);
     let mut rx = receiver_proc(&r, "tcp", &id, &[]);
     assert_ne!(rx.wait_exit(WAIT).await, Some(0));
-    assert!(rx.stderr_text().contains("no access token"), "{}", rx.stderr_text());
+    assert!(
+        rx.stderr_text().contains("no access token"),
+        "{}",
+        rx.stderr_text()
+    );
 
     s.wait_stderr("refusing unauthorized peer").await;
     assert_eq!(hits.load(Ordering::SeqCst), 0, "the service was reached");
@@ -184,16 +221,30 @@ async fn pinned_peer_admitted_and_others_refused() {
     let key = dir.path().join("receiver.key");
     let (code, out, _) = run_to_end(&["generate-secret", "--output", key.to_str().unwrap()]).await;
     assert_eq!(code, 0);
-    let rid = out.lines().find_map(|l| l.strip_prefix("endpoint-id ")).unwrap().to_string();
+    let rid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoint-id "))
+        .unwrap()
+        .to_string();
     let (_s, ticket) = sender(&r, &format!("tcp://{echo}"), &["--allowed-peer", &rid]).await;
-    let id = hex::encode(peerport_signaling::Ticket::decode(&ticket).unwrap().endpoint_id);
+    let id = hex::encode(
+        peerport_signaling::Ticket::decode(&ticket)
+            .unwrap()
+            .endpoint_id,
+    );
     // pinned receiver with only the bare id gets in
     let (_rx, local) = receiver(&r, "tcp", &id, &["--secret-file", key.to_str().unwrap()]).await;
     assert_eq!(echo_roundtrip(local, b"pinned").await, b"pinned");
     // an unpinned receiver is refused even with the full ticket
     let mut other = receiver_proc(&r, "tcp", &ticket, &[]);
     assert_ne!(other.wait_exit(WAIT).await, Some(0));
-    assert!(other.stderr_text().contains("not in the sender's allowed peers"), "{}", other.stderr_text());
+    assert!(
+        other
+            .stderr_text()
+            .contains("not in the sender's allowed peers"),
+        "{}",
+        other.stderr_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +258,11 @@ async fn receiver_exits_nonzero_when_sender_dies() {
     s.child.kill().await.unwrap();
     let code = rx.wait_exit(Duration::from_secs(30)).await;
     assert_ne!(code, Some(0));
-    assert!(rx.stderr_text().contains("tunnel ended"), "{}", rx.stderr_text());
+    assert!(
+        rx.stderr_text().contains("tunnel ended"),
+        "{}",
+        rx.stderr_text()
+    );
     // and the listener is gone
     assert!(TcpStream::connect(local).await.is_err());
 }

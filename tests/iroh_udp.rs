@@ -12,7 +12,8 @@ async fn udp_ask(s: &UdpSocket, msg: &[u8]) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 65_536];
     for _ in 0..20 {
         s.send(msg).await.unwrap();
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf)).await {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), s.recv(&mut buf)).await
+        {
             return Some(buf[..n].to_vec());
         }
     }
@@ -47,7 +48,10 @@ async fn three_clients_no_crosstalk() {
                 let reply = udp_ask(&s, msg.as_bytes()).await.expect("reply");
                 let reply = String::from_utf8(reply).unwrap();
                 let (from, body) = reply.split_once('|').unwrap();
-                assert!(body.starts_with(&format!("client{c}-")), "client {c} got {body}");
+                assert!(
+                    body.starts_with(&format!("client{c}-")),
+                    "client {c} got {body}"
+                );
                 seen.insert(from.to_string());
             }
             assert_eq!(seen.len(), 1, "one flow per client");
@@ -58,7 +62,11 @@ async fn three_clients_no_crosstalk() {
     while let Some(r) = tokio::time::timeout(WAIT, set.join_next()).await.unwrap() {
         froms.insert(r.unwrap());
     }
-    assert_eq!(froms.len(), 3, "the service must see three distinct clients");
+    assert_eq!(
+        froms.len(),
+        3,
+        "the service must see three distinct clients"
+    );
     svc_task.abort();
 }
 
@@ -71,10 +79,19 @@ async fn large_packets_are_fragmented_and_delivered() {
     let (_rx, local) = receiver(&r, "udp", &ticket, &[]).await;
     let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     s.connect(local).await.unwrap();
-    for (i, size) in [1500usize, 8000, 1200, 1450, 30_000, 60_000].into_iter().enumerate() {
+    for (i, size) in [1500usize, 8000, 1200, 1450, 30_000, 60_000]
+        .into_iter()
+        .enumerate()
+    {
         let p = pattern(size, i as u64 + 9);
-        let got = udp_ask(&s, &p).await.unwrap_or_else(|| panic!("{size}-byte packet lost"));
-        assert!(got == p, "{size}-byte packet corrupted ({} bytes back)", got.len());
+        let got = udp_ask(&s, &p)
+            .await
+            .unwrap_or_else(|| panic!("{size}-byte packet lost"));
+        assert!(
+            got == p,
+            "{size}-byte packet corrupted ({} bytes back)",
+            got.len()
+        );
     }
 }
 
@@ -85,7 +102,10 @@ async fn udp_relay_only() {
     let echo = spawn_udp_echo(&mut svc).await.unwrap();
     let (_s, ticket) = sender(&r, &format!("udp://{echo}"), &[]).await;
     let (mut rx, local) = receiver(&r, "udp", &ticket, &["--relay-only"]).await;
-    assert!(rx.wait_stderr("session established").await.contains("path=relay"));
+    assert!(rx
+        .wait_stderr("session established")
+        .await
+        .contains("path=relay"));
     let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     s.connect(local).await.unwrap();
     let p = pattern(8000, 1);
@@ -98,5 +118,9 @@ async fn protocol_mismatch_is_explained() {
     let (_s, ticket) = sender(&r, "udp://127.0.0.1:9", &[]).await;
     let mut rx = receiver_proc(&r, "tcp", &ticket, &[]);
     assert_ne!(rx.wait_exit(WAIT).await, Some(0));
-    assert!(rx.stderr_text().contains("use a udp:// target"), "{}", rx.stderr_text());
+    assert!(
+        rx.stderr_text().contains("use a udp:// target"),
+        "{}",
+        rx.stderr_text()
+    );
 }

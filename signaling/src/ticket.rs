@@ -57,7 +57,10 @@ impl Ticket {
         bytes.extend_from_slice(&self.token);
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..4]);
-        format!("{PREFIX}{}", BASE32_NOPAD.encode(&bytes).to_ascii_lowercase())
+        format!(
+            "{PREFIX}{}",
+            BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+        )
     }
 
     /// Decode the text form. Surrounding whitespace is ignored and the case
@@ -118,7 +121,10 @@ mod tests {
         assert!(s.starts_with("ppt1"));
         assert_eq!(s.len(), 92);
         assert_eq!(Ticket::decode(&s).unwrap(), t);
-        assert_eq!(Ticket::decode(&format!("  {}\r\n", s.to_uppercase())).unwrap(), t);
+        assert_eq!(
+            Ticket::decode(&format!("  {}\r\n", s.to_uppercase())).unwrap(),
+            t
+        );
     }
 
     #[test]
@@ -140,7 +146,14 @@ mod tests {
 
     #[test]
     fn never_panics_on_prefix_garbage() {
-        for s in ["ppt1", "PPT1a", "ppt1\u{1F600}", "pp", "ppt", "ppt1aaaaaaaa"] {
+        for s in [
+            "ppt1",
+            "PPT1a",
+            "ppt1\u{1F600}",
+            "pp",
+            "ppt",
+            "ppt1aaaaaaaa",
+        ] {
             let _ = Ticket::decode(s);
         }
     }

@@ -39,13 +39,17 @@ impl Authorizer {
             return if self.allowed_peers.contains(peer_id) {
                 Ok(())
             } else {
-                Err(format!("peer {peer_id} is not in the sender's allowed peers"))
+                Err(format!(
+                    "peer {peer_id} is not in the sender's allowed peers"
+                ))
             };
         }
         match token {
             Some(t) if constant_time_eq(t, &self.token) => Ok(()),
             Some(_) => Err("wrong access token: use the ticket the sender printed".into()),
-            None => Err("no access token: connect with the sender's full ticket, not only its id".into()),
+            None => Err(
+                "no access token: connect with the sender's full ticket, not only its id".into(),
+            ),
         }
     }
 }

@@ -78,6 +78,9 @@ mod tests {
         let mut r = &bytes[..bytes.len() - 1];
         assert!(read_request(&mut r).await.is_err());
         let mut r = &b"SSH-2.0-OpenSSH"[..];
-        assert!(matches!(read_request(&mut r).await, Err(ReadHeaderError::Header(_))));
+        assert!(matches!(
+            read_request(&mut r).await,
+            Err(ReadHeaderError::Header(_))
+        ));
     }
 }

@@ -43,9 +43,8 @@ pub async fn serve<A: Acceptor>(
         let span = tracing::info_span!("session", id = next_id, peer = %short(&conn.peer_id()));
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(parent: &span, "refusing a receiver: already serving {max_sessions} sessions (--max-sessions)");
-            tasks.spawn(
-                refuse_busy(conn, max_sessions, ctx.engine.header_timeout).instrument(span),
-            );
+            tasks
+                .spawn(refuse_busy(conn, max_sessions, ctx.engine.header_timeout).instrument(span));
             continue;
         };
         let (ctx, cancel) = (ctx.clone(), cancel.child_token());

@@ -93,7 +93,9 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     };
     if req.kind != Some(Kind::Hello) {
         conn.close(close_code::PROTOCOL, "expected hello");
-        return Err(SessionError::Protocol("first stream was not a hello".into()));
+        return Err(SessionError::Protocol(
+            "first stream was not a hello".into(),
+        ));
     }
     if let Err(reason) = ctx.auth.check(&peer, req.token.as_deref()) {
         warn!(%peer, "refusing unauthorized peer: {reason}");

@@ -31,7 +31,9 @@ pub enum BindError {
         source: std::io::Error,
     },
     /// Port in use.
-    #[error("--target {addr} is already in use: stop whatever listens there or choose another port")]
+    #[error(
+        "--target {addr} is already in use: stop whatever listens there or choose another port"
+    )]
     InUse {
         /// Address.
         addr: String,
@@ -49,10 +51,13 @@ pub enum BindError {
 impl BoundTarget {
     /// Bind the listener for `target` (first resolved address).
     pub async fn bind(target: &ForwardAddr) -> Result<Self, BindError> {
-        let addrs = target.resolve().await.map_err(|source| BindError::Resolve {
-            host: target.host.clone(),
-            source,
-        })?;
+        let addrs = target
+            .resolve()
+            .await
+            .map_err(|source| BindError::Resolve {
+                host: target.host.clone(),
+                source,
+            })?;
         let addr = addrs[0];
         let map = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::AddrInUse {

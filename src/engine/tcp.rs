@@ -185,38 +185,38 @@ where
 {
     let (tcp_r, mut tcp_w) = tcp.into_split();
     let result = {
-    let up = async {
-        copy_then_shutdown(tcp_r, &mut send)
-            .await
-            .map_err(|e| format!("local to tunnel: {e}"))
-    };
-    let down = async {
-        let mut recv = gate.await?;
-        let r = copy_then_shutdown(&mut recv, &mut tcp_w)
-            .await
-            .map_err(|e| format!("tunnel to local: {e}"));
-        if r.is_err() {
-            recv.stop(close_code::STREAM_ABORT);
+        let up = async {
+            copy_then_shutdown(tcp_r, &mut send)
+                .await
+                .map_err(|e| format!("local to tunnel: {e}"))
+        };
+        let down = async {
+            let mut recv = gate.await?;
+            let r = copy_then_shutdown(&mut recv, &mut tcp_w)
+                .await
+                .map_err(|e| format!("tunnel to local: {e}"));
+            if r.is_err() {
+                recv.stop(close_code::STREAM_ABORT);
+            }
+            r
+        };
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            if up_done && down_done {
+                break Ok(());
+            }
+            tokio::select! {
+                r = &mut up, if !up_done => match r {
+                    Ok(n) => { up_done = true; debug!(bytes = n, "local side finished sending"); }
+                    Err(e) => break Err(e),
+                },
+                r = &mut down, if !down_done => match r {
+                    Ok(n) => { down_done = true; debug!(bytes = n, "tunnel side finished sending"); }
+                    Err(e) => break Err(e),
+                },
+            }
         }
-        r
-    };
-    tokio::pin!(up, down);
-    let (mut up_done, mut down_done) = (false, false);
-    loop {
-        if up_done && down_done {
-            break Ok(());
-        }
-        tokio::select! {
-            r = &mut up, if !up_done => match r {
-                Ok(n) => { up_done = true; debug!(bytes = n, "local side finished sending"); }
-                Err(e) => break Err(e),
-            },
-            r = &mut down, if !down_done => match r {
-                Ok(n) => { down_done = true; debug!(bytes = n, "tunnel side finished sending"); }
-                Err(e) => break Err(e),
-            },
-        }
-    }
     };
     if result.is_err() {
         send.reset(close_code::STREAM_ABORT);

@@ -238,7 +238,10 @@ pub async fn run_receiver<C: TunnelConnection>(
                     continue;
                 }
             };
-            let entry = table.lock().expect("flow table").outgoing(from, Instant::now());
+            let entry = table
+                .lock()
+                .expect("flow table")
+                .outgoing(from, Instant::now());
             let Some((id, seq, new)) = entry else {
                 stats.dropped_flow_cap.fetch_add(1, Relaxed);
                 continue;
@@ -287,7 +290,10 @@ pub async fn run_receiver<C: TunnelConnection>(
         r = uplink => r,
         r = downlink => r,
     };
-    info!("udp session ended: {}", stats.summary(&Reassembler::new(1, REASSEMBLY_TIMEOUT)));
+    info!(
+        "udp session ended: {}",
+        stats.summary(&Reassembler::new(1, REASSEMBLY_TIMEOUT))
+    );
     result
 }
 

@@ -79,7 +79,8 @@ pub enum IrohError {
 /// QUIC settings shared by both roles: 15 s keep-alive, configurable idle
 /// timeout, room for thousands of streams, datagram buffers for 500 Mbit/s bursts.
 pub fn transport_config(idle: Duration) -> QuicTransportConfig {
-    let idle = IdleTimeout::try_from(idle).unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
+    let idle =
+        IdleTimeout::try_from(idle).unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
     QuicTransportConfig::builder()
         .keep_alive_interval(Duration::from_secs(15))
         .max_idle_timeout(Some(idle))
@@ -159,7 +160,9 @@ impl FromStr for PeerSpec {
         if Ticket::looks_like_ticket(s) {
             let t = Ticket::decode(s).map_err(|e| IrohError::BadPeer(e.to_string()))?;
             let id = EndpointId::from_bytes(&t.endpoint_id).map_err(|_| {
-                IrohError::BadPeer("the ticket's endpoint id is not a valid key; copy the ticket again".into())
+                IrohError::BadPeer(
+                    "the ticket's endpoint id is not a valid key; copy the ticket again".into(),
+                )
             })?;
             return Ok(PeerSpec {
                 id,
@@ -176,12 +179,20 @@ impl FromStr for PeerSpec {
 }
 
 /// Dial the sender, retrying while discovery catches up (bounded by `limit`).
-pub async fn connect(ep: &Endpoint, peer: EndpointId, limit: Duration) -> Result<IrohConnection, IrohError> {
+pub async fn connect(
+    ep: &Endpoint,
+    peer: EndpointId,
+    limit: Duration,
+) -> Result<IrohConnection, IrohError> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut delay = Duration::from_millis(250);
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let attempt = tokio::time::timeout(remaining.max(Duration::from_millis(1)), ep.connect(peer, ALPN)).await;
+        let attempt = tokio::time::timeout(
+            remaining.max(Duration::from_millis(1)),
+            ep.connect(peer, ALPN),
+        )
+        .await;
         let last = match attempt {
             Ok(Ok(conn)) => {
                 info!(peer = %peer.fmt_short(), "connected to sender");

@@ -297,7 +297,10 @@ mod tests {
     fn tcp_header_is_small() {
         let b = Request::tcp().encode();
         assert_eq!(b.len(), 6);
-        assert_eq!(Request::decode(&b).unwrap().unwrap().0.kind, Some(Kind::Tcp));
+        assert_eq!(
+            Request::decode(&b).unwrap().unwrap().0.kind,
+            Some(Kind::Tcp)
+        );
     }
 
     #[test]
@@ -312,9 +315,18 @@ mod tests {
     fn rejects_garbage() {
         assert_eq!(Request::decode(b"SSH-2.0"), Err(HeaderError::Magic));
         assert_eq!(Request::decode(b"PP\x02"), Err(HeaderError::Version(2)));
-        assert_eq!(Request::decode(b"PP\x01\x09\0\0"), Err(HeaderError::Kind(9)));
-        assert_eq!(Request::decode(b"PP\x01\x01\xff\xff"), Err(HeaderError::TooLarge(65535)));
-        assert_eq!(Request::decode(b"PP\x01\x01\0\x01\x01"), Err(HeaderError::Malformed));
+        assert_eq!(
+            Request::decode(b"PP\x01\x09\0\0"),
+            Err(HeaderError::Kind(9))
+        );
+        assert_eq!(
+            Request::decode(b"PP\x01\x01\xff\xff"),
+            Err(HeaderError::TooLarge(65535))
+        );
+        assert_eq!(
+            Request::decode(b"PP\x01\x01\0\x01\x01"),
+            Err(HeaderError::Malformed)
+        );
     }
 
     #[test]
@@ -338,7 +350,7 @@ mod tests {
             x ^= x << 5;
             let len = (x % 24) as usize;
             let mut buf: Vec<u8> = (0..len).map(|i| (x >> (i % 24)) as u8).collect();
-            if x % 3 == 0 && buf.len() >= 3 {
+            if x.is_multiple_of(3) && buf.len() >= 3 {
                 buf[0] = b'P';
                 buf[1] = b'P';
                 buf[2] = 1;

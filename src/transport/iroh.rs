@@ -45,11 +45,17 @@ impl TunnelConnection for IrohConnection {
     type Recv = RecvStream;
 
     async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
-        self.0.open_bi().await.map_err(|e| ConnError::Lost(e.to_string()))
+        self.0
+            .open_bi()
+            .await
+            .map_err(|e| ConnError::Lost(e.to_string()))
     }
 
     async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
-        self.0.accept_bi().await.map_err(|e| ConnError::Lost(e.to_string()))
+        self.0
+            .accept_bi()
+            .await
+            .map_err(|e| ConnError::Lost(e.to_string()))
     }
 
     async fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
@@ -98,7 +104,11 @@ impl TunnelConnection for IrohConnection {
         while let Some(ev) = events.next().await {
             match ev {
                 PathEvent::Selected { remote_addr, .. } => {
-                    let kind = if remote_addr.is_relay() { "relay" } else { "direct" };
+                    let kind = if remote_addr.is_relay() {
+                        "relay"
+                    } else {
+                        "direct"
+                    };
                     info!(path = kind, "path selected: {}", describe(&remote_addr));
                 }
                 PathEvent::Opened { remote_addr, .. } => {
@@ -123,13 +133,15 @@ impl Acceptor for IrohAcceptor {
     async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
         let incoming = self.0.accept().await?;
         let remote = format!("{:?}", incoming.remote_addr());
-        Some(match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-            Ok(Ok(conn)) => Ok(IrohConnection(conn)),
-            Ok(Err(e)) => {
-                warn!("handshake with {remote} failed: {e}");
-                Err(format!("handshake with {remote} failed: {e}"))
-            }
-            Err(_) => Err(format!("handshake with {remote} timed out")),
-        })
+        Some(
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => Ok(IrohConnection(conn)),
+                Ok(Err(e)) => {
+                    warn!("handshake with {remote} failed: {e}");
+                    Err(format!("handshake with {remote} failed: {e}"))
+                }
+                Err(_) => Err(format!("handshake with {remote} timed out")),
+            },
+        )
     }
 }

@@ -99,22 +99,36 @@ impl Proc {
 
     /// First stdout line (the sender's ticket).
     pub async fn first_stdout_line(&mut self) -> String {
-        let r = tokio::time::timeout(WAIT, self.stdout.wait_for(|v| !v.is_empty()))
-            .await
-            .unwrap_or_else(|_| panic!("no stdout line; stderr:\n{}", self.stderr_text()));
-        r.expect("stdout closed")[0].clone()
+        let got = match tokio::time::timeout(WAIT, self.stdout.wait_for(|v| !v.is_empty())).await {
+            Ok(Ok(v)) => Some(v[0].clone()),
+            _ => None,
+        };
+        got.unwrap_or_else(|| panic!("no stdout line; stderr:\n{}", self.stderr_text()))
     }
 
     /// Wait until a stderr line contains `needle`; returns that line.
     pub async fn wait_stderr(&mut self, needle: &str) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Some(l) = self.stderr.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            if let Some(l) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
                 return l.clone();
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, self.stderr_rx.changed()).await.is_err() {
-                panic!("`{needle}` never appeared on stderr:\n{}", self.stderr_text());
+            if left.is_zero()
+                || tokio::time::timeout(left, self.stderr_rx.changed())
+                    .await
+                    .is_err()
+            {
+                panic!(
+                    "`{needle}` never appeared on stderr:\n{}",
+                    self.stderr_text()
+                );
             }
         }
     }
@@ -127,24 +141,40 @@ impl Proc {
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         match tokio::time::timeout(limit, self.child.wait()).await {
             Ok(Ok(s)) => s.code(),
-            _ => panic!("process did not exit in {limit:?}; stderr:\n{}", self.stderr_text()),
+            _ => panic!(
+                "process did not exit in {limit:?}; stderr:\n{}",
+                self.stderr_text()
+            ),
         }
     }
 }
 
 /// Start a sender; returns it and its ticket.
 pub async fn sender(r: &Rendezvous, source: &str, extra: &[&str]) -> (Proc, String) {
-    let mut args: Vec<String> = vec!["sender".into(), "iroh".into(), "--source".into(), source.into()];
+    let mut args: Vec<String> = vec![
+        "sender".into(),
+        "iroh".into(),
+        "--source".into(),
+        source.into(),
+    ];
     args.extend(local_flags(r));
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut p = Proc::spawn(&args);
     let ticket = p.first_stdout_line().await;
-    assert!(ticket.starts_with("ppt1"), "unexpected ticket line {ticket}");
+    assert!(
+        ticket.starts_with("ppt1"),
+        "unexpected ticket line {ticket}"
+    );
     (p, ticket)
 }
 
 /// Start a receiver on `proto://127.0.0.1:0` and wait for its session; returns it and its local address.
-pub async fn receiver(r: &Rendezvous, proto: &str, ticket: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+pub async fn receiver(
+    r: &Rendezvous,
+    proto: &str,
+    ticket: &str,
+    extra: &[&str],
+) -> (Proc, SocketAddr) {
     let mut p = receiver_proc(r, proto, ticket, extra);
     let line = p.wait_stderr("listening for local clients").await;
     let addr = line
