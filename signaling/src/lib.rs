@@ -11,6 +11,7 @@
 //! Everything here is sans-IO or trait definitions, so it is unit-tested on
 //! plain bytes.
 
+pub mod blob;
 pub mod mode;
 pub mod ticket;
 

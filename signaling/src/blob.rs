@@ -1,0 +1,591 @@
+//! Offer/answer blobs for the copy-paste modes (`iroh-manual`, `ice`).
+//!
+//! A blob is armored text that survives chat, e-mail and terminals:
+//!
+//! ```text
+//! -----BEGIN PEERPORT OFFER-----
+//! AQEBq0x0...base64, wrapped at 64 columns...
+//! -----END PEERPORT OFFER-----
+//! ```
+//!
+//! Inside is a compact binary payload:
+//!
+//! ```text
+//! version u8 | kind u8 | mode u8 | session id [8] | created u64 BE (unix s) | body | checksum [4]
+//! iroh body: endpoint id [32] | n u8 | n x (family u8 4/6 | ip [4/16] | port u16)
+//! ice body:  ufrag (u8 len | utf8) | pwd (u8 len | utf8) | cert sha256 [32] | n u8 | n x candidate (u16 len | utf8)
+//! ```
+//!
+//! The checksum is the first four bytes of SHA-256 over everything before it.
+//! [`find_and_decode`] finds the block inside surrounding text, ignores
+//! indentation, quote markers (`> `), CRLF and re-wrapping, then checks
+//! version, kind, mode, session and age, returning errors a person can act on.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use base64::{engine::general_purpose::STANDARD_NO_PAD, Engine};
+use sha2::{Digest, Sha256};
+
+use crate::Mode;
+
+/// Payload format version.
+pub const BLOB_VERSION: u8 = 1;
+/// Width of armored lines.
+pub const WRAP: usize = 64;
+/// Largest payload accepted (before base64), so a paste cannot exhaust memory.
+pub const MAX_PAYLOAD: usize = 16 * 1024;
+
+/// Offer or answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Sent by the side that starts (the receiver).
+    Offer,
+    /// The reply (from the sender).
+    Answer,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Offer => "OFFER",
+            Kind::Answer => "ANSWER",
+        }
+    }
+}
+
+/// What the path needs, per mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// `iroh-manual`: the endpoint id and its addresses.
+    Iroh {
+        /// ed25519 public key.
+        endpoint_id: [u8; 32],
+        /// Local and STUN-discovered addresses.
+        addrs: Vec<SocketAddr>,
+    },
+    /// `ice`: ICE credentials, candidates and the QUIC certificate fingerprint.
+    Ice {
+        /// ICE username fragment.
+        ufrag: String,
+        /// ICE password.
+        pwd: String,
+        /// SHA-256 of the QUIC certificate (DER).
+        fingerprint: [u8; 32],
+        /// Candidates in SDP attribute form.
+        candidates: Vec<String>,
+    },
+}
+
+/// A decoded blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blob {
+    /// Offer or answer.
+    pub kind: Kind,
+    /// Session this blob belongs to (the offer picks it, the answer repeats it).
+    pub session: [u8; 8],
+    /// Creation time, unix seconds.
+    pub created: u64,
+    /// Path data.
+    pub body: Body,
+}
+
+/// What the decoder expects.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    /// Offer or answer.
+    pub kind: Kind,
+    /// `IrohManual` or `Ice`.
+    pub mode: Mode,
+    /// For answers: the session of our offer.
+    pub session: Option<[u8; 8]>,
+    /// Current unix time.
+    pub now: u64,
+    /// Oldest acceptable age in seconds.
+    pub max_age: u64,
+}
+
+/// Why a paste was not accepted. Each message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// No armor found.
+    #[error("no `-----BEGIN PEERPORT {0}-----` block found: paste the whole block including the BEGIN and END lines")]
+    NotFound(&'static str),
+    /// An answer where an offer was expected or vice versa.
+    #[error("this is an {found} but an {expected} is expected here: paste the other side's {expected}")]
+    WrongKind {
+        /// Found label.
+        found: &'static str,
+        /// Expected label.
+        expected: &'static str,
+    },
+    /// BEGIN without END.
+    #[error("the {0} block has no END line: it was cut off; copy it again completely")]
+    Unterminated(&'static str),
+    /// Bad base64.
+    #[error("the block contains characters that do not belong to it: copy it again without changes")]
+    Encoding,
+    /// Checksum mismatch.
+    #[error("the block is damaged (checksum mismatch): copy it again without changes")]
+    Checksum,
+    /// Other version.
+    #[error("blob format version {0} is not supported (this peerport reads version {BLOB_VERSION}): use the same peerport version on both sides")]
+    Version(u8),
+    /// Other mode.
+    #[error("this blob is for mode `{found}` but this side runs `{expected}`: start both sides in the same mode")]
+    WrongMode {
+        /// Mode in the blob.
+        found: String,
+        /// Our mode.
+        expected: String,
+    },
+    /// Other session.
+    #[error("this answer belongs to another session (another offer): paste the answer to the offer this side printed")]
+    WrongSession,
+    /// Too old.
+    #[error("this blob is {age} s old (limit {limit} s): create a fresh one")]
+    Expired {
+        /// Age.
+        age: u64,
+        /// Limit.
+        limit: u64,
+    },
+    /// From the future (clock skew).
+    #[error("this blob was created {0} s in the future: check both clocks")]
+    Future(u64),
+    /// Structurally wrong.
+    #[error("the block is malformed ({0}): copy it again or update peerport")]
+    Malformed(&'static str),
+}
+
+fn mode_byte(m: Mode) -> u8 {
+    match m {
+        Mode::Iroh => 0,
+        Mode::IrohManual => 1,
+        Mode::Ice => 2,
+        Mode::Nostr => 3,
+    }
+}
+
+fn byte_mode(b: u8) -> Option<Mode> {
+    Some(match b {
+        0 => Mode::Iroh,
+        1 => Mode::IrohManual,
+        2 => Mode::Ice,
+        3 => Mode::Nostr,
+        _ => return None,
+    })
+}
+
+impl Blob {
+    /// The mode this blob's body is for.
+    pub fn mode(&self) -> Mode {
+        match self.body {
+            Body::Iroh { .. } => Mode::IrohManual,
+            Body::Ice { .. } => Mode::Ice,
+        }
+    }
+
+    /// Binary payload (with checksum).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = vec![
+            BLOB_VERSION,
+            match self.kind {
+                Kind::Offer => 0,
+                Kind::Answer => 1,
+            },
+            mode_byte(self.mode()),
+        ];
+        b.extend_from_slice(&self.session);
+        b.extend_from_slice(&self.created.to_be_bytes());
+        match &self.body {
+            Body::Iroh { endpoint_id, addrs } => {
+                b.extend_from_slice(endpoint_id);
+                let addrs = &addrs[..addrs.len().min(255)];
+                b.push(addrs.len() as u8);
+                for a in addrs {
+                    match a.ip() {
+                        IpAddr::V4(ip) => {
+                            b.push(4);
+                            b.extend_from_slice(&ip.octets());
+                        }
+                        IpAddr::V6(ip) => {
+                            b.push(6);
+                            b.extend_from_slice(&ip.octets());
+                        }
+                    }
+                    b.extend_from_slice(&a.port().to_be_bytes());
+                }
+            }
+            Body::Ice {
+                ufrag,
+                pwd,
+                fingerprint,
+                candidates,
+            } => {
+                for s in [ufrag, pwd] {
+                    let s = &s.as_bytes()[..s.len().min(255)];
+                    b.push(s.len() as u8);
+                    b.extend_from_slice(s);
+                }
+                b.extend_from_slice(fingerprint);
+                let cands = &candidates[..candidates.len().min(255)];
+                b.push(cands.len() as u8);
+                for c in cands {
+                    let c = &c.as_bytes()[..c.len().min(1024)];
+                    b.extend_from_slice(&(c.len() as u16).to_be_bytes());
+                    b.extend_from_slice(c);
+                }
+            }
+        }
+        let sum = Sha256::digest(&b);
+        b.extend_from_slice(&sum[..4]);
+        b
+    }
+
+    /// Armored text, ready to paste.
+    pub fn to_armor(&self) -> String {
+        let label = self.kind.label();
+        let text = STANDARD_NO_PAD.encode(self.to_bytes());
+        let mut out = format!("-----BEGIN PEERPORT {label}-----\n");
+        for chunk in text.as_bytes().chunks(WRAP) {
+            out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END PEERPORT {label}-----\n"));
+        out
+    }
+
+    /// Parse a binary payload (checksum verified), without semantic checks.
+    pub fn from_bytes(b: &[u8]) -> Result<Blob, BlobError> {
+        if b.len() > MAX_PAYLOAD {
+            return Err(BlobError::Malformed("too large"));
+        }
+        if b.len() < 4 {
+            return Err(BlobError::Malformed("too short"));
+        }
+        let (body, sum) = b.split_at(b.len() - 4);
+        if Sha256::digest(body)[..4] != *sum {
+            // a different version may use a different layout: report that first
+            if let Some(&v) = body.first() {
+                if v != BLOB_VERSION {
+                    return Err(BlobError::Version(v));
+                }
+            }
+            return Err(BlobError::Checksum);
+        }
+        let mut r = Reader(body);
+        let version = r.u8()?;
+        if version != BLOB_VERSION {
+            return Err(BlobError::Version(version));
+        }
+        let kind = match r.u8()? {
+            0 => Kind::Offer,
+            1 => Kind::Answer,
+            _ => return Err(BlobError::Malformed("kind")),
+        };
+        let mode = byte_mode(r.u8()?).ok_or(BlobError::Malformed("mode"))?;
+        let session: [u8; 8] = r.array()?;
+        let created = u64::from_be_bytes(r.array()?);
+        let body = match mode {
+            Mode::IrohManual => {
+                let endpoint_id: [u8; 32] = r.array()?;
+                let n = r.u8()?;
+                let mut addrs = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let ip = match r.u8()? {
+                        4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+                        6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+                        _ => return Err(BlobError::Malformed("address family")),
+                    };
+                    let port = u16::from_be_bytes(r.array()?);
+                    addrs.push(SocketAddr::new(ip, port));
+                }
+                Body::Iroh { endpoint_id, addrs }
+            }
+            Mode::Ice => {
+                let ufrag = r.string8()?;
+                let pwd = r.string8()?;
+                let fingerprint: [u8; 32] = r.array()?;
+                let n = r.u8()?;
+                let mut candidates = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    let len = u16::from_be_bytes(r.array()?) as usize;
+                    candidates.push(r.string(len)?);
+                }
+                Body::Ice {
+                    ufrag,
+                    pwd,
+                    fingerprint,
+                    candidates,
+                }
+            }
+            other => {
+                return Err(BlobError::WrongMode {
+                    found: other.to_string(),
+                    expected: "iroh-manual or ice".into(),
+                })
+            }
+        };
+        if !r.0.is_empty() {
+            return Err(BlobError::Malformed("trailing bytes"));
+        }
+        Ok(Blob {
+            kind,
+            session,
+            created,
+            body,
+        })
+    }
+
+    /// Check a decoded blob against what this side expects.
+    pub fn check(&self, e: &Expect) -> Result<(), BlobError> {
+        if self.kind != e.kind {
+            return Err(BlobError::WrongKind {
+                found: self.kind.label(),
+                expected: e.kind.label(),
+            });
+        }
+        if self.mode() != e.mode {
+            return Err(BlobError::WrongMode {
+                found: self.mode().to_string(),
+                expected: e.mode.to_string(),
+            });
+        }
+        if let Some(s) = e.session {
+            if s != self.session {
+                return Err(BlobError::WrongSession);
+            }
+        }
+        if self.created > e.now + 120 {
+            return Err(BlobError::Future(self.created - e.now));
+        }
+        let age = e.now.saturating_sub(self.created);
+        if age > e.max_age {
+            return Err(BlobError::Expired {
+                age,
+                limit: e.max_age,
+            });
+        }
+        Ok(())
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], BlobError> {
+        if self.0.len() < n {
+            return Err(BlobError::Malformed("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, BlobError> {
+        Ok(self.take(1)?[0])
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], BlobError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn string(&mut self, n: usize) -> Result<String, BlobError> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| BlobError::Malformed("text field"))
+    }
+    fn string8(&mut self) -> Result<String, BlobError> {
+        let n = self.u8()? as usize;
+        self.string(n)
+    }
+}
+
+/// Locate the first armored block of either kind in `text`. Returns the kind
+/// found and its base64 content (whitespace and quote markers removed), or
+/// `None` if there is no BEGIN line. `Err` if the block is unterminated.
+pub fn find_block(text: &str) -> Result<Option<(Kind, String)>, BlobError> {
+    let mut lines = text.lines();
+    let mut kind = None;
+    for line in lines.by_ref() {
+        let l = line.trim().trim_start_matches(['>', ' ', '\t']);
+        if l.contains("-----BEGIN PEERPORT OFFER-----") {
+            kind = Some(Kind::Offer);
+            break;
+        }
+        if l.contains("-----BEGIN PEERPORT ANSWER-----") {
+            kind = Some(Kind::Answer);
+            break;
+        }
+    }
+    let Some(kind) = kind else { return Ok(None) };
+    let end = format!("-----END PEERPORT {}-----", kind.label());
+    let mut data = String::new();
+    for line in lines {
+        if line.contains(&end) {
+            return Ok(Some((kind, data)));
+        }
+        if line.contains("-----BEGIN PEERPORT") || line.contains("-----END PEERPORT") {
+            return Err(BlobError::Unterminated(kind.label()));
+        }
+        data.extend(line.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/'));
+        if data.len() > MAX_PAYLOAD * 2 {
+            return Err(BlobError::Malformed("too large"));
+        }
+    }
+    Err(BlobError::Unterminated(kind.label()))
+}
+
+/// Whether `text` holds a complete block (used to know when a paste is finished).
+pub fn has_complete_block(text: &str) -> bool {
+    matches!(find_block(text), Ok(Some(_)) | Err(_)) && text.contains("-----END PEERPORT")
+}
+
+/// Find, decode and check a blob in pasted text.
+pub fn find_and_decode(text: &str, expect: &Expect) -> Result<Blob, BlobError> {
+    let (kind, data) = find_block(text)?.ok_or(BlobError::NotFound(expect.kind.label()))?;
+    if kind != expect.kind {
+        return Err(BlobError::WrongKind {
+            found: kind.label(),
+            expected: expect.kind.label(),
+        });
+    }
+    let bytes = STANDARD_NO_PAD
+        .decode(data.trim_end_matches('='))
+        .map_err(|_| BlobError::Encoding)?;
+    let blob = Blob::from_bytes(&bytes)?;
+    blob.check(expect)?;
+    Ok(blob)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iroh_offer() -> Blob {
+        Blob {
+            kind: Kind::Offer,
+            session: [1, 2, 3, 4, 5, 6, 7, 8],
+            created: 1_000_000,
+            body: Body::Iroh {
+                endpoint_id: [9; 32],
+                addrs: vec![
+                    "192.168.1.10:41641".parse().unwrap(),
+                    "203.0.113.7:41641".parse().unwrap(),
+                    "[2001:db8::1]:41641".parse().unwrap(),
+                ],
+            },
+        }
+    }
+
+    fn ice_answer() -> Blob {
+        Blob {
+            kind: Kind::Answer,
+            session: [1, 2, 3, 4, 5, 6, 7, 8],
+            created: 1_000_010,
+            body: Body::Ice {
+                ufrag: "abcdEFGH".into(),
+                pwd: "0123456789abcdefghijklmn".into(),
+                fingerprint: [7; 32],
+                candidates: vec![
+                    "candidate:1 1 udp 2130706431 192.168.1.10 50000 typ host".into(),
+                    "candidate:2 1 udp 1694498815 203.0.113.7 50000 typ srflx raddr 0.0.0.0 rport 50000".into(),
+                ],
+            },
+        }
+    }
+
+    fn expect(kind: Kind, mode: Mode) -> Expect {
+        Expect {
+            kind,
+            mode,
+            session: None,
+            now: 1_000_020,
+            max_age: 600,
+        }
+    }
+
+    #[test]
+    fn roundtrip_and_size() {
+        let b = iroh_offer();
+        let armor = b.to_armor();
+        assert!(armor.len() < 220, "offer is {} chars", armor.len());
+        assert_eq!(find_and_decode(&armor, &expect(Kind::Offer, Mode::IrohManual)).unwrap(), b);
+        let a = ice_answer();
+        let e = Expect {
+            session: Some(a.session),
+            ..expect(Kind::Answer, Mode::Ice)
+        };
+        assert_eq!(find_and_decode(&a.to_armor(), &e).unwrap(), a);
+    }
+
+    #[test]
+    fn tolerant_of_chat_quoting_crlf_and_rewrapping() {
+        let b = iroh_offer();
+        let armor = b.to_armor();
+        let body: String = armor
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect::<Vec<_>>()
+            .concat();
+        let rewrapped: Vec<String> = body
+            .as_bytes()
+            .chunks(20)
+            .map(|c| format!(">    {}  ", std::str::from_utf8(c).unwrap()))
+            .collect();
+        let text = format!(
+            "hi! here is my offer:\r\n> -----BEGIN PEERPORT OFFER-----\r\n{}\r\n> -----END PEERPORT OFFER-----\r\nthanks",
+            rewrapped.join("\r\n")
+        );
+        assert_eq!(find_and_decode(&text, &expect(Kind::Offer, Mode::IrohManual)).unwrap(), b);
+    }
+
+    #[test]
+    fn clear_errors() {
+        let e = expect(Kind::Offer, Mode::IrohManual);
+        assert_eq!(find_and_decode("hello", &e), Err(BlobError::NotFound("OFFER")));
+        let ans = ice_answer().to_armor();
+        assert!(matches!(find_and_decode(&ans, &e), Err(BlobError::WrongKind { .. })));
+        let off = iroh_offer().to_armor();
+        assert!(matches!(
+            find_and_decode(&off, &expect(Kind::Offer, Mode::Ice)),
+            Err(BlobError::WrongMode { .. })
+        ));
+        let old = Expect { now: 1_000_000 + 601, ..e };
+        assert!(matches!(find_and_decode(&off, &old), Err(BlobError::Expired { .. })));
+        let ans_e = Expect {
+            session: Some([0; 8]),
+            ..expect(Kind::Answer, Mode::Ice)
+        };
+        assert_eq!(find_and_decode(&ans, &ans_e), Err(BlobError::WrongSession));
+        let cut: String = off.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert_eq!(find_and_decode(&cut, &e), Err(BlobError::Unterminated("OFFER")));
+        // one character changed
+        let mut lines: Vec<String> = off.lines().map(String::from).collect();
+        let l = &mut lines[1];
+        let c = if l.starts_with('A') { "B" } else { "A" };
+        l.replace_range(0..1, c);
+        let damaged = lines.join("\n");
+        assert!(matches!(
+            find_and_decode(&damaged, &e),
+            Err(BlobError::Checksum) | Err(BlobError::Version(_))
+        ));
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let mut x: u64 = 88172645463325252;
+        for n in 0..5000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 120) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8).collect();
+            let _ = Blob::from_bytes(&bytes);
+            // valid prefix with random tail, checksummed so the parser goes deep
+            let mut b = iroh_offer().to_bytes();
+            b.truncate(4 + (n % b.len()));
+            b.extend_from_slice(&bytes);
+            let sum = Sha256::digest(&b);
+            b.extend_from_slice(&sum[..4]);
+            let _ = Blob::from_bytes(&b);
+        }
+    }
+}
