@@ -9,13 +9,21 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    cli::{Cli, Command, IrohReceiverArgs, IrohSenderArgs, ReceiverMode, SenderMode},
+    cli::{
+        Cli, Command, IceReceiverArgs, IceSenderArgs, IrohReceiverArgs, IrohSenderArgs,
+        ManualReceiverArgs, ManualSenderArgs, ReceiverMode, SenderMode,
+    },
     config::Role,
     engine::{self, Authorizer, BoundTarget, SenderContext},
     identity,
-    modes::iroh as iroh_mode,
+    modes::{
+        ice::IcePath,
+        iroh as iroh_mode,
+        iroh_manual::IrohManualPath,
+        manual::{self, BlobSink, BlobSource, ManualAcceptor, ManualPath},
+    },
     rendezvous::Rendezvous,
-    settings::{self, IrohReceiverSettings, IrohSenderSettings},
+    settings::{self, IrohReceiverSettings, IrohSenderSettings, ManualSettings},
     transport::{iroh::IrohAcceptor, TunnelConnection},
 };
 
@@ -28,6 +36,30 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Receiver {
             mode: ReceiverMode::Iroh(a),
         } => receiver_iroh(a).await,
+        Command::Sender {
+            mode: SenderMode::IrohManual(a),
+        } => {
+            let s = manual_settings_sender(&a, "iroh-manual")?;
+            manual_sender(Arc::new(iroh_manual_path(&s)), s).await
+        }
+        Command::Receiver {
+            mode: ReceiverMode::IrohManual(a),
+        } => {
+            let s = manual_settings_receiver(&a, "iroh-manual")?;
+            manual_receiver(&iroh_manual_path(&s), s).await
+        }
+        Command::Sender {
+            mode: SenderMode::Ice(a),
+        } => {
+            let s = ice_settings_sender(&a)?;
+            manual_sender(Arc::new(ice_path(&s)?), s).await
+        }
+        Command::Receiver {
+            mode: ReceiverMode::Ice(a),
+        } => {
+            let s = ice_settings_receiver(&a)?;
+            manual_receiver(&ice_path(&s)?, s).await
+        }
         Command::GenerateSecret { output, force } => {
             let key = SecretKey::generate();
             identity::write(&output, &key, force)?;
@@ -46,6 +78,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("relay-url {}", r.relay_url);
             println!("dns-server {}", r.pkarr_url);
             println!("dns-udp {}", r.dns_addr);
+            println!("stun-server {}", r.turn_addr);
+            println!(
+                "turn-server turn:{} user {} password {}",
+                r.turn_addr, r.turn_user, r.turn_password
+            );
             eprintln!("embedded rendezvous servers running; Ctrl-C stops them");
             shutdown_signal().cancelled().await;
             r.shutdown().await;
@@ -146,4 +183,93 @@ async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
     result
         .map_err(|e| anyhow::anyhow!(e))
         .context("the tunnel ended; local listener closed (restart the receiver to reconnect)")
+}
+
+fn manual_settings_sender(a: &ManualSenderArgs, mode: &str) -> Result<ManualSettings> {
+    let merged = settings::merge(a.partial(), &a.config, Role::Sender, mode)?;
+    Ok(ManualSettings::from_partial(merged, Role::Sender)?)
+}
+
+fn manual_settings_receiver(a: &ManualReceiverArgs, mode: &str) -> Result<ManualSettings> {
+    let merged = settings::merge(a.partial(), &a.config, Role::Receiver, mode)?;
+    Ok(ManualSettings::from_partial(merged, Role::Receiver)?)
+}
+
+fn ice_settings_sender(a: &IceSenderArgs) -> Result<ManualSettings> {
+    let merged = settings::merge(a.partial(), &a.manual.config, Role::Sender, "ice")?;
+    Ok(ManualSettings::from_partial(merged, Role::Sender)?)
+}
+
+fn ice_settings_receiver(a: &IceReceiverArgs) -> Result<ManualSettings> {
+    let merged = settings::merge(a.partial(), &a.manual.config, Role::Receiver, "ice")?;
+    Ok(ManualSettings::from_partial(merged, Role::Receiver)?)
+}
+
+fn ice_path(s: &ManualSettings) -> Result<IcePath> {
+    if s.relay_only && s.turn_servers.is_empty() {
+        anyhow::bail!("--relay-only needs a --turn-server");
+    }
+    Ok(IcePath {
+        bind: s.bind,
+        stun_servers: s.stun_servers.clone(),
+        turn_servers: s.turn_servers.clone(),
+        relay_only: s.relay_only,
+        idle_timeout: s.idle_timeout,
+        connect_timeout: s.connect_timeout,
+    })
+}
+
+fn iroh_manual_path(s: &ManualSettings) -> IrohManualPath {
+    IrohManualPath {
+        bind: s.bind,
+        stun_servers: s.stun_servers.clone(),
+        portmap: s.portmap,
+        idle_timeout: s.idle_timeout,
+        connect_timeout: s.connect_timeout,
+    }
+}
+
+/// Sender of a copy-paste mode: answer offers, one session each.
+async fn manual_sender<P: ManualPath>(path: Arc<P>, s: ManualSettings) -> Result<()> {
+    let ctx = Arc::new(SenderContext {
+        source: Arc::new(s.forward.clone()),
+        auth: Authorizer::transport_pinned(),
+        engine: s.engine.clone(),
+    });
+    eprintln!("peerport sender ({}) forwarding {}", P::MODE, s.forward);
+    let acceptor = ManualAcceptor::start(
+        path,
+        BlobSource::from_arg(s.offer_file.as_ref()),
+        BlobSink::from_arg(s.answer_file.as_ref()),
+    );
+    engine::server::serve(acceptor, ctx, s.max_sessions, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Receiver of a copy-paste mode: offer, read the answer, forward.
+async fn manual_receiver<P: ManualPath>(path: &P, s: ManualSettings) -> Result<()> {
+    let target = BoundTarget::bind(&s.forward).await?;
+    let local = target
+        .local_addr()
+        .context("reading the listener address")?;
+    info!(listen = %local, "listening for local clients");
+    let cancel = shutdown_signal();
+    let conn = tokio::select! {
+        c = manual::receiver_connect(
+            path,
+            BlobSink::from_arg(s.offer_file.as_ref()),
+            BlobSource::from_arg(s.answer_file.as_ref()),
+            manual::MAX_BLOB_AGE,
+        ) => c?,
+        _ = cancel.cancelled() => return Ok(()),
+    };
+    let result = tokio::select! {
+        r = engine::run_receiver_session(conn.clone(), target, None, s.engine.clone(), cancel.clone()) => r,
+        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
+    };
+    conn.close(engine::close_code::NORMAL, "receiver done");
+    conn.shutdown().await;
+    result.map_err(|e| anyhow::anyhow!(e)).context(
+        "the tunnel ended; local listener closed (restart the receiver and exchange new blobs to reconnect)",
+    )
 }

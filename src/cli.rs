@@ -5,7 +5,7 @@ use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Partial;
+use crate::config::{self, Partial};
 
 /// peerport: forward TCP and UDP ports between two hosts behind NAT, over QUIC.
 #[derive(Debug, Parser)]
@@ -70,6 +70,12 @@ pub enum SenderMode {
     /// iroh discovery, hole punching and relay fallback.
     #[command(name = "iroh", alias = "iroh-default")]
     Iroh(IrohSenderArgs),
+    /// iroh QUIC, paired by copy-pasting offer/answer blobs; no servers.
+    #[command(name = "iroh-manual")]
+    IrohManual(ManualSenderArgs),
+    /// Full ICE + quinn, paired by copy-paste, TURN fallback.
+    #[command(name = "ice", alias = "custom")]
+    Ice(IceSenderArgs),
 }
 
 /// Receiver modes.
@@ -78,6 +84,12 @@ pub enum ReceiverMode {
     /// iroh discovery, hole punching and relay fallback.
     #[command(name = "iroh", alias = "iroh-default")]
     Iroh(IrohReceiverArgs),
+    /// iroh QUIC, paired by copy-pasting offer/answer blobs; no servers.
+    #[command(name = "iroh-manual")]
+    IrohManual(ManualReceiverArgs),
+    /// Full ICE + quinn, paired by copy-paste, TURN fallback.
+    #[command(name = "ice", alias = "custom")]
+    Ice(IceReceiverArgs),
 }
 
 /// Config-file selection, shared by every role and mode.
@@ -214,5 +226,175 @@ impl IrohReceiverArgs {
             connect_timeout: self.connect_timeout,
             ..self.common.partial()
         }
+    }
+}
+
+/// Flags shared by the copy-paste modes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ManualCommonArgs {
+    /// File the OFFER is written to (receiver) or read from (sender); `-` = stdout/stdin.
+    #[arg(long, value_name = "FILE")]
+    pub offer_file: Option<PathBuf>,
+    /// File the ANSWER is read from (receiver) or appended to (sender); `-` = stdin/stdout.
+    #[arg(long, value_name = "FILE")]
+    pub answer_file: Option<PathBuf>,
+    /// STUN server HOST:PORT to learn the public address (repeatable; default: public servers).
+    #[arg(long = "stun-server", value_name = "HOST:PORT")]
+    pub stun_server: Vec<String>,
+    /// Do not use STUN (LAN or port-forwarded setups).
+    #[arg(long)]
+    pub no_stun: bool,
+    /// Local UDP address, e.g. 127.0.0.1:0 (default 0.0.0.0:0).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Do not ask the router for a port mapping.
+    #[arg(long)]
+    pub no_portmap: bool,
+    /// Close the tunnel after this many seconds without hearing from the peer.
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Give up connecting after this many seconds (after the blob exchange) [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+    /// Forget a UDP client after this many idle seconds [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub udp_idle_timeout: Option<u64>,
+    /// Most UDP clients per session [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_udp_flows: Option<usize>,
+}
+
+impl ManualCommonArgs {
+    fn partial(&self) -> Partial {
+        Partial {
+            offer_file: self.offer_file.clone(),
+            answer_file: self.answer_file.clone(),
+            stun_server: opt_vec(&self.stun_server),
+            stun: self.no_stun.then_some(false),
+            bind: self.bind.clone(),
+            portmap: self.no_portmap.then_some(false),
+            idle_timeout: self.idle_timeout,
+            connect_timeout: self.connect_timeout,
+            udp_idle_timeout: self.udp_idle_timeout,
+            max_udp_flows: self.max_udp_flows,
+            ..Default::default()
+        }
+    }
+}
+
+/// `peerport sender iroh-manual` (and later `ice`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ManualSenderArgs {
+    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 's', value_name = "URL")]
+    pub source: Option<String>,
+    /// Most receivers served at once (0 = unlimited) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ManualCommonArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+/// `peerport receiver iroh-manual` (and later `ice`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ManualReceiverArgs {
+    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 't', value_name = "URL")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ManualCommonArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+impl ManualSenderArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        Partial {
+            source: self.source.clone(),
+            max_sessions: self.max_sessions,
+            ..self.common.partial()
+        }
+    }
+}
+
+impl ManualReceiverArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        Partial {
+            target: self.target.clone(),
+            ..self.common.partial()
+        }
+    }
+}
+
+/// TURN and relay flags of the ICE modes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IceArgs {
+    /// TURN server turn:HOST:PORT (UDP), repeatable; used when no direct pair works.
+    #[arg(long = "turn-server", value_name = "turn:HOST:PORT")]
+    pub turn_server: Vec<String>,
+    /// TURN user name.
+    #[arg(long, value_name = "USER")]
+    pub turn_user: Option<String>,
+    /// File holding the TURN password (or set PEERPORT_TURN_PASSWORD).
+    #[arg(long, value_name = "FILE")]
+    pub turn_password_file: Option<PathBuf>,
+    /// Use only TURN relay candidates.
+    #[arg(long)]
+    pub relay_only: bool,
+}
+
+impl IceArgs {
+    fn partial(&self) -> Partial {
+        Partial {
+            turn_server: opt_vec(&self.turn_server),
+            turn_user: self.turn_user.clone(),
+            turn_password_file: self.turn_password_file.clone(),
+            relay_only: self.relay_only.then_some(true),
+            ..Default::default()
+        }
+    }
+}
+
+/// `peerport sender ice`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IceSenderArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub manual: ManualSenderArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ice: IceArgs,
+}
+
+/// `peerport receiver ice`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IceReceiverArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub manual: ManualReceiverArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ice: IceArgs,
+}
+
+impl IceSenderArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        config::overlay(self.manual.partial(), self.ice.partial())
+    }
+}
+
+impl IceReceiverArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        config::overlay(self.manual.partial(), self.ice.partial())
     }
 }

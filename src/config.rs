@@ -70,6 +70,20 @@ pub struct Partial {
     pub idle_timeout: Option<u64>,
     /// Receiver: how long to keep trying to reach the sender, seconds.
     pub connect_timeout: Option<u64>,
+    /// Copy-paste modes: offer file (`-` = stdio).
+    pub offer_file: Option<PathBuf>,
+    /// Copy-paste modes: answer file (`-` = stdio).
+    pub answer_file: Option<PathBuf>,
+    /// STUN servers.
+    pub stun_server: Option<Vec<String>>,
+    /// STUN on/off.
+    pub stun: Option<bool>,
+    /// TURN servers (`turn:HOST:PORT`).
+    pub turn_server: Option<Vec<String>>,
+    /// TURN user.
+    pub turn_user: Option<String>,
+    /// File with the TURN password.
+    pub turn_password_file: Option<PathBuf>,
 }
 
 /// Configuration errors.
@@ -161,7 +175,6 @@ pub fn check_file(path: &str, file: &Partial, role: Role, mode: &str) -> Result<
         Role::Sender => &[
             ("target", file.target.is_some()),
             ("node-id", file.node_id.is_some()),
-            ("connect-timeout", file.connect_timeout.is_some()),
         ],
         Role::Receiver => &[
             ("source", file.source.is_some()),
@@ -206,7 +219,14 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         udp_idle_timeout,
         max_udp_flows,
         idle_timeout,
-        connect_timeout
+        connect_timeout,
+        offer_file,
+        answer_file,
+        stun_server,
+        stun,
+        turn_server,
+        turn_user,
+        turn_password_file
     )
 }
 

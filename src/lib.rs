@@ -20,4 +20,5 @@ pub mod net;
 pub mod proto;
 pub mod rendezvous;
 pub mod settings;
+pub mod stun;
 pub mod transport;

@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let quiet = matches!(cli.command, peerport::cli::Command::Demo { .. });
     let default = match cli.verbose {
         0 if quiet => "error",
-        0 => "warn,peerport=info",
+        0 => "warn,peerport=info,webrtc_ice=error,turn=error,webrtc_util=error",
         1 => "info,peerport=debug",
         _ => "debug,peerport=trace",
     };

@@ -22,6 +22,13 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(sock.into())
 }
 
+/// Enlarge the buffers of an existing UDP socket (best effort).
+pub fn tune_udp(sock: &std::net::UdpSocket) -> std::io::Result<()> {
+    let s = socket2::SockRef::from(sock);
+    s.set_recv_buffer_size(UDP_BUFFER)?;
+    s.set_send_buffer_size(UDP_BUFFER)
+}
+
 /// An unconnected UDP socket on the wildcard address of `peer`'s family,
 /// connected to `peer`.
 pub async fn udp_socket_to(peer: SocketAddr) -> std::io::Result<UdpSocket> {

@@ -3,7 +3,9 @@
 //! nothing needs the internet.
 //!
 //! * an iroh relay (the `iroh-relay` crate's server, plain HTTP);
-//! * a pkarr relay + DNS server (the `iroh-dns-server` crate) for discovery.
+//! * a pkarr relay + DNS server (the `iroh-dns-server` crate) for discovery;
+//! * a STUN/TURN server (the `turn` crate) for the ICE modes, with a
+//!   generated long-term credential.
 
 use std::net::IpAddr;
 
@@ -19,6 +21,9 @@ pub enum RendezvousError {
     /// DNS/pkarr failed.
     #[error("cannot start the embedded discovery server: {0}")]
     Dns(String),
+    /// TURN failed.
+    #[error("cannot start the embedded STUN/TURN server: {0}")]
+    Turn(String),
 }
 
 /// Running rendezvous servers; dropped or [`Rendezvous::shutdown`] stops them.
@@ -32,6 +37,68 @@ pub struct Rendezvous {
     pub pkarr_url: Url,
     /// Address of the DNS server answering for published endpoints.
     pub dns_addr: std::net::SocketAddr,
+    turn: turn::server::Server,
+    /// STUN/TURN server address (UDP).
+    pub turn_addr: std::net::SocketAddr,
+    /// TURN user name.
+    pub turn_user: String,
+    /// TURN password.
+    pub turn_password: String,
+}
+
+struct StaticAuth {
+    user: String,
+    password: String,
+}
+
+impl turn::auth::AuthHandler for StaticAuth {
+    fn auth_handle(
+        &self,
+        user: &str,
+        realm: &str,
+        _src: std::net::SocketAddr,
+    ) -> Result<Vec<u8>, turn::Error> {
+        if user == self.user {
+            Ok(turn::auth::generate_auth_key(user, realm, &self.password))
+        } else {
+            Err(turn::Error::ErrNoSuchUser)
+        }
+    }
+}
+
+async fn start_turn(
+    ip: IpAddr,
+    user: &str,
+    password: &str,
+) -> Result<(turn::server::Server, std::net::SocketAddr), String> {
+    use turn::{
+        relay::relay_static::RelayAddressGeneratorStatic,
+        server::config::{ConnConfig, ServerConfig},
+    };
+    let sock = tokio::net::UdpSocket::bind((ip, 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = sock.local_addr().map_err(|e| e.to_string())?;
+    let server = turn::server::Server::new(ServerConfig {
+        conn_configs: vec![ConnConfig {
+            conn: std::sync::Arc::new(sock),
+            relay_addr_generator: Box::new(RelayAddressGeneratorStatic {
+                relay_address: ip,
+                address: ip.to_string(),
+                net: std::sync::Arc::new(webrtc_util::vnet::net::Net::new(None)),
+            }),
+        }],
+        realm: "peerport".into(),
+        auth_handler: std::sync::Arc::new(StaticAuth {
+            user: user.into(),
+            password: password.into(),
+        }),
+        channel_bind_timeout: std::time::Duration::ZERO,
+        alloc_close_notify: None,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((server, addr))
 }
 
 impl Rendezvous {
@@ -75,7 +142,16 @@ impl Rendezvous {
             .parse()
             .map_err(|e: url::ParseError| RendezvousError::Dns(e.to_string()))?;
         let dns_addr = dns.dns_addr();
+        let turn_user = "peerport".to_string();
+        let turn_password = hex::encode(rand::random::<[u8; 12]>());
+        let (turn, turn_addr) = start_turn(ip, &turn_user, &turn_password)
+            .await
+            .map_err(RendezvousError::Turn)?;
         Ok(Rendezvous {
+            turn,
+            turn_addr,
+            turn_user,
+            turn_password,
             relay,
             dns,
             _dir: dir,
@@ -89,5 +165,6 @@ impl Rendezvous {
     pub async fn shutdown(self) {
         let _ = self.relay.shutdown().await;
         let _ = self.dns.shutdown().await;
+        let _ = self.turn.close().await;
     }
 }

@@ -215,6 +215,132 @@ impl IrohReceiverSettings {
     }
 }
 
+/// Validated settings of a copy-paste mode (either role).
+#[derive(Debug, Clone)]
+pub struct ManualSettings {
+    /// Sender: service. Receiver: local listen address.
+    pub forward: ForwardAddr,
+    /// Offer file (`None` = stdio).
+    pub offer_file: Option<PathBuf>,
+    /// Answer file (`None` = stdio).
+    pub answer_file: Option<PathBuf>,
+    /// Local UDP bind address.
+    pub bind: SocketAddr,
+    /// STUN servers (empty = none).
+    pub stun_servers: Vec<String>,
+    /// Port mapping on/off.
+    pub portmap: bool,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Connect timeout after the exchange (and answer wait bound is 10x).
+    pub connect_timeout: Duration,
+    /// Sender: session limit.
+    pub max_sessions: usize,
+    /// TURN servers (ICE modes).
+    pub turn_servers: Vec<crate::modes::ice::TurnServer>,
+    /// Relay candidates only (ICE modes).
+    pub relay_only: bool,
+    /// Engine tunables.
+    pub engine: Arc<EngineConfig>,
+}
+
+/// Environment variable holding the TURN password.
+pub const TURN_PASSWORD_ENV: &str = "PEERPORT_TURN_PASSWORD";
+
+fn turn_servers(p: &Partial) -> Result<Vec<crate::modes::ice::TurnServer>, ConfigError> {
+    let Some(list) = p.turn_server.as_ref().filter(|l| !l.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let user = p.turn_user.clone().ok_or_else(|| {
+        invalid("--turn-server needs --turn-user and a password (--turn-password-file or PEERPORT_TURN_PASSWORD)")
+    })?;
+    let password = match &p.turn_password_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|source| ConfigError::Read {
+                path: f.display().to_string(),
+                source,
+            })?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => std::env::var(TURN_PASSWORD_ENV).map_err(|_| {
+            invalid("--turn-server needs a password: --turn-password-file FILE or the PEERPORT_TURN_PASSWORD environment variable")
+        })?,
+    };
+    list.iter()
+        .map(|u| {
+            let hp = u
+                .strip_prefix("turn:")
+                .unwrap_or(u)
+                .split('?')
+                .next()
+                .unwrap_or("");
+            let ok = hp
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok || u.starts_with("turns:") {
+                return Err(invalid(format!(
+                    "--turn-server `{u}`: write turn:HOST:PORT (UDP TURN; turns: is not supported)"
+                )));
+            }
+            Ok(crate::modes::ice::TurnServer {
+                host_port: hp.to_string(),
+                user: user.clone(),
+                password: password.clone(),
+            })
+        })
+        .collect()
+}
+
+impl ManualSettings {
+    /// Validate merged settings for `role`.
+    pub fn from_partial(p: Partial, role: Role) -> Result<Self, ConfigError> {
+        let forward = match role {
+            Role::Sender => forward(&p.source, "--source", "tcp://127.0.0.1:22")?,
+            Role::Receiver => forward(&p.target, "--target", "tcp://127.0.0.1:2222")?,
+        };
+        let iroh = iroh_options(&Partial {
+            bind: None,
+            ..p.clone()
+        })?;
+        let bind = match &p.bind {
+            None => SocketAddr::from(([0, 0, 0, 0], 0)),
+            Some(b) => SocketAddr::from_str(b).map_err(|_| {
+                invalid(format!(
+                    "--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0"
+                ))
+            })?,
+        };
+        let stun_servers = if p.stun == Some(false) {
+            Vec::new()
+        } else {
+            match &p.stun_server {
+                Some(v) => v.clone(),
+                None => crate::stun::DEFAULT_STUN_SERVERS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            }
+        };
+        Ok(ManualSettings {
+            forward,
+            offer_file: p.offer_file.clone().filter(|f| f.as_os_str() != "-"),
+            answer_file: p.answer_file.clone().filter(|f| f.as_os_str() != "-"),
+            bind,
+            stun_servers,
+            portmap: p.portmap.unwrap_or(true),
+            idle_timeout: iroh.idle_timeout,
+            connect_timeout: p
+                .connect_timeout
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            max_sessions: p.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+            turn_servers: turn_servers(&p)?,
+            relay_only: p.relay_only.unwrap_or(false),
+            engine: engine(&p)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,7 +111,9 @@ pub enum BlobError {
     #[error("no `-----BEGIN PEERPORT {0}-----` block found: paste the whole block including the BEGIN and END lines")]
     NotFound(&'static str),
     /// An answer where an offer was expected or vice versa.
-    #[error("this is an {found} but an {expected} is expected here: paste the other side's {expected}")]
+    #[error(
+        "this is an {found} but an {expected} is expected here: paste the other side's {expected}"
+    )]
     WrongKind {
         /// Found label.
         found: &'static str,
@@ -122,7 +124,9 @@ pub enum BlobError {
     #[error("the {0} block has no END line: it was cut off; copy it again completely")]
     Unterminated(&'static str),
     /// Bad base64.
-    #[error("the block contains characters that do not belong to it: copy it again without changes")]
+    #[error(
+        "the block contains characters that do not belong to it: copy it again without changes"
+    )]
     Encoding,
     /// Checksum mismatch.
     #[error("the block is damaged (checksum mismatch): copy it again without changes")]
@@ -425,7 +429,10 @@ pub fn find_block(text: &str) -> Result<Option<(Kind, String)>, BlobError> {
         if line.contains("-----BEGIN PEERPORT") || line.contains("-----END PEERPORT") {
             return Err(BlobError::Unterminated(kind.label()));
         }
-        data.extend(line.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/'));
+        data.extend(
+            line.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/'),
+        );
         if data.len() > MAX_PAYLOAD * 2 {
             return Err(BlobError::Malformed("too large"));
         }
@@ -433,9 +440,30 @@ pub fn find_block(text: &str) -> Result<Option<(Kind, String)>, BlobError> {
     Err(BlobError::Unterminated(kind.label()))
 }
 
-/// Whether `text` holds a complete block (used to know when a paste is finished).
-pub fn has_complete_block(text: &str) -> bool {
-    matches!(find_block(text), Ok(Some(_)) | Err(_)) && text.contains("-----END PEERPORT")
+/// Every complete armored block in `text`, in order, each decoded and
+/// checked against `expect` (the session check is left to the caller when
+/// `expect.session` is `None`). Also returns how many bytes of `text` were
+/// consumed, so a caller reading a stream can keep the unfinished rest.
+pub fn scan_blocks(text: &str, expect: &Expect) -> (Vec<Result<Blob, BlobError>>, usize) {
+    let mut out = Vec::new();
+    let mut consumed = 0;
+    let mut rest = text;
+    while let Some(begin) = rest.find("-----BEGIN PEERPORT") {
+        let after_begin = &rest[begin..];
+        let Some(end_rel) = after_begin.find("-----END PEERPORT") else {
+            break;
+        };
+        let tail = &after_begin[end_rel..];
+        let line_end = tail.find('\n').map(|i| i + 1).unwrap_or(tail.len());
+        if !tail[..line_end].trim_end().ends_with("-----") {
+            break; // END line not complete yet
+        }
+        let block_len = begin + end_rel + line_end;
+        out.push(find_and_decode(&rest[begin..block_len], expect));
+        consumed += block_len;
+        rest = &rest[block_len..];
+    }
+    (out, consumed)
 }
 
 /// Find, decode and check a blob in pasted text.
@@ -507,7 +535,10 @@ mod tests {
         let b = iroh_offer();
         let armor = b.to_armor();
         assert!(armor.len() < 220, "offer is {} chars", armor.len());
-        assert_eq!(find_and_decode(&armor, &expect(Kind::Offer, Mode::IrohManual)).unwrap(), b);
+        assert_eq!(
+            find_and_decode(&armor, &expect(Kind::Offer, Mode::IrohManual)).unwrap(),
+            b
+        );
         let a = ice_answer();
         let e = Expect {
             session: Some(a.session),
@@ -534,29 +565,47 @@ mod tests {
             "hi! here is my offer:\r\n> -----BEGIN PEERPORT OFFER-----\r\n{}\r\n> -----END PEERPORT OFFER-----\r\nthanks",
             rewrapped.join("\r\n")
         );
-        assert_eq!(find_and_decode(&text, &expect(Kind::Offer, Mode::IrohManual)).unwrap(), b);
+        assert_eq!(
+            find_and_decode(&text, &expect(Kind::Offer, Mode::IrohManual)).unwrap(),
+            b
+        );
     }
 
     #[test]
     fn clear_errors() {
         let e = expect(Kind::Offer, Mode::IrohManual);
-        assert_eq!(find_and_decode("hello", &e), Err(BlobError::NotFound("OFFER")));
+        assert_eq!(
+            find_and_decode("hello", &e),
+            Err(BlobError::NotFound("OFFER"))
+        );
         let ans = ice_answer().to_armor();
-        assert!(matches!(find_and_decode(&ans, &e), Err(BlobError::WrongKind { .. })));
+        assert!(matches!(
+            find_and_decode(&ans, &e),
+            Err(BlobError::WrongKind { .. })
+        ));
         let off = iroh_offer().to_armor();
         assert!(matches!(
             find_and_decode(&off, &expect(Kind::Offer, Mode::Ice)),
             Err(BlobError::WrongMode { .. })
         ));
-        let old = Expect { now: 1_000_000 + 601, ..e };
-        assert!(matches!(find_and_decode(&off, &old), Err(BlobError::Expired { .. })));
+        let old = Expect {
+            now: 1_000_000 + 601,
+            ..e
+        };
+        assert!(matches!(
+            find_and_decode(&off, &old),
+            Err(BlobError::Expired { .. })
+        ));
         let ans_e = Expect {
             session: Some([0; 8]),
             ..expect(Kind::Answer, Mode::Ice)
         };
         assert_eq!(find_and_decode(&ans, &ans_e), Err(BlobError::WrongSession));
         let cut: String = off.lines().take(2).collect::<Vec<_>>().join("\n");
-        assert_eq!(find_and_decode(&cut, &e), Err(BlobError::Unterminated("OFFER")));
+        assert_eq!(
+            find_and_decode(&cut, &e),
+            Err(BlobError::Unterminated("OFFER"))
+        );
         // one character changed
         let mut lines: Vec<String> = off.lines().map(String::from).collect();
         let l = &mut lines[1];
@@ -567,6 +616,28 @@ mod tests {
             find_and_decode(&damaged, &e),
             Err(BlobError::Checksum) | Err(BlobError::Version(_))
         ));
+    }
+
+    #[test]
+    fn scans_several_blocks_and_keeps_partial_rest() {
+        let e = expect(Kind::Offer, Mode::IrohManual);
+        let a = iroh_offer();
+        let mut b = iroh_offer();
+        b.session = [9; 8];
+        let text = format!(
+            "{}chatter\n{}{}",
+            a.to_armor(),
+            ice_answer().to_armor(),
+            b.to_armor()
+        );
+        let partial = "-----BEGIN PEERPORT OFFER-----\nAAAA\n";
+        let all = format!("{text}{partial}");
+        let (blobs, used) = scan_blocks(&all, &e);
+        assert_eq!(blobs.len(), 3);
+        assert_eq!(blobs[0].as_ref().unwrap(), &a);
+        assert!(matches!(blobs[1], Err(BlobError::WrongKind { .. })));
+        assert_eq!(blobs[2].as_ref().unwrap(), &b);
+        assert_eq!(&all[used..], partial);
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub async fn serve<A: Acceptor>(
                     Err(e) => warn!("session ended: {e}"),
                 }
                 conn.close(close_code::NORMAL, "session over");
+                conn.shutdown().await;
                 drop(permit);
             }
             .instrument(span),
@@ -82,6 +83,7 @@ async fn refuse_busy<C: TunnelConnection>(conn: C, max: usize, timeout: std::tim
     })
     .await;
     conn.close(close_code::BUSY, "busy");
+    conn.shutdown().await;
 }
 
 fn short(id: &str) -> &str {

@@ -79,10 +79,11 @@ pub enum IrohError {
 /// QUIC settings shared by both roles: 15 s keep-alive, configurable idle
 /// timeout, room for thousands of streams, datagram buffers for 500 Mbit/s bursts.
 pub fn transport_config(idle: Duration) -> QuicTransportConfig {
+    let keep_alive = crate::transport::quinn::keep_alive_for(idle);
     let idle =
         IdleTimeout::try_from(idle).unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
     QuicTransportConfig::builder()
-        .keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_interval(keep_alive)
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(VarInt::from_u32(4096))
         .datagram_receive_buffer_size(Some(8 << 20))
@@ -196,7 +197,7 @@ pub async fn connect(
         let last = match attempt {
             Ok(Ok(conn)) => {
                 info!(peer = %peer.fmt_short(), "connected to sender");
-                return Ok(IrohConnection(conn));
+                return Ok(IrohConnection::new(conn));
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "timed out".to_string(),

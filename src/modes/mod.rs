@@ -3,5 +3,11 @@
 //! that is the shared engine.
 //!
 //! * [`iroh`]: iroh discovery (pkarr/DNS/mDNS), hole punching, relay fallback.
+//! * [`manual`]: copy-paste offer/answer signaling shared by the manual modes.
+//! * [`ice`]: full ICE (webrtc-ice) + quinn with pinned certificates, TURN fallback.
+//! * [`iroh_manual`]: iroh QUIC paired by copy-paste, STUN addresses, racing dials.
 
+pub mod ice;
 pub mod iroh;
+pub mod iroh_manual;
+pub mod manual;

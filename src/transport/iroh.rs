@@ -15,9 +15,22 @@ use super::{Acceptor, ConnError, DatagramError, TunnelConnection, TunnelRecv, Tu
 /// How long a receiver may take to complete the QUIC handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// An iroh connection used as a tunnel.
+/// An iroh connection used as a tunnel. It may own its endpoint (one
+/// endpoint per session in the copy-paste mode), which then closes with it.
 #[derive(Clone, Debug)]
-pub struct IrohConnection(pub Connection);
+pub struct IrohConnection(pub Connection, Option<Endpoint>);
+
+impl IrohConnection {
+    /// Wrap a connection of a shared endpoint.
+    pub fn new(conn: Connection) -> Self {
+        IrohConnection(conn, None)
+    }
+
+    /// Wrap a connection whose endpoint exists only for it.
+    pub fn owning(conn: Connection, endpoint: Endpoint) -> Self {
+        IrohConnection(conn, Some(endpoint))
+    }
+}
 
 impl TunnelSend for SendStream {
     fn reset(&mut self, code: u32) {
@@ -85,6 +98,12 @@ impl TunnelConnection for IrohConnection {
         self.0.close(VarInt::from_u32(code), reason.as_bytes());
     }
 
+    async fn shutdown(&self) {
+        if let Some(ep) = &self.1 {
+            ep.close().await;
+        }
+    }
+
     fn peer_id(&self) -> String {
         self.0.remote_id().to_string()
     }
@@ -135,7 +154,7 @@ impl Acceptor for IrohAcceptor {
         let remote = format!("{:?}", incoming.remote_addr());
         Some(
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => Ok(IrohConnection(conn)),
+                Ok(Ok(conn)) => Ok(IrohConnection::new(conn)),
                 Ok(Err(e)) => {
                     warn!("handshake with {remote} failed: {e}");
                     Err(format!("handshake with {remote} failed: {e}"))

@@ -6,6 +6,7 @@
 //! keepalive handling and stream retry in [`crate::engine`] are generic over it.
 
 pub mod iroh;
+pub mod quinn;
 
 use std::future::Future;
 
@@ -69,6 +70,8 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     fn closed(&self) -> impl Future<Output = String> + Send;
     /// Close the connection with an application code and reason.
     fn close(&self, code: u32, reason: &str);
+    /// Release what the connection owns (a per-session endpoint), after `close`.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send;
     /// Stable identifier of the authenticated peer (public key or certificate fingerprint).
     fn peer_id(&self) -> String;
     /// Human-readable description of the path in use ("direct 1.2.3.4:5" or "relay URL").

@@ -221,3 +221,83 @@ pub async fn run_to_end(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Flags that keep a copy-paste-mode endpoint on loopback without STUN.
+pub fn manual_flags(dir: &std::path::Path) -> Vec<String> {
+    vec![
+        "--offer-file".into(),
+        dir.join("offers.txt").display().to_string(),
+        "--answer-file".into(),
+        dir.join("answers.txt").display().to_string(),
+        "--no-stun".into(),
+        "--no-portmap".into(),
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+    ]
+}
+
+/// TURN flags for the embedded server (password through a file, not argv).
+pub fn turn_flags(r: &Rendezvous, dir: &std::path::Path) -> Vec<String> {
+    let pw = dir.join("turn-password");
+    std::fs::write(&pw, &r.turn_password).unwrap();
+    vec![
+        "--turn-server".into(),
+        format!("turn:{}", r.turn_addr),
+        "--turn-user".into(),
+        r.turn_user.clone(),
+        "--turn-password-file".into(),
+        pw.display().to_string(),
+    ]
+}
+
+/// Start a copy-paste-mode sender reading offers from `dir`.
+pub fn manual_sender(mode: &str, source: &str, dir: &std::path::Path, extra: &[String]) -> Proc {
+    let mut args: Vec<String> = vec![
+        "sender".into(),
+        mode.into(),
+        "--source".into(),
+        source.into(),
+    ];
+    args.extend(manual_flags(dir));
+    args.extend(extra.iter().cloned());
+    Proc::spawn(&args)
+}
+
+/// Start a copy-paste-mode receiver; wait for its session; returns it and its local address.
+pub async fn manual_receiver(
+    mode: &str,
+    proto: &str,
+    dir: &std::path::Path,
+    extra: &[String],
+) -> (Proc, SocketAddr) {
+    let mut p = manual_receiver_proc(mode, proto, dir, extra);
+    let addr = listen_addr(&mut p).await;
+    p.wait_stderr("session established").await;
+    (p, addr)
+}
+
+pub fn manual_receiver_proc(
+    mode: &str,
+    proto: &str,
+    dir: &std::path::Path,
+    extra: &[String],
+) -> Proc {
+    let mut args: Vec<String> = vec![
+        "receiver".into(),
+        mode.into(),
+        "--target".into(),
+        format!("{proto}://127.0.0.1:0"),
+    ];
+    args.extend(manual_flags(dir));
+    args.extend(extra.iter().cloned());
+    Proc::spawn(&args)
+}
+
+pub async fn listen_addr(p: &mut Proc) -> SocketAddr {
+    let line = p.wait_stderr("listening for local clients").await;
+    line.split("listen=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in `{line}`"))
+}

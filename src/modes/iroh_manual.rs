@@ -1,0 +1,195 @@
+//! The `iroh-manual` mode: iroh QUIC with no relay and no discovery; the
+//! peers exchange endpoint ids and addresses by copy-paste.
+//!
+//! iroh 1.x has no STUN client and owns its socket, so the public address is
+//! found by a STUN query from a socket bound to the port the endpoint will
+//! use, closed just before iroh binds that port. On endpoint-independent
+//! ("cone") NATs the mapping survives and the peer can reach us; on
+//! symmetric NATs the mapping differs per destination, so the advertised
+//! address is useless and the connection only works if the other side is
+//! reachable (use `ice` with TURN there).
+//!
+//! Both sides dial and accept at once to punch holes. Two simultaneous
+//! dials give two connections; the one dialed by the lower endpoint id is
+//! kept on both sides (the other is closed), falling back to the other one
+//! if the preferred one does not come up within a few seconds.
+
+use std::{net::SocketAddr, time::Duration};
+
+use iroh::{
+    endpoint::{presets, PortmapperConfig},
+    Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey, TransportAddr,
+};
+use peerport_signaling::{blob::Body, Mode};
+use tokio::net::UdpSocket;
+use tracing::{debug, info};
+
+use super::manual::{ManualPath, Side};
+use crate::{stun, transport::iroh::IrohConnection};
+
+/// ALPN of the copy-paste iroh mode.
+pub const ALPN: &[u8] = b"peerport/iroh-manual/1";
+const PREFER_WAIT: Duration = Duration::from_secs(3);
+
+/// Settings of the `iroh-manual` path.
+#[derive(Debug, Clone)]
+pub struct IrohManualPath {
+    /// Local address to bind (port 0 = any).
+    pub bind: SocketAddr,
+    /// STUN servers (`host:port`); empty = no STUN.
+    pub stun_servers: Vec<String>,
+    /// Ask the router for a port mapping.
+    pub portmap: bool,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// How long to try connecting after the exchange.
+    pub connect_timeout: Duration,
+}
+
+impl ManualPath for IrohManualPath {
+    type Conn = IrohConnection;
+    type Prepared = Endpoint;
+    const MODE: Mode = Mode::IrohManual;
+
+    async fn prepare(&self, _side: Side) -> Result<(Endpoint, Body), String> {
+        // STUN from the port the endpoint will use
+        let probe = UdpSocket::bind(self.bind)
+            .await
+            .map_err(|e| format!("cannot bind {}: {e}", self.bind))?;
+        let local = probe.local_addr().map_err(|e| e.to_string())?;
+        let mappings = stun::query_all(&probe, &self.stun_servers, Duration::from_secs(3)).await;
+        drop(probe);
+        let mut b = Endpoint::builder(presets::Minimal)
+            .secret_key(SecretKey::generate())
+            .alpns(vec![ALPN.to_vec()])
+            .relay_mode(RelayMode::Disabled)
+            .transport_config(super::iroh::transport_config(self.idle_timeout))
+            .bind_addr(local)
+            .map_err(|e| format!("cannot bind {local}: {e}"))?;
+        if !self.portmap {
+            b = b.portmapper_config(PortmapperConfig::Disabled);
+        }
+        for m in &mappings {
+            b = b.external_addr(m.mapped);
+        }
+        let ep = b
+            .bind()
+            .await
+            .map_err(|e| format!("cannot start the iroh endpoint: {e}"))?;
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        // local interface addresses, as iroh sees them (bounded wait)
+        for _ in 0..20 {
+            addrs = ep.addr().ip_addrs().copied().collect();
+            if !addrs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if addrs.is_empty() && !local.ip().is_unspecified() {
+            addrs.push(local);
+        }
+        for m in &mappings {
+            if !addrs.contains(&m.mapped) {
+                addrs.push(m.mapped);
+            }
+        }
+        addrs.truncate(16);
+        info!(id = %ep.id().fmt_short(), ?addrs, stun = mappings.len(), "iroh-manual endpoint ready");
+        let body = Body::Iroh {
+            endpoint_id: *ep.id().as_bytes(),
+            addrs,
+        };
+        Ok((ep, body))
+    }
+
+    async fn connect(
+        &self,
+        ep: Endpoint,
+        peer: Body,
+        _side: Side,
+    ) -> Result<IrohConnection, String> {
+        let Body::Iroh { endpoint_id, addrs } = peer else {
+            return Err("the peer's blob is not an iroh-manual blob".into());
+        };
+        let id = EndpointId::from_bytes(&endpoint_id).map_err(|_| {
+            "the peer's endpoint id is not a valid key: exchange fresh blobs".to_string()
+        })?;
+        let addr = EndpointAddr::from_parts(id, addrs.into_iter().map(TransportAddr::Ip));
+        match tokio::time::timeout(self.connect_timeout, race(&ep, addr)).await {
+            Ok(Ok(conn)) => Ok(IrohConnection::owning(conn, ep)),
+            Ok(Err(e)) => {
+                ep.close().await;
+                Err(e)
+            }
+            Err(_) => {
+                ep.close().await;
+                Err(format!(
+                    "could not reach the peer within {} s: both sides behind symmetric NATs or a firewall? try the `ice` mode with a TURN server",
+                    self.connect_timeout.as_secs()
+                ))
+            }
+        }
+    }
+}
+
+/// Dial and accept at once; keep the connection dialed by the lower id.
+async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Connection, String> {
+    let me = ep.id();
+    let peer_id = peer.id;
+    let i_dial_preferred = me < peer_id;
+    let dial = async {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match ep.connect(peer.clone(), ALPN).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    debug!("dial failed: {e}; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    };
+    let listen = async {
+        loop {
+            let Some(incoming) = ep.accept().await else {
+                std::future::pending::<()>().await;
+                unreachable!()
+            };
+            match incoming.await {
+                Ok(c) if c.remote_id() == peer_id => return c,
+                Ok(c) => {
+                    // not the peer named in the blob: a stranger
+                    tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
+                    c.close(1u32.into(), b"unauthorized");
+                }
+                Err(e) => debug!("incoming handshake failed: {e}"),
+            }
+        }
+    };
+    tokio::pin!(dial, listen);
+    let (first, first_is_dial) = tokio::select! {
+        c = &mut dial => (c, true),
+        c = &mut listen => (c, false),
+    };
+    let first_preferred = first_is_dial == i_dial_preferred;
+    if first_preferred {
+        return Ok(first);
+    }
+    // the other connection is the agreed one: give it a moment
+    let other = tokio::time::timeout(PREFER_WAIT, async {
+        if first_is_dial {
+            listen.await
+        } else {
+            dial.await
+        }
+    })
+    .await;
+    match other {
+        Ok(c) => {
+            first.close(0u32.into(), b"duplicate");
+            Ok(c)
+        }
+        Err(_) => Ok(first),
+    }
+}

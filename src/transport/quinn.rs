@@ -1,0 +1,331 @@
+//! [`TunnelConnection`] for quinn 0.11 (the ICE modes), plus the TLS setup:
+//! self-signed certificates pinned by SHA-256 fingerprint in both directions
+//! (the server demands a client certificate).
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use quinn::{RecvStream, SendDatagramError, SendStream, VarInt};
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::WebPkiSupportedAlgorithms,
+    pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
+    DigitallySignedStruct, DistinguishedName, SignatureScheme,
+};
+use sha2::{Digest, Sha256};
+
+use super::{ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
+
+/// ALPN of the quinn-based modes.
+pub const ALPN: &[u8] = b"peerport/ice/1";
+/// TLS server name used between pinned peers (never checked: the fingerprint is).
+pub const SERVER_NAME: &str = "peerport";
+
+/// A self-signed certificate and its key, fresh per session.
+pub struct Identity {
+    /// DER certificate.
+    pub cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl Identity {
+    /// Generate a new certificate.
+    pub fn generate() -> Result<Self, String> {
+        let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
+            .map_err(|e| format!("cannot create a certificate: {e}"))?;
+        Ok(Identity {
+            cert: ck.cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
+        })
+    }
+
+    /// SHA-256 of the certificate, put in the blob.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        Sha256::digest(self.cert.as_ref()).into()
+    }
+}
+
+#[derive(Debug)]
+struct Pinned {
+    fp: [u8; 32],
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl Pinned {
+    fn check(&self, ee: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        if Sha256::digest(ee.as_ref()).as_slice() == self.fp {
+            Ok(())
+        } else {
+            tracing::warn!("refused a QUIC peer whose certificate is not the one in the blob");
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.check(end_entity)
+            .map(|_| ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for Pinned {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity)
+            .map(|_| ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// Keep-alive interval: every 15 s, or a third of a shorter idle timeout
+/// (the peer may negotiate the shorter one).
+pub fn keep_alive_for(idle: Duration) -> Duration {
+    Duration::from_secs(15)
+        .min(idle / 3)
+        .max(Duration::from_millis(200))
+}
+
+/// Same QUIC settings as the iroh mode: 15 s keep-alive (below NAT timeouts),
+/// configurable idle timeout, thousands of streams, large datagram buffers.
+pub fn transport_config(idle: Duration) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(keep_alive_for(idle)));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
+    t.datagram_receive_buffer_size(Some(8 << 20));
+    t.datagram_send_buffer_size(8 << 20);
+    Arc::new(t)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Client config that accepts only the server certificate `peer_fp`.
+pub fn client_config(
+    me: &Identity,
+    peer_fp: [u8; 32],
+    idle: Duration,
+) -> Result<quinn::ClientConfig, String> {
+    let prov = provider();
+    let v = Arc::new(Pinned {
+        fp: peer_fp,
+        algs: prov.signature_verification_algorithms,
+    });
+    let mut c = rustls::ClientConfig::builder_with_provider(prov)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(v)
+        .with_client_auth_cert(vec![me.cert.clone()], me.key.clone_key().into())
+        .map_err(|e| e.to_string())?;
+    c.alpn_protocols = vec![ALPN.to_vec()];
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(c).map_err(|e| e.to_string())?;
+    let mut cc = quinn::ClientConfig::new(Arc::new(qc));
+    cc.transport_config(transport_config(idle));
+    Ok(cc)
+}
+
+/// Server config that demands the client certificate `peer_fp`.
+pub fn server_config(
+    me: &Identity,
+    peer_fp: [u8; 32],
+    idle: Duration,
+) -> Result<quinn::ServerConfig, String> {
+    let prov = provider();
+    let v = Arc::new(Pinned {
+        fp: peer_fp,
+        algs: prov.signature_verification_algorithms,
+    });
+    let mut s = rustls::ServerConfig::builder_with_provider(prov)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(v)
+        .with_single_cert(vec![me.cert.clone()], me.key.clone_key().into())
+        .map_err(|e| e.to_string())?;
+    s.alpn_protocols = vec![ALPN.to_vec()];
+    let qs = quinn::crypto::rustls::QuicServerConfig::try_from(s).map_err(|e| e.to_string())?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(qs));
+    sc.transport_config(transport_config(idle));
+    Ok(sc)
+}
+
+/// Something that must live as long as the connection (an ICE agent on a relayed path).
+pub type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
+
+/// A quinn connection used as a tunnel; owns its endpoint (one per session).
+#[derive(Clone)]
+pub struct QuinnConnection {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    peer: String,
+    path: String,
+    keep: Option<KeepAlive>,
+    on_close: Option<Arc<tokio_util::sync::CancellationToken>>,
+}
+
+impl std::fmt::Debug for QuinnConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QuinnConnection({}, {})", self.peer, self.path)
+    }
+}
+
+impl QuinnConnection {
+    /// Wrap a connection. `path` describes it for logs; `keep` lives as long
+    /// as the connection; `on_close` is cancelled at shutdown (stops helper tasks).
+    pub fn new(
+        conn: quinn::Connection,
+        endpoint: quinn::Endpoint,
+        peer_fp: [u8; 32],
+        path: String,
+        keep: Option<KeepAlive>,
+        on_close: Option<tokio_util::sync::CancellationToken>,
+    ) -> Self {
+        QuinnConnection {
+            conn,
+            endpoint,
+            peer: hex::encode(peer_fp),
+            path,
+            keep,
+            on_close: on_close.map(Arc::new),
+        }
+    }
+}
+
+impl TunnelSend for SendStream {
+    fn reset(&mut self, code: u32) {
+        let _ = SendStream::reset(self, VarInt::from_u32(code));
+    }
+}
+
+impl TunnelRecv for RecvStream {
+    fn stop(&mut self, code: u32) {
+        let _ = RecvStream::stop(self, VarInt::from_u32(code));
+    }
+}
+
+impl TunnelConnection for QuinnConnection {
+    type Send = SendStream;
+    type Recv = RecvStream;
+
+    async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
+        self.conn
+            .open_bi()
+            .await
+            .map_err(|e| ConnError::Lost(e.to_string()))
+    }
+
+    async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
+        self.conn
+            .accept_bi()
+            .await
+            .map_err(|e| ConnError::Lost(e.to_string()))
+    }
+
+    async fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
+        self.conn
+            .send_datagram_wait(data)
+            .await
+            .map_err(|e| match e {
+                SendDatagramError::TooLarge => DatagramError::TooLarge,
+                SendDatagramError::ConnectionLost(e) => DatagramError::Lost(e.to_string()),
+                _ => DatagramError::Unsupported,
+            })
+    }
+
+    async fn read_datagram(&self) -> Result<Bytes, ConnError> {
+        self.conn
+            .read_datagram()
+            .await
+            .map_err(|e| ConnError::Lost(e.to_string()))
+    }
+
+    fn max_datagram_size(&self) -> Option<usize> {
+        self.conn.max_datagram_size()
+    }
+
+    async fn closed(&self) -> String {
+        self.conn.closed().await.to_string()
+    }
+
+    fn close(&self, code: u32, reason: &str) {
+        self.conn.close(VarInt::from_u32(code), reason.as_bytes());
+    }
+
+    async fn shutdown(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.endpoint.close(VarInt::from_u32(0), b"");
+        if let Some(t) = &self.on_close {
+            t.cancel();
+        }
+        let _ = &self.keep;
+    }
+
+    fn peer_id(&self) -> String {
+        self.peer.clone()
+    }
+
+    fn path_summary(&self) -> String {
+        self.path.clone()
+    }
+
+    async fn watch_path(&self) {
+        // the ICE pair is fixed once selected; nothing changes until the end
+        let _ = self.conn.closed().await;
+    }
+}
