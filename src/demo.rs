@@ -4,6 +4,8 @@
 //! 127.0.0.1, local TCP and UDP echo services, then for each path kind a
 //! sender and a receiver (real iroh endpoints and the same engine the binary
 //! uses), moves traffic through, verifies it by SHA-256, and prints a table.
+//! Rows: `iroh` direct and relay-only, `iroh-manual`, `ice` direct and
+//! through the embedded TURN server; TCP and UDP each.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -21,13 +23,20 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
+use peerport_signaling::blob::{find_and_decode, Blob, Body, Expect, Kind};
+
 use crate::{
     addr::ForwardAddr,
     engine::{self, Authorizer, BoundTarget, EngineConfig, SenderContext},
     identity,
-    modes::iroh::{self as iroh_mode, IrohOptions},
+    modes::{
+        ice::{IcePath, TurnServer},
+        iroh::{self as iroh_mode, IrohOptions},
+        iroh_manual::IrohManualPath,
+        manual::{unix_now, ManualPath, Side},
+    },
     rendezvous::Rendezvous,
-    transport::{iroh::IrohAcceptor, TunnelConnection},
+    transport::{iroh::IrohAcceptor, Acceptor, TunnelConnection},
 };
 
 /// A TCP echo service on 127.0.0.1; runs until the returned set is dropped.
@@ -95,23 +104,60 @@ pub fn local_options(r: &Rendezvous, relay_only: bool) -> IrohOptions {
     }
 }
 
+fn ice_path(r: &Rendezvous, relay_only: bool) -> IcePath {
+    IcePath {
+        bind: (Ipv4Addr::LOCALHOST, 0).into(),
+        stun_servers: vec![r.turn_addr.to_string()],
+        turn_servers: vec![TurnServer {
+            host_port: r.turn_addr.to_string(),
+            user: r.turn_user.clone(),
+            password: r.turn_password.clone(),
+        }],
+        relay_only,
+        idle_timeout: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(30),
+    }
+}
+
 /// Run the demo and print the table.
 pub async fn run(megabytes: usize) -> Result<()> {
     let started = Instant::now();
     let rdv = Rendezvous::start(Ipv4Addr::LOCALHOST.into()).await?;
     eprintln!(
-        "embedded relay {} and discovery {} on 127.0.0.1",
-        rdv.relay_url, rdv.pkarr_url
+        "embedded relay {}, discovery {}, STUN/TURN {} on 127.0.0.1",
+        rdv.relay_url, rdv.pkarr_url, rdv.turn_addr
     );
     let mut services = JoinSet::new();
     let tcp_echo = spawn_tcp_echo(&mut services).await?;
     let udp_echo = spawn_udp_echo(&mut services).await?;
+    let sources: [ForwardAddr; 2] = [
+        format!("tcp://{tcp_echo}").parse()?,
+        format!("udp://{udp_echo}").parse()?,
+    ];
     let mut rows = Vec::new();
-    for relay_only in [false, true] {
-        let source: ForwardAddr = format!("tcp://{tcp_echo}").parse()?;
-        rows.push(tunnel_row(&rdv, source, relay_only, megabytes).await?);
-        let source: ForwardAddr = format!("udp://{udp_echo}").parse()?;
-        rows.push(tunnel_row(&rdv, source, relay_only, megabytes).await?);
+    for source in &sources {
+        for relay_only in [false, true] {
+            let mode = if relay_only {
+                "iroh --relay-only"
+            } else {
+                "iroh"
+            };
+            eprintln!("running {mode} {}", source.protocol);
+            rows.push(iroh_row(&rdv, mode, source, relay_only, megabytes).await?);
+        }
+        eprintln!("running iroh-manual {}", source.protocol);
+        let p = IrohManualPath {
+            bind: (Ipv4Addr::LOCALHOST, 0).into(),
+            stun_servers: vec![rdv.turn_addr.to_string()],
+            portmap: false,
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+        };
+        rows.push(manual_row(&p, "iroh-manual", source, megabytes).await?);
+        for (mode, relay_only) in [("ice", false), ("ice --relay-only (TURN)", true)] {
+            eprintln!("running {mode} {}", source.protocol);
+            rows.push(manual_row(&ice_path(&rdv, relay_only), mode, source, megabytes).await?);
+        }
     }
     rdv.shutdown().await;
     services.shutdown().await;
@@ -137,73 +183,142 @@ pub async fn run(megabytes: usize) -> Result<()> {
     Ok(())
 }
 
-async fn tunnel_row(
+async fn iroh_row(
     rdv: &Rendezvous,
-    source: ForwardAddr,
+    mode: &'static str,
+    source: &ForwardAddr,
     relay_only: bool,
     megabytes: usize,
 ) -> Result<Row> {
-    let cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    // sender
     let secret = SecretKey::generate();
     let token = identity::derive_token(&secret).to_vec();
     let sender_ep = iroh_mode::bind_endpoint(secret.clone(), &local_options(rdv, false)).await?;
     iroh_mode::wait_online(&sender_ep, Duration::from_secs(10)).await;
+    let t0 = Instant::now();
+    let recv_ep =
+        iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
+    let mut acceptor = IrohAcceptor(sender_ep.clone());
+    let (accepted, dialed) = tokio::join!(
+        acceptor.accept(),
+        iroh_mode::connect(&recv_ep, secret.public(), Duration::from_secs(30))
+    );
+    let sender_conn = accepted
+        .context("sender endpoint closed")?
+        .map_err(anyhow::Error::msg)?;
+    let row = run_row(
+        mode,
+        source,
+        sender_conn,
+        dialed?,
+        Some(token),
+        t0,
+        megabytes,
+    )
+    .await;
+    recv_ep.close().await;
+    sender_ep.close().await;
+    row
+}
+
+async fn manual_row<P: ManualPath>(
+    path: &P,
+    mode: &'static str,
+    source: &ForwardAddr,
+    megabytes: usize,
+) -> Result<Row> {
+    let t0 = Instant::now();
+    // the copy-paste exchange, in-process (armored text both ways)
+    let (r_prep, offer) = path
+        .prepare(Side::Offerer)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let (s_prep, answer) = path
+        .prepare(Side::Answerer)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let through_text = |kind, body| -> Result<Body> {
+        let b = Blob {
+            kind,
+            session: [7; 8],
+            created: unix_now(),
+            body,
+        };
+        let e = Expect {
+            kind,
+            mode: P::MODE,
+            session: None,
+            now: unix_now(),
+            max_age: 60,
+        };
+        Ok(find_and_decode(&b.to_armor(), &e)?.body)
+    };
+    let offer = through_text(Kind::Offer, offer)?;
+    let answer = through_text(Kind::Answer, answer)?;
+    let (s, r) = tokio::join!(
+        path.connect(s_prep, offer, Side::Answerer),
+        path.connect(r_prep, answer, Side::Offerer)
+    );
+    let (s, r) = (
+        s.map_err(anyhow::Error::msg)?,
+        r.map_err(anyhow::Error::msg)?,
+    );
+    run_row(mode, source, s, r, None, t0, megabytes).await
+}
+
+/// Run a sender and a receiver session over an established pair of
+/// connections, move traffic, verify it.
+async fn run_row<C: TunnelConnection>(
+    mode: &'static str,
+    source: &ForwardAddr,
+    sender_conn: C,
+    receiver_conn: C,
+    token: Option<Vec<u8>>,
+    t0: Instant,
+    megabytes: usize,
+) -> Result<Row> {
+    let cancel = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let auth = match &token {
+        Some(t) => Authorizer::new(t.clone(), []),
+        None => Authorizer::transport_pinned(),
+    };
     let ctx = Arc::new(SenderContext {
         source: Arc::new(source.clone()),
-        auth: Authorizer::new(token.clone(), []),
+        auth,
         engine: Arc::new(EngineConfig::default()),
     });
-    tasks.spawn(engine::server::serve(
-        IrohAcceptor(sender_ep.clone()),
-        ctx,
-        4,
-        cancel.clone(),
-    ));
-
-    // receiver
-    let t0 = Instant::now();
+    let (sc, c) = (sender_conn.clone(), cancel.clone());
+    tasks.spawn(async move {
+        let _ = engine::serve_sender_session(sc, ctx, c).await;
+    });
     let target: ForwardAddr = format!("{}://127.0.0.1:0", source.protocol).parse()?;
     let bound = BoundTarget::bind(&target).await?;
     let local = bound.local_addr()?;
-    let recv_ep =
-        iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
-    let conn = iroh_mode::connect(&recv_ep, secret.public(), Duration::from_secs(30)).await?;
-    let session_conn = conn.clone();
-    let session_cancel = cancel.clone();
+    let (rc, c) = (receiver_conn.clone(), cancel.clone());
     tasks.spawn(async move {
-        let r = engine::run_receiver_session(
-            session_conn,
-            bound,
-            Some(token),
-            Arc::new(EngineConfig::default()),
-            session_cancel,
-        )
-        .await;
-        if let Err(e) = r {
+        if let Err(e) =
+            engine::run_receiver_session(rc, bound, token, Arc::new(EngineConfig::default()), c)
+                .await
+        {
             tracing::warn!("demo receiver ended: {e}");
         }
     });
-
-    let row = match source.protocol {
+    let traffic = match source.protocol {
         crate::addr::Protocol::Tcp => tcp_traffic(local, megabytes, t0).await,
         crate::addr::Protocol::Udp => udp_traffic(local, t0).await,
     };
-    let path = conn.path_summary();
+    let path = receiver_conn.path_summary();
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
-    recv_ep.close().await;
-    sender_ep.close().await;
-    let (setup, throughput, check) = row?;
+    for c in [&sender_conn, &receiver_conn] {
+        c.close(0, "demo done");
+        c.shutdown().await;
+    }
+    let (setup, throughput, check) = traffic?;
     Ok(Row {
-        mode: if relay_only {
-            "iroh --relay-only"
-        } else {
-            "iroh"
-        },
+        mode,
         proto: source.protocol.as_str(),
-        path: path.split(' ').next().unwrap_or("?").to_string(),
+        path: path.split(" ->").next().unwrap_or("?").to_string(),
         setup,
         throughput,
         check,

@@ -307,13 +307,21 @@ impl IcePath {
             Option<q::KeepAlive>,
         ) = match handoff(&pair) {
             Some((std_sock, remote)) if !relayed => {
-                // the native socket is ours now; ICE is done
-                let _ = agent.close().await;
+                // Stop ICE reading the socket: close the selected candidate first
+                // (its receive loop ends at once), then take the QUIC packets the
+                // agent already buffered, then close the rest of the agent in the
+                // background (a TURN deallocation can take seconds).
+                let _ = pair.local.close().await;
+                let early = drain(&conn, remote).await;
+                let closing = agent.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), closing.close()).await;
+                });
                 let _ = crate::net::tune_udp(&std_sock);
                 let native = quinn::TokioRuntime
                     .wrap_udp_socket(std_sock)
                     .map_err(|e| format!("cannot use the selected socket: {e}"))?;
-                (StunFilter::new(native), remote, None)
+                (StunFilter::new(native, early), remote, None)
             }
             _ => {
                 let keep: q::KeepAlive = agent.clone();
@@ -363,6 +371,26 @@ impl IcePath {
             Some(stop),
         ))
     }
+}
+
+/// Take the data packets the ICE `Conn` has buffered (without waiting).
+async fn drain(conn: &DynConn, from: SocketAddr) -> Vec<(Vec<u8>, SocketAddr)> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while out.len() < 256 {
+        match tokio::time::timeout(Duration::ZERO, conn.recv(&mut buf)).await {
+            Ok(Ok(n)) if !socket::is_stun(&buf[..n]) => out.push((buf[..n].to_vec(), from)),
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    if !out.is_empty() {
+        tracing::debug!(
+            packets = out.len(),
+            "handed early QUIC packets from ICE to quinn"
+        );
+    }
+    out
 }
 
 /// Duplicate the selected local candidate's socket (host/srflx pairs only).

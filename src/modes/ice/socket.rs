@@ -181,15 +181,41 @@ impl UdpPoller for IcePoller {
 }
 
 /// quinn's native socket with STUN datagrams removed (see module docs).
+/// `early` holds QUIC packets the ICE agent received before the hand-off;
+/// they are delivered first so the peer's first flight is not lost.
 #[derive(Debug)]
 pub struct StunFilter {
     inner: Arc<dyn AsyncUdpSocket>,
+    early: Mutex<std::collections::VecDeque<(Vec<u8>, SocketAddr)>>,
 }
 
 impl StunFilter {
     /// Wrap a native quinn socket.
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>) -> Arc<Self> {
-        Arc::new(StunFilter { inner })
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, early: Vec<(Vec<u8>, SocketAddr)>) -> Arc<Self> {
+        Arc::new(StunFilter {
+            inner,
+            early: Mutex::new(early.into()),
+        })
+    }
+
+    fn pop_early(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut q = self.early.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let Some((p, from)) = q.pop_front() else {
+                break;
+            };
+            let len = p.len().min(bufs[n].len());
+            bufs[n][..len].copy_from_slice(&p[..len]);
+            meta[n] = RecvMeta {
+                addr: from,
+                len,
+                stride: len,
+                ..RecvMeta::default()
+            };
+            n += 1;
+        }
+        n
     }
 }
 
@@ -206,6 +232,10 @@ impl AsyncUdpSocket for StunFilter {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        let n = self.pop_early(bufs, meta);
+        if n > 0 {
+            return Poll::Ready(Ok(n));
+        }
         loop {
             let n = match self.inner.poll_recv(cx, bufs, meta) {
                 Poll::Ready(Ok(n)) => n,
