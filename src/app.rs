@@ -11,7 +11,8 @@ use tracing::{info, warn};
 use crate::{
     cli::{
         Cli, Command, IceReceiverArgs, IceSenderArgs, IrohReceiverArgs, IrohSenderArgs,
-        ManualReceiverArgs, ManualSenderArgs, ReceiverMode, SenderMode,
+        ManualReceiverArgs, ManualSenderArgs, NostrReceiverArgs, NostrSenderArgs, ReceiverMode,
+        SenderMode,
     },
     config::Role,
     engine::{self, Authorizer, BoundTarget, SenderContext},
@@ -23,7 +24,7 @@ use crate::{
         manual::{self, BlobSink, BlobSource, ManualAcceptor, ManualPath},
     },
     rendezvous::Rendezvous,
-    settings::{self, IrohReceiverSettings, IrohSenderSettings, ManualSettings},
+    settings::{self, IrohReceiverSettings, IrohSenderSettings, ManualSettings, NostrSettings},
     transport::{iroh::IrohAcceptor, TunnelConnection},
 };
 
@@ -72,6 +73,32 @@ pub async fn run(cli: Cli) -> Result<()> {
             print_identity(&key);
             Ok(())
         }
+        Command::Sender {
+            mode: SenderMode::Nostr(a),
+        } => sender_nostr(a).await,
+        Command::Receiver {
+            mode: ReceiverMode::Nostr(a),
+        } => receiver_nostr(a).await,
+        Command::GenerateNostrKey { output, force } => {
+            let (nsec, npub) = peerport_signaling::nostr::generate();
+            match output {
+                Some(path) => {
+                    identity::write_private(&path, &nsec, force)?;
+                    eprintln!(
+                        "wrote a new Nostr secret key to {} (mode 0600)",
+                        path.display()
+                    );
+                }
+                None => println!("{nsec}"),
+            }
+            println!("{npub}");
+            Ok(())
+        }
+        Command::ShowNpub { nsec_file } => {
+            let hex = settings::read_nsec(nsec_file.as_ref())?;
+            println!("{}", peerport_signaling::nostr::npub_of(&hex)?);
+            Ok(())
+        }
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
         Command::Rendezvous { bind } => {
             let r = Rendezvous::start(bind).await?;
@@ -79,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("dns-server {}", r.pkarr_url);
             println!("dns-udp {}", r.dns_addr);
             println!("stun-server {}", r.turn_addr);
+            println!("nostr-relay {}", r.nostr_url());
             println!(
                 "turn-server turn:{} user {} password {}",
                 r.turn_addr, r.turn_user, r.turn_password
@@ -272,4 +300,51 @@ async fn manual_receiver<P: ManualPath>(path: &P, s: ManualSettings) -> Result<(
     result.map_err(|e| anyhow::anyhow!(e)).context(
         "the tunnel ended; local listener closed (restart the receiver and exchange new blobs to reconnect)",
     )
+}
+
+async fn sender_nostr(a: NostrSenderArgs) -> Result<()> {
+    let merged = settings::merge(a.partial(), &a.config, Role::Sender, "nostr")?;
+    let s = NostrSettings::from_partial(merged, Role::Sender)?;
+    let path = Arc::new(ice_path(&s.path)?);
+    let acceptor =
+        crate::modes::nostr::NostrAcceptor::start(&s.nostr, path, s.path.max_sessions).await?;
+    let ctx = Arc::new(SenderContext {
+        source: Arc::new(s.path.forward.clone()),
+        auth: Authorizer::transport_pinned(),
+        engine: s.path.engine.clone(),
+    });
+    eprintln!(
+        "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
+        s.path.forward,
+        peerport_signaling::nostr::npub_of(&s.nostr.secret)?,
+        peerport_signaling::nostr::npub_of_public(&s.nostr.peer),
+        s.nostr.relays.len()
+    );
+    engine::server::serve(acceptor, ctx, s.path.max_sessions, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn receiver_nostr(a: NostrReceiverArgs) -> Result<()> {
+    let merged = settings::merge(a.partial(), &a.config, Role::Receiver, "nostr")?;
+    let s = NostrSettings::from_partial(merged, Role::Receiver)?;
+    let path = ice_path(&s.path)?;
+    let target = BoundTarget::bind(&s.path.forward).await?;
+    let local = target
+        .local_addr()
+        .context("reading the listener address")?;
+    info!(listen = %local, "listening for local clients");
+    let cancel = shutdown_signal();
+    let conn = tokio::select! {
+        c = crate::modes::nostr::receiver_connect(&s.nostr, &path, s.path.connect_timeout) => c?,
+        _ = cancel.cancelled() => return Ok(()),
+    };
+    let result = tokio::select! {
+        r = engine::run_receiver_session(conn.clone(), target, None, s.path.engine.clone(), cancel.clone()) => r,
+        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
+    };
+    conn.close(engine::close_code::NORMAL, "receiver done");
+    conn.shutdown().await;
+    result
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("the tunnel ended; local listener closed (restart the receiver to reconnect)")
 }

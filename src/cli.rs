@@ -56,6 +56,21 @@ pub enum Command {
         #[arg(long, default_value_t = 32)]
         megabytes: usize,
     },
+    /// Create a Nostr key: the nsec is written 0600 (or printed), the npub printed.
+    GenerateNostrKey {
+        /// Where to write the nsec.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the npub of a Nostr secret key (from --nsec-file or PEERPORT_NSEC).
+    ShowNpub {
+        /// File holding the nsec (hex or bech32).
+        #[arg(long)]
+        nsec_file: Option<PathBuf>,
+    },
     /// Run the embedded relay and discovery servers (for labs and tests).
     Rendezvous {
         /// Address to listen on.
@@ -76,6 +91,9 @@ pub enum SenderMode {
     /// Full ICE + quinn, paired by copy-paste, TURN fallback.
     #[command(name = "ice", alias = "custom")]
     Ice(IceSenderArgs),
+    /// Automatic pairing by Nostr keys over relays, then ICE + quinn.
+    #[command(name = "nostr")]
+    Nostr(NostrSenderArgs),
 }
 
 /// Receiver modes.
@@ -90,6 +108,9 @@ pub enum ReceiverMode {
     /// Full ICE + quinn, paired by copy-paste, TURN fallback.
     #[command(name = "ice", alias = "custom")]
     Ice(IceReceiverArgs),
+    /// Automatic pairing by Nostr keys over relays, then ICE + quinn.
+    #[command(name = "nostr")]
+    Nostr(NostrReceiverArgs),
 }
 
 /// Config-file selection, shared by every role and mode.
@@ -229,15 +250,20 @@ impl IrohReceiverArgs {
     }
 }
 
-/// Flags shared by the copy-paste modes.
+/// Where copy-paste blobs go and come from.
 #[derive(Debug, Args, Clone, Default)]
-pub struct ManualCommonArgs {
+pub struct BlobFileArgs {
     /// File the OFFER is written to (receiver) or read from (sender); `-` = stdout/stdin.
     #[arg(long, value_name = "FILE")]
     pub offer_file: Option<PathBuf>,
     /// File the ANSWER is read from (receiver) or appended to (sender); `-` = stdin/stdout.
     #[arg(long, value_name = "FILE")]
     pub answer_file: Option<PathBuf>,
+}
+
+/// Path flags shared by the ICE-style modes (`iroh-manual`, `ice`, `nostr`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ManualCommonArgs {
     /// STUN server HOST:PORT to learn the public address (repeatable; default: public servers).
     #[arg(long = "stun-server", value_name = "HOST:PORT")]
     pub stun_server: Vec<String>,
@@ -267,8 +293,6 @@ pub struct ManualCommonArgs {
 impl ManualCommonArgs {
     fn partial(&self) -> Partial {
         Partial {
-            offer_file: self.offer_file.clone(),
-            answer_file: self.answer_file.clone(),
             stun_server: opt_vec(&self.stun_server),
             stun: self.no_stun.then_some(false),
             bind: self.bind.clone(),
@@ -293,6 +317,9 @@ pub struct ManualSenderArgs {
     pub max_sessions: Option<usize>,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub files: BlobFileArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: ManualCommonArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -307,6 +334,9 @@ pub struct ManualReceiverArgs {
     pub target: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub files: BlobFileArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub common: ManualCommonArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -319,6 +349,8 @@ impl ManualSenderArgs {
         Partial {
             source: self.source.clone(),
             max_sessions: self.max_sessions,
+            offer_file: self.files.offer_file.clone(),
+            answer_file: self.files.answer_file.clone(),
             ..self.common.partial()
         }
     }
@@ -329,6 +361,8 @@ impl ManualReceiverArgs {
     pub fn partial(&self) -> Partial {
         Partial {
             target: self.target.clone(),
+            offer_file: self.files.offer_file.clone(),
+            answer_file: self.files.answer_file.clone(),
             ..self.common.partial()
         }
     }
@@ -396,5 +430,106 @@ impl IceReceiverArgs {
     /// The settings given on the command line.
     pub fn partial(&self) -> Partial {
         config::overlay(self.manual.partial(), self.ice.partial())
+    }
+}
+
+/// Nostr signaling flags.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NostrArgs {
+    /// File holding our nsec (bech32 or hex), mode 0600; or set PEERPORT_NSEC.
+    #[arg(long, value_name = "FILE")]
+    pub nsec_file: Option<PathBuf>,
+    /// The peer's public key (npub or hex).
+    #[arg(long, value_name = "NPUB")]
+    pub peer_npub: Option<String>,
+    /// Nostr relay URL (repeatable; default: a few public relays).
+    #[arg(long = "relay", value_name = "wss://...")]
+    pub relay: Vec<String>,
+    /// Ephemeral event kind for signaling (20000..29999) [default: 21059].
+    #[arg(long, value_name = "KIND")]
+    pub nostr_kind: Option<u16>,
+}
+
+impl NostrArgs {
+    fn partial(&self) -> Partial {
+        Partial {
+            nsec_file: self.nsec_file.clone(),
+            peer_npub: self.peer_npub.clone(),
+            relay: opt_vec(&self.relay),
+            nostr_kind: self.nostr_kind,
+            ..Default::default()
+        }
+    }
+}
+
+/// `peerport sender nostr`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NostrSenderArgs {
+    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 's', value_name = "URL")]
+    pub source: Option<String>,
+    /// Most receivers served at once (0 = unlimited) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nostr: NostrArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ManualCommonArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ice: IceArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+/// `peerport receiver nostr`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct NostrReceiverArgs {
+    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 't', value_name = "URL")]
+    pub target: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nostr: NostrArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: ManualCommonArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ice: IceArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+impl NostrSenderArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        let base = Partial {
+            source: self.source.clone(),
+            max_sessions: self.max_sessions,
+            ..self.common.partial()
+        };
+        config::overlay(
+            config::overlay(base, self.ice.partial()),
+            self.nostr.partial(),
+        )
+    }
+}
+
+impl NostrReceiverArgs {
+    /// The settings given on the command line.
+    pub fn partial(&self) -> Partial {
+        let base = Partial {
+            target: self.target.clone(),
+            ..self.common.partial()
+        };
+        config::overlay(
+            config::overlay(base, self.ice.partial()),
+            self.nostr.partial(),
+        )
     }
 }

@@ -84,6 +84,14 @@ pub struct Partial {
     pub turn_user: Option<String>,
     /// File with the TURN password.
     pub turn_password_file: Option<PathBuf>,
+    /// Nostr: file with our nsec.
+    pub nsec_file: Option<PathBuf>,
+    /// Nostr: the peer's npub.
+    pub peer_npub: Option<String>,
+    /// Nostr relays.
+    pub relay: Option<Vec<String>>,
+    /// Nostr event kind.
+    pub nostr_kind: Option<u16>,
 }
 
 /// Configuration errors.
@@ -226,7 +234,11 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         stun,
         turn_server,
         turn_user,
-        turn_password_file
+        turn_password_file,
+        nsec_file,
+        peer_npub,
+        relay,
+        nostr_kind
     )
 }
 

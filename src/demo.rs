@@ -5,7 +5,7 @@
 //! sender and a receiver (real iroh endpoints and the same engine the binary
 //! uses), moves traffic through, verifies it by SHA-256, and prints a table.
 //! Rows: `iroh` direct and relay-only, `iroh-manual`, `ice` direct and
-//! through the embedded TURN server; TCP and UDP each.
+//! through the embedded TURN server, `nostr` (embedded Nostr relay); TCP and UDP each.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -23,7 +23,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use peerport_signaling::blob::{find_and_decode, Blob, Body, Expect, Kind};
+use peerport_signaling::{
+    blob::{find_and_decode, Blob, Body, Expect, Kind},
+    nostr::NostrConfig,
+};
 
 use crate::{
     addr::ForwardAddr,
@@ -158,6 +161,8 @@ pub async fn run(megabytes: usize) -> Result<()> {
             eprintln!("running {mode} {}", source.protocol);
             rows.push(manual_row(&ice_path(&rdv, relay_only), mode, source, megabytes).await?);
         }
+        eprintln!("running nostr {}", source.protocol);
+        rows.push(nostr_row(&rdv, source, megabytes).await?);
     }
     rdv.shutdown().await;
     services.shutdown().await;
@@ -263,6 +268,30 @@ async fn manual_row<P: ManualPath>(
         r.map_err(anyhow::Error::msg)?,
     );
     run_row(mode, source, s, r, None, t0, megabytes).await
+}
+
+async fn nostr_row(rdv: &Rendezvous, source: &ForwardAddr, megabytes: usize) -> Result<Row> {
+    let (a_sec, a_pub) = peerport_signaling::nostr::generate();
+    let (b_sec, b_pub) = peerport_signaling::nostr::generate();
+    let cfg = |secret: String, peer: String| NostrConfig {
+        secret,
+        peer,
+        relays: vec![rdv.nostr_url()],
+        kind: peerport_signaling::nostr::DEFAULT_KIND,
+    };
+    let path = Arc::new(ice_path(rdv, false));
+    let mut acceptor =
+        crate::modes::nostr::NostrAcceptor::start(&cfg(a_sec, b_pub), path.clone(), 4).await?;
+    let t0 = Instant::now();
+    let receiver_cfg = cfg(b_sec, a_pub);
+    let (accepted, dialed) = tokio::join!(
+        acceptor.accept(),
+        crate::modes::nostr::receiver_connect(&receiver_cfg, &path, Duration::from_secs(30))
+    );
+    let s = accepted
+        .context("nostr acceptor ended")?
+        .map_err(anyhow::Error::msg)?;
+    run_row("nostr", source, s, dialed?, None, t0, megabytes).await
 }
 
 /// Run a sender and a receiver session over an established pair of

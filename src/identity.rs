@@ -63,8 +63,8 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
     }
 }
 
-/// Load an existing secret, refusing group/world-accessible files.
-pub fn load(path: &Path) -> Result<SecretKey, IdentityError> {
+/// Read a private file (a key), refusing group/world-accessible ones.
+pub fn read_private(path: &Path) -> Result<String, IdentityError> {
     let meta = fs::metadata(path).map_err(io_err(path))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -73,18 +73,11 @@ pub fn load(path: &Path) -> Result<SecretKey, IdentityError> {
             mode,
         });
     }
-    let text = fs::read_to_string(path).map_err(io_err(path))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| IdentityError::Format {
-        path: path.display().to_string(),
-    })?;
-    let arr: [u8; 32] = bytes.try_into().map_err(|_| IdentityError::Format {
-        path: path.display().to_string(),
-    })?;
-    Ok(SecretKey::from_bytes(&arr))
+    fs::read_to_string(path).map_err(io_err(path))
 }
 
-/// Write `key` to `path` with mode 0600.
-pub fn write(path: &Path, key: &SecretKey, force: bool) -> Result<(), IdentityError> {
+/// Write a private text file (mode 0600), refusing to overwrite unless `force`.
+pub fn write_private(path: &Path, text: &str, force: bool) -> Result<(), IdentityError> {
     if path.exists() && !force {
         return Err(IdentityError::Exists {
             path: path.display().to_string(),
@@ -103,10 +96,26 @@ pub fn write(path: &Path, key: &SecretKey, force: bool) -> Result<(), IdentityEr
         .map_err(io_err(path))?;
     f.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(io_err(path))?;
-    writeln!(f, "{}", hex::encode(key.to_bytes())).map_err(io_err(path))?;
+    writeln!(f, "{text}").map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    Ok(())
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Load an existing secret, refusing group/world-accessible files.
+pub fn load(path: &Path) -> Result<SecretKey, IdentityError> {
+    let text = read_private(path)?;
+    let bytes = hex::decode(text.trim()).map_err(|_| IdentityError::Format {
+        path: path.display().to_string(),
+    })?;
+    let arr: [u8; 32] = bytes.try_into().map_err(|_| IdentityError::Format {
+        path: path.display().to_string(),
+    })?;
+    Ok(SecretKey::from_bytes(&arr))
+}
+
+/// Write `key` to `path` with mode 0600.
+pub fn write(path: &Path, key: &SecretKey, force: bool) -> Result<(), IdentityError> {
+    write_private(path, &hex::encode(key.to_bytes()), force)
 }
 
 /// The access token that belongs to an identity: stable for a persistent

@@ -5,7 +5,8 @@
 //! * an iroh relay (the `iroh-relay` crate's server, plain HTTP);
 //! * a pkarr relay + DNS server (the `iroh-dns-server` crate) for discovery;
 //! * a STUN/TURN server (the `turn` crate) for the ICE modes, with a
-//!   generated long-term credential.
+//!   generated long-term credential;
+//! * a Nostr relay (`nostr-relay-builder`'s `LocalRelay`, real websockets).
 
 use std::net::IpAddr;
 
@@ -44,6 +45,7 @@ pub struct Rendezvous {
     pub turn_user: String,
     /// TURN password.
     pub turn_password: String,
+    nostr: peerport_signaling::nostr::LocalNostrRelay,
 }
 
 struct StaticAuth {
@@ -147,7 +149,11 @@ impl Rendezvous {
         let (turn, turn_addr) = start_turn(ip, &turn_user, &turn_password)
             .await
             .map_err(RendezvousError::Turn)?;
+        let nostr = peerport_signaling::nostr::LocalNostrRelay::start(ip, 0)
+            .await
+            .map_err(|e| RendezvousError::Turn(e.to_string()))?;
         Ok(Rendezvous {
+            nostr,
             turn,
             turn_addr,
             turn_user,
@@ -161,8 +167,14 @@ impl Rendezvous {
         })
     }
 
+    /// URL of the embedded Nostr relay (ws://).
+    pub fn nostr_url(&self) -> String {
+        self.nostr.url.clone()
+    }
+
     /// Stop the servers.
     pub async fn shutdown(self) {
+        self.nostr.shutdown();
         let _ = self.relay.shutdown().await;
         let _ = self.dns.shutdown().await;
         let _ = self.turn.close().await;

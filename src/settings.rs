@@ -341,6 +341,75 @@ impl ManualSettings {
     }
 }
 
+/// Environment variable holding the nsec (instead of a file).
+pub const NSEC_ENV: &str = "PEERPORT_NSEC";
+
+/// Read the nsec from `--nsec-file` (which must not be group/world readable) or `PEERPORT_NSEC`.
+pub fn read_nsec(file: Option<&PathBuf>) -> Result<String, ConfigError> {
+    let text = match file {
+        Some(f) => crate::identity::read_private(f).map_err(|e| invalid(e.to_string()))?,
+        None => std::env::var(NSEC_ENV).map_err(|_| {
+            invalid("no Nostr key: pass --nsec-file FILE (create one with `peerport generate-nostr-key --output FILE`) or set PEERPORT_NSEC")
+        })?,
+    };
+    peerport_signaling::nostr::parse_secret(&text).map_err(|e| invalid(format!("--nsec-file: {e}")))
+}
+
+/// Validated settings of the `nostr` mode (either role).
+#[derive(Debug, Clone)]
+pub struct NostrSettings {
+    /// Path, forward and engine settings (shared with the copy-paste modes).
+    pub path: ManualSettings,
+    /// Signaling settings.
+    pub nostr: peerport_signaling::nostr::NostrConfig,
+}
+
+impl NostrSettings {
+    /// Validate merged settings for `role`.
+    pub fn from_partial(p: Partial, role: Role) -> Result<Self, ConfigError> {
+        let path = ManualSettings::from_partial(p.clone(), role)?;
+        let secret = read_nsec(p.nsec_file.as_ref())?;
+        let peer = p.peer_npub.as_deref().ok_or_else(|| {
+            invalid(
+                "--peer-npub is required: the other side's npub (`peerport show-npub` prints it)",
+            )
+        })?;
+        let peer = peerport_signaling::nostr::parse_public(peer)
+            .map_err(|e| invalid(format!("--peer-npub: {e}")))?;
+        let relays = match &p.relay {
+            Some(r) if !r.is_empty() => r.clone(),
+            _ => peerport_signaling::nostr::DEFAULT_RELAYS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        for r in &relays {
+            if !(r.starts_with("ws://") || r.starts_with("wss://")) {
+                return Err(invalid(format!(
+                    "--relay `{r}`: write wss://HOST or ws://HOST:PORT"
+                )));
+            }
+        }
+        let kind = p
+            .nostr_kind
+            .unwrap_or(peerport_signaling::nostr::DEFAULT_KIND);
+        if !(20000..30000).contains(&kind) {
+            return Err(invalid(format!(
+                "--nostr-kind {kind}: use an ephemeral kind, 20000..29999 (relays forward, don't store)"
+            )));
+        }
+        Ok(NostrSettings {
+            path,
+            nostr: peerport_signaling::nostr::NostrConfig {
+                secret,
+                peer,
+                relays,
+                kind,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

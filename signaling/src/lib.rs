@@ -13,6 +13,7 @@
 
 pub mod blob;
 pub mod mode;
+pub mod nostr;
 pub mod ticket;
 
 pub use mode::{Mode, UnknownMode};

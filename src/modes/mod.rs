@@ -5,9 +5,11 @@
 //! * [`iroh`]: iroh discovery (pkarr/DNS/mDNS), hole punching, relay fallback.
 //! * [`manual`]: copy-paste offer/answer signaling shared by the manual modes.
 //! * [`ice`]: full ICE (webrtc-ice) + quinn with pinned certificates, TURN fallback.
+//! * [`nostr`]: pairing by Nostr keys over relays, then the `ice` path.
 //! * [`iroh_manual`]: iroh QUIC paired by copy-paste, STUN addresses, racing dials.
 
 pub mod ice;
 pub mod iroh;
 pub mod iroh_manual;
 pub mod manual;
+pub mod nostr;

@@ -1,0 +1,243 @@
+//! The `nostr` mode: automated pairing of two static Nostr keys through
+//! relays, then full ICE + quinn exactly as the `ice` mode (the same
+//! [`IcePath`]). The receiver goes first with a request that carries its
+//! ICE offer; the sender answers (or refuses when at capacity). The
+//! receiver republishes with backoff until answered, bounded overall.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use base64::{engine::general_purpose::STANDARD_NO_PAD, Engine};
+use peerport_signaling::{
+    blob::{Blob, BlobError, Body, Expect, Kind},
+    nostr::{MsgType, NostrConfig, NostrSignaling, Payload},
+    Mode,
+};
+use tokio::{sync::mpsc, task::JoinSet};
+use tracing::{info, warn, Instrument};
+
+use super::{
+    ice::IcePath,
+    manual::{unix_now, ManualPath, Side, MAX_BLOB_AGE},
+};
+use crate::transport::{quinn::QuinnConnection, Acceptor, TunnelConnection};
+
+fn encode(kind: Kind, session: [u8; 8], body: Body) -> String {
+    let b = Blob {
+        kind,
+        session,
+        created: unix_now(),
+        body,
+    };
+    STANDARD_NO_PAD.encode(b.to_bytes())
+}
+
+fn decode(data: &str, kind: Kind, session: Option<[u8; 8]>) -> Result<Blob, BlobError> {
+    let bytes = STANDARD_NO_PAD
+        .decode(data.trim_end_matches('='))
+        .map_err(|_| BlobError::Encoding)?;
+    let b = Blob::from_bytes(&bytes)?;
+    b.check(&Expect {
+        kind,
+        mode: Mode::Ice,
+        session,
+        now: unix_now(),
+        max_age: MAX_BLOB_AGE.as_secs(),
+    })?;
+    Ok(b)
+}
+
+fn session_hex(s: [u8; 8]) -> String {
+    hex::encode(s)
+}
+
+/// Receiver: request a session, wait (republishing) for the answer, connect.
+pub async fn receiver_connect(
+    cfg: &NostrConfig,
+    ice: &IcePath,
+    limit: Duration,
+) -> anyhow::Result<QuinnConnection> {
+    let mut sig = NostrSignaling::connect(cfg).await?;
+    let (prepared, body) = ice
+        .prepare(Side::Offerer)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let session: [u8; 8] = rand::random();
+    let sid = session_hex(session);
+    let data = encode(Kind::Offer, session, body);
+    let started = tokio::time::Instant::now();
+    let deadline = started + limit;
+    let mut delay = Duration::from_secs(1);
+    let mut next = started;
+    info!(session = %sid, relays = cfg.relays.len(), "requesting a session over nostr");
+    let answer = loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                sig.shutdown().await;
+                anyhow::bail!(
+                    "no answer from the sender within {} s: is it running with --peer-npub {} and at least one relay in common?",
+                    limit.as_secs(),
+                    peerport_signaling::nostr::npub_of_public(&sig_me(cfg)?)
+                );
+            }
+            _ = tokio::time::sleep_until(next) => {
+                match sig.send(MsgType::Request, &sid, data.clone()).await {
+                    Ok(relay) => tracing::debug!(%relay, "request published"),
+                    Err(e) => warn!("publishing the request failed: {e}"),
+                }
+                next = tokio::time::Instant::now() + delay;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            p = sig.recv() => {
+                let Some(p) = p else { anyhow::bail!("nostr client shut down") };
+                if p.session_id != sid {
+                    continue;
+                }
+                match p.msg_type {
+                    MsgType::Answer => break p,
+                    MsgType::Refusal => {
+                        sig.shutdown().await;
+                        anyhow::bail!("the sender refused this receiver: {}", p.data);
+                    }
+                    MsgType::Request => {}
+                }
+            }
+        }
+    };
+    info!(
+        ms = started.elapsed().as_millis() as u64,
+        "answer received over nostr; connecting"
+    );
+    sig.shutdown().await;
+    let blob = decode(&answer.data, Kind::Answer, Some(session))
+        .map_err(|e| anyhow::anyhow!("the sender's answer is unusable: {e}"))?;
+    ice.connect(prepared, blob.body, Side::Offerer)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
+fn sig_me(cfg: &NostrConfig) -> anyhow::Result<String> {
+    let hex = peerport_signaling::nostr::parse_secret(&cfg.secret)?;
+    Ok(peerport_signaling::nostr::npub_of(&hex)?)
+}
+
+/// Sender: answers requests from the peer key, one ICE+QUIC session each,
+/// refusing with a reason when `max_sessions` are active.
+pub struct NostrAcceptor {
+    rx: mpsc::Receiver<Result<QuinnConnection, String>>,
+    _tasks: JoinSet<()>,
+}
+
+impl NostrAcceptor {
+    /// Connect to the relays (errors surface here) and start answering.
+    pub async fn start(
+        cfg: &NostrConfig,
+        ice: Arc<IcePath>,
+        max_sessions: usize,
+    ) -> anyhow::Result<Self> {
+        let sig = NostrSignaling::connect(cfg).await?;
+        let (tx, rx) = mpsc::channel(16);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(answer_requests(sig, ice, max_sessions, tx).in_current_span());
+        Ok(NostrAcceptor { rx, _tasks: tasks })
+    }
+}
+
+impl Acceptor for NostrAcceptor {
+    type Conn = QuinnConnection;
+    async fn accept(&mut self) -> Option<Result<QuinnConnection, String>> {
+        self.rx.recv().await
+    }
+}
+
+async fn answer_requests(
+    mut sig: NostrSignaling,
+    ice: Arc<IcePath>,
+    max_sessions: usize,
+    tx: mpsc::Sender<Result<QuinnConnection, String>>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut answered: HashMap<String, String> = HashMap::new();
+    let mut sessions = JoinSet::new();
+    while let Some(p) = sig.recv().await {
+        while sessions.try_join_next().is_some() {}
+        let Payload {
+            session_id,
+            msg_type,
+            data,
+            ..
+        } = p;
+        if msg_type != MsgType::Request {
+            continue;
+        }
+        if let Some(answer) = answered.get(&session_id) {
+            // the receiver republished: our answer may have been lost
+            if let Err(e) = sig.send(MsgType::Answer, &session_id, answer.clone()).await {
+                warn!("re-sending the answer failed: {e}");
+            }
+            continue;
+        }
+        let offer = match decode(&data, Kind::Offer, None) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(session = %session_id, "ignoring a request with an unusable offer: {e}");
+                continue;
+            }
+        };
+        if session_hex(offer.session) != session_id {
+            warn!(session = %session_id, "ignoring a request whose offer names another session");
+            continue;
+        }
+        if max_sessions > 0 && active.load(Ordering::SeqCst) >= max_sessions {
+            let reason = format!(
+                "the sender is full: it already serves {max_sessions} sessions (its --max-sessions); try again later"
+            );
+            warn!(session = %session_id, "refusing a request: at capacity");
+            if let Err(e) = sig.send(MsgType::Refusal, &session_id, reason).await {
+                warn!("sending the refusal failed: {e}");
+            }
+            continue;
+        }
+        let (prepared, body) = match ice.prepare(Side::Answerer).await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("cannot prepare ICE: {e}");
+                continue;
+            }
+        };
+        let answer = encode(Kind::Answer, offer.session, body);
+        if let Err(e) = sig.send(MsgType::Answer, &session_id, answer.clone()).await {
+            warn!("sending the answer failed: {e}");
+            continue;
+        }
+        answered.insert(session_id.clone(), answer);
+        active.fetch_add(1, Ordering::SeqCst);
+        let (ice, tx, active) = (ice.clone(), tx.clone(), active.clone());
+        let span = tracing::info_span!("setup", session = %session_id);
+        sessions.spawn(
+            async move {
+                match ice.connect(prepared, offer.body, Side::Answerer).await {
+                    Ok(conn) => {
+                        let watch = conn.clone();
+                        if tx.send(Ok(conn)).await.is_ok() {
+                            watch.closed().await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+            .instrument(span),
+        );
+    }
+    sig.shutdown().await;
+    while sessions.join_next().await.is_some() {}
+}
