@@ -99,6 +99,45 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", peerport_signaling::nostr::npub_of(&hex)?);
             Ok(())
         }
+        Command::Netcheck {
+            stun_server,
+            relay_url,
+            relay,
+            bind,
+            json,
+            ice,
+        } => {
+            let partial = crate::config::Partial {
+                turn_server: (!ice.turn_server.is_empty()).then(|| ice.turn_server.clone()),
+                turn_user: ice.turn_user.clone(),
+                turn_password_file: ice.turn_password_file.clone(),
+                ..Default::default()
+            };
+            let probe = crate::netcheck::Probe {
+                bind: bind
+                    .map(|b| b.parse())
+                    .transpose()
+                    .context("--bind must be IP:PORT")?,
+                stun_servers: if stun_server.is_empty() {
+                    crate::stun::DEFAULT_STUN_SERVERS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                } else {
+                    stun_server
+                },
+                turn_servers: settings::turn_servers(&partial)?,
+                relay_urls: relay_url,
+                nostr_relays: relay,
+            };
+            let report = crate::netcheck::run(&probe).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(())
+        }
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
         Command::Rendezvous { bind } => {
             let r = Rendezvous::start(bind).await?;

@@ -71,6 +71,27 @@ pub enum Command {
         #[arg(long)]
         nsec_file: Option<PathBuf>,
     },
+    /// Probe this network: public address, NAT type, STUN/TURN/relay reachability, per-mode verdict.
+    Netcheck {
+        /// STUN server HOST:PORT (repeatable; give two to tell cone from symmetric NATs).
+        #[arg(long = "stun-server", value_name = "HOST:PORT")]
+        stun_server: Vec<String>,
+        /// iroh relay URL to check (repeatable).
+        #[arg(long = "relay-url", value_name = "URL")]
+        relay_url: Vec<String>,
+        /// Nostr relay URL to check (repeatable).
+        #[arg(long = "relay", value_name = "wss://...")]
+        relay: Vec<String>,
+        /// Local UDP address to probe from.
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        ice: IceArgs,
+    },
     /// Run the embedded relay and discovery servers (for labs and tests).
     Rendezvous {
         /// Address to listen on.

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod identity;
 pub mod modes;
 pub mod net;
+pub mod netcheck;
 pub mod proto;
 pub mod rendezvous;
 pub mod settings;

@@ -247,7 +247,8 @@ pub struct ManualSettings {
 /// Environment variable holding the TURN password.
 pub const TURN_PASSWORD_ENV: &str = "PEERPORT_TURN_PASSWORD";
 
-fn turn_servers(p: &Partial) -> Result<Vec<crate::modes::ice::TurnServer>, ConfigError> {
+/// TURN servers from the merged settings (password from file or environment).
+pub fn turn_servers(p: &Partial) -> Result<Vec<crate::modes::ice::TurnServer>, ConfigError> {
     let Some(list) = p.turn_server.as_ref().filter(|l| !l.is_empty()) else {
         return Ok(Vec::new());
     };

@@ -122,3 +122,43 @@ async fn unreachable_sender_fails_in_bounded_time() {
         p.stderr_text()
     );
 }
+
+#[tokio::test]
+async fn netcheck_against_embedded_servers() {
+    let r = rendezvous().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, &r.turn_password).unwrap();
+    let stun = r.turn_addr.to_string();
+    let turn = format!("turn:{}", r.turn_addr);
+    let relay = r.relay_url.to_string();
+    let nostr = r.nostr_url();
+    let (code, out, err) = run_to_end(&[
+        "netcheck",
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--stun-server",
+        &stun,
+        "--stun-server",
+        &stun,
+        "--turn-server",
+        &turn,
+        "--turn-user",
+        &r.turn_user,
+        "--turn-password-file",
+        pw.to_str().unwrap(),
+        "--relay-url",
+        &relay,
+        "--relay",
+        &nostr,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mapping"], "none", "{out}");
+    assert_eq!(v["turn"][0]["ok"], true, "{out}");
+    assert_eq!(v["relays"][0]["ok"], true, "{out}");
+    assert_eq!(v["nostr"][0]["ok"], true, "{out}");
+    assert_eq!(v["verdicts"].as_array().unwrap().len(), 4);
+}
