@@ -138,6 +138,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::BenchQuic { megabytes } => crate::benchquic::run(megabytes).await,
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
         Command::Rendezvous { bind } => {
             let r = Rendezvous::start(bind).await?;

@@ -92,6 +92,13 @@ pub enum Command {
         #[allow(missing_docs)]
         ice: IceArgs,
     },
+    /// Baseline for scripts/bench: bare quinn and iroh QUIC bulk transfer, no tunnel.
+    #[command(hide = true)]
+    BenchQuic {
+        /// Megabytes to move.
+        #[arg(long, default_value_t = 256)]
+        megabytes: usize,
+    },
     /// Run the embedded relay and discovery servers (for labs and tests).
     Rendezvous {
         /// Address to listen on.
