@@ -124,7 +124,7 @@ impl ManualPath for IrohManualPath {
             Err(_) => {
                 ep.close().await;
                 Err(format!(
-                    "could not reach the peer within {} s: both sides behind symmetric NATs or a firewall? try the `ice` mode with a TURN server",
+                    "could not reach the peer within {} s: no direct path (a symmetric NAT on one side, or UDP blocked); iroh-manual has no relay: use the `ice` mode with a TURN server",
                     self.connect_timeout.as_secs()
                 ))
             }
