@@ -104,8 +104,24 @@ async fn start_turn(
 }
 
 impl Rendezvous {
-    /// Start every server on `ip` with OS-assigned ports.
+    /// Start every server on `ip` with OS-assigned ports. Retried a few times:
+    /// some servers bind a UDP and a TCP socket on the same OS-chosen port
+    /// number, which can already be taken on the other protocol.
     pub async fn start(ip: IpAddr) -> Result<Self, RendezvousError> {
+        let mut last = None;
+        for attempt in 1..=4 {
+            match Self::start_once(ip).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    tracing::warn!(attempt, "embedded rendezvous did not start: {e}; retrying");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| RendezvousError::Relay("no attempt made".into())))
+    }
+
+    async fn start_once(ip: IpAddr) -> Result<Self, RendezvousError> {
         let mut relay_cfg = iroh_relay::server::ServerConfig::default();
         let mut rc = iroh_relay::server::RelayConfig::new((ip, 0));
         rc.key_cache_capacity = Some(1024);

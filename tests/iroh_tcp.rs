@@ -20,23 +20,6 @@ use tokio::{
     task::JoinSet,
 };
 
-async fn echo_roundtrip(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let d = data.to_vec();
-    let wr = tokio::spawn(async move {
-        w.write_all(&d).await.unwrap();
-        w.shutdown().await.unwrap();
-    });
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    wr.await.unwrap();
-    got
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_echo_and_parallel_connections() {
     let r = rendezvous().await;

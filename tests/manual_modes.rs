@@ -7,33 +7,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use common::*;
 use peerport::demo::{pattern, spawn_tcp_echo, spawn_udp_echo};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UdpSocket},
-    task::JoinSet,
-};
-
-async fn tcp_echo_check(addr: std::net::SocketAddr, len: usize, seed: u64) {
-    let data = pattern(len, seed);
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let d = data.clone();
-    let wr = tokio::spawn(async move {
-        w.write_all(&d).await.unwrap();
-        w.shutdown().await.unwrap();
-    });
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
-        .await
-        .expect("echo in time")
-        .unwrap();
-    wr.await.unwrap();
-    assert!(
-        got == data,
-        "echo of {len} bytes came back as {} bytes, different",
-        got.len()
-    );
-}
+use tokio::{net::UdpSocket, task::JoinSet};
 
 async fn udp_echo_check(addr: std::net::SocketAddr, sizes: &[usize]) {
     let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();

@@ -8,11 +8,7 @@ use std::{net::Ipv4Addr, os::unix::fs::PermissionsExt, path::Path, time::Duratio
 use common::*;
 use peerport::demo::{pattern, spawn_tcp_echo, spawn_udp_echo};
 use peerport_signaling::nostr::{generate, LocalNostrRelay};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpStream, UdpSocket},
-    task::JoinSet,
-};
+use tokio::{net::UdpSocket, task::JoinSet};
 
 struct Key {
     file: String,
@@ -72,24 +68,6 @@ fn receiver_proc(proto: &str, me: &Key, peer: &Key, relays: &[&str], extra: &[&s
     Proc::spawn(&args)
 }
 
-async fn tcp_echo_check(addr: std::net::SocketAddr, len: usize) {
-    let data = pattern(len, 77);
-    let s = TcpStream::connect(addr).await.unwrap();
-    let (mut r, mut w) = s.into_split();
-    let d = data.clone();
-    let wr = tokio::spawn(async move {
-        w.write_all(&d).await.unwrap();
-        w.shutdown().await.unwrap();
-    });
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .unwrap();
-    wr.await.unwrap();
-    assert!(got == data);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_udp_round_trips_over_two_relays() {
     let r1 = LocalNostrRelay::start_local().await.unwrap();
@@ -107,7 +85,7 @@ async fn tcp_and_udp_round_trips_over_two_relays() {
     let line = rx.wait_stderr("answer received over nostr").await;
     eprintln!("signaling: {line}");
     rx.wait_stderr("session established").await;
-    tcp_echo_check(local, 4 << 20).await;
+    tcp_echo_check(local, 4 << 20, 77).await;
 
     // a second pair of keys: the TCP sender above would answer the same peer
     let (c, d) = (key(dir.path(), "c"), key(dir.path(), "d"));
@@ -154,7 +132,7 @@ async fn works_with_one_relay_down() {
     let mut rx = receiver_proc("tcp", &b, &a, &relays, &[]);
     let local = listen_addr(&mut rx).await;
     rx.wait_stderr("session established").await;
-    tcp_echo_check(local, 1 << 20).await;
+    tcp_echo_check(local, 1 << 20, 77).await;
     s.wait_stderr("relay not connected").await;
 }
 
@@ -214,8 +192,8 @@ async fn third_receiver_is_told_the_sender_is_full() {
         "{}",
         third.stderr_text()
     );
-    tcp_echo_check(l1, 100_000).await;
-    tcp_echo_check(l2, 100_000).await;
+    tcp_echo_check(l1, 100_000, 77).await;
+    tcp_echo_check(l2, 100_000, 77).await;
 }
 
 #[tokio::test]

@@ -301,3 +301,33 @@ pub async fn listen_addr(p: &mut Proc) -> SocketAddr {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no listen address in `{line}`"))
 }
+
+/// Send `data` through a TCP echo at `addr`, half-close, and return what came back.
+pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let d = data.to_vec();
+    let wr = tokio::spawn(async move {
+        w.write_all(&d).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    wr.await.unwrap();
+    got
+}
+
+/// Echo `len` bytes of a pattern through `addr` and compare.
+pub async fn tcp_echo_check(addr: SocketAddr, len: usize, seed: u64) {
+    let data = peerport::demo::pattern(len, seed);
+    let got = echo_roundtrip(addr, &data).await;
+    assert!(
+        got == data,
+        "echo of {len} bytes came back as {} bytes, different",
+        got.len()
+    );
+}
