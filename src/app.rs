@@ -243,14 +243,39 @@ async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
         c = iroh_mode::connect(&ep, s.peer.id, s.connect_timeout) => c?,
         _ = cancel.cancelled() => { ep.close().await; return Ok(()); }
     };
-    let result = tokio::select! {
-        r = engine::run_receiver_session(conn.clone(), target, s.peer.token.clone(), s.engine.clone(), cancel.clone()) => r,
-        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
-    };
+    let result = receive_over(
+        conn,
+        target,
+        s.peer.token.clone(),
+        s.engine.clone(),
+        cancel,
+        "restart the receiver to reconnect",
+    )
+    .await;
     ep.close().await;
     result
+}
+
+/// The receiver's session over an established connection, shared by every
+/// mode: forward until the tunnel ends, log path changes, release the
+/// connection, and explain the end.
+async fn receive_over<C: TunnelConnection>(
+    conn: C,
+    target: BoundTarget,
+    token: Option<Vec<u8>>,
+    engine_cfg: Arc<engine::EngineConfig>,
+    cancel: tokio_util::sync::CancellationToken,
+    hint: &str,
+) -> Result<()> {
+    let result = tokio::select! {
+        r = engine::run_receiver_session(conn.clone(), target, token, engine_cfg, cancel) => r,
+        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
+    };
+    conn.close(engine::close_code::NORMAL, "receiver done");
+    conn.shutdown().await;
+    result
         .map_err(|e| anyhow::anyhow!(e))
-        .context("the tunnel ended; local listener closed (restart the receiver to reconnect)")
+        .with_context(|| format!("the tunnel ended; local listener closed ({hint})"))
 }
 
 fn manual_settings_sender(a: &ManualSenderArgs, mode: &str) -> Result<ManualSettings> {
@@ -331,15 +356,15 @@ async fn manual_receiver<P: ManualPath>(path: &P, s: ManualSettings) -> Result<(
         ) => c?,
         _ = cancel.cancelled() => return Ok(()),
     };
-    let result = tokio::select! {
-        r = engine::run_receiver_session(conn.clone(), target, None, s.engine.clone(), cancel.clone()) => r,
-        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
-    };
-    conn.close(engine::close_code::NORMAL, "receiver done");
-    conn.shutdown().await;
-    result.map_err(|e| anyhow::anyhow!(e)).context(
-        "the tunnel ended; local listener closed (restart the receiver and exchange new blobs to reconnect)",
+    receive_over(
+        conn,
+        target,
+        None,
+        s.engine.clone(),
+        cancel,
+        "restart the receiver and exchange new blobs to reconnect",
     )
+    .await
 }
 
 async fn sender_nostr(a: NostrSenderArgs) -> Result<()> {
@@ -378,13 +403,13 @@ async fn receiver_nostr(a: NostrReceiverArgs) -> Result<()> {
         c = crate::modes::nostr::receiver_connect(&s.nostr, &path, s.path.connect_timeout) => c?,
         _ = cancel.cancelled() => return Ok(()),
     };
-    let result = tokio::select! {
-        r = engine::run_receiver_session(conn.clone(), target, None, s.path.engine.clone(), cancel.clone()) => r,
-        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
-    };
-    conn.close(engine::close_code::NORMAL, "receiver done");
-    conn.shutdown().await;
-    result
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("the tunnel ended; local listener closed (restart the receiver to reconnect)")
+    receive_over(
+        conn,
+        target,
+        None,
+        s.path.engine.clone(),
+        cancel,
+        "restart the receiver to reconnect",
+    )
+    .await
 }
