@@ -138,11 +138,25 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::BenchQuic { megabytes } => crate::benchquic::run(megabytes).await,
+        Command::BenchQuic {
+            megabytes,
+            pings,
+            udp_secs,
+        } => {
+            crate::benchquic::run(crate::benchquic::BenchSpec {
+                bulk_bytes: megabytes << 20,
+                pings,
+                datagram_runs: vec![(100, 1350), (100, 1450), (500, 1350), (500, 1450)],
+                datagram_secs: udp_secs,
+            })
+            .await
+        }
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
         Command::Rendezvous { bind } => {
             let r = Rendezvous::start(bind).await?;
             println!("relay-url {}", r.relay_url);
+            println!("relay-quic-port {}", r.relay_quic_port);
+            println!("relay-ca {}", r.relay_ca_file.display());
             println!("dns-server {}", r.pkarr_url);
             println!("dns-udp {}", r.dns_addr);
             println!("stun-server {}", r.turn_addr);

@@ -95,9 +95,15 @@ pub enum Command {
     /// Baseline for scripts/bench: bare quinn and iroh QUIC bulk transfer, no tunnel.
     #[command(hide = true)]
     BenchQuic {
-        /// Megabytes to move.
+        /// Megabytes to move in the bulk transfer.
         #[arg(long, default_value_t = 256)]
         megabytes: usize,
+        /// 1-byte ping-pong rounds.
+        #[arg(long, default_value_t = 3000)]
+        pings: usize,
+        /// Seconds per paced datagram run (100 and 500 Mbit/s, 1350 and 1450 bytes).
+        #[arg(long, default_value_t = 3.0)]
+        udp_secs: f64,
     },
     /// Run the embedded relay and discovery servers (for labs and tests).
     Rendezvous {
@@ -161,6 +167,14 @@ pub struct IrohCommonArgs {
     /// Relay server to use instead of the public n0 relays (repeatable).
     #[arg(long = "relay-url", value_name = "URL")]
     pub relay_url: Vec<String>,
+    /// UDP port of those relays' QUIC address discovery, which tells this
+    /// host its public address for hole punching (0 = off) [default: 7842].
+    #[arg(long, value_name = "PORT")]
+    pub relay_quic_port: Option<u16>,
+    /// PEM file of extra trusted CA certificates for the relays' TLS (e.g. a
+    /// self-hosted relay's self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub relay_ca: Option<PathBuf>,
     /// Never send directly: everything goes through the relay.
     #[arg(long)]
     pub relay_only: bool,
@@ -240,6 +254,8 @@ impl IrohCommonArgs {
         Partial {
             secret_file: self.secret_file.clone(),
             relay_url: opt_vec(&self.relay_url),
+            relay_quic_port: self.relay_quic_port,
+            relay_ca: self.relay_ca.clone(),
             relay_only: self.relay_only.then_some(true),
             dns_server: self.dns_server.clone(),
             mdns: self.no_mdns.then_some(false),

@@ -46,6 +46,10 @@ pub struct Partial {
     pub secret_file: Option<PathBuf>,
     /// Relay servers.
     pub relay_url: Option<Vec<String>>,
+    /// Relays' QUIC address discovery port (0 = off).
+    pub relay_quic_port: Option<u16>,
+    /// PEM file of extra CA certificates trusted for the relays.
+    pub relay_ca: Option<PathBuf>,
     /// Relay only.
     pub relay_only: Option<bool>,
     /// pkarr/DNS discovery server URL.
@@ -216,6 +220,8 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         node_id,
         secret_file,
         relay_url,
+        relay_quic_port,
+        relay_ca,
         relay_only,
         dns_server,
         mdns,

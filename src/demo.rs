@@ -98,6 +98,8 @@ struct Row {
 pub fn local_options(r: &Rendezvous, relay_only: bool) -> IrohOptions {
     IrohOptions {
         relay_urls: vec![r.relay_url.clone()],
+        relay_quic_port: Some(r.relay_quic_port),
+        relay_ca: vec![r.relay_cert.clone()],
         relay_only,
         dns_server: Some(r.pkarr_url.clone()),
         mdns: false,

@@ -23,4 +23,5 @@ pub mod proto;
 pub mod rendezvous;
 pub mod settings;
 pub mod stun;
+pub mod tlsfile;
 pub mod transport;

@@ -2,7 +2,11 @@
 //! address. Used by `peerport demo`, `peerport rendezvous` and the tests, so
 //! nothing needs the internet.
 //!
-//! * an iroh relay (the `iroh-relay` crate's server, plain HTTP);
+//! * an iroh relay (the `iroh-relay` crate's server, plain HTTP) with its
+//!   QUIC address discovery (QAD) endpoint, which tells iroh endpoints their
+//!   public address so they can hole-punch; QAD runs over TLS with a
+//!   self-signed certificate for the bind IP, written to `relay-ca.pem` for
+//!   clients to trust (`--relay-ca`);
 //! * a pkarr relay + DNS server (the `iroh-dns-server` crate) for discovery;
 //! * a STUN/TURN server (the `turn` crate) for the ICE modes, with a
 //!   generated long-term credential;
@@ -34,6 +38,12 @@ pub struct Rendezvous {
     _dir: tempfile::TempDir,
     /// URL of the iroh relay (`--relay-url`).
     pub relay_url: RelayUrl,
+    /// UDP port of the relay's QUIC address discovery (`--relay-quic-port`).
+    pub relay_quic_port: u16,
+    /// The relay's self-signed certificate (DER), to trust for QAD.
+    pub relay_cert: rustls::pki_types::CertificateDer<'static>,
+    /// `relay-ca.pem`: the same certificate as a PEM file (`--relay-ca`).
+    pub relay_ca_file: std::path::PathBuf,
     /// URL of the pkarr relay (`--dns-server`).
     pub pkarr_url: Url,
     /// Address of the DNS server answering for published endpoints.
@@ -103,6 +113,32 @@ async fn start_turn(
     Ok((server, addr))
 }
 
+type SelfSigned = (
+    rustls::pki_types::CertificateDer<'static>,
+    String,
+    rustls::ServerConfig,
+);
+
+/// A self-signed certificate for `ip` (DER and PEM) and a TLS 1.3 server
+/// config using it.
+fn self_signed_tls(ip: IpAddr) -> Result<SelfSigned, RendezvousError> {
+    let err = |e: String| RendezvousError::Relay(format!("relay TLS certificate: {e}"));
+    let ck =
+        rcgen::generate_simple_self_signed(vec![ip.to_string()]).map_err(|e| err(e.to_string()))?;
+    let cert = ck.cert.der().clone();
+    let pem = ck.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| err(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key)
+    .map_err(|e| err(e.to_string()))?;
+    Ok((cert, pem, tls))
+}
+
 impl Rendezvous {
     /// Start every server on `ip` with OS-assigned ports. Retried a few times:
     /// some servers bind a UDP and a TCP socket on the same OS-chosen port
@@ -122,10 +158,18 @@ impl Rendezvous {
     }
 
     async fn start_once(ip: IpAddr) -> Result<Self, RendezvousError> {
+        let dir = tempfile::tempdir().map_err(|e| RendezvousError::Dns(e.to_string()))?;
+        let (relay_cert, relay_pem, qad_tls) = self_signed_tls(ip)?;
+        let relay_ca_file = dir.path().join("relay-ca.pem");
+        std::fs::write(&relay_ca_file, relay_pem)
+            .map_err(|e| RendezvousError::Relay(format!("writing relay-ca.pem: {e}")))?;
         let mut relay_cfg = iroh_relay::server::ServerConfig::default();
         let mut rc = iroh_relay::server::RelayConfig::new((ip, 0));
         rc.key_cache_capacity = Some(1024);
         relay_cfg.relay = Some(rc);
+        let mut qad = iroh_relay::server::QuicConfig::new((ip, 0));
+        qad.server_config = Some(qad_tls);
+        relay_cfg.quic = Some(qad);
         relay_cfg.metrics_addr = None;
         let relay = iroh_relay::server::Server::spawn(relay_cfg)
             .await
@@ -136,8 +180,11 @@ impl Rendezvous {
         let relay_url: RelayUrl = format!("http://{relay_addr}")
             .parse()
             .map_err(|e| RendezvousError::Relay(format!("{e}")))?;
+        let relay_quic_port = relay
+            .quic_addr()
+            .ok_or_else(|| RendezvousError::Relay("no QUIC address discovery socket".into()))?
+            .port();
 
-        let dir = tempfile::tempdir().map_err(|e| RendezvousError::Dns(e.to_string()))?;
         let mut cfg = iroh_dns_server::config::Config::default();
         if let Some(http) = cfg.http.as_mut() {
             http.port = 0;
@@ -178,6 +225,9 @@ impl Rendezvous {
             dns,
             _dir: dir,
             relay_url,
+            relay_quic_port,
+            relay_cert,
+            relay_ca_file,
             pkarr_url,
             dns_addr,
         })

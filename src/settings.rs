@@ -90,6 +90,11 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
             ))
         })?);
     }
+    o.relay_quic_port = p.relay_quic_port;
+    if let Some(f) = &p.relay_ca {
+        o.relay_ca =
+            crate::tlsfile::load_certs(f).map_err(|e| invalid(format!("--relay-ca: {e}")))?;
+    }
     o.relay_only = p.relay_only.unwrap_or(false);
     if let Some(d) = &p.dns_server {
         o.dns_server = Some(d.parse().map_err(|e| {

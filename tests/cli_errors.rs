@@ -38,6 +38,28 @@ async fn malformed_source_and_target() {
 }
 
 #[tokio::test]
+async fn bad_relay_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("ca.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (file, want) in [(&junk, "BEGIN CERTIFICATE"), (&missing, "cannot read")] {
+        let (code, _, err) = run_to_end(&[
+            "sender",
+            "iroh",
+            "--source",
+            "tcp://127.0.0.1:22",
+            "--no-mdns",
+            "--relay-ca",
+            file.to_str().unwrap(),
+        ])
+        .await;
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("--relay-ca") && err.contains(want), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn world_readable_secret_refused() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("k");

@@ -17,6 +17,18 @@ if [[ $(id -u) != 0 ]]; then
   exit 0
 fi
 [[ -x $PP ]] || { echo "error: $PP missing: run cargo build --release first" >&2; exit 1; }
+# Can this machine build the lab at all (namespaces, veth, iptables inside a namespace)?
+preflight() {
+  ip netns add pplab-preflight || return 1
+  ip -n pplab-preflight link add pf0 type veth peer name pf1 || return 1
+  ip netns exec pplab-preflight iptables -w 5 -t nat -A POSTROUTING -o pf0 -j MASQUERADE || return 1
+}
+if ! preflight >/dev/null 2>&1; then
+  ip netns del pplab-preflight 2>/dev/null || true
+  echo "SKIPPED: this machine cannot create network namespaces, veth pairs or iptables rules (container without CAP_NET_ADMIN?)" >&2
+  exit 0
+fi
+ip netns del pplab-preflight
 MODES="iroh iroh-manual ice nostr"
 PAIRS="cone/cone cone/symmetric symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
 QUICK=0
@@ -78,7 +90,8 @@ wait_for() {  # wait_for SECONDS FILE REGEX: bounded poll
 start_pair() {
   local mode=$1 t=$2 dir=$3 common=() scommon=() rcommon=()
   case $mode in
-    iroh) common=(--relay-url "$RELAY" --dns-server "$DNS" --no-mdns --no-portmap) ;;
+    iroh) common=(--relay-url "$RELAY" --relay-quic-port "$RELAY_QUIC" --relay-ca "$RELAY_CA"
+              --dns-server "$DNS" --no-mdns --no-portmap) ;;
     iroh-manual) : > "$dir/$t.offer"; : > "$dir/$t.answer"
       common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" --no-portmap) ;;
     ice) : > "$dir/$t.offer"; : > "$dir/$t.answer"
@@ -141,6 +154,7 @@ run_case() {
   wait_for 15 "$dir/rendezvous.out" '^turn-server' || { log "rendezvous did not start"; return 0; }
   local rv=$dir/rendezvous.out
   RELAY=$(awk '/^relay-url/{print $2}' "$rv"); DNS=$(awk '/^dns-server/{print $2}' "$rv")
+  RELAY_QUIC=$(awk '/^relay-quic-port/{print $2}' "$rv"); RELAY_CA=$(awk '/^relay-ca/{print $2}' "$rv")
   STUN=$(awk '/^stun-server/{print $2}' "$rv"); NOSTR=$(awk '/^nostr-relay/{print $2}' "$rv")
   TURN=$(awk '/^turn-server/{print $2}' "$rv"); TURN_USER=$(awk '/^turn-server/{print $4}' "$rv")
   awk '/^turn-server/{print $6}' "$rv" > "$TMP/turnpw"; chmod 600 "$TMP/turnpw"
@@ -195,10 +209,38 @@ run_case() {
   $NETLAB down >/dev/null 2>&1 || true
 }
 
+# ---- expectations: what the design says must work ----------------------------------------
+# jq program over an array of results: one line per violated expectation
+EXPECT='
+  def nat_ok(n; m): (n=="cone" and m=="endpoint-independent") or (n=="cgnat" and m=="endpoint-independent")
+      or (n=="symmetric" and m=="endpoint-dependent") or (n=="udpblocked" and m=="unknown");
+  def cone(n): n=="cone" or n=="cgnat";
+  .[] |
+  (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh") and .connected!="yes"
+     then "\(.mode) \(.sender_nat)/\(.receiver_nat): must connect (relay fallback) but did not: \(.error)" else empty end),
+  (if .mode=="iroh-manual" and cone(.sender_nat) and cone(.receiver_nat) and .connected!="yes"
+     then "iroh-manual \(.sender_nat)/\(.receiver_nat): must connect directly but did not: \(.error)" else empty end),
+  (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh-manual") and cone(.sender_nat) and cone(.receiver_nat) and (.path|startswith("direct")|not)
+     then "\(.mode) \(.sender_nat)/\(.receiver_nat): expected a direct path, got \(.path)" else empty end),
+  (if .mode=="iroh" and cone(.sender_nat) and cone(.receiver_nat) and (.final_path|startswith("direct")|not)
+     then "iroh \(.sender_nat)/\(.receiver_nat): expected the relay path to upgrade to direct, final path: \(.final_path)" else empty end),
+  (if .connected=="yes" and .ssh!="yes" then "\(.mode) \(.sender_nat)/\(.receiver_nat): connected but ssh failed" else empty end),
+  (if nat_ok(.sender_nat; .netcheck_sender)|not then "netcheck in a \(.sender_nat) site said \(.netcheck_sender)" else empty end),
+  (if nat_ok(.receiver_nat; .netcheck_receiver)|not then "netcheck in a \(.receiver_nat) site said \(.netcheck_receiver)" else empty end)
+'
+
 START=$SECONDS
 CASES=()
 for mode in $MODES; do for pair in $PAIRS; do
-  run_case "$mode" "$pair"; CASES+=("$OUTDIR/runs/$OUT/$mode-${pair%/*}-${pair#*/}/result.json")
+  res=$OUTDIR/runs/$OUT/$mode-${pair%/*}-${pair#*/}/result.json
+  run_case "$mode" "$pair"
+  # one retry for a case that misses its expectation (a busy machine can
+  # stretch a timeout); the second result is the one reported
+  if [[ -n $(jq -s "$EXPECT" "$res" 2>/dev/null || echo unreadable) ]]; then
+    log "   expectation missed; running the case once more"
+    run_case "$mode" "$pair"
+  fi
+  CASES+=("$res")
 done; done
 
 jq -s . "${CASES[@]}" > "$OUTDIR/$OUT.json"
@@ -213,23 +255,7 @@ jq -s . "${CASES[@]}" > "$OUTDIR/$OUT.json"
 } > "$OUTDIR/$OUT.md"
 cat "$OUTDIR/$OUT.md"
 
-# ---- expectations: what the design says must work ----------------------------------------
-# jq program: one line per violated expectation
-FAIL=$(jq -r '
-  def nat_ok(n; m): (n=="cone" and m=="endpoint-independent") or (n=="cgnat" and m=="endpoint-independent")
-      or (n=="symmetric" and m=="endpoint-dependent") or (n=="udpblocked" and m=="unknown");
-  def cone(n): n=="cone" or n=="cgnat";
-  .[] |
-  (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh") and .connected!="yes"
-     then "\(.mode) \(.sender_nat)/\(.receiver_nat): must connect (relay fallback) but did not: \(.error)" else empty end),
-  (if .mode=="iroh-manual" and cone(.sender_nat) and cone(.receiver_nat) and .connected!="yes"
-     then "iroh-manual \(.sender_nat)/\(.receiver_nat): must connect directly but did not: \(.error)" else empty end),
-  (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh-manual") and cone(.sender_nat) and cone(.receiver_nat) and (.path|startswith("direct")|not)
-     then "\(.mode) \(.sender_nat)/\(.receiver_nat): expected a direct path, got \(.path)" else empty end),
-  (if .connected=="yes" and .ssh!="yes" then "\(.mode) \(.sender_nat)/\(.receiver_nat): connected but ssh failed" else empty end),
-  (if nat_ok(.sender_nat; .netcheck_sender)|not then "netcheck in a \(.sender_nat) site said \(.netcheck_sender)" else empty end),
-  (if nat_ok(.receiver_nat; .netcheck_receiver)|not then "netcheck in a \(.receiver_nat) site said \(.netcheck_receiver)" else empty end)
-' "$OUTDIR/$OUT.json" | sort -u)
+FAIL=$(jq -r "$EXPECT" "$OUTDIR/$OUT.json" | sort -u)
 
 if (( UPDATE_README )); then
   python3 - "$ROOT/README.md" "$OUTDIR/$OUT.md" <<'PY'

@@ -491,18 +491,29 @@ pub struct LocalNostrRelay {
 
 impl LocalNostrRelay {
     /// Start on `ip` (port 0 = any free port).
+    ///
+    /// With `port` 0 the builder picks a free port by probing, which races
+    /// with other processes binding ports; a lost race is retried.
     pub async fn start(ip: IpAddr, port: u16) -> Result<Self, NostrError> {
-        let mut b = nostr_relay_builder::RelayBuilder::default().addr(ip);
-        if port != 0 {
-            b = b.port(port);
+        let attempts = if port == 0 { 5 } else { 1 };
+        let mut last = String::new();
+        for _ in 0..attempts {
+            let mut b = nostr_relay_builder::RelayBuilder::default().addr(ip);
+            if port != 0 {
+                b = b.port(port);
+            }
+            let relay = nostr_relay_builder::LocalRelay::new(b);
+            match relay.run().await {
+                Ok(()) => {
+                    let url = relay.url().await.to_string();
+                    return Ok(LocalNostrRelay { relay, url });
+                }
+                Err(e) => last = e.to_string(),
+            }
         }
-        let relay = nostr_relay_builder::LocalRelay::new(b);
-        relay
-            .run()
-            .await
-            .map_err(|e| NostrError::Relay(format!("cannot start the local relay: {e}")))?;
-        let url = relay.url().await.to_string();
-        Ok(LocalNostrRelay { relay, url })
+        Err(NostrError::Relay(format!(
+            "cannot start the local relay: {last}"
+        )))
     }
 
     /// Start on 127.0.0.1 with a free port.

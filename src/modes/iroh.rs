@@ -13,6 +13,7 @@ use iroh::{
     endpoint::{presets, IdleTimeout, PortmapperConfig, QuicTransportConfig, VarInt},
     Endpoint, EndpointId, RelayMode, RelayUrl, SecretKey,
 };
+use iroh_relay::{tls::CaTlsConfig, RelayConfig, RelayMap, RelayQuicConfig};
 use peerport_signaling::Ticket;
 use tracing::{debug, info};
 use url::Url;
@@ -27,6 +28,12 @@ pub const ALPN: &[u8] = b"peerport/iroh/1";
 pub struct IrohOptions {
     /// Relay servers; empty means the public n0 relays.
     pub relay_urls: Vec<RelayUrl>,
+    /// UDP port of the custom relays' QUIC address discovery; `None` means
+    /// iroh's default (7842), `Some(0)` turns it off.
+    pub relay_quic_port: Option<u16>,
+    /// Extra trusted root certificates for the relays' TLS (HTTPS and QUIC
+    /// address discovery), e.g. a self-hosted relay's self-signed certificate.
+    pub relay_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Use only the relay (no direct UDP).
     pub relay_only: bool,
     /// pkarr relay URL used to publish and resolve; `None` means n0's DNS.
@@ -45,6 +52,8 @@ impl Default for IrohOptions {
     fn default() -> Self {
         IrohOptions {
             relay_urls: Vec::new(),
+            relay_quic_port: None,
+            relay_ca: Vec::new(),
             relay_only: false,
             dns_server: None,
             mdns: true,
@@ -100,8 +109,11 @@ pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endp
     b = if opts.relay_urls.is_empty() {
         b.relay_mode(RelayMode::Default)
     } else {
-        b.relay_mode(RelayMode::custom(opts.relay_urls.clone()))
+        b.relay_mode(RelayMode::Custom(relay_map(opts)))
     };
+    if !opts.relay_ca.is_empty() {
+        b = b.ca_tls_config(CaTlsConfig::default().with_extra_roots(opts.relay_ca.clone()));
+    }
     b = match &opts.dns_server {
         Some(url) => b
             .address_lookup(PkarrPublisher::builder(url.clone()))
@@ -128,6 +140,21 @@ pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endp
     let ep = b.bind().await.map_err(|e| IrohError::Bind(e.to_string()))?;
     debug!(id = %ep.id(), sockets = ?ep.bound_sockets(), "iroh endpoint bound");
     Ok(ep)
+}
+
+/// The custom relays, each with its QUIC address discovery port: without
+/// QAD an endpoint behind NAT never learns its public address and cannot
+/// hole-punch, so everything would go through the relay.
+fn relay_map(opts: &IrohOptions) -> RelayMap {
+    let quic = match opts.relay_quic_port {
+        Some(0) => None,
+        Some(port) => Some(RelayQuicConfig::new(port)),
+        None => Some(RelayQuicConfig::default()),
+    };
+    opts.relay_urls
+        .iter()
+        .map(|u| RelayConfig::new(u.clone(), quic.clone()))
+        .collect()
 }
 
 /// Wait (bounded) until the endpoint has a home relay, so that it can be

@@ -34,6 +34,10 @@ pub fn local_flags(r: &Rendezvous) -> Vec<String> {
     vec![
         "--relay-url".into(),
         r.relay_url.to_string(),
+        "--relay-quic-port".into(),
+        r.relay_quic_port.to_string(),
+        "--relay-ca".into(),
+        r.relay_ca_file.display().to_string(),
         "--dns-server".into(),
         r.pkarr_url.to_string(),
         "--no-mdns".into(),
