@@ -49,6 +49,8 @@ pub struct BenchSpec {
 pub struct StackResult {
     /// Bulk throughput, bytes per second.
     pub bulk_bytes_per_sec: f64,
+    /// CPU seconds (both endpoints: this process) per GiB of the bulk transfer.
+    pub bulk_cpu_s_per_gib: Option<f64>,
     /// Ping-pong round trip p50, microseconds.
     pub ping_p50_us: f64,
     /// Ping-pong round trip p99, microseconds.
@@ -72,6 +74,15 @@ pub struct DatagramResult {
     pub loss_pct: f64,
     /// Path datagram limit when the run started.
     pub max_datagram: usize,
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
 async fn bulk<C: TunnelConnection>(client: &C, server: &C, bytes: usize) -> Result<f64> {
@@ -188,7 +199,11 @@ async fn run_stack<C: TunnelConnection>(
     server: C,
     spec: &BenchSpec,
 ) -> Result<StackResult> {
+    let cpu0 = process_cpu_seconds();
     let bulk_bytes_per_sec = bulk(&client, &server, spec.bulk_bytes).await?;
+    let bulk_cpu_s_per_gib = cpu0
+        .zip(process_cpu_seconds())
+        .map(|(a, b)| (b - a) / (spec.bulk_bytes as f64 / f64::from(1u32 << 30)));
     let (ping_p50_us, ping_p99_us) = pingpong(&client, &server, spec.pings).await?;
     let mut dg = Vec::new();
     for &(mbps, len) in &spec.datagram_runs {
@@ -200,6 +215,7 @@ async fn run_stack<C: TunnelConnection>(
     server.shutdown().await;
     Ok(StackResult {
         bulk_bytes_per_sec,
+        bulk_cpu_s_per_gib,
         ping_p50_us,
         ping_p99_us,
         datagrams: dg,
