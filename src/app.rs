@@ -102,6 +102,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Netcheck {
             stun_server,
             relay_url,
+            relay_quic_port,
+            relay_ca,
             relay,
             bind,
             json,
@@ -128,6 +130,12 @@ pub async fn run(cli: Cli) -> Result<()> {
                 },
                 turn_servers: settings::turn_servers(&partial)?,
                 relay_urls: relay_url,
+                relay_quic_port,
+                relay_ca: match relay_ca {
+                    Some(f) => crate::tlsfile::load_certs(&f)
+                        .map_err(|e| anyhow::anyhow!("--relay-ca: {e}"))?,
+                    None => Vec::new(),
+                },
                 nostr_relays: relay,
             };
             let report = crate::netcheck::run(&probe).await?;

@@ -79,6 +79,12 @@ pub enum Command {
         /// iroh relay URL to check (repeatable).
         #[arg(long = "relay-url", value_name = "URL")]
         relay_url: Vec<String>,
+        /// UDP port of the relays' QUIC address discovery (0 = skip that check).
+        #[arg(long, value_name = "PORT", default_value_t = 7842)]
+        relay_quic_port: u16,
+        /// PEM file of extra CA certificates trusted for the relays.
+        #[arg(long, value_name = "FILE")]
+        relay_ca: Option<PathBuf>,
         /// Nostr relay URL to check (repeatable).
         #[arg(long = "relay", value_name = "wss://...")]
         relay: Vec<String>,

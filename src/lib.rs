@@ -20,6 +20,7 @@ pub mod modes;
 pub mod net;
 pub mod netcheck;
 pub mod proto;
+pub mod qad;
 pub mod rendezvous;
 pub mod settings;
 pub mod stun;

@@ -6,7 +6,9 @@
 //!   destinations (endpoint-independent, "cone") or not ("symmetric"), and
 //!   whether it preserves the local port;
 //! * UDP reachability and latency of each STUN server, TURN allocation
-//!   through each TURN server, TCP reachability of iroh relays and Nostr relays;
+//!   through each TURN server, TCP reachability of iroh relays and Nostr relays,
+//!   and each iroh relay's QUIC address discovery over UDP (what iroh needs
+//!   to learn its public address and hole-punch);
 //! * a one-line verdict per mode.
 
 use std::{
@@ -36,6 +38,10 @@ pub struct Probe {
     pub turn_servers: Vec<TurnServer>,
     /// iroh relay URLs.
     pub relay_urls: Vec<String>,
+    /// UDP port of the relays' QUIC address discovery (0 = skip).
+    pub relay_quic_port: u16,
+    /// Extra trusted roots for the relays' TLS.
+    pub relay_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Nostr relay URLs.
     pub nostr_relays: Vec<String>,
 }
@@ -84,6 +90,8 @@ pub struct Report {
     pub turn: Vec<Reach>,
     /// iroh relay results.
     pub relays: Vec<Reach>,
+    /// iroh relays' QUIC address discovery (UDP), with the observed address.
+    pub relay_qad: Vec<Reach>,
     /// Nostr relay results.
     pub nostr: Vec<Reach>,
     /// One line per mode.
@@ -228,11 +236,55 @@ pub async fn run(p: &Probe) -> std::io::Result<Report> {
     for r in &p.relay_urls {
         relays.push(tcp_reach(r).await);
     }
+    let mut relay_qad = Vec::new();
+    for r in p.relay_urls.iter().filter(|_| p.relay_quic_port != 0) {
+        let server = format!("{r} quic:{}", p.relay_quic_port);
+        let res = match url::Url::parse(r) {
+            Ok(u) => {
+                crate::qad::probe(
+                    &u,
+                    p.relay_quic_port,
+                    &p.relay_ca,
+                    bind,
+                    Duration::from_secs(3),
+                )
+                .await
+            }
+            Err(e) => Err(format!("not a URL: {e}")),
+        };
+        relay_qad.push(match res {
+            Ok(a) => Reach {
+                server,
+                ok: true,
+                ms: Some(a.rtt.as_millis() as u64),
+                detail: format!("observed {}", a.observed),
+            },
+            Err(e) if e.contains("certificate") => Reach {
+                server,
+                ok: false,
+                ms: None,
+                detail: format!("{e} (trust the relay's certificate with --relay-ca FILE)"),
+            },
+            Err(e) => Reach {
+                server,
+                ok: false,
+                ms: None,
+                detail: e,
+            },
+        });
+    }
     let mut nostr = Vec::new();
     for r in &p.nostr_relays {
         nostr.push(tcp_reach(r).await);
     }
-    let verdicts = verdicts(mapping, &stun_res, &turn, &relays, &nostr);
+    let mut verdicts = verdicts(mapping, &stun_res, &turn, &relays, &nostr);
+    if any_ok(&relay_qad) == Some(false) {
+        if let Some((_, v)) = verdicts.iter_mut().find(|(m, _)| m == "iroh") {
+            v.push_str(
+                "; the relay's QUIC address discovery failed: iroh cannot learn its public address and will stay on the relay",
+            );
+        }
+    }
     Ok(Report {
         local: local.map(|l| l.to_string()),
         public,
@@ -241,6 +293,7 @@ pub async fn run(p: &Probe) -> std::io::Result<Report> {
         stun: stun_res,
         turn,
         relays,
+        relay_qad,
         nostr,
         verdicts,
     })
@@ -327,6 +380,7 @@ impl Report {
             ("stun", &self.stun),
             ("turn", &self.turn),
             ("iroh relay", &self.relays),
+            ("iroh relay qad", &self.relay_qad),
             ("nostr relay", &self.nostr),
         ] {
             for r in list {

@@ -155,6 +155,8 @@ async fn netcheck_against_embedded_servers() {
     let turn = format!("turn:{}", r.turn_addr);
     let relay = r.relay_url.to_string();
     let nostr = r.nostr_url();
+    let qad_port = r.relay_quic_port.to_string();
+    let ca = r.relay_ca_file.display().to_string();
     let (code, out, err) = run_to_end(&[
         "netcheck",
         "--json",
@@ -172,6 +174,10 @@ async fn netcheck_against_embedded_servers() {
         pw.to_str().unwrap(),
         "--relay-url",
         &relay,
+        "--relay-quic-port",
+        &qad_port,
+        "--relay-ca",
+        &ca,
         "--relay",
         &nostr,
     ])
@@ -181,6 +187,33 @@ async fn netcheck_against_embedded_servers() {
     assert_eq!(v["mapping"], "none", "{out}");
     assert_eq!(v["turn"][0]["ok"], true, "{out}");
     assert_eq!(v["relays"][0]["ok"], true, "{out}");
+    // the relay's QUIC address discovery sees us on loopback
+    assert_eq!(v["relay_qad"][0]["ok"], true, "{out}");
+    assert!(
+        v["relay_qad"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("observed 127.0.0.1:"),
+        "{out}"
+    );
     assert_eq!(v["nostr"][0]["ok"], true, "{out}");
     assert_eq!(v["verdicts"].as_array().unwrap().len(), 4);
+    // without the relay's certificate the check fails and says what to do
+    let (code, out, err) = run_to_end(&[
+        "netcheck",
+        "--json",
+        "--bind",
+        "127.0.0.1:0",
+        "--stun-server",
+        &stun,
+        "--relay-url",
+        &relay,
+        "--relay-quic-port",
+        &qad_port,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["relay_qad"][0]["ok"], false, "{out}");
+    assert!(out.contains("--relay-ca"), "{out}");
 }

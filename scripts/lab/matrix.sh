@@ -165,8 +165,12 @@ run_case() {
   wait_for 15 "$dir/rendezvous2.out" '^stun-server' || true
   STUN2=$(awk '/^stun-server/{print $2}' "$dir/rendezvous2.out")
   local nc_a nc_b
-  nc_a=$(ip netns exec $S timeout 30 "$PP" netcheck --json --stun-server "$STUN" --stun-server "$STUN2" 2>/dev/null | jq -r '.mapping' || echo error)
-  nc_b=$(ip netns exec $R timeout 30 "$PP" netcheck --json --stun-server "$STUN" --stun-server "$STUN2" 2>/dev/null | jq -r '.mapping' || echo error)
+  local nc=(netcheck --json --stun-server "$STUN" --stun-server "$STUN2" --relay-url "$RELAY" --relay-quic-port "$RELAY_QUIC" --relay-ca "$RELAY_CA")
+  ip netns exec $S timeout 30 "$PP" "${nc[@]}" > "$dir/netcheck-sender.json" 2>/dev/null || true
+  ip netns exec $R timeout 30 "$PP" "${nc[@]}" > "$dir/netcheck-receiver.json" 2>/dev/null || true
+  # mapping type, and whether the relay's QUIC address discovery answered (q+ / q-)
+  nc_a=$(jq -r '.mapping + (if .relay_qad[0].ok then " q+" else " q-" end)' "$dir/netcheck-sender.json" 2>/dev/null || echo error)
+  nc_b=$(jq -r '.mapping + (if .relay_qad[0].ok then " q+" else " q-" end)' "$dir/netcheck-receiver.json" 2>/dev/null || echo error)
   ip netns exec $S /usr/sbin/sshd -D -e -f "$TMP/sshd_config" > "$dir/sshd.log" 2>&1 &
 
   for t in $TUNNELS; do start_pair "$mode" "$t" "$dir"; done
@@ -212,8 +216,8 @@ run_case() {
 # ---- expectations: what the design says must work ----------------------------------------
 # jq program over an array of results: one line per violated expectation
 EXPECT='
-  def nat_ok(n; m): (n=="cone" and m=="endpoint-independent") or (n=="cgnat" and m=="endpoint-independent")
-      or (n=="symmetric" and m=="endpoint-dependent") or (n=="udpblocked" and m=="unknown");
+  def nat_ok(n; m): (n=="cone" and m=="endpoint-independent q+") or (n=="cgnat" and m=="endpoint-independent q+")
+      or (n=="symmetric" and m=="endpoint-dependent q+") or (n=="udpblocked" and m=="unknown q-");
   def cone(n): n=="cone" or n=="cgnat";
   .[] |
   (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh") and .connected!="yes"
@@ -247,7 +251,7 @@ jq -s . "${CASES[@]}" > "$OUTDIR/$OUT.json"
 {
   echo "**peerport NAT lab results ($(date -u +%F\ %TZ), $((SECONDS-START)) s$( ((QUICK)) && echo ', --quick'))**"
   echo
-  echo "Pair = sender NAT / receiver NAT. Path = receiver's \`session established\` line (final = last \`path selected\`)."
+  echo "Pair = sender NAT / receiver NAT. Path = receiver's \`session established\` line (final = last \`path selected\`). netcheck = NAT mapping each site's \`peerport netcheck\` found, q+/q- = whether the relay's QUIC address discovery answered it."
   echo
   echo "| mode | sender/receiver NAT | netcheck sender/receiver | connected | path | setup | ssh | TCP Mbit/s | UDP Mbit/s | UDP loss | error |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"

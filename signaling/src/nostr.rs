@@ -251,6 +251,46 @@ pub struct NostrSignaling {
     watcher: JoinHandle<()>,
 }
 
+/// Publishes encrypted payloads to the peer; see [`NostrSignaling::publisher`].
+#[derive(Clone)]
+pub struct NostrPublisher {
+    client: Client,
+    keys: Keys,
+    peer: PublicKey,
+    kind: u16,
+}
+
+impl NostrPublisher {
+    /// Publish one payload to every relay; returns when any accepted it.
+    pub async fn send(
+        &self,
+        msg_type: MsgType,
+        session_id: &str,
+        data: String,
+    ) -> Result<String, NostrError> {
+        let payload = Payload {
+            session_id: session_id.to_string(),
+            msg_type,
+            nonce: format!("{:016x}", rand_u64()),
+            created_at: unix_now(),
+            data,
+        };
+        let json = serde_json::to_string(&payload).map_err(|e| NostrError::Relay(e.to_string()))?;
+        let content = nip44::encrypt(self.keys.secret_key(), &self.peer, json, nip44::Version::V2)
+            .map_err(|e| NostrError::Relay(e.to_string()))?;
+        let created = Timestamp::now();
+        let ev = EventBuilder::new(Kind::Custom(self.kind), content)
+            .tags([
+                Tag::public_key(self.peer),
+                Tag::expiration(created + Duration::from_secs(60)),
+            ])
+            .custom_created_at(created)
+            .sign_with_keys(&self.keys)
+            .map_err(|e| NostrError::Relay(e.to_string()))?;
+        publish_any(&self.client, &ev).await
+    }
+}
+
 impl Drop for NostrSignaling {
     fn drop(&mut self) {
         self.watcher.abort();
@@ -348,26 +388,18 @@ impl NostrSignaling {
         session_id: &str,
         data: String,
     ) -> Result<String, NostrError> {
-        let payload = Payload {
-            session_id: session_id.to_string(),
-            msg_type,
-            nonce: format!("{:016x}", rand_u64()),
-            created_at: unix_now(),
-            data,
-        };
-        let json = serde_json::to_string(&payload).map_err(|e| NostrError::Relay(e.to_string()))?;
-        let content = nip44::encrypt(self.keys.secret_key(), &self.peer, json, nip44::Version::V2)
-            .map_err(|e| NostrError::Relay(e.to_string()))?;
-        let created = Timestamp::now();
-        let ev = EventBuilder::new(Kind::Custom(self.kind), content)
-            .tags([
-                Tag::public_key(self.peer),
-                Tag::expiration(created + Duration::from_secs(60)),
-            ])
-            .custom_created_at(created)
-            .sign_with_keys(&self.keys)
-            .map_err(|e| NostrError::Relay(e.to_string()))?;
-        publish_any(&self.client, &ev).await
+        self.publisher().send(msg_type, session_id, data).await
+    }
+
+    /// A cloneable handle that publishes to the peer, for tasks that answer
+    /// several sessions at once while this value keeps receiving.
+    pub fn publisher(&self) -> NostrPublisher {
+        NostrPublisher {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            peer: self.peer,
+            kind: self.kind,
+        }
     }
 
     /// The next valid payload from the peer (`None` when the client shut down).
@@ -498,7 +530,14 @@ impl LocalNostrRelay {
         let attempts = if port == 0 { 5 } else { 1 };
         let mut last = String::new();
         for _ in 0..attempts {
-            let mut b = nostr_relay_builder::RelayBuilder::default().addr(ip);
+            // our own relay for labs, tests and self-hosting: allow a sender
+            // to answer many receivers (the default is 60 events a minute)
+            let mut b = nostr_relay_builder::RelayBuilder::default()
+                .addr(ip)
+                .rate_limit(nostr_relay_builder::builder::RateLimit {
+                    max_reqs: 500,
+                    notes_per_minute: 6000,
+                });
             if port != 0 {
                 b = b.port(port);
             }

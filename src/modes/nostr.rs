@@ -156,6 +156,10 @@ impl Acceptor for NostrAcceptor {
     }
 }
 
+/// Answers already sent, by session id (`None` while one is being prepared),
+/// so a receiver's republished request gets the same answer again.
+type Answered = Arc<std::sync::Mutex<HashMap<String, Option<String>>>>;
+
 async fn answer_requests(
     mut sig: NostrSignaling,
     ice: Arc<IcePath>,
@@ -163,7 +167,8 @@ async fn answer_requests(
     tx: mpsc::Sender<Result<QuinnConnection, String>>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
-    let mut answered: HashMap<String, String> = HashMap::new();
+    let answered: Answered = Arc::default();
+    let publisher = sig.publisher();
     let mut sessions = JoinSet::new();
     while let Some(p) = sig.recv().await {
         while sessions.try_join_next().is_some() {}
@@ -176,12 +181,17 @@ async fn answer_requests(
         if msg_type != MsgType::Request {
             continue;
         }
-        if let Some(answer) = answered.get(&session_id) {
+        let known = answered.lock().expect("answers").get(&session_id).cloned();
+        match known {
             // the receiver republished: our answer may have been lost
-            if let Err(e) = sig.send(MsgType::Answer, &session_id, answer.clone()).await {
-                warn!("re-sending the answer failed: {e}");
+            Some(Some(answer)) => {
+                if let Err(e) = sig.send(MsgType::Answer, &session_id, answer).await {
+                    warn!("re-sending the answer failed: {e}");
+                }
+                continue;
             }
-            continue;
+            Some(None) => continue, // still preparing that answer
+            None => {}
         }
         let offer = match decode(&data, Kind::Offer, None) {
             Ok(b) => b,
@@ -204,25 +214,41 @@ async fn answer_requests(
             }
             continue;
         }
-        let (prepared, body) = match ice.prepare(Side::Answerer).await {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("cannot prepare ICE: {e}");
-                continue;
-            }
-        };
-        let answer = encode(Kind::Answer, offer.session, body);
-        if let Err(e) = sig.send(MsgType::Answer, &session_id, answer.clone()).await {
-            warn!("sending the answer failed: {e}");
-            continue;
-        }
-        answered.insert(session_id.clone(), answer);
+        // Each request is answered in its own task (ICE gathering and
+        // publishing take a while), so many receivers connect in parallel.
+        answered
+            .lock()
+            .expect("answers")
+            .insert(session_id.clone(), None);
         active.fetch_add(1, Ordering::SeqCst);
-        let (ice, tx, active) = (ice.clone(), tx.clone(), active.clone());
+        let (ice, tx, active, answered, publisher) = (
+            ice.clone(),
+            tx.clone(),
+            active.clone(),
+            answered.clone(),
+            publisher.clone(),
+        );
         let span = tracing::info_span!("setup", session = %session_id);
         sessions.spawn(
             async move {
-                match ice.connect(prepared, offer.body, Side::Answerer).await {
+                let result = async {
+                    let (prepared, body) = ice
+                        .prepare(Side::Answerer)
+                        .await
+                        .map_err(|e| format!("cannot prepare ICE: {e}"))?;
+                    let answer = encode(Kind::Answer, offer.session, body);
+                    publisher
+                        .send(MsgType::Answer, &session_id, answer.clone())
+                        .await
+                        .map_err(|e| format!("sending the answer failed: {e}"))?;
+                    answered
+                        .lock()
+                        .expect("answers")
+                        .insert(session_id.clone(), Some(answer));
+                    ice.connect(prepared, offer.body, Side::Answerer).await
+                }
+                .await;
+                match result {
                     Ok(conn) => {
                         let watch = conn.clone();
                         if tx.send(Ok(conn)).await.is_ok() {
@@ -230,6 +256,8 @@ async fn answer_requests(
                         }
                     }
                     Err(e) => {
+                        // forget it, so a republished request is answered afresh
+                        answered.lock().expect("answers").remove(&session_id);
                         let _ = tx.send(Err(e)).await;
                     }
                 }
