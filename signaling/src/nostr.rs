@@ -241,10 +241,7 @@ pub struct NostrConfig {
 /// A connected Nostr signaling endpoint: publish to every relay, receive
 /// checked payloads from the peer. Dropping it stops its watcher task.
 pub struct NostrSignaling {
-    client: Client,
-    keys: Keys,
-    peer: PublicKey,
-    kind: u16,
+    out: NostrPublisher,
     inbox: Inbox,
     notes: broadcast::Receiver<RelayPoolNotification>,
     sub: SubscriptionId,
@@ -366,10 +363,12 @@ impl NostrSignaling {
         let watcher = spawn_watcher(client.clone(), sub.clone(), peer, me, cfg.kind);
         Ok(NostrSignaling {
             inbox: Inbox::new(keys.clone(), peer, cfg.kind),
-            client,
-            keys,
-            peer,
-            kind: cfg.kind,
+            out: NostrPublisher {
+                client,
+                keys,
+                peer,
+                kind: cfg.kind,
+            },
             notes,
             sub,
             watcher,
@@ -378,28 +377,13 @@ impl NostrSignaling {
 
     /// Our public key (hex).
     pub fn me(&self) -> String {
-        self.keys.public_key().to_hex()
+        self.out.keys.public_key().to_hex()
     }
 
-    /// Publish one payload to every relay; returns when any accepted it.
-    pub async fn send(
-        &self,
-        msg_type: MsgType,
-        session_id: &str,
-        data: String,
-    ) -> Result<String, NostrError> {
-        self.publisher().send(msg_type, session_id, data).await
-    }
-
-    /// A cloneable handle that publishes to the peer, for tasks that answer
-    /// several sessions at once while this value keeps receiving.
+    /// The handle that publishes to the peer (cloneable, so tasks answering
+    /// several sessions can publish while this value keeps receiving).
     pub fn publisher(&self) -> NostrPublisher {
-        NostrPublisher {
-            client: self.client.clone(),
-            keys: self.keys.clone(),
-            peer: self.peer,
-            kind: self.kind,
-        }
+        self.out.clone()
     }
 
     /// The next valid payload from the peer (`None` when the client shut down).
@@ -424,7 +408,7 @@ impl NostrSignaling {
 
     /// Disconnect from every relay.
     pub async fn shutdown(self) {
-        self.client.shutdown().await;
+        self.out.client.shutdown().await;
     }
 }
 

@@ -87,7 +87,7 @@ pub async fn receiver_connect(
                 );
             }
             _ = tokio::time::sleep_until(next) => {
-                match sig.send(MsgType::Request, &sid, data.clone()).await {
+                match sig.publisher().send(MsgType::Request, &sid, data.clone()).await {
                     Ok(relay) => tracing::debug!(%relay, "request published"),
                     Err(e) => warn!("publishing the request failed: {e}"),
                 }
@@ -185,7 +185,7 @@ async fn answer_requests(
         match known {
             // the receiver republished: our answer may have been lost
             Some(Some(answer)) => {
-                if let Err(e) = sig.send(MsgType::Answer, &session_id, answer).await {
+                if let Err(e) = publisher.send(MsgType::Answer, &session_id, answer).await {
                     warn!("re-sending the answer failed: {e}");
                 }
                 continue;
@@ -209,7 +209,7 @@ async fn answer_requests(
                 "the sender is full: it already serves {max_sessions} sessions (its --max-sessions); try again later"
             );
             warn!(session = %session_id, "refusing a request: at capacity");
-            if let Err(e) = sig.send(MsgType::Refusal, &session_id, reason).await {
+            if let Err(e) = publisher.send(MsgType::Refusal, &session_id, reason).await {
                 warn!("sending the refusal failed: {e}");
             }
             continue;
