@@ -186,21 +186,62 @@ fn print_identity(key: &SecretKey) {
     println!("ticket {}", iroh_mode::ticket_for(key).encode());
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM.
+/// The signal that asked the process to stop (0: none yet).
+static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signal (2 = SIGINT/Ctrl-C, 15 = SIGTERM) that stopped the process, if
+/// any: the binary then exits with 128 + its number, as shells expect.
+pub fn stop_signal() -> Option<i32> {
+    match STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM (see [`stop_signal`]).
 pub fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
-        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        let n = tokio::select! {
+            _ = recv_signal(&mut int) => 2,
+            _ = recv_signal(&mut term) => 15,
+        };
+        let _ = STOP_SIGNAL.compare_exchange(
+            0,
+            n,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
         info!("shutting down");
         t.cancel();
     });
     token
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn scopeguard_abort(h: tokio::task::JoinHandle<()>) -> AbortOnDrop {
+    AbortOnDrop(h)
 }
 
 fn load_secret(path: Option<&std::path::Path>) -> Result<SecretKey> {
@@ -245,7 +286,7 @@ async fn sender_iroh(args: IrohSenderArgs) -> Result<()> {
         );
     }
     let cancel = shutdown_signal();
-    engine::server::serve(IrohAcceptor(ep.clone()), ctx, s.max_sessions, cancel).await;
+    engine::server::serve(IrohAcceptor::new(ep.clone()), ctx, s.max_sessions, cancel).await;
     ep.close().await;
     Ok(())
 }
@@ -261,9 +302,19 @@ async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
     let secret = load_secret(s.secret_file.as_deref())?;
     let cancel = shutdown_signal();
     let ep = iroh_mode::bind_endpoint(secret, &s.iroh).await?;
+    // a receiver only dials: every incoming attempt is ignored, statelessly
+    let ignore = tokio::spawn(crate::transport::gate::ignore_all(ep.clone()));
+    let _ignore = scopeguard_abort(ignore);
     let conn = tokio::select! {
-        c = iroh_mode::connect(&ep, s.peer.id, s.connect_timeout) => c?,
+        c = iroh_mode::connect(&ep, s.peer.id, s.connect_timeout) => c,
         _ = cancel.cancelled() => { ep.close().await; return Ok(()); }
+    };
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            ep.close().await;
+            return Err(e.into());
+        }
     };
     let result = receive_over(
         conn,
@@ -357,7 +408,13 @@ async fn manual_sender<P: ManualPath>(path: Arc<P>, s: ManualSettings) -> Result
         BlobSource::from_arg(s.offer_file.as_ref()),
         BlobSink::from_arg(s.answer_file.as_ref()),
     );
+    let input_closed = acceptor.input_closed_flag();
     engine::server::serve(acceptor, ctx, s.max_sessions, shutdown_signal()).await;
+    if input_closed.load(std::sync::atomic::Ordering::SeqCst) && stop_signal().is_none() {
+        anyhow::bail!(
+            "standard input closed, so no more offers could be read: keep the terminal open, or pass --offer-file FILE (and --answer-file) to run without one"
+        );
+    }
     Ok(())
 }
 

@@ -204,7 +204,7 @@ async fn iroh_row(
     let t0 = Instant::now();
     let recv_ep =
         iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
-    let mut acceptor = IrohAcceptor(sender_ep.clone());
+    let mut acceptor = IrohAcceptor::new(sender_ep.clone());
     let (accepted, dialed) = tokio::join!(
         acceptor.accept(),
         iroh_mode::connect(&recv_ep, secret.public(), Duration::from_secs(30))
@@ -262,8 +262,8 @@ async fn manual_row<P: ManualPath>(
     let offer = through_text(Kind::Offer, offer)?;
     let answer = through_text(Kind::Answer, answer)?;
     let (s, r) = tokio::join!(
-        path.connect(s_prep, offer, Side::Answerer),
-        path.connect(r_prep, answer, Side::Offerer)
+        path.connect(s_prep, offer, Side::Answerer, None),
+        path.connect(r_prep, answer, Side::Offerer, None)
     );
     let (s, r) = (
         s.map_err(anyhow::Error::msg)?,
@@ -293,7 +293,9 @@ async fn nostr_row(rdv: &Rendezvous, source: &ForwardAddr, megabytes: usize) -> 
     let s = accepted
         .context("nostr acceptor ended")?
         .map_err(anyhow::Error::msg)?;
-    run_row("nostr", source, s, dialed?, None, t0, megabytes).await
+    let row = run_row("nostr", source, s, dialed?, None, t0, megabytes).await;
+    acceptor.shutdown().await;
+    row
 }
 
 /// Run a sender and a receiver session over an established pair of

@@ -5,14 +5,22 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Dependencies that log expected events as errors: webrtc-ice (a late STUN
+/// answer), turn (a packet for a released allocation), iroh's relay
+/// transport and noq's endpoint driver (their channels closing while an
+/// endpoint closes), the Nostr relay
+/// pool (every reconnect attempt, a relay going away). peerport reports ICE,
+/// TURN, relay and Nostr failures itself, with what to do; `-v` shows them all.
+const QUIET_DEPENDENCIES: &str = "webrtc_ice=off,turn=off,webrtc_util=off,iroh::socket::transports::relay=off,noq::endpoint=off,nostr_relay_pool=off";
+
 fn main() -> ExitCode {
     let cli = peerport::cli::Cli::parse();
     let quiet = matches!(cli.command, peerport::cli::Command::Demo { .. });
     let default = match cli.verbose {
-        0 if quiet => "error",
-        0 => "warn,peerport=info,webrtc_ice=error,turn=error,webrtc_util=error",
-        1 => "info,peerport=debug",
-        _ => "debug,peerport=trace",
+        0 if quiet => format!("error,{QUIET_DEPENDENCIES}"),
+        0 => format!("warn,peerport=info,{QUIET_DEPENDENCIES}"),
+        1 => "info,peerport=debug".to_string(),
+        _ => "debug,peerport=trace".to_string(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -27,11 +35,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(peerport::app::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+    let result = rt.block_on(peerport::app::run(cli));
+    let code = if let Some(sig) = peerport::app::stop_signal() {
+        // stopped by Ctrl-C or SIGTERM: 130 / 143, as shells expect
+        ExitCode::from(128 + sig as u8)
+    } else {
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
         }
-    }
+    };
+    // Do not wait for a blocking read of stdin (a paste prompt) to return.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

@@ -57,3 +57,29 @@ pub async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpS
     }
     Err(errors.join("; "))
 }
+
+/// Whether `addr` is something a socket bound to `bind` may advertise: the
+/// same IP, or (for an unspecified bind) the same address family.
+pub fn within_bind(bind: SocketAddr, addr: SocketAddr) -> bool {
+    if bind.ip().is_unspecified() {
+        bind.is_ipv4() == addr.is_ipv4()
+    } else {
+        bind.ip() == addr.ip()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within_bind;
+
+    #[test]
+    fn advertise_only_what_is_bound() {
+        let a = |s: &str| s.parse().unwrap();
+        assert!(within_bind(a("127.0.0.1:0"), a("127.0.0.1:5000")));
+        assert!(!within_bind(a("127.0.0.1:0"), a("10.0.0.2:5000")));
+        assert!(!within_bind(a("[::1]:0"), a("127.0.0.1:5000")));
+        assert!(within_bind(a("[::1]:0"), a("[::1]:5000")));
+        assert!(within_bind(a("0.0.0.0:0"), a("10.0.0.2:5000")));
+        assert!(!within_bind(a("0.0.0.0:0"), a("[2001:db8::1]:5000")));
+    }
+}

@@ -146,7 +146,26 @@ fn forward(value: &Option<String>, flag: &str, example: &str) -> Result<ForwardA
         .map_err(|e| invalid(format!("{flag}: {e}")))
 }
 
+/// A file that grants access must not be writable by others: whoever can
+/// write it can let themselves in.
+fn check_not_writable_by_others(path: &std::path::Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(invalid(format!(
+            "{p} grants access but can be written by group or others (mode {mode:o}): run `chmod go-w {p}` and try again",
+            p = path.display()
+        )));
+    }
+    Ok(())
+}
+
 fn read_peers_file(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
+    check_not_writable_by_others(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
         source,
@@ -261,11 +280,9 @@ pub fn turn_servers(p: &Partial) -> Result<Vec<crate::modes::ice::TurnServer>, C
         invalid("--turn-server needs --turn-user and a password (--turn-password-file or PEERPORT_TURN_PASSWORD)")
     })?;
     let password = match &p.turn_password_file {
-        Some(f) => std::fs::read_to_string(f)
-            .map_err(|source| ConfigError::Read {
-                path: f.display().to_string(),
-                source,
-            })?
+        // a password file is a secret: refused when group or others can read it
+        Some(f) => crate::identity::read_private(f)
+            .map_err(|e| invalid(format!("--turn-password-file: {e}")))?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => std::env::var(TURN_PASSWORD_ENV).map_err(|_| {

@@ -150,7 +150,7 @@ async fn netcheck_against_embedded_servers() {
     let r = rendezvous().await;
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
-    std::fs::write(&pw, &r.turn_password).unwrap();
+    common::write_secret(&pw, &r.turn_password);
     let stun = r.turn_addr.to_string();
     let turn = format!("turn:{}", r.turn_addr);
     let relay = r.relay_url.to_string();
@@ -216,4 +216,30 @@ async fn netcheck_against_embedded_servers() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["relay_qad"][0]["ok"], false, "{out}");
     assert!(out.contains("--relay-ca"), "{out}");
+}
+
+/// A healthy run is quiet: the demo (every mode, TCP and UDP, embedded
+/// servers started and stopped in-process) prints no ERROR or WARN line.
+#[tokio::test]
+async fn demo_prints_no_error_or_warning() {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(240),
+        tokio::process::Command::new(bin())
+            .args(["demo", "--megabytes", "2"])
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("demo finished in time")
+    .expect("demo ran");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every byte verified"));
+    let noisy: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .collect();
+    assert!(noisy.is_empty(), "the demo logged:\n{}", noisy.join("\n"));
 }

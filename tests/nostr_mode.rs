@@ -249,3 +249,44 @@ async fn keys_are_generated_checked_and_explained() {
     assert_eq!(code, 1);
     assert!(err.contains("generate-nostr-key"), "{err}");
 }
+
+/// With every relay down at startup, the sender keeps retrying for as long
+/// as it runs (and pairs once the relay comes up); the receiver gives up at
+/// its --connect-timeout with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_down_at_startup_is_retried() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key(dir.path(), "a"), key(dir.path(), "b"));
+    let mut svc = JoinSet::new();
+    let tcp = spawn_tcp_echo(&mut svc).await.unwrap();
+
+    let mut rx = receiver_proc("tcp", &b, &a, &[&url], &["--connect-timeout", "4"]);
+    assert_eq!(rx.wait_exit(Duration::from_secs(20)).await, Some(1));
+    assert!(
+        rx.stderr_text().contains("no relay reachable within 4 s"),
+        "{}",
+        rx.stderr_text()
+    );
+
+    let mut s = sender(&format!("tcp://{tcp}"), &a, &b, &[&url], &[]);
+    s.wait_stderr("no relay reachable yet").await;
+    // past the old 10 s give-up: still running
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "the sender gave up:\n{}",
+        s.stderr_text()
+    );
+    let _relay = LocalNostrRelay::start(std::net::Ipv4Addr::LOCALHOST.into(), port)
+        .await
+        .unwrap();
+    let mut rx = receiver_proc("tcp", &b, &a, &[&url], &[]);
+    let local = listen_addr(&mut rx).await;
+    rx.wait_stderr("session established").await;
+    tcp_echo_check(local, 100_000, 9).await;
+}

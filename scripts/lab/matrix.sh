@@ -3,6 +3,9 @@
 #   matrix.sh [--quick] [--modes "iroh ice"] [--pairs "cone/cone cgnat/cone"] [--out NAME]
 # --quick: cone/cone and symmetric/symmetric, ssh only.
 # Pair notation SENDER_NAT/RECEIVER_NAT (sender in site a, receiver in site b).
+# Modes: iroh iroh-manual ice nostr, and ice@coturn nostr@coturn: the same modes with coturn
+# (Debian package coturn, started in the lab's internet namespace with long-term credentials
+# and a realm) as their STUN/TURN server instead of the embedded one.
 # Output: NAME.md, NAME.json (default NAME=results); per-case logs in runs/NAME/MODE-SNAT-RNAT/.
 set -euo pipefail
 
@@ -29,7 +32,8 @@ if ! preflight >/dev/null 2>&1; then
   exit 0
 fi
 ip netns del pplab-preflight
-MODES="iroh iroh-manual ice nostr"
+MODES="iroh iroh-manual ice ice@coturn nostr nostr@coturn"
+COTURN_BIN=$(command -v turnserver || echo /usr/bin/turnserver)
 PAIRS="cone/cone cone/symmetric symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
 QUICK=0
 OUT=results
@@ -88,7 +92,7 @@ wait_for() {  # wait_for SECONDS FILE REGEX: bounded poll
 
 # ---- start one sender/receiver pair (in the background) ------------------------------------
 start_pair() {
-  local mode=$1 t=$2 dir=$3 common=() scommon=() rcommon=()
+  local mode=${1%@*} t=$2 dir=$3 common=() scommon=() rcommon=()
   case $mode in
     iroh) common=(--relay-url "$RELAY" --relay-quic-port "$RELAY_QUIC" --relay-ca "$RELAY_CA"
               --dns-server "$DNS" --no-mdns --no-portmap) ;;
@@ -142,10 +146,25 @@ iperf() {  # iperf DIR NAME ARGS...: one-shot server in S, client in R, JSON to 
   kill $spid 2>/dev/null || true; wait $spid 2>/dev/null || true
 }
 
+# coturn in the internet namespace: long-term credentials, a realm, relay ports on 198.18.0.1
+COTURN_PORT=3490
+start_coturn() {
+  local dir=$1
+  [[ -x $COTURN_BIN ]] || { log "coturn (turnserver) is not installed: apt-get install coturn"; return 1; }
+  COTURN_PW=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  ip netns exec pplab-inet "$COTURN_BIN" -n --listening-ip 198.18.0.1 --relay-ip 198.18.0.1 \
+    --listening-port $COTURN_PORT --min-port 49152 --max-port 65535 --lt-cred-mech \
+    --user "peerport:$COTURN_PW" --realm peerport.lab --no-tls --no-dtls --no-tcp-relay --no-cli \
+    --verbose --log-file stdout --simple-log --pidfile "$dir/coturn.pid" --userdb "$dir/coturn.db" \
+    > "$dir/coturn.log" 2>&1 &
+  wait_for 10 "$dir/coturn.log" 'Total (General|UDP) servers|IPv4. UDP listener opened|listener opened on' || true
+  sleep 0.3
+}
+
 # ---- one case ----------------------------------------------------------------------------
 run_case() {
   local mode=$1 sn=${2%/*} rn=${2#*/} t
-  local dir=$OUTDIR/runs/$OUT/$mode-$sn-$rn
+  local dir=$OUTDIR/runs/$OUT/${mode/@/-}-$sn-$rn
   rm -rf "$dir"; mkdir -p "$dir"
   log "== $mode  sender=$sn receiver=$rn"
   $NETLAB down >/dev/null 2>&1 || true
@@ -158,6 +177,11 @@ run_case() {
   STUN=$(awk '/^stun-server/{print $2}' "$rv"); NOSTR=$(awk '/^nostr-relay/{print $2}' "$rv")
   TURN=$(awk '/^turn-server/{print $2}' "$rv"); TURN_USER=$(awk '/^turn-server/{print $4}' "$rv")
   awk '/^turn-server/{print $6}' "$rv" > "$TMP/turnpw"; chmod 600 "$TMP/turnpw"
+  if [[ $mode == *@coturn ]]; then
+    start_coturn "$dir" || { log "coturn did not start"; return 0; }
+    STUN=198.18.0.1:$COTURN_PORT TURN=turn:198.18.0.1:$COTURN_PORT TURN_USER=peerport
+    echo "$COTURN_PW" > "$TMP/turnpw"
+  fi
   for s in a b; do
     [[ $( [[ $s == a ]] && echo "$sn" || echo "$rn") == udpblocked ]] && $NETLAB allow-udp $s "${TURN#turn:}"
   done
@@ -219,14 +243,14 @@ EXPECT='
   def nat_ok(n; m): (n=="cone" and m=="endpoint-independent q+") or (n=="cgnat" and m=="endpoint-independent q+")
       or (n=="symmetric" and m=="endpoint-dependent q+") or (n=="udpblocked" and m=="unknown q-");
   def cone(n): n=="cone" or n=="cgnat";
-  .[] |
-  (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh") and .connected!="yes"
+  .[] | (.mode|split("@")[0]) as $m |
+  (if ($m=="ice" or $m=="nostr" or $m=="iroh") and .connected!="yes"
      then "\(.mode) \(.sender_nat)/\(.receiver_nat): must connect (relay fallback) but did not: \(.error)" else empty end),
-  (if .mode=="iroh-manual" and cone(.sender_nat) and cone(.receiver_nat) and .connected!="yes"
+  (if $m=="iroh-manual" and cone(.sender_nat) and cone(.receiver_nat) and .connected!="yes"
      then "iroh-manual \(.sender_nat)/\(.receiver_nat): must connect directly but did not: \(.error)" else empty end),
-  (if (.mode=="ice" or .mode=="nostr" or .mode=="iroh-manual") and cone(.sender_nat) and cone(.receiver_nat) and (.path|startswith("direct")|not)
+  (if ($m=="ice" or $m=="nostr" or $m=="iroh-manual") and cone(.sender_nat) and cone(.receiver_nat) and (.path|startswith("direct")|not)
      then "\(.mode) \(.sender_nat)/\(.receiver_nat): expected a direct path, got \(.path)" else empty end),
-  (if .mode=="iroh" and cone(.sender_nat) and cone(.receiver_nat) and (.final_path|startswith("direct")|not)
+  (if $m=="iroh" and cone(.sender_nat) and cone(.receiver_nat) and (.final_path|startswith("direct")|not)
      then "iroh \(.sender_nat)/\(.receiver_nat): expected the relay path to upgrade to direct, final path: \(.final_path)" else empty end),
   (if .connected=="yes" and .ssh!="yes" then "\(.mode) \(.sender_nat)/\(.receiver_nat): connected but ssh failed" else empty end),
   (if nat_ok(.sender_nat; .netcheck_sender)|not then "netcheck in a \(.sender_nat) site said \(.netcheck_sender)" else empty end),
@@ -236,7 +260,7 @@ EXPECT='
 START=$SECONDS
 CASES=()
 for mode in $MODES; do for pair in $PAIRS; do
-  res=$OUTDIR/runs/$OUT/$mode-${pair%/*}-${pair#*/}/result.json
+  res=$OUTDIR/runs/$OUT/${mode/@/-}-${pair%/*}-${pair#*/}/result.json
   run_case "$mode" "$pair"
   # one retry for a case that misses its expectation (a busy machine can
   # stretch a timeout); the second result is the one reported

@@ -444,13 +444,39 @@ pub fn find_block(text: &str) -> Result<Option<(Kind, String)>, BlobError> {
 /// checked against `expect` (the session check is left to the caller when
 /// `expect.session` is `None`). Also returns how many bytes of `text` were
 /// consumed, so a caller reading a stream can keep the unfinished rest.
+///
+/// A BEGIN line always starts a new block: a block cut off before its END
+/// line (a truncated paste) is reported as [`BlobError::Unterminated`] as
+/// soon as the next BEGIN line arrives, and never swallows the next block.
 pub fn scan_blocks(text: &str, expect: &Expect) -> (Vec<Result<Blob, BlobError>>, usize) {
+    const BEGIN: &str = "-----BEGIN PEERPORT";
+    const END: &str = "-----END PEERPORT";
     let mut out = Vec::new();
     let mut consumed = 0;
     let mut rest = text;
-    while let Some(begin) = rest.find("-----BEGIN PEERPORT") {
+    while let Some(begin) = rest.find(BEGIN) {
         let after_begin = &rest[begin..];
-        let Some(end_rel) = after_begin.find("-----END PEERPORT") else {
+        let next_begin = after_begin[BEGIN.len()..]
+            .find(BEGIN)
+            .map(|i| i + BEGIN.len());
+        let end_rel = after_begin.find(END);
+        if let Some(nb) = next_begin {
+            if end_rel.is_none_or(|e| nb < e) {
+                // cut off: the next block starts before this one ended
+                let kind = if after_begin[..nb].contains("BEGIN PEERPORT ANSWER") {
+                    Kind::Answer
+                } else {
+                    Kind::Offer
+                };
+                // start of the line holding the next BEGIN
+                let line_start = after_begin[..nb].rfind('\n').map(|i| i + 1).unwrap_or(nb);
+                out.push(Err(BlobError::Unterminated(kind.label())));
+                consumed += begin + line_start;
+                rest = &rest[begin + line_start..];
+                continue;
+            }
+        }
+        let Some(end_rel) = end_rel else {
             break;
         };
         let tail = &after_begin[end_rel..];
@@ -638,6 +664,29 @@ mod tests {
         assert!(matches!(blobs[1], Err(BlobError::WrongKind { .. })));
         assert_eq!(blobs[2].as_ref().unwrap(), &b);
         assert_eq!(&all[used..], partial);
+    }
+
+    #[test]
+    fn a_new_begin_line_starts_a_new_block() {
+        let e = expect(Kind::Offer, Mode::IrohManual);
+        let a = iroh_offer();
+        let armor = a.to_armor();
+        // a truncated copy (BEGIN and one data line) followed by the whole block
+        let cut: String = armor.lines().take(2).map(|l| format!("{l}\n")).collect();
+        let text = format!("{cut}{armor}");
+        let (blobs, used) = scan_blocks(&text, &e);
+        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs[0], Err(BlobError::Unterminated("OFFER")));
+        assert_eq!(blobs[1].as_ref().unwrap(), &a);
+        assert_eq!(used, text.len());
+        // the truncated block alone is reported once the next BEGIN line arrives
+        let (blobs, used) = scan_blocks(&cut, &e);
+        assert!(blobs.is_empty());
+        assert_eq!(used, 0);
+        let begin_only = format!("{cut}-----BEGIN PEERPORT OFFER-----\n");
+        let (blobs, used) = scan_blocks(&begin_only, &e);
+        assert_eq!(blobs, vec![Err(BlobError::Unterminated("OFFER"))]);
+        assert_eq!(&begin_only[used..], "-----BEGIN PEERPORT OFFER-----\n");
     }
 
     #[test]

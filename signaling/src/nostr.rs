@@ -295,8 +295,11 @@ impl Drop for NostrSignaling {
 }
 
 impl NostrSignaling {
-    /// Connect to the relays (proceeds when any is up, bounded wait) and subscribe.
-    pub async fn connect(cfg: &NostrConfig) -> Result<Self, NostrError> {
+    /// Connect to the relays and subscribe. Proceeds as soon as one relay is
+    /// up (the others keep retrying in the background); while none is, it
+    /// keeps retrying (with the pool's backoff) until `wait` has passed, or
+    /// for as long as it takes when `wait` is `None` (a sender).
+    pub async fn connect(cfg: &NostrConfig, wait: Option<Duration>) -> Result<Self, NostrError> {
         let keys = Keys::parse(cfg.secret.trim())
             .map_err(|_| NostrError::Key("not a Nostr secret key".into()))?;
         let peer = PublicKey::parse(cfg.peer.trim())
@@ -323,9 +326,11 @@ impl NostrSignaling {
         }
         let notes = client.notifications();
         client.connect().await;
-        // proceed as soon as any relay is up (bounded); the others keep retrying
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // proceed as soon as any relay is up; the others keep retrying
+        let started = tokio::time::Instant::now();
+        let deadline = wait.map(|w| started + w);
         let mut first_up: Option<tokio::time::Instant> = None;
+        let mut told = false;
         let connected = loop {
             let mut up = 0;
             let mut down = Vec::new();
@@ -341,18 +346,36 @@ impl NostrSignaling {
                 first_up = Some(now);
             }
             let settled = first_up.is_some_and(|t| now - t > Duration::from_millis(300));
-            if down.is_empty() || settled || now >= deadline {
-                for (url, status) in down {
-                    tracing::warn!(relay = %url, %status, "relay not connected (will keep retrying)");
+            let waited_long = now - started > Duration::from_secs(10);
+            if down.is_empty() || settled || (up > 0 && waited_long) {
+                if !down.is_empty() {
+                    for (url, status) in down {
+                        tracing::warn!(relay = %url, %status, "relay not connected (will keep retrying)");
+                    }
                 }
                 break up;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                break 0;
+            }
+            if up == 0 && waited_long && !told {
+                told = true;
+                let until = match wait {
+                    Some(w) => format!("for up to {} s in all", w.as_secs()),
+                    None => "until one answers".to_string(),
+                };
+                for (url, status) in &down {
+                    tracing::warn!(relay = %url, %status, "no relay reachable yet; retrying {until}");
+                }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         if connected == 0 {
-            return Err(NostrError::Relay(
-                "no relay reachable: check --relay URLs and the network".into(),
-            ));
+            client.shutdown().await;
+            return Err(NostrError::Relay(format!(
+                "no relay reachable within {} s: check the --relay URLs and the network",
+                wait.unwrap_or_default().as_secs()
+            )));
         }
         let me = keys.public_key();
         let sub = client

@@ -72,7 +72,7 @@ impl BoundTarget {
             }
         };
         Ok(match target.protocol {
-            Protocol::Tcp => BoundTarget::Tcp(TcpListener::bind(addr).await.map_err(map)?),
+            Protocol::Tcp => BoundTarget::Tcp(tcp_listener(addr).map_err(map)?),
             Protocol::Udp => BoundTarget::Udp(net::udp_socket(addr).map_err(map)?),
         })
     }
@@ -92,4 +92,22 @@ impl BoundTarget {
             BoundTarget::Udp(s) => s.local_addr(),
         }
     }
+}
+
+/// Listen backlog: bursts of a thousand clients connecting at once must not
+/// lose SYNs (tokio's default is 128). The kernel caps it at
+/// `net.core.somaxconn` (4096 on current kernels).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on exactly `addr` with [`LISTEN_BACKLOG`].
+fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // like std and tokio's bind: a restarted receiver can take its port back at once
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(LISTEN_BACKLOG)
 }

@@ -130,7 +130,10 @@ pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endp
         b = b.portmapper_config(PortmapperConfig::Disabled);
     }
     if let Some(addr) = opts.bind {
+        // exactly that address: no extra socket on the other family's
+        // unspecified address
         b = b
+            .clear_ip_transports()
             .bind_addr(addr)
             .map_err(|e| IrohError::Bind(format!("--bind {addr}: {e}")))?;
     }

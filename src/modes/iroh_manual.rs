@@ -64,6 +64,8 @@ impl ManualPath for IrohManualPath {
             .alpns(vec![ALPN.to_vec()])
             .relay_mode(RelayMode::Disabled)
             .transport_config(super::iroh::transport_config(self.idle_timeout))
+            // exactly the address asked for (no default socket on the other family)
+            .clear_ip_transports()
             .bind_addr(local)
             .map_err(|e| format!("cannot bind {local}: {e}"))?;
         if !self.portmap {
@@ -79,7 +81,13 @@ impl ManualPath for IrohManualPath {
         let mut addrs: Vec<SocketAddr> = Vec::new();
         // local interface addresses, as iroh sees them (bounded wait)
         for _ in 0..20 {
-            addrs = ep.addr().ip_addrs().copied().collect();
+            // only what is bound: that IP, or that family's interfaces
+            addrs = ep
+                .addr()
+                .ip_addrs()
+                .copied()
+                .filter(|a| crate::net::within_bind(local, *a))
+                .collect();
             if !addrs.is_empty() {
                 break;
             }
@@ -106,7 +114,8 @@ impl ManualPath for IrohManualPath {
         &self,
         ep: Endpoint,
         peer: Body,
-        _side: Side,
+        side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
     ) -> Result<IrohConnection, String> {
         let Body::Iroh { endpoint_id, addrs } = peer else {
             return Err("the peer's blob is not an iroh-manual blob".into());
@@ -115,7 +124,11 @@ impl ManualPath for IrohManualPath {
             "the peer's endpoint id is not a valid key: exchange fresh blobs".to_string()
         })?;
         let addr = EndpointAddr::from_parts(id, addrs.into_iter().map(TransportAddr::Ip));
-        match tokio::time::timeout(self.connect_timeout, race(&ep, addr)).await {
+        // a copy-paste answerer keeps dialing as long as the offer is valid:
+        // the person may carry the answer back minutes later
+        let now = tokio::time::Instant::now();
+        let until = peer_deadline.unwrap_or(now).max(now + self.connect_timeout);
+        match tokio::time::timeout_at(until, race(&ep, addr)).await {
             Ok(Ok(conn)) => Ok(IrohConnection::owning(conn, ep)),
             Ok(Err(e)) => {
                 ep.close().await;
@@ -123,10 +136,15 @@ impl ManualPath for IrohManualPath {
             }
             Err(_) => {
                 ep.close().await;
-                Err(format!(
-                    "could not reach the peer within {} s: no direct path (a symmetric NAT on one side, or UDP blocked); iroh-manual has no relay: use the `ice` mode with a TURN server",
-                    self.connect_timeout.as_secs()
-                ))
+                let waited = now.elapsed().as_secs();
+                Err(match side {
+                    Side::Answerer => format!(
+                        "the receiver did not connect within {waited} s of answering: it did not get this ANSWER while its offer was valid, or it stopped; if it did paste the answer, no direct path exists (a symmetric NAT, or UDP blocked): iroh-manual has no relay, use the `ice` mode with a TURN server"
+                    ),
+                    Side::Offerer => format!(
+                        "could not reach the sender within {waited} s: check that it still runs and answered this offer; if it does, no direct path exists (a symmetric NAT on one side, or UDP blocked): iroh-manual has no relay, use the `ice` mode with a TURN server"
+                    ),
+                })
             }
         }
     }
@@ -151,20 +169,44 @@ async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Conne
         }
     };
     let listen = async {
+        // handshakes run concurrently under a gate: a flood of forged
+        // Initials neither grows memory nor delays the real peer
+        let gate = crate::transport::gate::Gate::default();
+        let mut handshakes = tokio::task::JoinSet::new();
         loop {
-            let Some(incoming) = ep.accept().await else {
-                std::future::pending::<()>().await;
-                unreachable!()
-            };
-            match incoming.await {
-                Ok(c) if c.remote_id() == peer_id => return c,
-                Ok(c) => {
-                    // not the peer named in the blob: a stranger
-                    tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
-                    c.close(1u32.into(), b"unauthorized");
+            let inc = tokio::select! {
+                inc = ep.accept() => match inc {
+                    Some(i) => i,
+                    None => std::future::pending().await,
+                },
+                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
+                    match done {
+                        Ok(Some(c)) => return c,
+                        _ => continue,
+                    }
                 }
-                Err(e) => debug!("incoming handshake failed: {e}"),
-            }
+            };
+            let Some((inc, permit)) = gate.admit(inc) else {
+                continue;
+            };
+            handshakes.spawn(async move {
+                let r = tokio::time::timeout(Duration::from_secs(15), inc).await;
+                drop(permit);
+                match r {
+                    Ok(Ok(c)) if c.remote_id() == peer_id => Some(c),
+                    Ok(Ok(c)) => {
+                        // not the peer named in the blob: a stranger
+                        tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
+                        c.close(1u32.into(), b"unauthorized");
+                        None
+                    }
+                    Ok(Err(e)) => {
+                        debug!("incoming handshake failed: {e}");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            });
         }
     };
     tokio::pin!(dial, listen);

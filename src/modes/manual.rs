@@ -58,11 +58,17 @@ pub trait ManualPath: Send + Sync + 'static {
         side: Side,
     ) -> impl Future<Output = Result<(Self::Prepared, Body), String>> + Send;
     /// Connect to the peer described by `peer` (authenticating it by what the blob pins).
+    ///
+    /// `peer_deadline`: until when the peer may take to show up at all (a
+    /// copy-paste answerer waits as long as the offer is valid, because the
+    /// person may paste the answer minutes later); the connect timeout runs
+    /// from the peer's first sign of life. `None`: the connect timeout alone.
     fn connect(
         &self,
         prepared: Self::Prepared,
         peer: Body,
         side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
     ) -> impl Future<Output = Result<Self::Conn, String>> + Send;
 }
 
@@ -134,12 +140,51 @@ impl BlobSink {
 }
 
 /// Reads armored blocks as they arrive.
+///
+/// Bytes that are not UTF-8 text are skipped with a warning (they never
+/// disable the source); a file is followed as it grows, and read again from
+/// the start when it is truncated or rewritten.
 pub struct BlobReader {
     source: BlobSource,
     pending: String,
-    file_offset: usize,
-    stdin: Option<tokio::io::Lines<BufReader<tokio::io::Stdin>>>,
+    undecoded: Vec<u8>,
+    file_offset: u64,
+    stdin: Option<BufReader<tokio::io::Stdin>>,
     ready: std::collections::VecDeque<Result<Blob, BlobError>>,
+}
+
+/// Append the UTF-8 text at the front of `raw` to `out`, skipping invalid
+/// bytes; an incomplete character at the very end stays in `raw` for the
+/// next read. Returns how many bytes were skipped.
+pub fn decode_utf8_lossy(raw: &mut Vec<u8>, out: &mut String) -> usize {
+    let mut skipped = 0;
+    let mut pos = 0;
+    loop {
+        match std::str::from_utf8(&raw[pos..]) {
+            Ok(s) => {
+                out.push_str(s);
+                pos = raw.len();
+                break;
+            }
+            Err(e) => {
+                let valid = pos + e.valid_up_to();
+                // from_utf8 said these bytes are valid
+                out.push_str(std::str::from_utf8(&raw[pos..valid]).unwrap_or_default());
+                match e.error_len() {
+                    Some(n) => {
+                        skipped += n;
+                        pos = valid + n;
+                    }
+                    None => {
+                        pos = valid; // incomplete character at the end: wait for more
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    raw.drain(..pos);
+    skipped
 }
 
 impl BlobReader {
@@ -148,10 +193,47 @@ impl BlobReader {
         BlobReader {
             source,
             pending: String::new(),
+            undecoded: Vec::new(),
             file_offset: 0,
             stdin: None,
             ready: Default::default(),
         }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.undecoded.extend_from_slice(bytes);
+        let skipped = decode_utf8_lossy(&mut self.undecoded, &mut self.pending);
+        if skipped > 0 {
+            let from = match &self.source {
+                BlobSource::Stdin => "standard input".to_string(),
+                BlobSource::File(p) => p.display().to_string(),
+            };
+            warn!("skipped {skipped} byte(s) in {from} that are not text; blobs around them are still read");
+        }
+    }
+
+    /// New bytes of the followed file (all of it again if it shrank).
+    async fn read_file_tail(&mut self, p: &std::path::Path) -> Option<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = tokio::fs::File::open(p).await.ok()?;
+        let len = f.metadata().await.ok()?.len();
+        if len < self.file_offset {
+            // truncated or rewritten: start over
+            self.file_offset = 0;
+            self.pending.clear();
+            self.undecoded.clear();
+        }
+        if len == self.file_offset {
+            return None;
+        }
+        f.seek(std::io::SeekFrom::Start(self.file_offset))
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        // at most 1 MiB per read: the rest comes next time
+        (&mut f).take(1 << 20).read_to_end(&mut buf).await.ok()?;
+        self.file_offset += buf.len() as u64;
+        Some(buf)
     }
 
     /// The next complete block, decoded and checked against `expect`
@@ -161,29 +243,23 @@ impl BlobReader {
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
             }
-            match &self.source {
+            match self.source.clone() {
                 BlobSource::Stdin => {
-                    let lines = self
+                    let stdin = self
                         .stdin
-                        .get_or_insert_with(|| BufReader::new(tokio::io::stdin()).lines());
-                    match lines.next_line().await {
-                        Ok(Some(l)) => {
-                            self.pending.push_str(&l);
-                            self.pending.push('\n');
-                        }
-                        _ => return None,
+                        .get_or_insert_with(|| BufReader::new(tokio::io::stdin()));
+                    let mut line = Vec::new();
+                    match stdin.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => self.feed(&line),
                     }
                 }
                 BlobSource::File(p) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let Ok(text) = tokio::fs::read_to_string(p).await else {
-                        continue;
-                    };
-                    if text.len() < self.file_offset {
-                        self.file_offset = 0; // truncated/rewritten: start over
+                    match self.read_file_tail(&p).await {
+                        Some(bytes) => self.feed(&bytes),
+                        None => continue,
                     }
-                    self.pending.push_str(&text[self.file_offset..]);
-                    self.file_offset = text.len();
                 }
             }
             let e = Expect {
@@ -248,10 +324,24 @@ pub async fn receiver_connect<P: ManualPath>(
                     "input closed before an ANSWER arrived: paste the sender's answer"
                 ),
                 Some(Ok(a)) => return Ok(a),
-                Some(Err(BlobError::WrongSession)) => {
-                    tracing::debug!("skipping an answer for another session")
-                }
-                Some(Err(e)) => eprintln!("error: {e}\npaste the ANSWER again:"),
+                Some(Err(BlobError::WrongSession)) => match &reader.source {
+                    BlobSource::Stdin => eprintln!(
+                        "error: {}\npaste the ANSWER again:",
+                        BlobError::WrongSession
+                    ),
+                    // a shared answer file holds other receivers' answers too
+                    BlobSource::File(p) => info!(
+                        "skipping an ANSWER in {} that belongs to another session (not to offer {})",
+                        p.display(),
+                        hex::encode(session)
+                    ),
+                },
+                Some(Err(e)) => match &reader.source {
+                    BlobSource::Stdin => eprintln!("error: {e}\npaste the ANSWER again:"),
+                    BlobSource::File(p) => {
+                        warn!("ignoring a block in {}: {e}", p.display())
+                    }
+                },
             }
         }
     })
@@ -263,15 +353,20 @@ pub async fn receiver_connect<P: ManualPath>(
         )
     })??;
     info!("answer accepted; connecting");
-    path.connect(prepared, answer.body, Side::Offerer)
+    path.connect(prepared, answer.body, Side::Offerer, None)
         .await
         .map_err(anyhow::Error::msg)
 }
+
+/// Most offers set up at once (each holds an ICE agent or endpoint while it
+/// waits for its receiver); more are refused with a message until one ends.
+pub const MAX_SETUPS: usize = 32;
 
 /// Sender side: an [`Acceptor`] that answers every offer read from `offers`
 /// with a fresh session; connections are set up concurrently.
 pub struct ManualAcceptor<C> {
     rx: mpsc::Receiver<Result<C, String>>,
+    input_closed: Arc<std::sync::atomic::AtomicBool>,
     _tasks: JoinSet<()>,
 }
 
@@ -283,9 +378,21 @@ impl<C: TunnelConnection> ManualAcceptor<C> {
         answers: BlobSink,
     ) -> Self {
         let (tx, rx) = mpsc::channel(16);
+        let input_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = JoinSet::new();
-        tasks.spawn(answer_offers(path, offers, answers, tx).in_current_span());
-        ManualAcceptor { rx, _tasks: tasks }
+        tasks.spawn(
+            answer_offers(path, offers, answers, tx, input_closed.clone()).in_current_span(),
+        );
+        ManualAcceptor {
+            rx,
+            input_closed,
+            _tasks: tasks,
+        }
+    }
+
+    /// Set when the acceptor ended because its standard input closed.
+    pub fn input_closed_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.input_closed.clone()
     }
 }
 
@@ -296,43 +403,89 @@ impl<C: TunnelConnection> Acceptor for ManualAcceptor<C> {
     }
 }
 
+/// Session ids of the answers already in `sink`'s file: a restarted sender
+/// does not answer those offers again.
+async fn answered_sessions(sink: &BlobSink, mode: Mode) -> HashSet<[u8; 8]> {
+    let BlobSink::File(p) = sink else {
+        return HashSet::new();
+    };
+    let Ok(bytes) = tokio::fs::read(p).await else {
+        return HashSet::new();
+    };
+    let mut raw = bytes;
+    let mut text = String::new();
+    decode_utf8_lossy(&mut raw, &mut text);
+    // an expired answer answered an offer that has expired too
+    let (blobs, _) = scan_blocks(&text, &expect(Kind::Answer, mode, None));
+    blobs
+        .into_iter()
+        .filter_map(|b| b.ok().map(|b| b.session))
+        .collect()
+}
+
 async fn answer_offers<P: ManualPath>(
     path: Arc<P>,
     offers: BlobSource,
     answers: BlobSink,
     tx: mpsc::Sender<Result<P::Conn, String>>,
+    input_closed: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let prompt = matches!(offers, BlobSource::Stdin);
+    let from_stdin = matches!(offers, BlobSource::Stdin);
     let mut reader = BlobReader::new(offers);
+    let mut seen = answered_sessions(&answers, P::MODE).await;
+    if !seen.is_empty() {
+        info!(
+            answered = seen.len(),
+            "offers already answered in the answer file are not answered again"
+        );
+    }
     let answers = Arc::new(Mutex::new(answers));
-    let mut seen = HashSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SETUPS));
     let mut setups = JoinSet::new();
     let want = expect(Kind::Offer, P::MODE, None);
-    if prompt {
+    if from_stdin {
         eprintln!("paste a receiver's OFFER (several, one after another, start several sessions):");
     }
     while let Some(r) = reader.next(&want).await {
         let offer = match r {
             Ok(o) => o,
-            Err(e) => {
+            Err(e) if from_stdin => {
                 eprintln!("error: {e}\npaste the OFFER again:");
+                continue;
+            }
+            Err(e) => {
+                warn!("ignoring a block in the offer file: {e}");
                 continue;
             }
         };
         if !seen.insert(offer.session) {
-            warn!("ignoring a repeated offer for a session already answered");
+            info!(
+                session = %hex::encode(offer.session),
+                "skipping an offer that was already answered"
+            );
             continue;
         }
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(
+                "refusing an offer: {MAX_SETUPS} offers are already waiting for their receivers; try again when one has connected or expired"
+            );
+            continue;
+        };
         let (path, answers, tx) = (path.clone(), answers.clone(), tx.clone());
         let span = tracing::info_span!("setup", session = %hex::encode(offer.session));
         setups.spawn(
             async move {
                 let r = setup_session(&*path, offer, &answers).await;
+                drop(permit);
                 let _ = tx.send(r).await;
             }
             .instrument(span),
         );
         while setups.try_join_next().is_some() {}
+    }
+    if from_stdin {
+        input_closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("standard input closed: no more offers can be read; sessions under way continue");
     }
     // input closed: finish the setups under way, then end
     while setups.join_next().await.is_some() {}
@@ -359,5 +512,28 @@ async fn setup_session<P: ManualPath>(
             .await
             .map_err(|e| format!("cannot write the answer: {e}"))?;
     }
-    path.connect(prepared, offer.body, Side::Answerer).await
+    // the person may take minutes to carry the answer back: wait for the
+    // receiver as long as its offer is valid
+    let valid_for = (offer.created + MAX_BLOB_AGE.as_secs()).saturating_sub(unix_now());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(valid_for);
+    path.connect(prepared, offer.body, Side::Answerer, Some(deadline))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_is_skipped_and_split_characters_wait() {
+        let mut raw = b"ab\xffcd\xe2\x82".to_vec();
+        let mut out = String::new();
+        assert_eq!(decode_utf8_lossy(&mut raw, &mut out), 1);
+        assert_eq!(out, "abcd");
+        assert_eq!(raw, b"\xe2\x82"); // first two bytes of the euro sign
+        raw.extend_from_slice(b"\xac!");
+        assert_eq!(decode_utf8_lossy(&mut raw, &mut out), 0);
+        assert_eq!(out, "abcd\u{20ac}!");
+        assert!(raw.is_empty());
+    }
 }

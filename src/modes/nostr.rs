@@ -63,7 +63,8 @@ pub async fn receiver_connect(
     ice: &IcePath,
     limit: Duration,
 ) -> anyhow::Result<QuinnConnection> {
-    let mut sig = NostrSignaling::connect(cfg).await?;
+    let started = tokio::time::Instant::now();
+    let mut sig = NostrSignaling::connect(cfg, Some(limit)).await?;
     let (prepared, body) = ice
         .prepare(Side::Offerer)
         .await
@@ -71,7 +72,6 @@ pub async fn receiver_connect(
     let session: [u8; 8] = rand::random();
     let sid = session_hex(session);
     let data = encode(Kind::Offer, session, body);
-    let started = tokio::time::Instant::now();
     let deadline = started + limit;
     let mut delay = Duration::from_secs(1);
     let mut next = started;
@@ -117,7 +117,7 @@ pub async fn receiver_connect(
     sig.shutdown().await;
     let blob = decode(&answer.data, Kind::Answer, Some(session))
         .map_err(|e| anyhow::anyhow!("the sender's answer is unusable: {e}"))?;
-    ice.connect(prepared, blob.body, Side::Offerer)
+    ice.connect(prepared, blob.body, Side::Offerer, None)
         .await
         .map_err(anyhow::Error::msg)
 }
@@ -131,7 +131,8 @@ fn sig_me(cfg: &NostrConfig) -> anyhow::Result<String> {
 /// refusing with a reason when `max_sessions` are active.
 pub struct NostrAcceptor {
     rx: mpsc::Receiver<Result<QuinnConnection, String>>,
-    _tasks: JoinSet<()>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: JoinSet<()>,
 }
 
 impl NostrAcceptor {
@@ -141,11 +142,22 @@ impl NostrAcceptor {
         ice: Arc<IcePath>,
         max_sessions: usize,
     ) -> anyhow::Result<Self> {
-        let sig = NostrSignaling::connect(cfg).await?;
+        let sig = NostrSignaling::connect(cfg, None).await?;
         let (tx, rx) = mpsc::channel(16);
+        let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(answer_requests(sig, ice, max_sessions, tx).in_current_span());
-        Ok(NostrAcceptor { rx, _tasks: tasks })
+        tasks.spawn(answer_requests(sig, ice, max_sessions, tx, stop.clone()).in_current_span());
+        Ok(NostrAcceptor { rx, stop, tasks })
+    }
+
+    /// Stop answering and disconnect from the relays in order (a dropped
+    /// acceptor leaves the relays to see a reset connection).
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
 }
 
@@ -165,12 +177,17 @@ async fn answer_requests(
     ice: Arc<IcePath>,
     max_sessions: usize,
     tx: mpsc::Sender<Result<QuinnConnection, String>>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     let answered: Answered = Arc::default();
     let publisher = sig.publisher();
     let mut sessions = JoinSet::new();
-    while let Some(p) = sig.recv().await {
+    loop {
+        let p = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = sig.recv() => match p { Some(p) => p, None => break },
+        };
         while sessions.try_join_next().is_some() {}
         let Payload {
             session_id,
@@ -245,7 +262,8 @@ async fn answer_requests(
                         .lock()
                         .expect("answers")
                         .insert(session_id.clone(), Some(answer));
-                    ice.connect(prepared, offer.body, Side::Answerer).await
+                    ice.connect(prepared, offer.body, Side::Answerer, None)
+                        .await
                 }
                 .await;
                 match result {

@@ -8,7 +8,7 @@ use iroh::{
     endpoint::{Connection, PathEvent, RecvStream, SendDatagramError, SendStream, VarInt},
     Endpoint, TransportAddr,
 };
-use tracing::{info, warn};
+use tracing::{info, Instrument};
 
 use super::{Acceptor, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
 
@@ -27,7 +27,10 @@ impl IrohConnection {
     }
 
     /// Wrap a connection whose endpoint exists only for it.
+    /// Further connection attempts to that endpoint are ignored (no state
+    /// kept for them) until it closes.
     pub fn owning(conn: Connection, endpoint: Endpoint) -> Self {
+        tokio::spawn(super::gate::ignore_all(endpoint.clone()));
         IrohConnection(conn, Some(endpoint))
     }
 }
@@ -143,24 +146,61 @@ impl TunnelConnection for IrohConnection {
 }
 
 /// Accepts receivers on an iroh endpoint.
-#[derive(Debug, Clone)]
-pub struct IrohAcceptor(pub Endpoint);
+#[derive(Debug)]
+pub struct IrohAcceptor {
+    rx: tokio::sync::mpsc::Receiver<IrohConnection>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl IrohAcceptor {
+    /// Accept connections on `ep` (a sender's endpoint) until it closes.
+    /// Handshakes run concurrently under a [`super::gate::Gate`]; failed ones
+    /// are logged at debug level (strangers and floods cost no log lines).
+    pub fn new(ep: Endpoint) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let task = tokio::spawn(
+            async move {
+                let gate = super::gate::Gate::default();
+                let mut handshakes = tokio::task::JoinSet::new();
+                loop {
+                    let inc = tokio::select! {
+                        inc = ep.accept() => match inc { Some(i) => i, None => break },
+                        Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+                    };
+                    let Some((inc, permit)) = gate.admit(inc) else {
+                        continue;
+                    };
+                    let tx = tx.clone();
+                    handshakes.spawn(async move {
+                        let remote = format!("{:?}", inc.remote_addr());
+                        let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, inc).await;
+                        drop(permit);
+                        match r {
+                            Ok(Ok(conn)) => {
+                                let _ = tx.send(IrohConnection::new(conn)).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!("handshake with {remote} failed: {e}"),
+                            Err(_) => tracing::debug!("handshake with {remote} timed out"),
+                        }
+                    });
+                }
+            }
+            .in_current_span(),
+        );
+        IrohAcceptor { rx, task }
+    }
+}
+
+impl Drop for IrohAcceptor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 impl Acceptor for IrohAcceptor {
     type Conn = IrohConnection;
 
     async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
-        let incoming = self.0.accept().await?;
-        let remote = format!("{:?}", incoming.remote_addr());
-        Some(
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => Ok(IrohConnection::new(conn)),
-                Ok(Err(e)) => {
-                    warn!("handshake with {remote} failed: {e}");
-                    Err(format!("handshake with {remote} failed: {e}"))
-                }
-                Err(_) => Err(format!("handshake with {remote} timed out")),
-            },
-        )
+        self.rx.recv().await.map(Ok)
     }
 }

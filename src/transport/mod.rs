@@ -5,6 +5,7 @@
 //! [`TunnelConnection`] once (see [`iroh`]); TCP and UDP forwarding,
 //! keepalive handling and stream retry in [`crate::engine`] are generic over it.
 
+pub mod gate;
 pub mod iroh;
 pub mod quinn;
 

@@ -202,6 +202,11 @@ pub fn server_config(
     let qs = quinn::crypto::rustls::QuicServerConfig::try_from(s).map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(qs));
     sc.transport_config(transport_config(idle));
+    // one peer per endpoint: a flood of forged Initials queues at most a
+    // few attempts (quinn's default is 65,536, hundreds of MB)
+    sc.max_incoming(16)
+        .incoming_buffer_size(64 << 10)
+        .incoming_buffer_size_total(1 << 20);
     Ok(sc)
 }
 

@@ -57,11 +57,22 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[String]) -> Proc {
+        Self::spawn_with(args, Stdio::null())
+    }
+
+    /// Spawn with stdin as a pipe the test writes to (paste prompts).
+    pub fn spawn_piped(args: &[String]) -> (Proc, tokio::process::ChildStdin) {
+        let mut p = Self::spawn_with(args, Stdio::piped());
+        let stdin = p.child.stdin.take().unwrap();
+        (p, stdin)
+    }
+
+    fn spawn_with(args: &[String], stdin: Stdio) -> Proc {
         let mut child = Command::new(bin())
             .args(args)
             .env("RUST_LOG", "warn,peerport=debug")
             .env_remove("XDG_CONFIG_HOME")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -139,6 +150,16 @@ impl Proc {
 
     pub fn stderr_text(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Send a signal (SIGINT = 2, SIGTERM = 15) to the process.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id().expect("running");
+        let status = std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Wait for exit (bounded) and return the status code.
@@ -240,10 +261,17 @@ pub fn manual_flags(dir: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// Write a secret file with mode 0600 (peerport refuses looser ones).
+pub fn write_secret(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// TURN flags for the embedded server (password through a file, not argv).
 pub fn turn_flags(r: &Rendezvous, dir: &std::path::Path) -> Vec<String> {
     let pw = dir.join("turn-password");
-    std::fs::write(&pw, &r.turn_password).unwrap();
+    write_secret(&pw, &r.turn_password);
     vec![
         "--turn-server".into(),
         format!("turn:{}", r.turn_addr),
@@ -334,4 +362,72 @@ pub async fn tcp_echo_check(addr: SocketAddr, len: usize, seed: u64) {
         "echo of {len} bytes came back as {} bytes, different",
         got.len()
     );
+}
+
+/// coturn started by the test on 127.0.0.1 (Debian package `coturn`).
+pub struct Coturn {
+    pub port: u16,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    pub async fn start() -> Option<Coturn> {
+        let bin = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else {
+            if std::env::var_os("PEERPORT_REQUIRE_COTURN").is_some() {
+                panic!("coturn (turnserver) is required but not installed: apt-get install coturn");
+            }
+            eprintln!("SKIPPED: coturn not installed (apt-get install coturn); .ci/run installs it and requires it");
+            return None;
+        };
+        let port = {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.local_addr().unwrap().port()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let child = tokio::process::Command::new(bin)
+            .args([
+                "-n",
+                "--listening-ip",
+                "127.0.0.1",
+                "--relay-ip",
+                "127.0.0.1",
+                "--listening-port",
+                &port.to_string(),
+                "--min-port",
+                "49152",
+                "--max-port",
+                "65535",
+                "--lt-cred-mech",
+                "--user",
+                "peerport:s3cret",
+                "--realm",
+                "peerport",
+                "--no-tls",
+                "--no-dtls",
+                "--no-tcp-relay",
+                "--no-cli",
+                "--allow-loopback-peers",
+                "--log-file",
+                "stdout",
+                "--pidfile",
+                &dir.path().join("pid").display().to_string(),
+                "--userdb",
+                &dir.path().join("db").display().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start coturn");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Some(Coturn {
+            port,
+            _child: child,
+            _dir: dir,
+        })
+    }
 }

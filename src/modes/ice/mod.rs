@@ -5,7 +5,9 @@
 //! the sender (answerer) is controlled and the QUIC server. Both demand the
 //! other's certificate, so only the peer that exchanged blobs gets in.
 
+pub mod remote_filter;
 pub mod socket;
+pub mod turn_probe;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -20,9 +22,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use webrtc_ice::{
     agent::{agent_config::AgentConfig, Agent},
-    candidate::{candidate_base::unmarshal_candidate, Candidate, CandidateType},
+    candidate::{
+        candidate_base::unmarshal_candidate, Candidate, CandidatePairState, CandidateType,
+    },
     mdns::MulticastDnsMode,
     network_type::NetworkType,
+    udp_network::{EphemeralUDP, UDPNetwork},
     url::Url,
 };
 
@@ -69,6 +74,8 @@ pub struct Prepared {
     agent: Arc<Agent>,
     identity: Identity,
     side: Side,
+    /// Why configured TURN servers gave no relay candidate (one line each).
+    turn_problems: Vec<String>,
 }
 
 fn stun_url(s: &str) -> Result<Url, String> {
@@ -107,12 +114,22 @@ impl IcePath {
             return Err("--relay-only needs at least one --turn-server".into());
         }
         let ip = self.bind.ip();
-        let mut network_types = vec![NetworkType::Udp4];
-        if ip.is_unspecified() || ip.is_ipv6() {
-            network_types.push(NetworkType::Udp6);
-        }
+        // that family only; `[::]` means both, as a dual-stack socket would
+        let network_types = match ip {
+            IpAddr::V4(_) => vec![NetworkType::Udp4],
+            IpAddr::V6(v6) if v6.is_unspecified() => vec![NetworkType::Udp4, NetworkType::Udp6],
+            IpAddr::V6(_) => vec![NetworkType::Udp6],
+        };
+        // a port given with --bind is the port of the host candidate
+        let udp_network = match self.bind.port() {
+            0 => UDPNetwork::default(),
+            p => UDPNetwork::Ephemeral(
+                EphemeralUDP::new(p, p).map_err(|e| format!("--bind port {p}: {e}"))?,
+            ),
+        };
         let cfg = AgentConfig {
             network_types,
+            udp_network,
             candidate_types: types,
             urls,
             multicast_dns_mode: MulticastDnsMode::Disabled,
@@ -129,7 +146,13 @@ impl IcePath {
                 1000
             })),
             disconnected_timeout: Some(Duration::from_secs(10)),
-            failed_timeout: Some(Duration::from_secs(20)),
+            // a copy-paste answerer waits for its receiver as long as the
+            // offer is valid; the connect timeout is enforced above ICE
+            failed_timeout: Some(if controlling {
+                Duration::from_secs(20)
+            } else {
+                super::manual::MAX_BLOB_AGE + Duration::from_secs(60)
+            }),
             keepalive_interval: Some(Duration::from_secs(5)),
             ..Default::default()
         };
@@ -176,13 +199,36 @@ impl ManualPath for IcePath {
         let identity = Identity::generate()?;
         let agent = self.agent(side == Side::Offerer).await?;
         let t0 = Instant::now();
-        let candidates = gather(&agent, Duration::from_secs(10)).await?;
+        let candidates = match gather(&agent, Duration::from_secs(10)).await {
+            Ok(c) => c,
+            Err(e) if !self.turn_servers.is_empty() => {
+                let _ = agent.close().await;
+                return Err(format!("{e}: {}", self.turn_problems().await.join("; ")));
+            }
+            Err(e) => {
+                let _ = agent.close().await;
+                return Err(e);
+            }
+        };
         let (ufrag, pwd) = agent.get_local_user_credentials().await;
+        let relays = candidates
+            .iter()
+            .filter(|c| c.contains(" typ relay"))
+            .count();
         info!(
             candidates = candidates.len(),
+            relays,
             ms = t0.elapsed().as_millis() as u64,
             "ICE candidates gathered"
         );
+        let turn_problems = if relays < self.turn_servers.len() {
+            self.turn_problems().await
+        } else {
+            Vec::new()
+        };
+        for p in &turn_problems {
+            warn!("TURN relay unavailable for this session: {p}");
+        }
         let body = Body::Ice {
             ufrag,
             pwd,
@@ -194,6 +240,7 @@ impl ManualPath for IcePath {
                 agent: Arc::new(agent),
                 identity,
                 side,
+                turn_problems,
             },
             body,
         ))
@@ -204,6 +251,7 @@ impl ManualPath for IcePath {
         p: Prepared,
         peer: Body,
         side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
     ) -> Result<QuinnConnection, String> {
         let Body::Ice {
             ufrag,
@@ -216,25 +264,121 @@ impl ManualPath for IcePath {
         };
         debug_assert_eq!(side, p.side);
         let agent = p.agent.clone();
-        let r = tokio::time::timeout(
-            self.connect_timeout,
-            self.establish(&p, ufrag, pwd, fingerprint, candidates),
-        )
-        .await;
-        match r {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => {
-                let _ = agent.close().await;
-                Err(e)
+        let start = tokio::time::Instant::now();
+        let work = self.establish(&p, ufrag, pwd, fingerprint, candidates);
+        tokio::pin!(work);
+        // Phase 1: until the peer shows any sign of life (a check answered
+        // or received). A copy-paste answerer waits as long as the offer is
+        // valid: the person may carry the answer back minutes later.
+        let first = peer_deadline
+            .unwrap_or(start)
+            .max(start + self.connect_timeout);
+        let seen = tokio::select! {
+            r = &mut work => return self.finish(r, &agent).await,
+            _ = peer_seen(&agent) => true,
+            _ = tokio::time::sleep_until(first) => false,
+        };
+        let r = if seen {
+            // Phase 2: the peer is there; the connect timeout runs from now
+            // (copy-paste answerer) or from the start (everyone else).
+            let until = match peer_deadline {
+                Some(_) => tokio::time::Instant::now() + self.connect_timeout,
+                None => start + self.connect_timeout,
+            };
+            match tokio::time::timeout_at(until, &mut work).await {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "ICE/QUIC setup did not finish within {} s although the peer answered: no candidate pair works{}",
+                    self.connect_timeout.as_secs(),
+                    p.relay_hint(&self.turn_servers)
+                )),
             }
-            Err(_) => {
-                let _ = agent.close().await;
-                Err(format!(
-                    "ICE/QUIC setup did not finish within {} s: no candidate pair works (symmetric NAT or UDP blocked?) and no TURN relay was usable; add --turn-server, or exchange fresh blobs",
-                    self.connect_timeout.as_secs()
-                ))
-            }
+        } else {
+            let waited = start.elapsed().as_secs();
+            Err(match side {
+                Side::Answerer => format!(
+                    "the receiver never showed up: no connectivity check arrived within {waited} s of answering (it did not get this ANSWER while its offer was valid, or it stopped); if it did paste the answer, no path exists between the hosts{}",
+                    p.relay_hint(&self.turn_servers)
+                ),
+                Side::Offerer => format!(
+                    "the sender never answered a connectivity check within {waited} s: check that it still runs and answered this offer; if it does, no path exists between the hosts{}",
+                    p.relay_hint(&self.turn_servers)
+                ),
+            })
+        };
+        self.finish(r, &agent).await
+    }
+}
+
+/// Resolves once the peer has shown a sign of life: a candidate pair
+/// succeeded (it answered a check) or a check arrived from an address it did
+/// not announce (a peer-reflexive candidate).
+async fn peer_seen(agent: &Agent) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if agent
+            .get_candidate_pairs_stats()
+            .await
+            .iter()
+            .any(|s| s.state == CandidatePairState::Succeeded)
+            || agent
+                .get_remote_candidates_stats()
+                .await
+                .iter()
+                .any(|c| c.candidate_type == CandidateType::PeerReflexive)
+        {
+            return;
         }
+    }
+}
+
+impl Prepared {
+    /// What to add to a failure message about the relay fallback.
+    fn relay_hint(&self, turn: &[TurnServer]) -> String {
+        if turn.is_empty() {
+            return " (symmetric NAT or UDP blocked?) and no TURN server is configured: add --turn-server".into();
+        }
+        if !self.turn_problems.is_empty() {
+            return format!(
+                " and no TURN relay was usable: {}",
+                self.turn_problems.join("; ")
+            );
+        }
+        let servers: Vec<String> = turn
+            .iter()
+            .map(|t| format!("turn:{}", t.host_port))
+            .collect();
+        format!(
+            "; {} handed out a relay but no check passed through it (the peer could not use it, or the server does not relay between its clients: check its denied-peer-ip rules)",
+            servers.join(", ")
+        )
+    }
+}
+
+impl IcePath {
+    /// Why TURN servers gave no relay candidate: each is tried directly.
+    async fn turn_problems(&self) -> Vec<String> {
+        let ip = self.bind.ip();
+        let probes = self
+            .turn_servers
+            .iter()
+            .map(|t| turn_probe::probe(t, ip, Duration::from_secs(4)));
+        futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(|r| r.err())
+            .collect()
+    }
+
+    async fn finish(
+        &self,
+        r: Result<QuinnConnection, String>,
+        agent: &Arc<Agent>,
+    ) -> Result<QuinnConnection, String> {
+        if r.is_err() {
+            let _ = agent.close().await;
+        }
+        r
     }
 }
 
@@ -248,9 +392,27 @@ impl IcePath {
         candidates: Vec<String>,
     ) -> Result<QuinnConnection, String> {
         let agent = &p.agent;
+        // With a TURN relay, keep the peer's private host addresses only
+        // when they are on one of our networks (see `remote_filter`).
+        let local_nets = if self.turn_servers.is_empty() {
+            None
+        } else {
+            Some(remote_filter::local_networks())
+        };
         for s in &candidates {
             match unmarshal_candidate(s) {
                 Ok(c) => {
+                    if let Some(nets) = &local_nets {
+                        let ip = c.addr().ip();
+                        if c.candidate_type() == CandidateType::Host
+                            && !remote_filter::reachable_host(ip, nets)
+                        {
+                            tracing::debug!(
+                                "not pairing with the peer's host address {ip}: a private address on none of our networks (a TURN server cannot reach it)"
+                            );
+                            continue;
+                        }
+                    }
                     let c: Arc<dyn Candidate + Send + Sync> = Arc::new(c);
                     if let Err(e) = agent.add_remote_candidate(&c) {
                         warn!("ignoring remote candidate `{s}`: {e}");
@@ -349,17 +511,29 @@ impl IcePath {
                 .await
                 .map_err(|e| format!("QUIC handshake failed: {e}"))?
         } else {
-            loop {
+            let mut attempts = 0u32;
+            let c = loop {
                 let incoming = endpoint
                     .accept()
                     .await
                     .ok_or("QUIC endpoint closed before the peer connected")?;
-                match incoming.await {
-                    Ok(c) => break c,
-                    // a wrong certificate fails here; keep waiting for the right peer
-                    Err(e) => warn!("refused a QUIC connection: {e}"),
+                attempts += 1;
+                // after a failed attempt, strangers must prove their address
+                if attempts > 1 && !incoming.remote_address_validated() && incoming.may_retry() {
+                    let _ = incoming.retry();
+                    continue;
                 }
-            }
+                match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+                    Ok(Ok(c)) => break c,
+                    // a wrong certificate fails here (logged by the verifier);
+                    // keep waiting for the right peer
+                    Ok(Err(e)) => tracing::debug!("refused a QUIC connection: {e}"),
+                    Err(_) => tracing::debug!("a QUIC handshake timed out"),
+                }
+            };
+            // the one peer is in: later attempts are dropped without state
+            endpoint.set_server_config(None);
+            c
         };
         info!(ms = t1.elapsed().as_millis() as u64, "QUIC up over {path}");
         Ok(QuinnConnection::new(
