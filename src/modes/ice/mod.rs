@@ -186,6 +186,28 @@ async fn gather(agent: &Agent, limit: Duration) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Server-reflexive candidate lines for STUN-learned public addresses of a
+/// fixed-port host candidate (skipping ones already gathered).
+fn srflx_candidates(mapped: &[SocketAddr], bind: SocketAddr, have: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, m) in mapped.iter().enumerate() {
+        let line = format!(
+            "candidate:pps{i} 1 udp 1694498815 {} {} typ srflx raddr {} rport {}",
+            m.ip(),
+            m.port(),
+            bind.ip(),
+            bind.port()
+        );
+        let addr = format!(" {} {} typ ", m.ip(), m.port());
+        if m.is_ipv4() == bind.is_ipv4()
+            && !have.iter().chain(out.iter()).any(|c| c.contains(&addr))
+        {
+            out.push(line);
+        }
+    }
+    out
+}
+
 fn describe(c: &Arc<dyn Candidate + Send + Sync>) -> String {
     format!("{} {}", c.candidate_type(), c.addr())
 }
@@ -197,10 +219,16 @@ impl ManualPath for IcePath {
 
     async fn prepare(&self, side: Side) -> Result<(Prepared, Body), String> {
         let identity = Identity::generate()?;
+        // With a fixed port, webrtc-ice cannot open its separate STUN socket
+        // on that port: learn the public mapping from the port itself first.
+        let fixed_port_mappings = self.fixed_port_mappings().await?;
         let agent = self.agent(side == Side::Offerer).await?;
         let t0 = Instant::now();
         let candidates = match gather(&agent, Duration::from_secs(10)).await {
-            Ok(c) => c,
+            Ok(mut c) => {
+                c.extend(srflx_candidates(&fixed_port_mappings, self.bind, &c));
+                c
+            }
             Err(e) if !self.turn_servers.is_empty() => {
                 let _ = agent.close().await;
                 return Err(format!("{e}: {}", self.turn_problems().await.join("; ")));
@@ -356,6 +384,20 @@ impl Prepared {
 }
 
 impl IcePath {
+    /// Public addresses of `--bind IP:PORT` (fixed port only) from STUN,
+    /// asked from that very socket before the agent binds it.
+    async fn fixed_port_mappings(&self) -> Result<Vec<SocketAddr>, String> {
+        if self.bind.port() == 0 || self.stun_servers.is_empty() || self.relay_only {
+            return Ok(Vec::new());
+        }
+        let probe = tokio::net::UdpSocket::bind(self.bind)
+            .await
+            .map_err(|e| format!("cannot bind --bind {}: {e}", self.bind))?;
+        let found =
+            crate::stun::query_all(&probe, &self.stun_servers, Duration::from_secs(3)).await;
+        Ok(found.into_iter().map(|m| m.mapped).collect())
+    }
+
     /// Why TURN servers gave no relay candidate: each is tried directly.
     async fn turn_problems(&self) -> Vec<String> {
         let ip = self.bind.ip();
@@ -584,4 +626,25 @@ fn handoff(
     let std_sock = std::net::UdpSocket::from(fd);
     std_sock.set_nonblocking(true).ok()?;
     Some((std_sock, pair.remote.addr()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_port_srflx_lines_parse_and_skip_duplicates() {
+        let bind: SocketAddr = "0.0.0.0:40555".parse().unwrap();
+        let have = vec!["candidate:1 1 udp 2130706431 10.0.0.2 40555 typ host".to_string()];
+        let mapped: Vec<SocketAddr> = vec![
+            "203.0.113.7:40555".parse().unwrap(),
+            "203.0.113.7:40555".parse().unwrap(),
+            "10.0.0.2:40555".parse().unwrap(),
+        ];
+        let lines = srflx_candidates(&mapped, bind, &have);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let c = unmarshal_candidate(&lines[0]).unwrap();
+        assert_eq!(c.candidate_type(), CandidateType::ServerReflexive);
+        assert_eq!(c.addr(), "203.0.113.7:40555".parse().unwrap());
+    }
 }
