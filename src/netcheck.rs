@@ -19,13 +19,7 @@ use std::{
 use serde::Serialize;
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::{
-    modes::{
-        ice::{IcePath, TurnServer},
-        manual::{ManualPath, Side},
-    },
-    stun,
-};
+use crate::{modes::ice::TurnServer, stun};
 
 /// What to probe.
 #[derive(Debug, Clone, Default)]
@@ -201,34 +195,20 @@ pub async fn run(p: &Probe) -> std::io::Result<Report> {
 
     let mut turn = Vec::new();
     for t in &p.turn_servers {
-        let path = IcePath {
-            bind,
-            stun_servers: vec![],
-            turn_servers: vec![t.clone()],
-            relay_only: true,
-            idle_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-        };
         let start = Instant::now();
-        let r = tokio::time::timeout(Duration::from_secs(8), path.prepare(Side::Offerer)).await;
+        let r = crate::modes::ice::turn_probe::probe(t, bind.ip(), Duration::from_secs(5)).await;
         turn.push(match r {
-            Ok(Ok(_)) => Reach {
+            Ok(relayed) => Reach {
                 server: format!("turn:{}", t.host_port),
                 ok: true,
                 ms: Some(start.elapsed().as_millis() as u64),
-                detail: "relay allocated".into(),
+                detail: format!("relay allocated ({relayed})"),
             },
-            Ok(Err(e)) => Reach {
+            Err(e) => Reach {
                 server: format!("turn:{}", t.host_port),
                 ok: false,
                 ms: None,
                 detail: e,
-            },
-            Err(_) => Reach {
-                server: format!("turn:{}", t.host_port),
-                ok: false,
-                ms: None,
-                detail: "timed out".into(),
             },
         });
     }

@@ -47,6 +47,35 @@ async fn wait_sockets(p: &Proc, table: &str) -> Vec<String> {
     Vec::new()
 }
 
+/// The offer a receiver wrote to `dir/offers.txt` (bounded wait), decoded.
+async fn written_offer(
+    dir: &std::path::Path,
+    mode: peerport_signaling::Mode,
+    rx: &Proc,
+) -> peerport_signaling::blob::Body {
+    let offers = dir.join("offers.txt");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&offers).unwrap_or_default();
+        if text.contains("END PEERPORT OFFER") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    peerport_signaling::blob::find_and_decode(
+        &text,
+        &peerport_signaling::blob::Expect {
+            kind: peerport_signaling::blob::Kind::Offer,
+            mode,
+            session: None,
+            now: peerport::modes::manual::unix_now(),
+            max_age: 600,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {text}\n{}", rx.stderr_text()))
+    .body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iroh_binds_only_the_given_address() {
     let r = rendezvous().await;
@@ -79,27 +108,8 @@ async fn iroh_manual_on_ipv6_loopback_binds_and_advertises_only_it() {
     let n = args.len();
     args[n - 1] = "[::1]:0".into();
     let rx = Proc::spawn(&args);
-    let offers = dir.path().join("offers.txt");
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&offers).unwrap_or_default();
-        if text.contains("END PEERPORT OFFER") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let blob = peerport_signaling::blob::find_and_decode(
-        &text,
-        &peerport_signaling::blob::Expect {
-            kind: peerport_signaling::blob::Kind::Offer,
-            mode: peerport_signaling::Mode::IrohManual,
-            session: None,
-            now: peerport::modes::manual::unix_now(),
-            max_age: 600,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {text}\n{}", rx.stderr_text()));
-    let peerport_signaling::blob::Body::Iroh { addrs, .. } = blob.body else {
+    let body = written_offer(dir.path(), peerport_signaling::Mode::IrohManual, &rx).await;
+    let peerport_signaling::blob::Body::Iroh { addrs, .. } = body else {
         panic!("not an iroh-manual offer")
     };
     assert!(!addrs.is_empty());
@@ -134,27 +144,8 @@ async fn ice_offer_uses_the_given_port() {
     let n = args.len();
     args[n - 1] = format!("127.0.0.1:{port}");
     let rx = Proc::spawn(&args);
-    let offers = dir.path().join("offers.txt");
-    let mut text = String::new();
-    for _ in 0..100 {
-        text = std::fs::read_to_string(&offers).unwrap_or_default();
-        if text.contains("END PEERPORT OFFER") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let blob = peerport_signaling::blob::find_and_decode(
-        &text,
-        &peerport_signaling::blob::Expect {
-            kind: peerport_signaling::blob::Kind::Offer,
-            mode: peerport_signaling::Mode::Ice,
-            session: None,
-            now: peerport::modes::manual::unix_now(),
-            max_age: 600,
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}: {text}\n{}", rx.stderr_text()));
-    let peerport_signaling::blob::Body::Ice { candidates, .. } = blob.body else {
+    let body = written_offer(dir.path(), peerport_signaling::Mode::Ice, &rx).await;
+    let peerport_signaling::blob::Body::Ice { candidates, .. } = body else {
         panic!("not an ice offer")
     };
     let want = format!("127.0.0.1 {port} typ host");

@@ -38,6 +38,18 @@ fn append(path: &Path, bytes: &[u8]) {
     f.write_all(bytes).unwrap();
 }
 
+/// An `ice` side on loopback that talks through the terminal (no files).
+fn prompt_args(role: &str) -> Vec<String> {
+    let local = match role {
+        "receiver" => ["--target", "tcp://127.0.0.1:0"],
+        _ => ["--source", "tcp://127.0.0.1:9"],
+    };
+    let mut v = vec![role, "ice"];
+    v.extend(local);
+    v.extend(["--no-stun", "--bind", "127.0.0.1:0"]);
+    v.into_iter().map(String::from).collect()
+}
+
 /// The sender's clock does not start when it writes its answer: an answer
 /// carried back after both sides' connect timeouts still connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,33 +109,13 @@ async fn restarted_sender_skips_answered_offers() {
 /// Ctrl-C at a paste prompt stops at once with 130; SIGTERM with 143.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signals_at_a_paste_prompt_stop_at_once() {
-    let args: Vec<String> = [
-        "receiver",
-        "ice",
-        "--target",
-        "tcp://127.0.0.1:0",
-        "--no-stun",
-        "--bind",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = prompt_args("receiver");
     let (mut rx, _stdin) = Proc::spawn_piped(&args);
     rx.wait_stderr("paste the sender's ANSWER").await;
     rx.signal(2);
     assert_eq!(rx.wait_exit(Duration::from_secs(5)).await, Some(130));
 
-    let args: Vec<String> = [
-        "sender",
-        "ice",
-        "--source",
-        "tcp://127.0.0.1:9",
-        "--no-stun",
-        "--bind",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = prompt_args("sender");
     let (mut tx, _stdin) = Proc::spawn_piped(&args);
     tx.wait_stderr("paste a receiver's OFFER").await;
     tx.signal(15);
@@ -133,17 +125,7 @@ async fn signals_at_a_paste_prompt_stop_at_once() {
 /// A sender whose standard input closes says so and fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_with_closed_stdin_fails_with_a_message() {
-    let args: Vec<String> = [
-        "sender",
-        "ice",
-        "--source",
-        "tcp://127.0.0.1:9",
-        "--no-stun",
-        "--bind",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = prompt_args("sender");
     let mut tx = Proc::spawn(&args); // stdin is /dev/null
     assert_eq!(tx.wait_exit(Duration::from_secs(10)).await, Some(1));
     assert!(
@@ -156,17 +138,7 @@ async fn sender_with_closed_stdin_fails_with_a_message() {
 /// An answer pasted from another session is explained, then the right one works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_sessions_answer_is_explained() {
-    let args: Vec<String> = [
-        "receiver",
-        "ice",
-        "--target",
-        "tcp://127.0.0.1:0",
-        "--no-stun",
-        "--bind",
-        "127.0.0.1:0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = prompt_args("receiver");
     let (mut rx, mut stdin) = Proc::spawn_piped(&args);
     rx.wait_stderr("paste the sender's ANSWER").await;
     let other = peerport_signaling::blob::Blob {
