@@ -159,6 +159,21 @@ pub async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
+        Command::BenchFlood {
+            targets,
+            rate,
+            secs,
+        } => {
+            anyhow::ensure!(
+                targets.iter().all(|t| t.ip().is_loopback()),
+                "bench-flood only sends to loopback addresses"
+            );
+            let r =
+                tokio::task::spawn_blocking(move || crate::benchflood::run(&targets, rate, secs))
+                    .await??;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
         Command::Rendezvous { bind } => {
             let r = Rendezvous::start(bind).await?;

@@ -111,6 +111,19 @@ pub enum Command {
         #[arg(long, default_value_t = 3.0)]
         udp_secs: f64,
     },
+    /// For scripts/flood: sealed QUIC Initials (real first flights) to UDP ports on 127.0.0.1.
+    #[command(hide = true)]
+    BenchFlood {
+        /// Where to send (repeatable); only loopback addresses are accepted.
+        #[arg(long = "target", value_name = "127.0.0.1:PORT", required = true)]
+        targets: Vec<std::net::SocketAddr>,
+        /// Packets per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+    },
     /// Run the embedded relay and discovery servers (for labs and tests).
     Rendezvous {
         /// Address to listen on.

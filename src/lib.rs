@@ -10,6 +10,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod benchflood;
 pub mod benchquic;
 pub mod cli;
 pub mod config;
