@@ -96,6 +96,10 @@ async fn iroh_binds_only_the_given_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iroh_manual_on_ipv6_loopback_binds_and_advertises_only_it() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut args: Vec<String> = vec![
         "receiver".into(),
