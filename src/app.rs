@@ -246,19 +246,6 @@ pub fn shutdown_signal() -> CancellationToken {
     token
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn scopeguard_abort(h: tokio::task::JoinHandle<()>) -> AbortOnDrop {
-    AbortOnDrop(h)
-}
-
 fn load_secret(path: Option<&std::path::Path>) -> Result<SecretKey> {
     Ok(match path {
         Some(p) => identity::load_or_create(p)?,
@@ -318,8 +305,9 @@ async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
     let cancel = shutdown_signal();
     let ep = iroh_mode::bind_endpoint(secret, &s.iroh).await?;
     // a receiver only dials: every incoming attempt is ignored, statelessly
-    let ignore = tokio::spawn(crate::transport::gate::ignore_all(ep.clone()));
-    let _ignore = scopeguard_abort(ignore);
+    let _ignore = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        crate::transport::gate::ignore_all(ep.clone()),
+    ));
     let conn = tokio::select! {
         c = iroh_mode::connect(&ep, s.peer.id, s.connect_timeout) => c,
         _ = cancel.cancelled() => { ep.close().await; return Ok(()); }

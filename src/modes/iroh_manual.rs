@@ -171,42 +171,20 @@ async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Conne
     let listen = async {
         // handshakes run concurrently under a gate: a flood of forged
         // Initials neither grows memory nor delays the real peer
-        let gate = crate::transport::gate::Gate::default();
-        let mut handshakes = tokio::task::JoinSet::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let _task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+            crate::transport::gate::accept_gated(ep.clone(), tx),
+        ));
         loop {
-            let inc = tokio::select! {
-                inc = ep.accept() => match inc {
-                    Some(i) => i,
-                    None => std::future::pending().await,
-                },
-                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
-                    match done {
-                        Ok(Some(c)) => return c,
-                        _ => continue,
-                    }
-                }
+            let Some(c) = rx.recv().await else {
+                return std::future::pending().await;
             };
-            let Some((inc, permit)) = gate.admit(inc) else {
-                continue;
-            };
-            handshakes.spawn(async move {
-                let r = tokio::time::timeout(Duration::from_secs(15), inc).await;
-                drop(permit);
-                match r {
-                    Ok(Ok(c)) if c.remote_id() == peer_id => Some(c),
-                    Ok(Ok(c)) => {
-                        // not the peer named in the blob: a stranger
-                        tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
-                        c.close(1u32.into(), b"unauthorized");
-                        None
-                    }
-                    Ok(Err(e)) => {
-                        debug!("incoming handshake failed: {e}");
-                        None
-                    }
-                    Err(_) => None,
-                }
-            });
+            if c.remote_id() == peer_id {
+                return c;
+            }
+            // not the peer named in the blob: a stranger
+            tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
+            c.close(1u32.into(), b"unauthorized");
         }
     };
     tokio::pin!(dial, listen);

@@ -212,6 +212,20 @@ impl BlobReader {
         }
     }
 
+    /// Tell the person about a block that was not accepted: at a prompt,
+    /// with what to paste again; in a followed file (which may be shared
+    /// with other sessions), as a log line.
+    fn complain(&self, e: &BlobError, what: &str) {
+        match &self.source {
+            BlobSource::Stdin => eprintln!("error: {e}\npaste the {what} again:"),
+            BlobSource::File(p) if *e == BlobError::WrongSession => info!(
+                "skipping an {what} in {} that belongs to another session",
+                p.display()
+            ),
+            BlobSource::File(p) => warn!("ignoring a block in {}: {e}", p.display()),
+        }
+    }
+
     /// New bytes of the followed file (all of it again if it shrank).
     async fn read_file_tail(&mut self, p: &std::path::Path) -> Option<Vec<u8>> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -324,24 +338,7 @@ pub async fn receiver_connect<P: ManualPath>(
                     "input closed before an ANSWER arrived: paste the sender's answer"
                 ),
                 Some(Ok(a)) => return Ok(a),
-                Some(Err(BlobError::WrongSession)) => match &reader.source {
-                    BlobSource::Stdin => eprintln!(
-                        "error: {}\npaste the ANSWER again:",
-                        BlobError::WrongSession
-                    ),
-                    // a shared answer file holds other receivers' answers too
-                    BlobSource::File(p) => info!(
-                        "skipping an ANSWER in {} that belongs to another session (not to offer {})",
-                        p.display(),
-                        hex::encode(session)
-                    ),
-                },
-                Some(Err(e)) => match &reader.source {
-                    BlobSource::Stdin => eprintln!("error: {e}\npaste the ANSWER again:"),
-                    BlobSource::File(p) => {
-                        warn!("ignoring a block in {}: {e}", p.display())
-                    }
-                },
+                Some(Err(e)) => reader.complain(&e, "ANSWER"),
             }
         }
     })
@@ -440,7 +437,6 @@ async fn answer_offers<P: ManualPath>(
         );
     }
     let answers = Arc::new(Mutex::new(answers));
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SETUPS));
     let mut setups = JoinSet::new();
     let want = expect(Kind::Offer, P::MODE, None);
     if from_stdin {
@@ -449,12 +445,8 @@ async fn answer_offers<P: ManualPath>(
     while let Some(r) = reader.next(&want).await {
         let offer = match r {
             Ok(o) => o,
-            Err(e) if from_stdin => {
-                eprintln!("error: {e}\npaste the OFFER again:");
-                continue;
-            }
             Err(e) => {
-                warn!("ignoring a block in the offer file: {e}");
+                reader.complain(&e, "OFFER");
                 continue;
             }
         };
@@ -465,23 +457,22 @@ async fn answer_offers<P: ManualPath>(
             );
             continue;
         }
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        while setups.try_join_next().is_some() {}
+        if setups.len() >= MAX_SETUPS {
             warn!(
                 "refusing an offer: {MAX_SETUPS} offers are already waiting for their receivers; try again when one has connected or expired"
             );
             continue;
-        };
+        }
         let (path, answers, tx) = (path.clone(), answers.clone(), tx.clone());
         let span = tracing::info_span!("setup", session = %hex::encode(offer.session));
         setups.spawn(
             async move {
                 let r = setup_session(&*path, offer, &answers).await;
-                drop(permit);
                 let _ = tx.send(r).await;
             }
             .instrument(span),
         );
-        while setups.try_join_next().is_some() {}
     }
     if from_stdin {
         input_closed.store(true, std::sync::atomic::Ordering::SeqCst);

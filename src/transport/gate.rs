@@ -12,10 +12,13 @@
 //!   unvalidated addresses once a few handshakes are in flight, and never runs
 //!   more than [`MAX_HANDSHAKES`] at once ([`Gate::admit`]).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use iroh::endpoint::{Endpoint, Incoming};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use iroh::endpoint::{Connection, Endpoint, Incoming};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// How long a peer may take to complete the QUIC handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Most handshakes a sender runs at once; more attempts are ignored.
 pub const MAX_HANDSHAKES: usize = 64;
@@ -64,6 +67,39 @@ impl Gate {
                 None
             }
         }
+    }
+}
+
+/// Take connection attempts on `ep` until it closes (or `out` is dropped):
+/// each admitted by a [`Gate`], handshakes run concurrently, each bounded by
+/// [`HANDSHAKE_TIMEOUT`]; completed connections go to `out`. Failed
+/// handshakes are logged at debug level: strangers and floods cost no log
+/// lines.
+pub async fn accept_gated(ep: Endpoint, out: mpsc::Sender<Connection>) {
+    let gate = Gate::default();
+    let mut handshakes = tokio::task::JoinSet::new();
+    loop {
+        let inc = tokio::select! {
+            inc = ep.accept() => match inc { Some(i) => i, None => break },
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
+            _ = out.closed() => break,
+        };
+        let Some((inc, permit)) = gate.admit(inc) else {
+            continue;
+        };
+        let out = out.clone();
+        handshakes.spawn(async move {
+            let remote = format!("{:?}", inc.remote_addr());
+            let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, inc).await;
+            drop(permit);
+            match r {
+                Ok(Ok(conn)) => {
+                    let _ = out.send(conn).await;
+                }
+                Ok(Err(e)) => tracing::debug!("handshake with {remote} failed: {e}"),
+                Err(_) => tracing::debug!("handshake with {remote} timed out"),
+            }
+        });
     }
 }
 

@@ -1,7 +1,5 @@
 //! [`TunnelConnection`] for iroh's QUIC stack (noq types re-exported by iroh).
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures::StreamExt;
 use iroh::{
@@ -11,9 +9,6 @@ use iroh::{
 use tracing::{info, Instrument};
 
 use super::{Acceptor, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
-
-/// How long a receiver may take to complete the QUIC handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
@@ -145,55 +140,22 @@ impl TunnelConnection for IrohConnection {
     }
 }
 
-/// Accepts receivers on an iroh endpoint.
+/// Accepts receivers on an iroh endpoint, through [`super::gate::accept_gated`].
 #[derive(Debug)]
 pub struct IrohAcceptor {
-    rx: tokio::sync::mpsc::Receiver<IrohConnection>,
-    task: tokio::task::JoinHandle<()>,
+    rx: tokio::sync::mpsc::Receiver<Connection>,
+    _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl IrohAcceptor {
     /// Accept connections on `ep` (a sender's endpoint) until it closes.
-    /// Handshakes run concurrently under a [`super::gate::Gate`]; failed ones
-    /// are logged at debug level (strangers and floods cost no log lines).
     pub fn new(ep: Endpoint) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let task = tokio::spawn(
-            async move {
-                let gate = super::gate::Gate::default();
-                let mut handshakes = tokio::task::JoinSet::new();
-                loop {
-                    let inc = tokio::select! {
-                        inc = ep.accept() => match inc { Some(i) => i, None => break },
-                        Some(_) = handshakes.join_next(), if !handshakes.is_empty() => continue,
-                    };
-                    let Some((inc, permit)) = gate.admit(inc) else {
-                        continue;
-                    };
-                    let tx = tx.clone();
-                    handshakes.spawn(async move {
-                        let remote = format!("{:?}", inc.remote_addr());
-                        let r = tokio::time::timeout(HANDSHAKE_TIMEOUT, inc).await;
-                        drop(permit);
-                        match r {
-                            Ok(Ok(conn)) => {
-                                let _ = tx.send(IrohConnection::new(conn)).await;
-                            }
-                            Ok(Err(e)) => tracing::debug!("handshake with {remote} failed: {e}"),
-                            Err(_) => tracing::debug!("handshake with {remote} timed out"),
-                        }
-                    });
-                }
-            }
-            .in_current_span(),
-        );
-        IrohAcceptor { rx, task }
-    }
-}
-
-impl Drop for IrohAcceptor {
-    fn drop(&mut self) {
-        self.task.abort();
+        let task = tokio::spawn(super::gate::accept_gated(ep, tx).in_current_span());
+        IrohAcceptor {
+            rx,
+            _task: tokio_util::task::AbortOnDropHandle::new(task),
+        }
     }
 }
 
@@ -201,6 +163,6 @@ impl Acceptor for IrohAcceptor {
     type Conn = IrohConnection;
 
     async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
-        self.rx.recv().await.map(Ok)
+        self.rx.recv().await.map(|c| Ok(IrohConnection::new(c)))
     }
 }

@@ -302,7 +302,7 @@ impl ManualPath for IcePath {
             .unwrap_or(start)
             .max(start + self.connect_timeout);
         let seen = tokio::select! {
-            r = &mut work => return self.finish(r, &agent).await,
+            r = &mut work => return close_on_error(r, &agent).await,
             _ = peer_seen(&agent) => true,
             _ = tokio::time::sleep_until(first) => false,
         };
@@ -334,8 +334,19 @@ impl ManualPath for IcePath {
                 ),
             })
         };
-        self.finish(r, &agent).await
+        close_on_error(r, &agent).await
     }
+}
+
+/// Close the agent when setting up failed (its TURN allocations go with it).
+async fn close_on_error(
+    r: Result<QuinnConnection, String>,
+    agent: &Agent,
+) -> Result<QuinnConnection, String> {
+    if r.is_err() {
+        let _ = agent.close().await;
+    }
+    r
 }
 
 /// Resolves once the peer has shown a sign of life: a candidate pair
@@ -412,19 +423,6 @@ impl IcePath {
             .collect()
     }
 
-    async fn finish(
-        &self,
-        r: Result<QuinnConnection, String>,
-        agent: &Arc<Agent>,
-    ) -> Result<QuinnConnection, String> {
-        if r.is_err() {
-            let _ = agent.close().await;
-        }
-        r
-    }
-}
-
-impl IcePath {
     async fn establish(
         &self,
         p: &Prepared,
