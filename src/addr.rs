@@ -55,6 +55,14 @@ pub enum AddrError {
     /// Empty host.
     #[error("`{0}` has no host: write for example tcp://127.0.0.1:22")]
     Host(String),
+    /// A scheme other than tcp and udp.
+    #[error("`{input}`: the scheme {scheme}:// is not supported: peerport forwards raw ports, write tcp://HOST:PORT or udp://HOST:PORT (an HTTP service is tcp://HOST:80)")]
+    Unsupported {
+        /// What was given.
+        input: String,
+        /// Its scheme.
+        scheme: String,
+    },
     /// Path or other trailing parts.
     #[error("`{0}` has extra parts after the port: write only SCHEME://HOST:PORT")]
     Trailing(String),
@@ -70,7 +78,12 @@ impl FromStr for ForwardAddr {
         let protocol = match scheme.to_ascii_lowercase().as_str() {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
-            _ => return Err(AddrError::Scheme(input.into())),
+            other => {
+                return Err(AddrError::Unsupported {
+                    input: input.into(),
+                    scheme: other.into(),
+                })
+            }
         };
         if rest.contains('/') || rest.contains('?') || rest.contains('#') {
             return Err(AddrError::Trailing(input.into()));

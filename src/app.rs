@@ -9,57 +9,34 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    cli::{
-        Cli, Command, IceReceiverArgs, IceSenderArgs, IrohReceiverArgs, IrohSenderArgs,
-        ManualReceiverArgs, ManualSenderArgs, NostrReceiverArgs, NostrSenderArgs, ReceiverMode,
-        SenderMode,
-    },
+    cli::{Cli, Command},
     config::Role,
-    engine::{self, Authorizer, BoundTarget, SenderContext},
+    engine::Authorizer,
     identity,
     modes::{
-        ice::IcePath,
-        iroh as iroh_mode,
-        iroh_manual::IrohManualPath,
-        manual::{self, BlobSink, BlobSource, ManualAcceptor, ManualPath},
+        iroh::{self as iroh_mode, IrohDialer},
+        manual::{
+            BlobSink, BlobSource, Console, ManualAcceptor, ManualDialer, ManualPath, MAX_BLOB_AGE,
+        },
+        nostr::{NostrAcceptor, NostrDialer},
     },
+    receiver::{Receiver, ReceiverError},
     rendezvous::Rendezvous,
-    settings::{self, IrohReceiverSettings, IrohSenderSettings, ManualSettings, NostrSettings},
-    transport::{iroh::IrohAcceptor, TunnelConnection},
+    sender::Sender,
+    settings::{self, ModeSettings, PathSettings, Settings},
+    transport::iroh::IrohAcceptor,
 };
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Sender {
-            mode: SenderMode::Iroh(a),
-        } => sender_iroh(a).await,
-        Command::Receiver {
-            mode: ReceiverMode::Iroh(a),
-        } => receiver_iroh(a).await,
-        Command::Sender {
-            mode: SenderMode::IrohManual(a),
-        } => {
-            let s = manual_settings_sender(&a, "iroh-manual")?;
-            manual_sender(Arc::new(iroh_manual_path(&s)), s).await
+        Command::Sender { mode } => {
+            let (mode, partial, cfg) = mode.parts();
+            run_sender(settings::load(partial, cfg, Role::Sender, mode)?).await
         }
-        Command::Receiver {
-            mode: ReceiverMode::IrohManual(a),
-        } => {
-            let s = manual_settings_receiver(&a, "iroh-manual")?;
-            manual_receiver(&iroh_manual_path(&s), s).await
-        }
-        Command::Sender {
-            mode: SenderMode::Ice(a),
-        } => {
-            let s = ice_settings_sender(&a)?;
-            manual_sender(Arc::new(ice_path(&s)?), s).await
-        }
-        Command::Receiver {
-            mode: ReceiverMode::Ice(a),
-        } => {
-            let s = ice_settings_receiver(&a)?;
-            manual_receiver(&ice_path(&s)?, s).await
+        Command::Receiver { mode } => {
+            let (mode, partial, cfg) = mode.parts();
+            run_receiver(settings::load(partial, cfg, Role::Receiver, mode)?).await
         }
         Command::GenerateSecret { output, force } => {
             let key = SecretKey::generate();
@@ -73,12 +50,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             print_identity(&key);
             Ok(())
         }
-        Command::Sender {
-            mode: SenderMode::Nostr(a),
-        } => sender_nostr(a).await,
-        Command::Receiver {
-            mode: ReceiverMode::Nostr(a),
-        } => receiver_nostr(a).await,
         Command::GenerateNostrKey { output, force } => {
             let (nsec, npub) = peerport_signaling::nostr::generate();
             match output {
@@ -253,166 +224,122 @@ fn load_secret(path: Option<&std::path::Path>) -> Result<SecretKey> {
     })
 }
 
-async fn sender_iroh(args: IrohSenderArgs) -> Result<()> {
-    let merged = settings::merge(args.partial(), &args.config, Role::Sender, "iroh")?;
-    let s = IrohSenderSettings::from_partial(merged)?;
-    let secret = load_secret(s.secret_file.as_deref())?;
-    let ticket = iroh_mode::ticket_for(&secret).encode();
-    let auth = Authorizer::new(
-        identity::derive_token(&secret).to_vec(),
-        s.allowed_peers.clone(),
-    );
-    let ep = iroh_mode::bind_endpoint(secret, &s.iroh).await?;
-    if !iroh_mode::wait_online(&ep, std::time::Duration::from_secs(10)).await {
-        warn!("no relay reachable yet: receivers can only find this sender directly (mDNS/LAN) until one is");
-    }
-    let ctx = Arc::new(SenderContext {
-        source: Arc::new(s.source.clone()),
-        auth,
-        engine: s.engine.clone(),
-    });
-    // What the person must copy goes to stdout, alone; guidance to stderr.
-    println!("{ticket}");
-    eprintln!(
-        "peerport sender (iroh) forwarding {} as endpoint {}",
-        s.source,
-        ep.id()
-    );
-    if s.allowed_peers.is_empty() {
-        eprintln!("on the receiver, run:\n  peerport receiver iroh --node-id {ticket} --target {}://127.0.0.1:PORT", s.source.protocol);
-    } else {
-        eprintln!(
-            "admitting only {} pinned receiver id(s); they connect with --node-id {}",
-            s.allowed_peers.len(),
-            ep.id()
-        );
-    }
-    let cancel = shutdown_signal();
-    engine::server::serve(IrohAcceptor::new(ep.clone()), ctx, s.max_sessions, cancel).await;
-    ep.close().await;
-    Ok(())
+/// The terminal as the copy-paste modes' [`Console`]: prompts on stderr,
+/// blobs on stdout (alone, so they can be piped), pastes from stdin.
+struct Terminal {
+    stdin: tokio::sync::Mutex<tokio::io::BufReader<tokio::io::Stdin>>,
 }
 
-async fn receiver_iroh(args: IrohReceiverArgs) -> Result<()> {
-    let merged = settings::merge(args.partial(), &args.config, Role::Receiver, "iroh")?;
-    let s = IrohReceiverSettings::from_partial(merged)?;
-    let target = BoundTarget::bind(&s.target).await?;
-    let local = target
-        .local_addr()
-        .context("reading the listener address")?;
-    info!(listen = %local, "listening for local clients");
-    let secret = load_secret(s.secret_file.as_deref())?;
-    let cancel = shutdown_signal();
-    let ep = iroh_mode::bind_endpoint(secret, &s.iroh).await?;
-    // a receiver only dials: every incoming attempt is ignored, statelessly
-    let _ignore = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-        crate::transport::gate::ignore_all(ep.clone()),
-    ));
-    let conn = tokio::select! {
-        c = iroh_mode::connect(&ep, s.peer.id, s.connect_timeout) => c,
-        _ = cancel.cancelled() => { ep.close().await; return Ok(()); }
-    };
-    let conn = match conn {
-        Ok(c) => c,
-        Err(e) => {
+impl Terminal {
+    fn shared() -> Arc<dyn Console> {
+        Arc::new(Terminal {
+            stdin: tokio::sync::Mutex::new(tokio::io::BufReader::new(tokio::io::stdin())),
+        })
+    }
+}
+
+impl Console for Terminal {
+    fn say(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    fn show(&self, armor: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(armor.as_bytes())?;
+        out.flush()
+    }
+
+    fn read_line(&self) -> futures::future::BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut line = Vec::new();
+            match self.stdin.lock().await.read_until(b'\n', &mut line).await {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line),
+            }
+        })
+    }
+}
+
+/// Every sender: the mode's acceptor under one [`Sender`].
+async fn run_sender(s: Settings) -> Result<()> {
+    let shutdown = shutdown_signal();
+    let sender = Sender::builder(s.forward.clone())
+        .engine(s.engine.clone())
+        .max_sessions(s.max_sessions);
+    match &s.mode {
+        ModeSettings::Iroh(i) => {
+            let secret = load_secret(i.secret_file.as_deref())?;
+            let ticket = iroh_mode::ticket_for(&secret).encode();
+            let auth = Authorizer::new(
+                identity::derive_token(&secret).to_vec(),
+                i.allowed_peers.clone(),
+            );
+            let ep = iroh_mode::bind_endpoint(secret, &i.iroh).await?;
+            if !iroh_mode::wait_online(&ep, std::time::Duration::from_secs(10)).await {
+                warn!("no relay reachable yet: receivers can only find this sender directly (mDNS/LAN) until one is");
+            }
+            // What the person must copy goes to stdout, alone; guidance to stderr.
+            println!("{ticket}");
+            eprintln!(
+                "peerport sender (iroh) forwarding {} as endpoint {}",
+                s.forward,
+                ep.id()
+            );
+            if i.allowed_peers.is_empty() {
+                eprintln!("on the receiver, run:\n  peerport receiver iroh --node-id {ticket} --target {}://127.0.0.1:PORT", s.forward.protocol);
+            } else {
+                eprintln!(
+                    "admitting only {} pinned receiver id(s); they connect with --node-id {}",
+                    i.allowed_peers.len(),
+                    ep.id()
+                );
+            }
+            let acceptor = IrohAcceptor::new(ep.clone());
+            sender.auth(auth).build().run(acceptor, shutdown).await;
             ep.close().await;
-            return Err(e.into());
+            Ok(())
         }
-    };
-    let result = receive_over(
-        conn,
-        target,
-        s.peer.token.clone(),
-        s.engine.clone(),
-        cancel,
-        "restart the receiver to reconnect",
-    )
-    .await;
-    ep.close().await;
-    result
-}
-
-/// The receiver's session over an established connection, shared by every
-/// mode: forward until the tunnel ends, log path changes, release the
-/// connection, and explain the end.
-async fn receive_over<C: TunnelConnection>(
-    conn: C,
-    target: BoundTarget,
-    token: Option<Vec<u8>>,
-    engine_cfg: Arc<engine::EngineConfig>,
-    cancel: tokio_util::sync::CancellationToken,
-    hint: &str,
-) -> Result<()> {
-    let result = tokio::select! {
-        r = engine::run_receiver_session(conn.clone(), target, token, engine_cfg, cancel) => r,
-        _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
-    };
-    conn.close(engine::close_code::NORMAL, "receiver done");
-    conn.shutdown().await;
-    result
-        .map_err(|e| anyhow::anyhow!(e))
-        .with_context(|| format!("the tunnel ended; local listener closed ({hint})"))
-}
-
-fn manual_settings_sender(a: &ManualSenderArgs, mode: &str) -> Result<ManualSettings> {
-    let merged = settings::merge(a.partial(), &a.config, Role::Sender, mode)?;
-    Ok(ManualSettings::from_partial(merged, Role::Sender)?)
-}
-
-fn manual_settings_receiver(a: &ManualReceiverArgs, mode: &str) -> Result<ManualSettings> {
-    let merged = settings::merge(a.partial(), &a.config, Role::Receiver, mode)?;
-    Ok(ManualSettings::from_partial(merged, Role::Receiver)?)
-}
-
-fn ice_settings_sender(a: &IceSenderArgs) -> Result<ManualSettings> {
-    let merged = settings::merge(a.partial(), &a.manual.config, Role::Sender, "ice")?;
-    Ok(ManualSettings::from_partial(merged, Role::Sender)?)
-}
-
-fn ice_settings_receiver(a: &IceReceiverArgs) -> Result<ManualSettings> {
-    let merged = settings::merge(a.partial(), &a.manual.config, Role::Receiver, "ice")?;
-    Ok(ManualSettings::from_partial(merged, Role::Receiver)?)
-}
-
-fn ice_path(s: &ManualSettings) -> Result<IcePath> {
-    if s.relay_only && s.turn_servers.is_empty() {
-        anyhow::bail!("--relay-only needs a --turn-server");
-    }
-    Ok(IcePath {
-        bind: s.bind,
-        stun_servers: s.stun_servers.clone(),
-        turn_servers: s.turn_servers.clone(),
-        relay_only: s.relay_only,
-        idle_timeout: s.idle_timeout,
-        connect_timeout: s.connect_timeout,
-    })
-}
-
-fn iroh_manual_path(s: &ManualSettings) -> IrohManualPath {
-    IrohManualPath {
-        bind: s.bind,
-        stun_servers: s.stun_servers.clone(),
-        portmap: s.portmap,
-        idle_timeout: s.idle_timeout,
-        connect_timeout: s.connect_timeout,
+        ModeSettings::IrohManual(p) => {
+            manual_sender(sender.build(), p.iroh_manual_path(), p, shutdown).await
+        }
+        ModeSettings::Ice(p) => manual_sender(sender.build(), p.ice_path()?, p, shutdown).await,
+        ModeSettings::Nostr(p, n) => {
+            let acceptor = NostrAcceptor::start(n, Arc::new(p.ice_path()?), s.max_sessions).await?;
+            eprintln!(
+                "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
+                s.forward,
+                peerport_signaling::nostr::npub_of(&n.secret)?,
+                peerport_signaling::nostr::npub_of_public(&n.peer),
+                n.relays.len()
+            );
+            sender.build().run(acceptor, shutdown).await;
+            Ok(())
+        }
     }
 }
 
 /// Sender of a copy-paste mode: answer offers, one session each.
-async fn manual_sender<P: ManualPath>(path: Arc<P>, s: ManualSettings) -> Result<()> {
-    let ctx = Arc::new(SenderContext {
-        source: Arc::new(s.forward.clone()),
-        auth: Authorizer::transport_pinned(),
-        engine: s.engine.clone(),
-    });
-    eprintln!("peerport sender ({}) forwarding {}", P::MODE, s.forward);
+async fn manual_sender<P: ManualPath>(
+    sender: Sender,
+    path: P,
+    p: &PathSettings,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    eprintln!(
+        "peerport sender ({}) forwarding {}",
+        P::MODE,
+        sender.source()
+    );
+    let console = Terminal::shared();
     let acceptor = ManualAcceptor::start(
-        path,
-        BlobSource::from_arg(s.offer_file.as_ref()),
-        BlobSink::from_arg(s.answer_file.as_ref()),
+        Arc::new(path),
+        BlobSource::from_arg(p.offer_file.as_ref(), &console),
+        BlobSink::from_arg(p.answer_file.as_ref(), &console),
     );
     let input_closed = acceptor.input_closed_flag();
-    engine::server::serve(acceptor, ctx, s.max_sessions, shutdown_signal()).await;
+    sender.run(acceptor, shutdown).await;
     if input_closed.load(std::sync::atomic::Ordering::SeqCst) && stop_signal().is_none() {
         anyhow::bail!(
             "standard input closed, so no more offers could be read: keep the terminal open, or pass --offer-file FILE (and --answer-file) to run without one"
@@ -421,77 +348,94 @@ async fn manual_sender<P: ManualPath>(path: Arc<P>, s: ManualSettings) -> Result
     Ok(())
 }
 
-/// Receiver of a copy-paste mode: offer, read the answer, forward.
-async fn manual_receiver<P: ManualPath>(path: &P, s: ManualSettings) -> Result<()> {
-    let target = BoundTarget::bind(&s.forward).await?;
-    let local = target
-        .local_addr()
-        .context("reading the listener address")?;
-    info!(listen = %local, "listening for local clients");
-    let cancel = shutdown_signal();
-    let conn = tokio::select! {
-        c = manual::receiver_connect(
-            path,
-            BlobSink::from_arg(s.offer_file.as_ref()),
-            BlobSource::from_arg(s.answer_file.as_ref()),
-            manual::MAX_BLOB_AGE,
-        ) => c?,
-        _ = cancel.cancelled() => return Ok(()),
+/// Every receiver: one [`Receiver`] over the mode's dialer.
+async fn run_receiver(s: Settings) -> Result<()> {
+    let receiver = Receiver::builder(s.forward.clone())
+        .engine(s.engine.clone())
+        .reconnect(s.reconnect.clone())
+        .reconnect_wait(s.reconnect_wait)
+        .bind()
+        .await?;
+    let shutdown = shutdown_signal();
+    let console = Terminal::shared();
+    let manual = |p: &PathSettings| {
+        (
+            BlobSink::from_arg(p.offer_file.as_ref(), &console),
+            BlobSource::from_arg(p.answer_file.as_ref(), &console),
+        )
     };
-    receive_over(
-        conn,
-        target,
-        None,
-        s.engine.clone(),
-        cancel,
-        "restart the receiver and exchange new blobs to reconnect",
-    )
-    .await
+    let result = match &s.mode {
+        ModeSettings::Iroh(i) => {
+            let secret = load_secret(i.secret_file.as_deref())?;
+            let ep = iroh_mode::bind_endpoint(secret, &i.iroh).await?;
+            let peer = i.peer.clone().context("--node-id is required")?;
+            let dialer = IrohDialer::new(ep, peer, s.connect_timeout);
+            receiver.run(dialer, shutdown).await
+        }
+        ModeSettings::IrohManual(p) => {
+            let (offers, answers) = manual(p);
+            let dialer = ManualDialer::new(p.iroh_manual_path(), offers, answers, MAX_BLOB_AGE);
+            receiver.run(dialer, shutdown).await
+        }
+        ModeSettings::Ice(p) => {
+            let (offers, answers) = manual(p);
+            let dialer = ManualDialer::new(p.ice_path()?, offers, answers, MAX_BLOB_AGE);
+            receiver.run(dialer, shutdown).await
+        }
+        ModeSettings::Nostr(p, n) => {
+            let dialer = NostrDialer::new(n.clone(), p.ice_path()?, s.connect_timeout);
+            receiver.run(dialer, shutdown).await
+        }
+    };
+    Ok(result?)
 }
 
-async fn sender_nostr(a: NostrSenderArgs) -> Result<()> {
-    let merged = settings::merge(a.partial(), &a.config, Role::Sender, "nostr")?;
-    let s = NostrSettings::from_partial(merged, Role::Sender)?;
-    let path = Arc::new(ice_path(&s.path)?);
-    let acceptor =
-        crate::modes::nostr::NostrAcceptor::start(&s.nostr, path, s.path.max_sessions).await?;
-    let ctx = Arc::new(SenderContext {
-        source: Arc::new(s.path.forward.clone()),
-        auth: Authorizer::transport_pinned(),
-        engine: s.path.engine.clone(),
-    });
-    eprintln!(
-        "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
-        s.path.forward,
-        peerport_signaling::nostr::npub_of(&s.nostr.secret)?,
-        peerport_signaling::nostr::npub_of_public(&s.nostr.peer),
-        s.nostr.relays.len()
-    );
-    engine::server::serve(acceptor, ctx, s.path.max_sessions, shutdown_signal()).await;
-    Ok(())
+/// Exit codes a wrapper can rely on (also in the README).
+pub mod exit {
+    /// Clean end.
+    pub const OK: u8 = 0;
+    /// A failure not listed below.
+    pub const FAILURE: u8 = 1;
+    /// Bad usage: a flag, config file or key that must be fixed.
+    pub const USAGE: u8 = 2;
+    /// The sender could not be reached, or reconnecting gave up.
+    pub const UNREACHABLE: u8 = 3;
+    /// The sender refused this receiver (token, allowed peers, protocol, full).
+    pub const REFUSED: u8 = 4;
 }
 
-async fn receiver_nostr(a: NostrReceiverArgs) -> Result<()> {
-    let merged = settings::merge(a.partial(), &a.config, Role::Receiver, "nostr")?;
-    let s = NostrSettings::from_partial(merged, Role::Receiver)?;
-    let path = ice_path(&s.path)?;
-    let target = BoundTarget::bind(&s.path.forward).await?;
-    let local = target
-        .local_addr()
-        .context("reading the listener address")?;
-    info!(listen = %local, "listening for local clients");
-    let cancel = shutdown_signal();
-    let conn = tokio::select! {
-        c = crate::modes::nostr::receiver_connect(&s.nostr, &path, s.path.connect_timeout) => c?,
-        _ = cancel.cancelled() => return Ok(()),
-    };
-    receive_over(
-        conn,
-        target,
-        None,
-        s.path.engine.clone(),
-        cancel,
-        "restart the receiver to reconnect",
-    )
-    .await
+/// The exit code for an error from [`run`].
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<ReceiverError>() {
+            return match r {
+                ReceiverError::Refused(_) => exit::REFUSED,
+                ReceiverError::Fatal(_) => exit::FAILURE,
+                _ => exit::UNREACHABLE,
+            };
+        }
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause.downcast_ref::<identity::IdentityError>().is_some()
+        {
+            return exit::USAGE;
+        }
+    }
+    exit::FAILURE
+}
+
+/// An error with its causes, each said once (a cause whose text the
+/// message already contains is not repeated).
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

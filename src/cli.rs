@@ -1,9 +1,13 @@
-//! Command-line definitions (clap). Each mode's flags convert into a
-//! [`Partial`] so the command line and config files merge by one rule.
+//! Command-line definitions (clap). A sender or receiver command is the
+//! role's shared flags ([`SenderArgs`], [`ReceiverArgs`]) plus one mode's
+//! own ([`ModeFlags`]); every flag group converts into a [`Partial`]
+//! ([`ToPartial`]) so the command line and config files merge by one rule.
 
 use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+
+use peerport_signaling::Mode;
 
 use crate::config::{self, Partial};
 
@@ -132,38 +136,74 @@ pub enum Command {
     },
 }
 
-/// Sender modes.
+/// Sender modes: the shared sender flags plus each mode's own.
 #[derive(Debug, Subcommand)]
 pub enum SenderMode {
     /// iroh discovery, hole punching and relay fallback.
     #[command(name = "iroh", alias = "iroh-default")]
-    Iroh(IrohSenderArgs),
+    Iroh(SenderArgs<IrohSenderFlags>),
     /// iroh QUIC, paired by copy-pasting offer/answer blobs; no servers.
     #[command(name = "iroh-manual")]
-    IrohManual(ManualSenderArgs),
+    IrohManual(SenderArgs<IrohManualFlags>),
     /// Full ICE + quinn, paired by copy-paste, TURN fallback.
     #[command(name = "ice", alias = "custom")]
-    Ice(IceSenderArgs),
+    Ice(SenderArgs<IceFlags>),
     /// Automatic pairing by Nostr keys over relays, then ICE + quinn.
     #[command(name = "nostr")]
-    Nostr(NostrSenderArgs),
+    Nostr(SenderArgs<NostrFlags>),
 }
 
-/// Receiver modes.
+/// Receiver modes: the shared receiver flags plus each mode's own.
 #[derive(Debug, Subcommand)]
 pub enum ReceiverMode {
     /// iroh discovery, hole punching and relay fallback.
     #[command(name = "iroh", alias = "iroh-default")]
-    Iroh(IrohReceiverArgs),
+    Iroh(ReceiverArgs<IrohReceiverFlags>),
     /// iroh QUIC, paired by copy-pasting offer/answer blobs; no servers.
     #[command(name = "iroh-manual")]
-    IrohManual(ManualReceiverArgs),
+    IrohManual(ReceiverArgs<IrohManualFlags>),
     /// Full ICE + quinn, paired by copy-paste, TURN fallback.
     #[command(name = "ice", alias = "custom")]
-    Ice(IceReceiverArgs),
+    Ice(ReceiverArgs<IceFlags>),
     /// Automatic pairing by Nostr keys over relays, then ICE + quinn.
     #[command(name = "nostr")]
-    Nostr(NostrReceiverArgs),
+    Nostr(ReceiverArgs<NostrFlags>),
+}
+
+/// A group of flags that turns into the settings it gives.
+pub trait ToPartial {
+    /// The settings these flags give (unset flags stay `None`).
+    fn partial(&self) -> Partial;
+}
+
+/// One mode's own flags.
+pub trait ModeFlags: Args + ToPartial {
+    /// The mode they belong to.
+    const MODE: Mode;
+}
+
+impl SenderMode {
+    /// The mode, its command-line settings and its config-file flags.
+    pub fn parts(&self) -> (Mode, Partial, &ConfigArgs) {
+        match self {
+            SenderMode::Iroh(a) => a.parts(),
+            SenderMode::IrohManual(a) => a.parts(),
+            SenderMode::Ice(a) => a.parts(),
+            SenderMode::Nostr(a) => a.parts(),
+        }
+    }
+}
+
+impl ReceiverMode {
+    /// The mode, its command-line settings and its config-file flags.
+    pub fn parts(&self) -> (Mode, Partial, &ConfigArgs) {
+        match self {
+            ReceiverMode::Iroh(a) => a.parts(),
+            ReceiverMode::IrohManual(a) => a.parts(),
+            ReceiverMode::Ice(a) => a.parts(),
+            ReceiverMode::Nostr(a) => a.parts(),
+        }
+    }
 }
 
 /// Config-file selection, shared by every role and mode.
@@ -177,9 +217,125 @@ pub struct ConfigArgs {
     pub default_config: bool,
 }
 
-/// Infrastructure flags of the iroh mode, shared by both roles.
+/// Tunnel flags of every mode and role.
 #[derive(Debug, Args, Clone, Default)]
-pub struct IrohCommonArgs {
+pub struct TunnelArgs {
+    /// Local address for the QUIC/ICE socket, e.g. 127.0.0.1:0 (default: all interfaces).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// Close the tunnel after this many seconds without hearing from the peer [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Forget a UDP client after this many idle seconds [default: 60].
+    #[arg(long, value_name = "SECS")]
+    pub udp_idle_timeout: Option<u64>,
+    /// Most UDP clients per session [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub max_udp_flows: Option<usize>,
+    /// Give up one attempt to connect after this many seconds (receivers:
+    /// to reach the sender; copy-paste and Nostr: after the exchange) [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<u64>,
+}
+
+impl ToPartial for TunnelArgs {
+    fn partial(&self) -> Partial {
+        Partial {
+            connect_timeout: self.connect_timeout,
+            bind: self.bind.clone(),
+            idle_timeout: self.idle_timeout,
+            udp_idle_timeout: self.udp_idle_timeout,
+            max_udp_flows: self.max_udp_flows,
+            ..Default::default()
+        }
+    }
+}
+
+/// `peerport sender MODE`.
+#[derive(Debug, Args, Clone)]
+pub struct SenderArgs<M: ModeFlags> {
+    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 's', value_name = "URL")]
+    pub source: Option<String>,
+    /// Most receivers served at once (0 = unlimited) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mode: M,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+impl<M: ModeFlags> SenderArgs<M> {
+    fn parts(&self) -> (Mode, Partial, &ConfigArgs) {
+        let own = Partial {
+            source: self.source.clone(),
+            max_sessions: self.max_sessions,
+            ..self.tunnel.partial()
+        };
+        (
+            M::MODE,
+            config::overlay(own, self.mode.partial()),
+            &self.config,
+        )
+    }
+}
+
+/// `peerport receiver MODE`.
+#[derive(Debug, Args, Clone)]
+pub struct ReceiverArgs<M: ModeFlags> {
+    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 't', value_name = "URL")]
+    pub target: Option<String>,
+    /// End when the tunnel is lost instead of reconnecting.
+    #[arg(long)]
+    pub no_reconnect: bool,
+    /// Stop reconnecting (exit 3) after this many seconds without a tunnel [default: 0 = never].
+    #[arg(long, value_name = "SECS")]
+    pub give_up_after: Option<u64>,
+    /// How long a local TCP client waits for the tunnel before it is closed [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub reconnect_wait: Option<u64>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mode: M,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tunnel: TunnelArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub config: ConfigArgs,
+}
+
+impl<M: ModeFlags> ReceiverArgs<M> {
+    fn parts(&self) -> (Mode, Partial, &ConfigArgs) {
+        let own = Partial {
+            target: self.target.clone(),
+            reconnect: self.no_reconnect.then_some(false),
+            give_up_after: self.give_up_after,
+            reconnect_wait: self.reconnect_wait,
+            ..self.tunnel.partial()
+        };
+        (
+            M::MODE,
+            config::overlay(own, self.mode.partial()),
+            &self.config,
+        )
+    }
+}
+
+fn opt_vec(v: &[String]) -> Option<Vec<String>> {
+    (!v.is_empty()).then(|| v.to_vec())
+}
+
+/// Flags of the iroh endpoint, shared by both roles of the `iroh` mode.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IrohArgs {
     /// Persistent identity; created 0600 if missing.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
@@ -207,68 +363,9 @@ pub struct IrohCommonArgs {
     /// Do not ask the router for a port mapping (UPnP/PCP/NAT-PMP).
     #[arg(long)]
     pub no_portmap: bool,
-    /// Local address for the QUIC socket, e.g. 127.0.0.1:0 (default: all interfaces).
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
-    /// Close the tunnel after this many seconds without hearing from the peer.
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<u64>,
-    /// Forget a UDP client after this many idle seconds [default: 60].
-    #[arg(long, value_name = "SECS")]
-    pub udp_idle_timeout: Option<u64>,
-    /// Most UDP clients per session [default: 1024].
-    #[arg(long, value_name = "N")]
-    pub max_udp_flows: Option<usize>,
 }
 
-/// `peerport sender iroh`.
-#[derive(Debug, Args, Clone, Default)]
-pub struct IrohSenderArgs {
-    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 's', value_name = "URL")]
-    pub source: Option<String>,
-    /// Most receivers served at once (0 = unlimited) [default: 10].
-    #[arg(long, value_name = "N")]
-    pub max_sessions: Option<usize>,
-    /// Admit only this receiver endpoint id (repeatable); replaces ticket tokens.
-    #[arg(long = "allowed-peer", value_name = "ID")]
-    pub allowed_peer: Vec<String>,
-    /// File of admitted receiver ids, one per line (# comments allowed).
-    #[arg(long, value_name = "FILE")]
-    pub authorized_peers_file: Option<PathBuf>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub common: IrohCommonArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
-}
-
-/// `peerport receiver iroh`.
-#[derive(Debug, Args, Clone, Default)]
-pub struct IrohReceiverArgs {
-    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 't', value_name = "URL")]
-    pub target: Option<String>,
-    /// The sender's ticket (ppt1...), or its bare endpoint id if the sender pins this receiver.
-    #[arg(long, alias = "ticket", value_name = "TICKET")]
-    pub node_id: Option<String>,
-    /// Keep trying to reach the sender for this many seconds [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub connect_timeout: Option<u64>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub common: IrohCommonArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
-}
-
-fn opt_vec(v: &[String]) -> Option<Vec<String>> {
-    (!v.is_empty()).then(|| v.to_vec())
-}
-
-impl IrohCommonArgs {
+impl ToPartial for IrohArgs {
     fn partial(&self) -> Partial {
         Partial {
             secret_file: self.secret_file.clone(),
@@ -279,38 +376,61 @@ impl IrohCommonArgs {
             dns_server: self.dns_server.clone(),
             mdns: self.no_mdns.then_some(false),
             portmap: self.no_portmap.then_some(false),
-            bind: self.bind.clone(),
-            idle_timeout: self.idle_timeout,
-            udp_idle_timeout: self.udp_idle_timeout,
-            max_udp_flows: self.max_udp_flows,
             ..Default::default()
         }
     }
 }
 
-impl IrohSenderArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
+/// `peerport sender iroh`: the endpoint and who may connect.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IrohSenderFlags {
+    /// Admit only this receiver endpoint id (repeatable); replaces ticket tokens.
+    #[arg(long = "allowed-peer", value_name = "ID")]
+    pub allowed_peer: Vec<String>,
+    /// File of admitted receiver ids, one per line (# comments allowed).
+    #[arg(long, value_name = "FILE")]
+    pub authorized_peers_file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub iroh: IrohArgs,
+}
+
+impl ToPartial for IrohSenderFlags {
+    fn partial(&self) -> Partial {
         Partial {
-            source: self.source.clone(),
-            max_sessions: self.max_sessions,
             allowed_peer: opt_vec(&self.allowed_peer),
             authorized_peers_file: self.authorized_peers_file.clone(),
-            ..self.common.partial()
+            ..self.iroh.partial()
         }
     }
 }
 
-impl IrohReceiverArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
+impl ModeFlags for IrohSenderFlags {
+    const MODE: Mode = Mode::Iroh;
+}
+
+/// `peerport receiver iroh`: the sender to reach and the endpoint.
+#[derive(Debug, Args, Clone, Default)]
+pub struct IrohReceiverFlags {
+    /// The sender's ticket (ppt1...), or its bare endpoint id if the sender pins this receiver.
+    #[arg(long, alias = "ticket", value_name = "TICKET")]
+    pub node_id: Option<String>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub iroh: IrohArgs,
+}
+
+impl ToPartial for IrohReceiverFlags {
+    fn partial(&self) -> Partial {
         Partial {
-            target: self.target.clone(),
             node_id: self.node_id.clone(),
-            connect_timeout: self.connect_timeout,
-            ..self.common.partial()
+            ..self.iroh.partial()
         }
     }
+}
+
+impl ModeFlags for IrohReceiverFlags {
+    const MODE: Mode = Mode::Iroh;
 }
 
 /// Where copy-paste blobs go and come from.
@@ -324,114 +444,43 @@ pub struct BlobFileArgs {
     pub answer_file: Option<PathBuf>,
 }
 
-/// Path flags shared by the ICE-style modes (`iroh-manual`, `ice`, `nostr`).
+impl ToPartial for BlobFileArgs {
+    fn partial(&self) -> Partial {
+        Partial {
+            offer_file: self.offer_file.clone(),
+            answer_file: self.answer_file.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Address discovery flags of the modes that exchange addresses
+/// (`iroh-manual`, `ice`, `nostr`).
 #[derive(Debug, Args, Clone, Default)]
-pub struct ManualCommonArgs {
+pub struct PathArgs {
     /// STUN server HOST:PORT to learn the public address (repeatable; default: public servers).
     #[arg(long = "stun-server", value_name = "HOST:PORT")]
     pub stun_server: Vec<String>,
     /// Do not use STUN (LAN or port-forwarded setups).
     #[arg(long)]
     pub no_stun: bool,
-    /// Local UDP address, e.g. 127.0.0.1:0 (default 0.0.0.0:0).
-    #[arg(long, value_name = "ADDR")]
-    pub bind: Option<String>,
     /// Do not ask the router for a port mapping.
     #[arg(long)]
     pub no_portmap: bool,
-    /// Close the tunnel after this many seconds without hearing from the peer.
-    #[arg(long, value_name = "SECS")]
-    pub idle_timeout: Option<u64>,
-    /// Give up connecting after this many seconds (after the blob exchange) [default: 30].
-    #[arg(long, value_name = "SECS")]
-    pub connect_timeout: Option<u64>,
-    /// Forget a UDP client after this many idle seconds [default: 60].
-    #[arg(long, value_name = "SECS")]
-    pub udp_idle_timeout: Option<u64>,
-    /// Most UDP clients per session [default: 1024].
-    #[arg(long, value_name = "N")]
-    pub max_udp_flows: Option<usize>,
 }
 
-impl ManualCommonArgs {
+impl ToPartial for PathArgs {
     fn partial(&self) -> Partial {
         Partial {
             stun_server: opt_vec(&self.stun_server),
             stun: self.no_stun.then_some(false),
-            bind: self.bind.clone(),
             portmap: self.no_portmap.then_some(false),
-            idle_timeout: self.idle_timeout,
-            connect_timeout: self.connect_timeout,
-            udp_idle_timeout: self.udp_idle_timeout,
-            max_udp_flows: self.max_udp_flows,
             ..Default::default()
         }
     }
 }
 
-/// `peerport sender iroh-manual` (and later `ice`).
-#[derive(Debug, Args, Clone, Default)]
-pub struct ManualSenderArgs {
-    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 's', value_name = "URL")]
-    pub source: Option<String>,
-    /// Most receivers served at once (0 = unlimited) [default: 10].
-    #[arg(long, value_name = "N")]
-    pub max_sessions: Option<usize>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub files: BlobFileArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub common: ManualCommonArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
-}
-
-/// `peerport receiver iroh-manual` (and later `ice`).
-#[derive(Debug, Args, Clone, Default)]
-pub struct ManualReceiverArgs {
-    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 't', value_name = "URL")]
-    pub target: Option<String>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub files: BlobFileArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub common: ManualCommonArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
-}
-
-impl ManualSenderArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
-        Partial {
-            source: self.source.clone(),
-            max_sessions: self.max_sessions,
-            offer_file: self.files.offer_file.clone(),
-            answer_file: self.files.answer_file.clone(),
-            ..self.common.partial()
-        }
-    }
-}
-
-impl ManualReceiverArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
-        Partial {
-            target: self.target.clone(),
-            offer_file: self.files.offer_file.clone(),
-            answer_file: self.files.answer_file.clone(),
-            ..self.common.partial()
-        }
-    }
-}
-
-/// TURN and relay flags of the ICE modes.
+/// TURN and relay flags of the ICE modes (`ice`, `nostr`, `netcheck`).
 #[derive(Debug, Args, Clone, Default)]
 pub struct IceArgs {
     /// TURN server turn:HOST:PORT (UDP), repeatable; used when no direct pair works.
@@ -448,7 +497,7 @@ pub struct IceArgs {
     pub relay_only: bool,
 }
 
-impl IceArgs {
+impl ToPartial for IceArgs {
     fn partial(&self) -> Partial {
         Partial {
             turn_server: opt_vec(&self.turn_server),
@@ -460,40 +509,52 @@ impl IceArgs {
     }
 }
 
-/// `peerport sender ice`.
+/// `iroh-manual` flags (both roles).
 #[derive(Debug, Args, Clone, Default)]
-pub struct IceSenderArgs {
+pub struct IrohManualFlags {
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub manual: ManualSenderArgs,
+    pub files: BlobFileArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub path: PathArgs,
+}
+
+impl ToPartial for IrohManualFlags {
+    fn partial(&self) -> Partial {
+        config::overlay(self.files.partial(), self.path.partial())
+    }
+}
+
+impl ModeFlags for IrohManualFlags {
+    const MODE: Mode = Mode::IrohManual;
+}
+
+/// `ice` flags (both roles).
+#[derive(Debug, Args, Clone, Default)]
+pub struct IceFlags {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub files: BlobFileArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub path: PathArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub ice: IceArgs,
 }
 
-/// `peerport receiver ice`.
-#[derive(Debug, Args, Clone, Default)]
-pub struct IceReceiverArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub manual: ManualReceiverArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub ice: IceArgs,
-}
-
-impl IceSenderArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
-        config::overlay(self.manual.partial(), self.ice.partial())
+impl ToPartial for IceFlags {
+    fn partial(&self) -> Partial {
+        config::overlay(
+            config::overlay(self.files.partial(), self.path.partial()),
+            self.ice.partial(),
+        )
     }
 }
 
-impl IceReceiverArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
-        config::overlay(self.manual.partial(), self.ice.partial())
-    }
+impl ModeFlags for IceFlags {
+    const MODE: Mode = Mode::Ice;
 }
 
 /// Nostr signaling flags.
@@ -513,7 +574,7 @@ pub struct NostrArgs {
     pub nostr_kind: Option<u16>,
 }
 
-impl NostrArgs {
+impl ToPartial for NostrArgs {
     fn partial(&self) -> Partial {
         Partial {
             nsec_file: self.nsec_file.clone(),
@@ -525,74 +586,29 @@ impl NostrArgs {
     }
 }
 
-/// `peerport sender nostr`.
+/// `nostr` flags (both roles).
 #[derive(Debug, Args, Clone, Default)]
-pub struct NostrSenderArgs {
-    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 's', value_name = "URL")]
-    pub source: Option<String>,
-    /// Most receivers served at once (0 = unlimited) [default: 10].
-    #[arg(long, value_name = "N")]
-    pub max_sessions: Option<usize>,
+pub struct NostrFlags {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub nostr: NostrArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub common: ManualCommonArgs,
+    pub path: PathArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub ice: IceArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
 }
 
-/// `peerport receiver nostr`.
-#[derive(Debug, Args, Clone, Default)]
-pub struct NostrReceiverArgs {
-    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 't', value_name = "URL")]
-    pub target: Option<String>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub nostr: NostrArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub common: ManualCommonArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub ice: IceArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
-}
-
-impl NostrSenderArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
-        let base = Partial {
-            source: self.source.clone(),
-            max_sessions: self.max_sessions,
-            ..self.common.partial()
-        };
+impl ToPartial for NostrFlags {
+    fn partial(&self) -> Partial {
         config::overlay(
-            config::overlay(base, self.ice.partial()),
-            self.nostr.partial(),
+            config::overlay(self.nostr.partial(), self.path.partial()),
+            self.ice.partial(),
         )
     }
 }
 
-impl NostrReceiverArgs {
-    /// The settings given on the command line.
-    pub fn partial(&self) -> Partial {
-        let base = Partial {
-            target: self.target.clone(),
-            ..self.common.partial()
-        };
-        config::overlay(
-            config::overlay(base, self.ice.partial()),
-            self.nostr.partial(),
-        )
-    }
+impl ModeFlags for NostrFlags {
+    const MODE: Mode = Mode::Nostr;
 }

@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use peerport_signaling::Mode;
+use serde::{Deserialize, Serialize};
 
 /// Which side a command or file is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,7 @@ impl Role {
 }
 
 /// Every setting, each optional: what a file or a command line says.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Partial {
     /// `sender` or `receiver` (files only).
@@ -72,8 +73,14 @@ pub struct Partial {
     pub max_udp_flows: Option<usize>,
     /// QUIC idle timeout, seconds.
     pub idle_timeout: Option<u64>,
-    /// Receiver: how long to keep trying to reach the sender, seconds.
+    /// How long one attempt to connect may take, seconds.
     pub connect_timeout: Option<u64>,
+    /// Receiver: reconnect after a lost tunnel.
+    pub reconnect: Option<bool>,
+    /// Receiver: stop reconnecting after this many seconds without a tunnel (0 = never).
+    pub give_up_after: Option<u64>,
+    /// Receiver: how long a local TCP client waits for the tunnel, seconds.
+    pub reconnect_wait: Option<u64>,
     /// Copy-paste modes: offer file (`-` = stdio).
     pub offer_file: Option<PathBuf>,
     /// Copy-paste modes: answer file (`-` = stdio).
@@ -158,9 +165,45 @@ pub fn default_path(role: Role) -> Option<PathBuf> {
     )
 }
 
+/// Whether a setting (by its key) applies to `role` in `mode`.
+pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
+    use Mode::*;
+    let sender = role == Role::Sender;
+    match key {
+        "role" | "mode" | "bind" | "idle-timeout" | "udp-idle-timeout" | "max-udp-flows" => true,
+        "source" | "max-sessions" => sender,
+        "target" | "reconnect" | "give-up-after" | "reconnect-wait" => !sender,
+        "connect-timeout" => !(sender && mode == Iroh),
+        "node-id" => !sender && mode == Iroh,
+        "allowed-peer" | "authorized-peers-file" => sender && mode == Iroh,
+        "secret-file" | "relay-url" | "relay-quic-port" | "relay-ca" | "dns-server" | "mdns" => {
+            mode == Iroh
+        }
+        "relay-only" => mode != IrohManual,
+        "portmap" => true,
+        "offer-file" | "answer-file" => matches!(mode, IrohManual | Ice),
+        "stun-server" | "stun" => mode != Iroh,
+        "turn-server" | "turn-user" | "turn-password-file" => matches!(mode, Ice | Nostr),
+        "nsec-file" | "peer-npub" | "relay" | "nostr-kind" => mode == Nostr,
+        _ => false,
+    }
+}
+
+/// The keys a file or command line sets.
+pub fn keys_set(p: &Partial) -> Vec<String> {
+    match serde_json::to_value(p) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Check that a file is meant for this command: `role` and `mode` match and
-/// it sets no key that belongs to the other role.
-pub fn check_file(path: &str, file: &Partial, role: Role, mode: &str) -> Result<(), ConfigError> {
+/// every key it sets belongs to this role and mode.
+pub fn check_file(path: &str, file: &Partial, role: Role, mode: Mode) -> Result<(), ConfigError> {
     let mismatch = |message: String| ConfigError::Mismatch {
         path: path.to_string(),
         message,
@@ -175,32 +218,19 @@ pub fn check_file(path: &str, file: &Partial, role: Role, mode: &str) -> Result<
         }
     }
     if let Some(m) = &file.mode {
-        let want: peerport_signaling::Mode = mode.parse().map_err(|e| mismatch(format!("{e}")))?;
-        let got: peerport_signaling::Mode = m.parse().map_err(|e| mismatch(format!("{e}")))?;
-        if want != got {
+        let got: Mode = m.parse().map_err(|e| mismatch(format!("{e}")))?;
+        if mode != got {
             return Err(mismatch(format!(
                 "mode = \"{m}\" but the command runs mode `{mode}`"
             )));
         }
     }
-    let foreign: &[(&str, bool)] = match role {
-        Role::Sender => &[
-            ("target", file.target.is_some()),
-            ("node-id", file.node_id.is_some()),
-        ],
-        Role::Receiver => &[
-            ("source", file.source.is_some()),
-            ("max-sessions", file.max_sessions.is_some()),
-            ("allowed-peer", file.allowed_peer.is_some()),
-            (
-                "authorized-peers-file",
-                file.authorized_peers_file.is_some(),
-            ),
-        ],
-    };
-    if let Some((key, _)) = foreign.iter().find(|(_, set)| *set) {
+    if let Some(key) = keys_set(file)
+        .into_iter()
+        .find(|k| !key_applies(k, role, mode))
+    {
         return Err(mismatch(format!(
-            "key `{key}` is not a {} setting",
+            "key `{key}` is not a setting of the {} in mode {mode}: remove it (or use the config file of the right role and mode)",
             role.as_str()
         )));
     }
@@ -234,6 +264,9 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         max_udp_flows,
         idle_timeout,
         connect_timeout,
+        reconnect,
+        give_up_after,
+        reconnect_wait,
         offer_file,
         answer_file,
         stun_server,
@@ -287,16 +320,43 @@ mod tests {
     #[test]
     fn role_and_mode_checked() {
         let f = parse("f", "role = \"receiver\"").unwrap();
-        assert!(check_file("f", &f, Role::Sender, "iroh").is_err());
-        assert!(check_file("f", &f, Role::Receiver, "iroh").is_ok());
+        assert!(check_file("f", &f, Role::Sender, Mode::Iroh).is_err());
+        assert!(check_file("f", &f, Role::Receiver, Mode::Iroh).is_ok());
         let f = parse("f", "mode = \"iroh-default\"").unwrap();
-        assert!(check_file("f", &f, Role::Sender, "iroh").is_ok());
+        assert!(check_file("f", &f, Role::Sender, Mode::Iroh).is_ok());
         let f = parse("f", "mode = \"nostr\"").unwrap();
-        assert!(check_file("f", &f, Role::Sender, "iroh").is_err());
+        assert!(check_file("f", &f, Role::Sender, Mode::Iroh).is_err());
         let f = parse("f", "target = \"tcp://x:1\"").unwrap();
-        let e = check_file("f", &f, Role::Sender, "iroh")
+        let e = check_file("f", &f, Role::Sender, Mode::Iroh)
             .unwrap_err()
             .to_string();
         assert!(e.contains("target"), "{e}");
+        // a key of another mode is an error, not silently ignored
+        let f = parse("f", "nsec-file = \"k\"").unwrap();
+        let e = check_file("f", &f, Role::Sender, Mode::Iroh)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nsec-file") && e.contains("iroh"), "{e}");
+        assert!(check_file("f", &f, Role::Receiver, Mode::Nostr).is_ok());
+    }
+
+    #[test]
+    fn every_key_has_a_scope() {
+        // a key the scope table does not know would be refused everywhere
+        let all = Partial {
+            role: Some("sender".into()),
+            ..Default::default()
+        };
+        let mut keys = keys_set(&all);
+        let json = serde_json::to_value(Partial::default()).unwrap();
+        keys.extend(json.as_object().unwrap().keys().cloned());
+        for k in keys {
+            let anywhere = [Role::Sender, Role::Receiver].iter().any(|r| {
+                [Mode::Iroh, Mode::IrohManual, Mode::Ice, Mode::Nostr]
+                    .iter()
+                    .any(|m| key_applies(&k, *r, *m))
+            });
+            assert!(anywhere, "key `{k}` applies nowhere");
+        }
     }
 }

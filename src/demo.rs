@@ -2,8 +2,9 @@
 //!
 //! Starts the embedded rendezvous servers (iroh relay, pkarr/DNS) on
 //! 127.0.0.1, local TCP and UDP echo services, then for each path kind a
-//! sender and a receiver (real iroh endpoints and the same engine the binary
-//! uses), moves traffic through, verifies it by SHA-256, and prints a table.
+//! real [`Sender`] and [`Receiver`] over the mode's real acceptor and dialer
+//! (copy-paste blobs through files), moves traffic through, verifies it by
+//! SHA-256, and prints a table.
 //! Rows: `iroh` direct and relay-only, `iroh-manual`, `ice` direct and
 //! through the embedded TURN server, `nostr` (embedded Nostr relay); TCP and UDP each.
 
@@ -23,23 +24,23 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use peerport_signaling::{
-    blob::{find_and_decode, Blob, Body, Expect, Kind},
-    nostr::NostrConfig,
-};
+use peerport_signaling::nostr::NostrConfig;
 
 use crate::{
     addr::ForwardAddr,
-    engine::{self, Authorizer, BoundTarget, EngineConfig, SenderContext},
+    engine::Authorizer,
     identity,
     modes::{
         ice::{IcePath, TurnServer},
-        iroh::{self as iroh_mode, IrohOptions},
+        iroh::{self as iroh_mode, IrohDialer, IrohOptions, PeerSpec},
         iroh_manual::IrohManualPath,
-        manual::{unix_now, ManualPath, Side},
+        manual::{BlobSink, BlobSource, ManualAcceptor, ManualDialer, ManualPath},
+        nostr::{NostrAcceptor, NostrDialer},
     },
+    receiver::{Receiver, Reconnect},
     rendezvous::Rendezvous,
-    transport::{iroh::IrohAcceptor, Acceptor, TunnelConnection},
+    sender::Sender,
+    transport::{iroh::IrohAcceptor, Acceptor, Dialer},
 };
 
 /// A TCP echo service on 127.0.0.1; runs until the returned set is dropped.
@@ -96,17 +97,7 @@ struct Row {
 
 /// Options for endpoints that stay on loopback and use only the embedded servers.
 pub fn local_options(r: &Rendezvous, relay_only: bool) -> IrohOptions {
-    IrohOptions {
-        relay_urls: vec![r.relay_url.clone()],
-        relay_quic_port: Some(r.relay_quic_port),
-        relay_ca: vec![r.relay_cert.clone()],
-        relay_only,
-        dns_server: Some(r.pkarr_url.clone()),
-        mdns: false,
-        bind: Some((Ipv4Addr::LOCALHOST, 0).into()),
-        portmap: false,
-        idle_timeout: Duration::from_secs(30),
-    }
+    r.iroh_options(relay_only)
 }
 
 fn ice_path(r: &Rendezvous, relay_only: bool) -> IcePath {
@@ -204,72 +195,55 @@ async fn iroh_row(
     let t0 = Instant::now();
     let recv_ep =
         iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
-    let mut acceptor = IrohAcceptor::new(sender_ep.clone());
-    let (accepted, dialed) = tokio::join!(
-        acceptor.accept(),
-        iroh_mode::connect(&recv_ep, secret.public(), Duration::from_secs(30))
-    );
-    let sender_conn = accepted
-        .context("sender endpoint closed")?
-        .map_err(anyhow::Error::msg)?;
+    let peer = PeerSpec {
+        id: secret.public(),
+        token: Some(token.clone()),
+    };
     let row = run_row(
         mode,
         source,
-        sender_conn,
-        dialed?,
-        Some(token),
+        IrohAcceptor::new(sender_ep.clone()),
+        Authorizer::new(token, []),
+        IrohDialer::new(recv_ep, peer, Duration::from_secs(30)),
         t0,
         megabytes,
     )
     .await;
-    recv_ep.close().await;
     sender_ep.close().await;
     row
 }
 
-async fn manual_row<P: ManualPath>(
+/// A copy-paste mode through blob files, as `--offer-file`/`--answer-file` do.
+async fn manual_row<P: ManualPath + Clone>(
     path: &P,
     mode: &'static str,
     source: &ForwardAddr,
     megabytes: usize,
 ) -> Result<Row> {
+    let dir = tempfile::tempdir()?;
+    let (offers, answers) = (dir.path().join("offers"), dir.path().join("answers"));
     let t0 = Instant::now();
-    // the copy-paste exchange, in-process (armored text both ways)
-    let (r_prep, offer) = path
-        .prepare(Side::Offerer)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let (s_prep, answer) = path
-        .prepare(Side::Answerer)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let through_text = |kind, body| -> Result<Body> {
-        let b = Blob {
-            kind,
-            session: [7; 8],
-            created: unix_now(),
-            body,
-        };
-        let e = Expect {
-            kind,
-            mode: P::MODE,
-            session: None,
-            now: unix_now(),
-            max_age: 60,
-        };
-        Ok(find_and_decode(&b.to_armor(), &e)?.body)
-    };
-    let offer = through_text(Kind::Offer, offer)?;
-    let answer = through_text(Kind::Answer, answer)?;
-    let (s, r) = tokio::join!(
-        path.connect(s_prep, offer, Side::Answerer, None),
-        path.connect(r_prep, answer, Side::Offerer, None)
+    let acceptor = ManualAcceptor::start(
+        Arc::new(path.clone()),
+        BlobSource::File(offers.clone()),
+        BlobSink::File(answers.clone()),
     );
-    let (s, r) = (
-        s.map_err(anyhow::Error::msg)?,
-        r.map_err(anyhow::Error::msg)?,
+    let dialer = ManualDialer::new(
+        path.clone(),
+        BlobSink::File(offers),
+        BlobSource::File(answers),
+        Duration::from_secs(60),
     );
-    run_row(mode, source, s, r, None, t0, megabytes).await
+    run_row(
+        mode,
+        source,
+        acceptor,
+        Authorizer::transport_pinned(),
+        dialer,
+        t0,
+        megabytes,
+    )
+    .await
 }
 
 async fn nostr_row(rdv: &Rendezvous, source: &ForwardAddr, megabytes: usize) -> Result<Row> {
@@ -281,58 +255,51 @@ async fn nostr_row(rdv: &Rendezvous, source: &ForwardAddr, megabytes: usize) -> 
         relays: vec![rdv.nostr_url()],
         kind: peerport_signaling::nostr::DEFAULT_KIND,
     };
-    let path = Arc::new(ice_path(rdv, false));
-    let mut acceptor =
-        crate::modes::nostr::NostrAcceptor::start(&cfg(a_sec, b_pub), path.clone(), 4).await?;
+    let path = ice_path(rdv, false);
+    let acceptor = NostrAcceptor::start(&cfg(a_sec, b_pub), Arc::new(path.clone()), 4).await?;
     let t0 = Instant::now();
-    let receiver_cfg = cfg(b_sec, a_pub);
-    let (accepted, dialed) = tokio::join!(
-        acceptor.accept(),
-        crate::modes::nostr::receiver_connect(&receiver_cfg, &path, Duration::from_secs(30))
-    );
-    let s = accepted
-        .context("nostr acceptor ended")?
-        .map_err(anyhow::Error::msg)?;
-    let row = run_row("nostr", source, s, dialed?, None, t0, megabytes).await;
-    acceptor.shutdown().await;
-    row
+    let dialer = NostrDialer::new(cfg(b_sec, a_pub), path, Duration::from_secs(30));
+    run_row(
+        "nostr",
+        source,
+        acceptor,
+        Authorizer::transport_pinned(),
+        dialer,
+        t0,
+        megabytes,
+    )
+    .await
 }
 
-/// Run a sender and a receiver session over an established pair of
-/// connections, move traffic, verify it.
-async fn run_row<C: TunnelConnection>(
+/// Run a real [`Sender`] over `acceptor` and a real [`Receiver`] over
+/// `dialer`, move traffic through, verify it.
+async fn run_row<A: Acceptor + 'static, D: Dialer + 'static>(
     mode: &'static str,
     source: &ForwardAddr,
-    sender_conn: C,
-    receiver_conn: C,
-    token: Option<Vec<u8>>,
+    acceptor: A,
+    auth: Authorizer,
+    dialer: D,
     t0: Instant,
     megabytes: usize,
 ) -> Result<Row> {
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let auth = match &token {
-        Some(t) => Authorizer::new(t.clone(), []),
-        None => Authorizer::transport_pinned(),
-    };
-    let ctx = Arc::new(SenderContext {
-        source: Arc::new(source.clone()),
-        auth,
-        engine: Arc::new(EngineConfig::default()),
-    });
-    let (sc, c) = (sender_conn.clone(), cancel.clone());
-    tasks.spawn(async move {
-        let _ = engine::serve_sender_session(sc, ctx, c).await;
-    });
+    let sender = Sender::builder(source.clone()).auth(auth).build();
+    let c = cancel.clone();
+    tasks.spawn(async move { sender.run(acceptor, c).await });
     let target: ForwardAddr = format!("{}://127.0.0.1:0", source.protocol).parse()?;
-    let bound = BoundTarget::bind(&target).await?;
-    let local = bound.local_addr()?;
-    let (rc, c) = (receiver_conn.clone(), cancel.clone());
+    let receiver = Receiver::builder(target)
+        .reconnect(Reconnect {
+            enabled: false,
+            ..Default::default()
+        })
+        .bind()
+        .await?;
+    let local = receiver.local_addr();
+    let path = receiver.path();
+    let c = cancel.clone();
     tasks.spawn(async move {
-        if let Err(e) =
-            engine::run_receiver_session(rc, bound, token, Arc::new(EngineConfig::default()), c)
-                .await
-        {
+        if let Err(e) = receiver.run(dialer, c).await {
             tracing::warn!("demo receiver ended: {e}");
         }
     });
@@ -340,13 +307,9 @@ async fn run_row<C: TunnelConnection>(
         crate::addr::Protocol::Tcp => tcp_traffic(local, megabytes, t0).await,
         crate::addr::Protocol::Udp => udp_traffic(local, t0).await,
     };
-    let path = receiver_conn.path_summary();
+    let path = path.borrow().clone().unwrap_or_else(|| "?".into());
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
-    for c in [&sender_conn, &receiver_conn] {
-        c.close(0, "demo done");
-        c.shutdown().await;
-    }
     let (setup, throughput, check) = traffic?;
     Ok(Row {
         mode,

@@ -36,6 +36,12 @@ pub enum IdentityError {
         /// Path.
         path: String,
     },
+    /// Not there.
+    #[error("secret file {path} does not exist: create one with `peerport generate-secret --output {path}`")]
+    Missing {
+        /// Path.
+        path: String,
+    },
     /// Exists already.
     #[error("{path} already exists: pass --force to overwrite it (the old identity is lost)")]
     Exists {
@@ -103,6 +109,11 @@ pub fn write_private(path: &Path, text: &str, force: bool) -> Result<(), Identit
 
 /// Load an existing secret, refusing group/world-accessible files.
 pub fn load(path: &Path) -> Result<SecretKey, IdentityError> {
+    if !path.exists() {
+        return Err(IdentityError::Missing {
+            path: path.display().to_string(),
+        });
+    }
     let text = read_private(path)?;
     let bytes = hex::decode(text.trim()).map_err(|_| IdentityError::Format {
         path: path.display().to_string(),

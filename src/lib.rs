@@ -22,8 +22,13 @@ pub mod net;
 pub mod netcheck;
 pub mod proto;
 pub mod qad;
+pub mod receiver;
 pub mod rendezvous;
+pub mod sender;
 pub mod settings;
 pub mod stun;
 pub mod tlsfile;
 pub mod transport;
+
+pub use receiver::{Receiver, ReceiverBuilder, ReceiverError, Reconnect};
+pub use sender::{Sender, SenderBuilder};

@@ -43,8 +43,8 @@ fn main() -> ExitCode {
         match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
+                eprintln!("error: {}", peerport::app::render_error(&e));
+                ExitCode::from(peerport::app::exit_code(&e))
             }
         }
     };

@@ -239,10 +239,43 @@ impl Rendezvous {
     }
 
     /// Stop the servers.
+    /// Options for an iroh endpoint on the bind address (port chosen by the
+    /// OS) that uses only these servers: relay (with its certificate and
+    /// QUIC address discovery) and pkarr discovery; no mDNS, no port mapping.
+    pub fn iroh_options(&self, relay_only: bool) -> crate::modes::iroh::IrohOptions {
+        crate::modes::iroh::IrohOptions {
+            relay_urls: vec![self.relay_url.clone()],
+            relay_quic_port: Some(self.relay_quic_port),
+            relay_ca: vec![self.relay_cert.clone()],
+            relay_only,
+            dns_server: Some(self.pkarr_url.clone()),
+            mdns: false,
+            bind: Some((self.dns_addr.ip(), 0).into()),
+            portmap: false,
+            idle_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// Stop every server.
     pub async fn shutdown(self) {
         self.nostr.shutdown();
         let _ = self.relay.shutdown().await;
         let _ = self.dns.shutdown().await;
         let _ = self.turn.close().await;
     }
+}
+
+/// A plain-HTTP iroh relay (no QUIC address discovery) on exactly `addr`:
+/// for tests that stop a relay and start it again on the same address.
+pub async fn relay_at(
+    addr: std::net::SocketAddr,
+) -> Result<iroh_relay::server::Server, RendezvousError> {
+    let mut cfg = iroh_relay::server::ServerConfig::default();
+    let mut rc = iroh_relay::server::RelayConfig::new(addr);
+    rc.key_cache_capacity = Some(1024);
+    cfg.relay = Some(rc);
+    cfg.metrics_addr = None;
+    iroh_relay::server::Server::spawn(cfg)
+        .await
+        .map_err(|e| RendezvousError::Relay(e.to_string()))
 }

@@ -1,55 +1,130 @@
 //! Turning merged [`Partial`] settings into typed, validated settings, with
 //! errors that say which flag or key to fix.
 
-use std::{net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use iroh::RelayUrl;
 
+use peerport_signaling::Mode;
+
+pub use crate::sender::DEFAULT_MAX_SESSIONS;
 use crate::{
     addr::ForwardAddr,
     cli::ConfigArgs,
     config::{self, ConfigError, Partial, Role},
     engine::EngineConfig,
     modes::iroh::{IrohOptions, PeerSpec},
+    receiver::Reconnect,
 };
 
-/// Default `--max-sessions`.
-pub const DEFAULT_MAX_SESSIONS: usize = 10;
-/// Default receiver connect timeout.
+/// Default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A validated iroh sender.
+/// Validated settings of a sender or receiver in any mode.
 #[derive(Debug, Clone)]
-pub struct IrohSenderSettings {
-    /// Service to forward.
-    pub source: ForwardAddr,
-    /// Identity file.
-    pub secret_file: Option<PathBuf>,
-    /// Endpoint options.
-    pub iroh: IrohOptions,
-    /// Session limit (0 = unlimited).
-    pub max_sessions: usize,
-    /// Pinned receiver ids (empty = token auth).
-    pub allowed_peers: Vec<String>,
+pub struct Settings {
+    /// Sender: the service (`--source`). Receiver: the local listener (`--target`).
+    pub forward: ForwardAddr,
     /// Engine tunables.
-    pub engine: Arc<EngineConfig>,
+    pub engine: EngineConfig,
+    /// Sender: most sessions at once (0 = unlimited).
+    pub max_sessions: usize,
+    /// Receiver: the reconnect policy.
+    pub reconnect: Reconnect,
+    /// Receiver: how long a local TCP client waits for the tunnel.
+    pub reconnect_wait: Duration,
+    /// How long one attempt to connect may take.
+    pub connect_timeout: Duration,
+    /// The mode's own settings.
+    pub mode: ModeSettings,
 }
 
-/// A validated iroh receiver.
+/// The settings only one mode has.
 #[derive(Debug, Clone)]
-pub struct IrohReceiverSettings {
-    /// Local listen address.
-    pub target: ForwardAddr,
-    /// Who to reach.
-    pub peer: PeerSpec,
-    /// Identity file (optional; gives a stable id for `--allowed-peer`).
+pub enum ModeSettings {
+    /// `iroh`.
+    Iroh(IrohSettings),
+    /// `iroh-manual`.
+    IrohManual(PathSettings),
+    /// `ice`.
+    Ice(PathSettings),
+    /// `nostr`: the ICE path plus the signaling keys and relays.
+    Nostr(PathSettings, peerport_signaling::nostr::NostrConfig),
+}
+
+/// Settings of the `iroh` mode.
+#[derive(Debug, Clone)]
+pub struct IrohSettings {
+    /// Identity file (sender: stable ticket; receiver: stable id for `--allowed-peer`).
     pub secret_file: Option<PathBuf>,
     /// Endpoint options.
     pub iroh: IrohOptions,
-    /// How long to keep trying to reach the sender.
+    /// Sender: pinned receiver ids (empty = token auth).
+    pub allowed_peers: Vec<String>,
+    /// Receiver: who to reach.
+    pub peer: Option<PeerSpec>,
+}
+
+/// Settings of the modes that exchange addresses (`iroh-manual`, `ice`, `nostr`).
+#[derive(Debug, Clone)]
+pub struct PathSettings {
+    /// Offer file (`None` = the console).
+    pub offer_file: Option<PathBuf>,
+    /// Answer file (`None` = the console).
+    pub answer_file: Option<PathBuf>,
+    /// Local UDP bind address.
+    pub bind: SocketAddr,
+    /// STUN servers (empty = none).
+    pub stun_servers: Vec<String>,
+    /// Port mapping on/off.
+    pub portmap: bool,
+    /// QUIC idle timeout.
+    pub idle_timeout: Duration,
+    /// Bound on connecting after the exchange.
     pub connect_timeout: Duration,
-    /// Engine tunables.
-    pub engine: Arc<EngineConfig>,
+    /// TURN servers (ICE modes).
+    pub turn_servers: Vec<crate::modes::ice::TurnServer>,
+    /// Relay candidates only (ICE modes).
+    pub relay_only: bool,
+}
+
+impl PathSettings {
+    /// The ICE path of the `ice` and `nostr` modes.
+    pub fn ice_path(&self) -> Result<crate::modes::ice::IcePath, ConfigError> {
+        if self.relay_only && self.turn_servers.is_empty() {
+            return Err(invalid("--relay-only needs a --turn-server"));
+        }
+        Ok(crate::modes::ice::IcePath {
+            bind: self.bind,
+            stun_servers: self.stun_servers.clone(),
+            turn_servers: self.turn_servers.clone(),
+            relay_only: self.relay_only,
+            idle_timeout: self.idle_timeout,
+            connect_timeout: self.connect_timeout,
+        })
+    }
+
+    /// The path of the `iroh-manual` mode.
+    pub fn iroh_manual_path(&self) -> crate::modes::iroh_manual::IrohManualPath {
+        crate::modes::iroh_manual::IrohManualPath {
+            bind: self.bind,
+            stun_servers: self.stun_servers.clone(),
+            portmap: self.portmap,
+            idle_timeout: self.idle_timeout,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+/// Read the config file (if any), check it belongs to `role` and `mode`,
+/// overlay the command line, and validate: the one way settings are made.
+pub fn load(
+    cli: Partial,
+    cfg: &ConfigArgs,
+    role: Role,
+    mode: Mode,
+) -> Result<Settings, ConfigError> {
+    Settings::from_partial(merge(cli, cfg, role, mode)?, role, mode)
 }
 
 /// Load the config file the flags point to (if any), check it, and overlay the command line.
@@ -57,7 +132,7 @@ pub fn merge(
     cli: Partial,
     cfg: &ConfigArgs,
     role: Role,
-    mode: &str,
+    mode: Mode,
 ) -> Result<Partial, ConfigError> {
     let path = match (&cfg.config, cfg.default_config) {
         (Some(p), _) => Some(p.clone()),
@@ -121,7 +196,7 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
     Ok(o)
 }
 
-fn engine(p: &Partial) -> Result<Arc<EngineConfig>, ConfigError> {
+fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
     let mut e = EngineConfig::default();
     if let Some(s) = p.udp_idle_timeout {
         if s == 0 {
@@ -135,7 +210,7 @@ fn engine(p: &Partial) -> Result<Arc<EngineConfig>, ConfigError> {
         }
         e.max_udp_flows = n;
     }
-    Ok(Arc::new(e))
+    Ok(e)
 }
 
 fn forward(value: &Option<String>, flag: &str, example: &str) -> Result<ForwardAddr, ConfigError> {
@@ -188,84 +263,78 @@ fn normalize_peer(id: &str) -> Result<String, ConfigError> {
         })
 }
 
-impl IrohSenderSettings {
-    /// Validate merged settings.
-    pub fn from_partial(p: Partial) -> Result<Self, ConfigError> {
-        let source = forward(&p.source, "--source", "tcp://127.0.0.1:22")?;
-        if source.port == 0 {
-            return Err(invalid("--source needs a real port, not 0"));
+fn allowed_peers(p: &Partial) -> Result<Vec<String>, ConfigError> {
+    let mut allowed = Vec::new();
+    for id in p.allowed_peer.iter().flatten() {
+        allowed.push(normalize_peer(id)?);
+    }
+    if let Some(f) = &p.authorized_peers_file {
+        for id in read_peers_file(f)? {
+            allowed.push(normalize_peer(&id)?);
         }
-        let mut allowed = Vec::new();
-        for id in p.allowed_peer.iter().flatten() {
-            allowed.push(normalize_peer(id)?);
-        }
-        if let Some(f) = &p.authorized_peers_file {
-            for id in read_peers_file(f)? {
-                allowed.push(normalize_peer(&id)?);
+    }
+    Ok(allowed)
+}
+
+fn secs(v: Option<u64>, default: Duration) -> Duration {
+    v.map(Duration::from_secs).unwrap_or(default)
+}
+
+impl Settings {
+    /// Validate merged settings for `role` in `mode`.
+    pub fn from_partial(p: Partial, role: Role, mode: Mode) -> Result<Self, ConfigError> {
+        let forward = match role {
+            Role::Sender => {
+                let f = forward(&p.source, "--source", "tcp://127.0.0.1:22")?;
+                if f.port == 0 {
+                    return Err(invalid("--source needs a real port, not 0"));
+                }
+                f
             }
+            Role::Receiver => forward(&p.target, "--target", "tcp://127.0.0.1:2222")?,
+        };
+        let connect_timeout = secs(p.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+        if connect_timeout.is_zero() {
+            return Err(invalid("--connect-timeout must be at least 1 second"));
         }
-        Ok(IrohSenderSettings {
-            source,
-            secret_file: p.secret_file.clone(),
-            iroh: iroh_options(&p)?,
+        let reconnect = Reconnect {
+            enabled: p.reconnect.unwrap_or(true),
+            give_up_after: p.give_up_after.filter(|s| *s > 0).map(Duration::from_secs),
+            ..Reconnect::default()
+        };
+        let mode_settings = match mode {
+            Mode::Iroh => ModeSettings::Iroh(IrohSettings {
+                secret_file: p.secret_file.clone(),
+                iroh: iroh_options(&p)?,
+                allowed_peers: allowed_peers(&p)?,
+                peer: match role {
+                    Role::Sender => None,
+                    Role::Receiver => Some(peer_spec(&p)?),
+                },
+            }),
+            Mode::IrohManual => ModeSettings::IrohManual(path_settings(&p, connect_timeout)?),
+            Mode::Ice => ModeSettings::Ice(path_settings(&p, connect_timeout)?),
+            Mode::Nostr => {
+                ModeSettings::Nostr(path_settings(&p, connect_timeout)?, nostr_config(&p)?)
+            }
+        };
+        Ok(Settings {
+            forward,
+            engine: engine(&p)?,
             max_sessions: p.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
-            allowed_peers: allowed,
-            engine: engine(&p)?,
+            reconnect,
+            reconnect_wait: secs(p.reconnect_wait, Duration::from_secs(10)),
+            connect_timeout,
+            mode: mode_settings,
         })
     }
 }
 
-impl IrohReceiverSettings {
-    /// Validate merged settings.
-    pub fn from_partial(p: Partial) -> Result<Self, ConfigError> {
-        let target = forward(&p.target, "--target", "tcp://127.0.0.1:2222")?;
-        let node = p.node_id.as_deref().ok_or_else(|| {
-            invalid("--node-id is required: paste the ticket the sender printed (ppt1...)")
-        })?;
-        let peer: PeerSpec = node
-            .parse()
-            .map_err(|e| invalid(format!("--node-id: {e}")))?;
-        Ok(IrohReceiverSettings {
-            target,
-            peer,
-            secret_file: p.secret_file.clone(),
-            iroh: iroh_options(&p)?,
-            connect_timeout: p
-                .connect_timeout
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            engine: engine(&p)?,
-        })
-    }
-}
-
-/// Validated settings of a copy-paste mode (either role).
-#[derive(Debug, Clone)]
-pub struct ManualSettings {
-    /// Sender: service. Receiver: local listen address.
-    pub forward: ForwardAddr,
-    /// Offer file (`None` = stdio).
-    pub offer_file: Option<PathBuf>,
-    /// Answer file (`None` = stdio).
-    pub answer_file: Option<PathBuf>,
-    /// Local UDP bind address.
-    pub bind: SocketAddr,
-    /// STUN servers (empty = none).
-    pub stun_servers: Vec<String>,
-    /// Port mapping on/off.
-    pub portmap: bool,
-    /// QUIC idle timeout.
-    pub idle_timeout: Duration,
-    /// Connect timeout after the exchange (and answer wait bound is 10x).
-    pub connect_timeout: Duration,
-    /// Sender: session limit.
-    pub max_sessions: usize,
-    /// TURN servers (ICE modes).
-    pub turn_servers: Vec<crate::modes::ice::TurnServer>,
-    /// Relay candidates only (ICE modes).
-    pub relay_only: bool,
-    /// Engine tunables.
-    pub engine: Arc<EngineConfig>,
+fn peer_spec(p: &Partial) -> Result<PeerSpec, ConfigError> {
+    let node = p.node_id.as_deref().ok_or_else(|| {
+        invalid("--node-id is required: paste the ticket the sender printed (ppt1...)")
+    })?;
+    node.parse().map_err(|e| invalid(format!("--node-id: {e}")))
 }
 
 /// Environment variable holding the TURN password.
@@ -314,54 +383,41 @@ pub fn turn_servers(p: &Partial) -> Result<Vec<crate::modes::ice::TurnServer>, C
         .collect()
 }
 
-impl ManualSettings {
-    /// Validate merged settings for `role`.
-    pub fn from_partial(p: Partial, role: Role) -> Result<Self, ConfigError> {
-        let forward = match role {
-            Role::Sender => forward(&p.source, "--source", "tcp://127.0.0.1:22")?,
-            Role::Receiver => forward(&p.target, "--target", "tcp://127.0.0.1:2222")?,
-        };
-        let iroh = iroh_options(&Partial {
-            bind: None,
-            ..p.clone()
-        })?;
-        let bind = match &p.bind {
-            None => SocketAddr::from(([0, 0, 0, 0], 0)),
-            Some(b) => SocketAddr::from_str(b).map_err(|_| {
-                invalid(format!(
-                    "--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0"
-                ))
-            })?,
-        };
-        let stun_servers = if p.stun == Some(false) {
-            Vec::new()
-        } else {
-            match &p.stun_server {
-                Some(v) => v.clone(),
-                None => crate::stun::DEFAULT_STUN_SERVERS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            }
-        };
-        Ok(ManualSettings {
-            forward,
-            offer_file: p.offer_file.clone().filter(|f| f.as_os_str() != "-"),
-            answer_file: p.answer_file.clone().filter(|f| f.as_os_str() != "-"),
-            bind,
-            stun_servers,
-            portmap: p.portmap.unwrap_or(true),
-            idle_timeout: iroh.idle_timeout,
-            connect_timeout: p
-                .connect_timeout
-                .map(Duration::from_secs)
-                .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            max_sessions: p.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
-            turn_servers: turn_servers(&p)?,
-            relay_only: p.relay_only.unwrap_or(false),
-            engine: engine(&p)?,
-        })
-    }
+fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings, ConfigError> {
+    let iroh = iroh_options(&Partial {
+        bind: None,
+        ..p.clone()
+    })?;
+    let bind = match &p.bind {
+        None => SocketAddr::from(([0, 0, 0, 0], 0)),
+        Some(b) => SocketAddr::from_str(b).map_err(|_| {
+            invalid(format!(
+                "--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0"
+            ))
+        })?,
+    };
+    let stun_servers = if p.stun == Some(false) {
+        Vec::new()
+    } else {
+        match &p.stun_server {
+            Some(v) => v.clone(),
+            None => crate::stun::DEFAULT_STUN_SERVERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    };
+    Ok(PathSettings {
+        offer_file: p.offer_file.clone().filter(|f| f.as_os_str() != "-"),
+        answer_file: p.answer_file.clone().filter(|f| f.as_os_str() != "-"),
+        bind,
+        stun_servers,
+        portmap: p.portmap.unwrap_or(true),
+        idle_timeout: iroh.idle_timeout,
+        connect_timeout,
+        turn_servers: turn_servers(p)?,
+        relay_only: p.relay_only.unwrap_or(false),
+    })
 }
 
 /// Environment variable holding the nsec (instead of a file).
@@ -378,76 +434,62 @@ pub fn read_nsec(file: Option<&PathBuf>) -> Result<String, ConfigError> {
     peerport_signaling::nostr::parse_secret(&text).map_err(|e| invalid(format!("--nsec-file: {e}")))
 }
 
-/// Validated settings of the `nostr` mode (either role).
-#[derive(Debug, Clone)]
-pub struct NostrSettings {
-    /// Path, forward and engine settings (shared with the copy-paste modes).
-    pub path: ManualSettings,
-    /// Signaling settings.
-    pub nostr: peerport_signaling::nostr::NostrConfig,
-}
-
-impl NostrSettings {
-    /// Validate merged settings for `role`.
-    pub fn from_partial(p: Partial, role: Role) -> Result<Self, ConfigError> {
-        let path = ManualSettings::from_partial(p.clone(), role)?;
-        let secret = read_nsec(p.nsec_file.as_ref())?;
-        let peer = p.peer_npub.as_deref().ok_or_else(|| {
-            invalid(
-                "--peer-npub is required: the other side's npub (`peerport show-npub` prints it)",
-            )
-        })?;
-        let peer = peerport_signaling::nostr::parse_public(peer)
-            .map_err(|e| invalid(format!("--peer-npub: {e}")))?;
-        let relays = match &p.relay {
-            Some(r) if !r.is_empty() => r.clone(),
-            _ => peerport_signaling::nostr::DEFAULT_RELAYS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
-        for r in &relays {
-            if !(r.starts_with("ws://") || r.starts_with("wss://")) {
-                return Err(invalid(format!(
-                    "--relay `{r}`: write wss://HOST or ws://HOST:PORT"
-                )));
-            }
-        }
-        let kind = p
-            .nostr_kind
-            .unwrap_or(peerport_signaling::nostr::DEFAULT_KIND);
-        if !(20000..30000).contains(&kind) {
+fn nostr_config(p: &Partial) -> Result<peerport_signaling::nostr::NostrConfig, ConfigError> {
+    let secret = read_nsec(p.nsec_file.as_ref())?;
+    let peer = p.peer_npub.as_deref().ok_or_else(|| {
+        invalid("--peer-npub is required: the other side's npub (`peerport show-npub` prints it)")
+    })?;
+    let peer = peerport_signaling::nostr::parse_public(peer)
+        .map_err(|e| invalid(format!("--peer-npub: {e}")))?;
+    let relays = match &p.relay {
+        Some(r) if !r.is_empty() => r.clone(),
+        _ => peerport_signaling::nostr::DEFAULT_RELAYS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    for r in &relays {
+        if !(r.starts_with("ws://") || r.starts_with("wss://")) {
             return Err(invalid(format!(
-                "--nostr-kind {kind}: use an ephemeral kind, 20000..29999 (relays forward, don't store)"
+                "--relay `{r}`: write wss://HOST or ws://HOST:PORT"
             )));
         }
-        Ok(NostrSettings {
-            path,
-            nostr: peerport_signaling::nostr::NostrConfig {
-                secret,
-                peer,
-                relays,
-                kind,
-            },
-        })
     }
+    let kind = p
+        .nostr_kind
+        .unwrap_or(peerport_signaling::nostr::DEFAULT_KIND);
+    if !(20000..30000).contains(&kind) {
+        return Err(invalid(format!(
+            "--nostr-kind {kind}: use an ephemeral kind, 20000..29999 (relays forward, don't store)"
+        )));
+    }
+    Ok(peerport_signaling::nostr::NostrConfig {
+        secret,
+        peer,
+        relays,
+        kind,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sender(p: Partial) -> Result<Settings, ConfigError> {
+        Settings::from_partial(p, Role::Sender, Mode::Iroh)
+    }
+
     #[test]
     fn sender_needs_valid_source() {
-        let e = IrohSenderSettings::from_partial(Partial::default()).unwrap_err();
+        let e = sender(Partial::default()).unwrap_err();
         assert!(e.to_string().contains("--source is required"));
-        let e = IrohSenderSettings::from_partial(Partial {
+        let e = sender(Partial {
             source: Some("127.0.0.1:22".into()),
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.to_string().contains("tcp://"), "{e}");
-        let s = IrohSenderSettings::from_partial(Partial {
+        let s = sender(Partial {
             source: Some("udp://127.0.0.1:53".into()),
             max_sessions: Some(0),
             ..Default::default()
@@ -458,19 +500,38 @@ mod tests {
 
     #[test]
     fn receiver_rejects_bad_ticket_and_bind() {
-        let e = IrohReceiverSettings::from_partial(Partial {
-            target: Some("tcp://127.0.0.1:2222".into()),
-            node_id: Some("garbage".into()),
-            ..Default::default()
-        })
+        let e = Settings::from_partial(
+            Partial {
+                target: Some("tcp://127.0.0.1:2222".into()),
+                node_id: Some("garbage".into()),
+                ..Default::default()
+            },
+            Role::Receiver,
+            Mode::Iroh,
+        )
         .unwrap_err();
         assert!(e.to_string().contains("--node-id"), "{e}");
-        let e = IrohSenderSettings::from_partial(Partial {
+        let e = sender(Partial {
             source: Some("tcp://127.0.0.1:22".into()),
             bind: Some("localhost".into()),
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.to_string().contains("--bind"), "{e}");
+    }
+
+    #[test]
+    fn reconnect_policy_from_flags() {
+        let p = Partial {
+            target: Some("tcp://127.0.0.1:0".into()),
+            reconnect: Some(false),
+            give_up_after: Some(90),
+            reconnect_wait: Some(3),
+            ..Default::default()
+        };
+        let s = Settings::from_partial(p, Role::Receiver, Mode::Ice).unwrap();
+        assert!(!s.reconnect.enabled);
+        assert_eq!(s.reconnect.give_up_after, Some(Duration::from_secs(90)));
+        assert_eq!(s.reconnect_wait, Duration::from_secs(3));
     }
 }

@@ -10,7 +10,7 @@ use common::*;
 async fn malformed_source_and_target() {
     for bad in ["127.0.0.1:22", "tcp://nohost", "ftp://x:1", "tcp://x:99999"] {
         let (code, _, err) = run_to_end(&["sender", "iroh", "--source", bad, "--no-mdns"]).await;
-        assert_eq!(code, 1, "{bad}: {err}");
+        assert_eq!(code, 2, "{bad}: {err}");
         assert!(err.contains("--source"), "{bad}: {err}");
     }
     let (code, _, err) = run_to_end(&[
@@ -22,7 +22,7 @@ async fn malformed_source_and_target() {
         "x",
     ])
     .await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("--target") && err.contains("tcp://"), "{err}");
     let (code, _, err) = run_to_end(&[
         "receiver",
@@ -33,7 +33,7 @@ async fn malformed_source_and_target() {
         "ppt1zzzz",
     ])
     .await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("--node-id"), "{err}");
 }
 
@@ -54,7 +54,7 @@ async fn bad_relay_ca_file() {
             file.to_str().unwrap(),
         ])
         .await;
-        assert_eq!(code, 1, "{err}");
+        assert_eq!(code, 2, "{err}");
         assert!(err.contains("--relay-ca") && err.contains(want), "{err}");
     }
 }
@@ -71,7 +71,7 @@ async fn world_readable_secret_refused() {
         0o600
     );
     let (code, _, err) = run_to_end(&["generate-secret", "--output", k]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("--force"), "{err}");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let (code, _, err) = run_to_end(&[
@@ -83,7 +83,7 @@ async fn world_readable_secret_refused() {
         k,
     ])
     .await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("chmod 600"), "{err}");
 }
 
@@ -117,11 +117,11 @@ async fn config_file_rules() {
     let f = dir.path().join("c.toml");
     std::fs::write(&f, "role = \"receiver\"\nsource = \"tcp://127.0.0.1:22\"\n").unwrap();
     let (code, _, err) = run_to_end(&["sender", "iroh", "-c", f.to_str().unwrap()]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("role"), "{err}");
     std::fs::write(&f, "sorce = \"tcp://127.0.0.1:22\"\n").unwrap();
     let (code, _, err) = run_to_end(&["sender", "iroh", "-c", f.to_str().unwrap()]).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("sorce"), "{err}");
 }
 
@@ -136,7 +136,7 @@ async fn unreachable_sender_fails_in_bounded_time() {
     let mut p = receiver_proc(&r, "tcp", &ticket, &["--connect-timeout", "5"]);
     assert_eq!(
         p.wait_exit(std::time::Duration::from_secs(30)).await,
-        Some(1)
+        Some(3)
     );
     assert!(
         p.stderr_text().contains("cannot reach sender"),
@@ -242,4 +242,40 @@ async fn demo_prints_no_error_or_warning() {
         .filter(|l| l.contains("ERROR") || l.contains("WARN"))
         .collect();
     assert!(noisy.is_empty(), "the demo logged:\n{}", noisy.join("\n"));
+}
+
+/// Messages that say what to do, each cause once, with the usage exit code.
+#[tokio::test]
+async fn messages_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // an unsupported scheme is named as such
+    let (code, _, err) = run_to_end(&[
+        "receiver",
+        "iroh",
+        "--target",
+        "http://127.0.0.1:8080",
+        "--node-id",
+        "x",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("http:// is not supported"), "{err}");
+    // show-id on a missing file points at generate-secret
+    let missing = dir.path().join("nope.key");
+    let (code, _, err) = run_to_end(&["show-id", "--secret-file", missing.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("peerport generate-secret --output"), "{err}");
+    // an OS error is said once
+    let cfg = dir.path().join("missing.toml");
+    let (code, _, err) = run_to_end(&["sender", "iroh", "-c", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // a key of another mode is an error, not silently ignored
+    std::fs::write(&cfg, "source = \"tcp://127.0.0.1:22\"\nnsec-file = \"k\"\n").unwrap();
+    let (code, _, err) = run_to_end(&["sender", "iroh", "-c", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("nsec-file") && err.contains("mode iroh"),
+        "{err}"
+    );
 }

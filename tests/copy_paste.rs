@@ -217,7 +217,7 @@ async fn turn_problems_name_the_server_and_the_reason() {
         .map(String::from)
         .to_vec();
         let mut rx = Proc::spawn(&args);
-        assert_eq!(rx.wait_exit(Duration::from_secs(40)).await, Some(1));
+        assert_eq!(rx.wait_exit(Duration::from_secs(40)).await, Some(3));
         let err = rx.stderr_text();
         assert!(err.contains(&server), "{err}");
         assert!(err.contains(reason), "{err}");
@@ -246,7 +246,7 @@ async fn loose_permissions_on_access_files_are_refused() {
         pw.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("chmod 600"), "{err}");
 
     let peers = dir.path().join("peers");
@@ -261,6 +261,6 @@ async fn loose_permissions_on_access_files_are_refused() {
         peers.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("chmod go-w"), "{err}");
 }

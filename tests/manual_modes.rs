@@ -285,6 +285,6 @@ async fn receiver_with_wrong_certificate_is_refused() {
     }
     s.wait_stderr("certificate is not the one in the blob")
         .await;
-    assert_eq!(rx.wait_exit(Duration::from_secs(40)).await, Some(1));
+    assert_eq!(rx.wait_exit(Duration::from_secs(40)).await, Some(3));
     assert!(!s.stderr_text().contains("peer authenticated"));
 }

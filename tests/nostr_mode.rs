@@ -151,7 +151,7 @@ async fn a_third_key_gets_no_answer() {
     let s = sender(&format!("tcp://{tcp}"), &a, &b, &relays, &[]);
     // C knows A's npub but A only listens to B
     let mut rx = receiver_proc("tcp", &c, &a, &relays, &["--connect-timeout", "6"]);
-    assert_eq!(rx.wait_exit(Duration::from_secs(30)).await, Some(1));
+    assert_eq!(rx.wait_exit(Duration::from_secs(30)).await, Some(3));
     assert!(
         rx.stderr_text().contains("no answer from the sender"),
         "{}",
@@ -186,7 +186,7 @@ async fn third_receiver_is_told_the_sender_is_full() {
     let l2 = listen_addr(&mut second).await;
     second.wait_stderr("session established").await;
     let mut third = receiver_proc("tcp", &b, &a, &relays, &[]);
-    assert_eq!(third.wait_exit(Duration::from_secs(30)).await, Some(1));
+    assert_eq!(third.wait_exit(Duration::from_secs(30)).await, Some(4));
     assert!(
         third.stderr_text().contains("the sender is full"),
         "{}",
@@ -224,7 +224,7 @@ async fn keys_are_generated_checked_and_explained() {
     let mut args = base.to_vec();
     args.extend(["--nsec-file", k, "--peer-npub", "npub1notakey"]);
     let (code, _, err) = run_to_end(&args).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("--peer-npub"), "{err}");
     // garbage in the key file
     let bad = dir.path().join("bad");
@@ -233,20 +233,20 @@ async fn keys_are_generated_checked_and_explained() {
     let mut args = base.to_vec();
     args.extend(["--nsec-file", bad.to_str().unwrap(), "--peer-npub", &npub]);
     let (code, _, err) = run_to_end(&args).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("not a Nostr secret key"), "{err}");
     // a world-readable key file
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut args = base.to_vec();
     args.extend(["--nsec-file", k, "--peer-npub", &npub]);
     let (code, _, err) = run_to_end(&args).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("chmod 600"), "{err}");
     // no key at all
     let mut args = base.to_vec();
     args.extend(["--peer-npub", &npub]);
     let (code, _, err) = run_to_end(&args).await;
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("generate-nostr-key"), "{err}");
 }
 
@@ -266,7 +266,7 @@ async fn relay_down_at_startup_is_retried() {
     let tcp = spawn_tcp_echo(&mut svc).await.unwrap();
 
     let mut rx = receiver_proc("tcp", &b, &a, &[&url], &["--connect-timeout", "4"]);
-    assert_eq!(rx.wait_exit(Duration::from_secs(20)).await, Some(1));
+    assert_eq!(rx.wait_exit(Duration::from_secs(20)).await, Some(3));
     assert!(
         rx.stderr_text().contains("no relay reachable within 4 s"),
         "{}",
@@ -289,4 +289,48 @@ async fn relay_down_at_startup_is_retried() {
     let local = listen_addr(&mut rx).await;
     rx.wait_stderr("session established").await;
     tcp_echo_check(local, 100_000, 9).await;
+}
+
+/// The Nostr relay restarts on the same port and the sender is killed and
+/// restarted meanwhile: the same receiver re-signals through the restarted
+/// relay and serves TCP again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_and_sender_restart_are_survived() {
+    let relay = LocalNostrRelay::start_local().await.unwrap();
+    let url = relay.url.clone();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let relays = [url.as_str()];
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key(dir.path(), "a"), key(dir.path(), "b"));
+    let mut svc = JoinSet::new();
+    let tcp = spawn_tcp_echo(&mut svc).await.unwrap();
+    let source = format!("tcp://{tcp}");
+    let mut s = sender(&source, &a, &b, &relays, &[]);
+    let idle = ["--idle-timeout", "3"];
+    let mut rx = receiver_proc("tcp", &b, &a, &relays, &idle);
+    let local = listen_addr(&mut rx).await;
+    rx.wait_stderr("session established").await;
+    tcp_echo_check(local, 100_000, 1).await;
+
+    relay.shutdown();
+    s.child.kill().await.unwrap();
+    rx.wait_stderr("tunnel lost").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _relay = LocalNostrRelay::start(Ipv4Addr::LOCALHOST.into(), port)
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let _s2 = sender(&source, &a, &b, &relays, &[]);
+    rx.wait_stderr_nth("session established", 2).await;
+    tcp_echo_check(local, 100_000, 2).await;
+    eprintln!(
+        "nostr: recovered {} ms after the relay and the sender restarted",
+        t0.elapsed().as_millis()
+    );
 }

@@ -6,8 +6,11 @@
 //! * [`udp`]: one flow per client address, packets as (fragmented) datagrams.
 //! * [`auth`]: who may use a sender.
 //! * [`target`]: binding the receiver's local listener with clear errors.
+//! * [`front`]: the receiver's local side, kept across sessions.
+//! * [`server`]: the sender's session loop over an [`crate::transport::Acceptor`].
 
 pub mod auth;
+pub mod front;
 pub mod io;
 pub mod server;
 pub mod session;
@@ -18,7 +21,8 @@ pub mod udp;
 use std::time::Duration;
 
 pub use auth::Authorizer;
-pub use session::{run_receiver_session, serve_sender_session, SenderContext, SessionError};
+pub use front::Front;
+pub use session::{serve_sender_session, RefusalKind, SenderContext, SessionError};
 pub use target::{BindError, BoundTarget};
 
 use crate::transport::{ConnError, TunnelConnection};

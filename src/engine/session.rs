@@ -5,6 +5,9 @@
 //! protocol and replies. Only after an OK does the sender accept TCP streams
 //! or read datagrams, so an unauthorized peer never reaches the service.
 //! The Hello stream stays open for the life of the session.
+//!
+//! A receiver runs [`hello`] then [`forward`] per session; its local side
+//! ([`Front`]) outlives every session (see [`crate::Receiver`]).
 
 use std::{sync::Arc, time::Instant};
 
@@ -15,22 +18,64 @@ use tracing::{info, warn};
 use super::{
     close_code,
     io::{read_reply, read_request},
-    open_bi_retry, tcp, udp, Authorizer, BoundTarget, EngineConfig,
+    open_bi_retry, tcp, udp, Authorizer, EngineConfig, Front,
 };
 use crate::{
     addr::{ForwardAddr, Protocol},
     proto::header::{Kind, Reply, Request, Status},
-    transport::TunnelConnection,
+    transport::{CloseReason, ConnError, TunnelConnection},
 };
+
+/// Why the sender refused a receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// Wrong or missing token, or not an allowed peer.
+    Unauthorized,
+    /// The sender forwards the other protocol (tcp vs udp).
+    ProtocolMismatch,
+    /// The sender serves its `--max-sessions` already.
+    Busy,
+    /// Any other refusal.
+    Other,
+}
+
+impl RefusalKind {
+    /// Whether asking again later may succeed (only a full sender).
+    pub fn retryable(self) -> bool {
+        self == RefusalKind::Busy
+    }
+
+    fn from_status(s: Status) -> Self {
+        match s {
+            Status::Unauthorized => RefusalKind::Unauthorized,
+            Status::ProtocolMismatch => RefusalKind::ProtocolMismatch,
+            Status::Busy => RefusalKind::Busy,
+            _ => RefusalKind::Other,
+        }
+    }
+
+    /// The refusal a close code stands for, if it is one.
+    pub fn from_close(reason: &CloseReason) -> Option<Self> {
+        match reason {
+            CloseReason::Peer { code, .. } => match *code {
+                close_code::UNAUTHORIZED => Some(RefusalKind::Unauthorized),
+                close_code::PROTOCOL => Some(RefusalKind::ProtocolMismatch),
+                close_code::BUSY => Some(RefusalKind::Busy),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
 
 /// How a session ended, other than by request.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     /// The sender said no.
-    #[error("the sender refused this receiver ({status:?}): {message}")]
+    #[error("the sender refused this receiver: {message}")]
     Refused {
-        /// Reason code.
-        status: Status,
+        /// Why.
+        kind: RefusalKind,
         /// Sender's message.
         message: String,
     },
@@ -44,10 +89,29 @@ pub enum SessionError {
     },
     /// The QUIC connection died.
     #[error("tunnel connection lost: {0}")]
-    ConnectionLost(String),
+    ConnectionLost(CloseReason),
     /// The peer did not follow the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl SessionError {
+    /// Whether a new session may succeed where this one ended.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SessionError::Refused { kind, .. } => kind.retryable(),
+            SessionError::Unauthorized { .. } => false,
+            SessionError::ConnectionLost(r) => r.retryable(),
+            SessionError::Protocol(_) => true,
+        }
+    }
+}
+
+impl From<ConnError> for SessionError {
+    fn from(e: ConnError) -> Self {
+        let ConnError::Lost(r) = e;
+        SessionError::ConnectionLost(r)
+    }
 }
 
 /// What a sender needs to serve sessions.
@@ -70,10 +134,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
 ) -> Result<(), SessionError> {
     let peer = conn.peer_id();
     let hello = tokio::time::timeout(ctx.engine.header_timeout, async {
-        let (send, mut recv) = conn
-            .accept_bi()
-            .await
-            .map_err(|e| SessionError::ConnectionLost(e.to_string()))?;
+        let (send, mut recv) = conn.accept_bi().await?;
         let req = read_request(&mut recv)
             .await
             .map_err(|e| SessionError::Protocol(format!("bad hello: {e}")))?;
@@ -122,9 +183,9 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         conn.close(close_code::PROTOCOL, "protocol mismatch");
         return Err(SessionError::Protocol(msg));
     }
-    send.write_all(&Reply::ok().encode())
-        .await
-        .map_err(|e| SessionError::ConnectionLost(e.to_string()))?;
+    if send.write_all(&Reply::ok().encode()).await.is_err() {
+        return Err(SessionError::ConnectionLost(conn.closed().await));
+    }
     info!(%peer, software = req.software.as_deref().unwrap_or("?"), "peer authenticated");
     match ctx.source.protocol {
         Protocol::Tcp => {
@@ -136,36 +197,57 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     }
 }
 
-/// Receiver side of one session: say hello, then forward the bound target
-/// until the connection ends (an error: the caller exits non-zero) or
-/// `cancel` fires.
-pub async fn run_receiver_session<C: TunnelConnection>(
-    conn: C,
-    target: BoundTarget,
-    token: Option<Vec<u8>>,
-    engine: Arc<EngineConfig>,
-    cancel: CancellationToken,
-) -> Result<(), SessionError> {
+/// The receiver's open hello stream: kept for the life of the session.
+pub struct Hello<C: TunnelConnection> {
+    _stream: (C::Send, C::Recv),
+}
+
+/// Receiver side of a new session: say hello (token, protocol) and read the
+/// sender's answer. A refusal is typed, whether the sender replied with a
+/// status or closed the connection with a refusal code.
+pub async fn hello<C: TunnelConnection>(
+    conn: &C,
+    token: Option<&[u8]>,
+    protocol: Protocol,
+    engine: &EngineConfig,
+) -> Result<Hello<C>, SessionError> {
     let started = Instant::now();
-    let (mut send, mut recv) = open_bi_retry(&conn)
+    let (mut send, mut recv) = open_bi_retry(conn).await?;
+    let lost = |conn: &C| {
+        let conn = conn.clone();
+        async move {
+            // the connection is going down: tell the reason (a refusal code?)
+            match tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await {
+                Ok(reason) => match RefusalKind::from_close(&reason) {
+                    Some(kind) => SessionError::Refused {
+                        kind,
+                        message: format!("the sender closed the connection ({reason})"),
+                    },
+                    None => SessionError::ConnectionLost(reason),
+                },
+                Err(_) => SessionError::Protocol("the hello stream failed".into()),
+            }
+        }
+    };
+    if send
+        .write_all(&Request::hello(token, protocol).encode())
         .await
-        .map_err(|e| SessionError::ConnectionLost(e.to_string()))?;
-    send.write_all(&Request::hello(token.as_deref(), target.protocol()).encode())
-        .await
-        .map_err(|e| SessionError::ConnectionLost(e.to_string()))?;
-    let reply = tokio::time::timeout(engine.header_timeout, read_reply(&mut recv))
-        .await
-        .map_err(|_| SessionError::Protocol("the sender did not answer the hello in time".into()))?
-        .map_err(|e| match conn_close_hint(&e.to_string()) {
-            Some(m) => SessionError::Refused {
-                status: Status::Unauthorized,
-                message: m,
-            },
-            None => SessionError::Protocol(format!("no answer to hello: {e}")),
-        })?;
+        .is_err()
+    {
+        return Err(lost(conn).await);
+    }
+    let reply = match tokio::time::timeout(engine.header_timeout, read_reply(&mut recv)).await {
+        Err(_) => {
+            return Err(SessionError::Protocol(
+                "the sender did not answer the hello in time".into(),
+            ))
+        }
+        Ok(Err(_)) => return Err(lost(conn).await),
+        Ok(Ok(r)) => r,
+    };
     if reply.status != Status::Ok {
         return Err(SessionError::Refused {
-            status: reply.status,
+            kind: RefusalKind::from_status(reply.status),
             message: reply.message,
         });
     }
@@ -174,14 +256,23 @@ pub async fn run_receiver_session<C: TunnelConnection>(
         ms = started.elapsed().as_millis() as u64,
         "session established"
     );
-    let _hello_stream = (send, recv);
-    match target {
-        BoundTarget::Tcp(listener) => tcp::run_receiver(conn, listener, cancel).await,
-        BoundTarget::Udp(sock) => udp::run_receiver(conn, sock, engine, cancel).await,
-    }
+    Ok(Hello {
+        _stream: (send, recv),
+    })
 }
 
-fn conn_close_hint(err: &str) -> Option<String> {
-    err.contains("unauthorized")
-        .then(|| "the sender closed the connection as unauthorized".to_string())
+/// Receiver side of an established session: forward the receiver's local
+/// side until the connection ends or `cancel` fires. The local side stays
+/// with the caller for the next session.
+pub async fn forward<C: TunnelConnection>(
+    conn: C,
+    _hello: Hello<C>,
+    front: &mut Front,
+    engine: Arc<EngineConfig>,
+    cancel: CancellationToken,
+) -> Result<(), SessionError> {
+    match front {
+        Front::Tcp(q) => tcp::run_receiver(conn, q, cancel).await,
+        Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
+    }
 }

@@ -11,13 +11,14 @@ use std::{future::Future, sync::Arc};
 
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    close_code, io::read_reply, io::read_request, open_bi_retry, EngineConfig, SessionError,
+    close_code, front::TcpQueue, io::read_reply, io::read_request, open_bi_retry, EngineConfig,
+    SessionError,
 };
 use crate::{
     addr::ForwardAddr,
@@ -28,11 +29,12 @@ use crate::{
 
 const COPY_BUF: usize = 256 * 1024;
 
-/// Receiver: accept local TCP clients and carry each over a new stream until
-/// the connection dies or `cancel` fires.
+/// Receiver: carry each local TCP client waiting in `queue` over a new
+/// stream until the connection dies or `cancel` fires. The queue (and its
+/// listener) stays with the caller for the next session.
 pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
-    listener: TcpListener,
+    queue: &mut TcpQueue,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
@@ -41,32 +43,23 @@ pub async fn run_receiver<C: TunnelConnection>(
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let conn = conn.clone();
-                    let child = child.clone();
-                    let span = tracing::info_span!("tcp", client = %peer);
-                    tasks.spawn(async move {
-                        tokio::select! {
-                            _ = child.cancelled() => {}
-                            r = receiver_stream(conn, tcp) => if let Err(e) = r {
-                                warn!("connection closed: {e}");
-                            } else {
-                                debug!("connection finished");
-                            }
+            w = queue.next() => {
+                let conn = conn.clone();
+                let child = child.clone();
+                let span = tracing::info_span!("tcp", client = %w.client);
+                tasks.spawn(async move {
+                    tokio::select! {
+                        _ = child.cancelled() => {}
+                        r = receiver_stream(conn, w.stream) => if let Err(e) = r {
+                            warn!("connection closed: {e}");
+                        } else {
+                            debug!("connection finished");
                         }
-                    }.instrument(span));
-                }
-                Err(e) => {
-                    // e.g. EMFILE: back off instead of spinning
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+                    }
+                }.instrument(span));
             }
         }
     };
-    drop(listener); // stop accepting before draining
     child.cancel();
     tasks.close();
     tasks.wait().await;
@@ -116,7 +109,7 @@ pub async fn serve_sender<C: TunnelConnection>(
                         }
                     }.in_current_span());
                 }
-                Err(e) => break Err(SessionError::ConnectionLost(e.to_string())),
+                Err(e) => break Err(e.into()),
             }
         }
     };

@@ -12,7 +12,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
-use super::{EngineConfig, SessionError};
+use super::{front::UdpFront, EngineConfig, SessionError};
 use crate::{
     addr::ForwardAddr,
     net,
@@ -49,6 +49,8 @@ pub struct UdpStats {
     pub dropped_unknown_flow: AtomicU64,
     /// Dropped: local socket send failed.
     pub dropped_send_error: AtomicU64,
+    /// Dropped (receiver): no tunnel was up.
+    pub dropped_no_tunnel: AtomicU64,
 }
 
 impl UdpStats {
@@ -57,18 +59,20 @@ impl UdpStats {
             + self.dropped_too_large.load(Relaxed)
             + self.dropped_unknown_flow.load(Relaxed)
             + self.dropped_send_error.load(Relaxed)
+            + self.dropped_no_tunnel.load(Relaxed)
     }
 
     fn summary(&self, reasm: &Reassembler) -> String {
         let r = reasm.drops();
         format!(
-            "packets in {} out {}; dropped: flow cap {}, too large {}, unknown flow {}, send error {}, reassembly timeout {}, evicted {}, malformed {}",
+            "packets in {} out {}; dropped: flow cap {}, too large {}, unknown flow {}, send error {}, no tunnel {}, reassembly timeout {}, evicted {}, malformed {}",
             self.packets_in.load(Relaxed),
             self.packets_out.load(Relaxed),
             self.dropped_flow_cap.load(Relaxed),
             self.dropped_too_large.load(Relaxed),
             self.dropped_unknown_flow.load(Relaxed),
             self.dropped_send_error.load(Relaxed),
+            self.dropped_no_tunnel.load(Relaxed),
             r.timed_out,
             r.evicted,
             r.malformed
@@ -145,6 +149,7 @@ async fn send_packet<C: TunnelConnection>(
 
 // ---------------------------------------------------------------- receiver
 
+#[derive(Debug)]
 struct Flow {
     id: u32,
     seq: u16,
@@ -152,7 +157,8 @@ struct Flow {
 }
 
 /// The receiver's client table: address <-> flow id.
-struct FlowTable {
+#[derive(Debug)]
+pub(crate) struct FlowTable {
     by_addr: HashMap<SocketAddr, Flow>,
     by_id: HashMap<u32, SocketAddr>,
     next_id: u32,
@@ -160,7 +166,7 @@ struct FlowTable {
 }
 
 impl FlowTable {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         FlowTable {
             by_addr: HashMap::new(),
             by_id: HashMap::new(),
@@ -201,7 +207,7 @@ impl FlowTable {
         Some(addr)
     }
 
-    fn expire(&mut self, now: Instant, idle: Duration) -> Vec<u32> {
+    pub(crate) fn expire(&mut self, now: Instant, idle: Duration) -> Vec<u32> {
         let mut gone = Vec::new();
         self.by_addr.retain(|addr, f| {
             let keep = now.duration_since(f.last_seen) < idle;
@@ -218,16 +224,18 @@ impl FlowTable {
     }
 }
 
-/// Receiver: forward packets from local clients through the tunnel and back.
+/// Receiver: forward packets from local clients through the tunnel and
+/// back. The socket, flow table and counters stay with the caller.
 pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
-    sock: UdpSocket,
+    front: &mut UdpFront,
     config: Arc<EngineConfig>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
-    let sock = Arc::new(sock);
-    let table = Arc::new(Mutex::new(FlowTable::new(config.max_udp_flows)));
-    let stats = Arc::new(UdpStats::default());
+    let UdpFront {
+        sock, table, stats, ..
+    } = &*front;
+    let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
     let uplink = async {
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -249,17 +257,17 @@ pub async fn run_receiver<C: TunnelConnection>(
             if new {
                 info!(client = %from, flow = id, "new udp flow");
             }
-            send_packet(&conn, id, seq, &buf[..n], &stats).await?;
+            send_packet(&conn, id, seq, &buf[..n], stats).await?;
         }
     };
     let downlink = async {
-        let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
+        let reasm = &mut reasm;
         let mut tick = tokio::time::interval(TICK);
         let mut reporter = Reporter::new();
         loop {
             tokio::select! {
                 d = conn.read_datagram() => {
-                    let d = d.map_err(|e| SessionError::ConnectionLost(e.to_string()))?;
+                    let d = d?;
                     let now = Instant::now();
                     let Some((flow, pkt)) = reasm.push(d, now) else { continue };
                     let addr = table.lock().expect("flow table").incoming(flow, now);
@@ -279,7 +287,7 @@ pub async fn run_receiver<C: TunnelConnection>(
                     reasm.expire(now);
                     let gone = table.lock().expect("flow table").expire(now, config.udp_idle_timeout);
                     for id in gone { reasm.forget_flow(id); }
-                    reporter.maybe_report(&stats, &reasm, now);
+                    reporter.maybe_report(stats, reasm, now);
                 }
             }
         }
@@ -290,10 +298,7 @@ pub async fn run_receiver<C: TunnelConnection>(
         r = uplink => r,
         r = downlink => r,
     };
-    info!(
-        "udp session ended: {}",
-        stats.summary(&Reassembler::new(1, REASSEMBLY_TIMEOUT))
-    );
+    info!("udp session ended: {}", stats.summary(&reasm));
     result
 }
 
@@ -328,7 +333,7 @@ pub async fn serve_sender<C: TunnelConnection>(
             d = conn.read_datagram() => {
                 let d = match d {
                     Ok(d) => d,
-                    Err(e) => break Err(SessionError::ConnectionLost(e.to_string())),
+                    Err(e) => break Err(e.into()),
                 };
                 let Some((id, pkt)) = reasm.push(d, Instant::now()) else { continue };
                 if !flows.contains_key(&id) {

@@ -244,3 +244,50 @@ pub async fn connect(
         delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
+
+/// Receiver side of the `iroh` mode: dials the sender's endpoint id
+/// (discovery and relay find it again after a restart), so it reconnects
+/// without a person.
+#[derive(Debug)]
+pub struct IrohDialer {
+    ep: Endpoint,
+    peer: PeerSpec,
+    connect_timeout: Duration,
+    _ignore: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl IrohDialer {
+    /// Dial `peer` from `ep`, each attempt bounded by `connect_timeout`.
+    /// The endpoint only dials: incoming attempts are ignored statelessly.
+    pub fn new(ep: Endpoint, peer: PeerSpec, connect_timeout: Duration) -> Self {
+        let ignore = tokio::spawn(crate::transport::gate::ignore_all(ep.clone()));
+        IrohDialer {
+            ep,
+            peer,
+            connect_timeout,
+            _ignore: tokio_util::task::AbortOnDropHandle::new(ignore),
+        }
+    }
+}
+
+impl crate::transport::Dialer for IrohDialer {
+    type Conn = IrohConnection;
+
+    fn unattended(&self) -> bool {
+        true
+    }
+
+    fn token(&self) -> Option<Vec<u8>> {
+        self.peer.token.clone()
+    }
+
+    async fn dial(&mut self) -> Result<IrohConnection, crate::transport::DialError> {
+        connect(&self.ep, self.peer.id, self.connect_timeout)
+            .await
+            .map_err(|e| crate::transport::DialError::Unreachable(e.to_string()))
+    }
+
+    async fn close(self) {
+        self.ep.close().await;
+    }
+}

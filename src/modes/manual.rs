@@ -1,8 +1,8 @@
 //! Copy-paste signaling shared by `iroh-manual` and `ice`.
 //!
 //! The receiver makes an OFFER, the sender answers each offer with an ANSWER
-//! and a fresh per-session QUIC stack. Blobs travel by copy-paste (stdin and
-//! stdout, with prompts on stderr) or by files (`--offer-file`,
+//! and a fresh per-session QUIC stack. Blobs travel by copy-paste (through a
+//! [`Console`] the CLI implements over the terminal) or by files (`--offer-file`,
 //! `--answer-file`, `-` meaning stdin/stdout), so scripts and tests can drive
 //! both sides. Files are followed as they grow: several offers appended to
 //! one file start several sessions, and several answers in one file are told
@@ -24,13 +24,13 @@ use peerport_signaling::{
     Mode,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::AsyncWriteExt,
     sync::{mpsc, Mutex},
     task::JoinSet,
 };
 use tracing::{info, warn, Instrument};
 
-use crate::transport::{Acceptor, TunnelConnection};
+use crate::transport::{Acceptor, DialError, Dialer, TunnelConnection};
 
 /// How old a blob may be before it is refused.
 pub const MAX_BLOB_AGE: Duration = Duration::from_secs(15 * 60);
@@ -80,40 +80,90 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// How the copy-paste modes talk to a person. The library never touches
+/// the terminal itself: the CLI implements this over stderr (prompts),
+/// stdout (blobs to copy) and stdin (pastes); an embedding program can
+/// implement it over its own UI, or use files instead.
+pub trait Console: Send + Sync + 'static {
+    /// Tell the person something (a prompt or a hint), one or more lines.
+    fn say(&self, text: &str);
+    /// Show a blob (armored text) for the person to copy.
+    fn show(&self, armor: &str) -> std::io::Result<()>;
+    /// The next line the person pasted or typed; `None` once input is closed.
+    fn read_line(&self) -> futures::future::BoxFuture<'_, Option<Vec<u8>>>;
+}
+
+/// A [`Console`] with no person behind it: prompts go to the log, blobs
+/// are refused, input is closed. For programs that use blob files only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoConsole;
+
+impl Console for NoConsole {
+    fn say(&self, text: &str) {
+        info!("{text}");
+    }
+    fn show(&self, _armor: &str) -> std::io::Result<()> {
+        Err(std::io::Error::other(
+            "no console to show a blob on: use a blob file",
+        ))
+    }
+    fn read_line(&self) -> futures::future::BoxFuture<'_, Option<Vec<u8>>> {
+        Box::pin(async { None })
+    }
+}
+
 /// Where blobs come from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum BlobSource {
-    /// Standard input.
-    Stdin,
+    /// Pasted by a person at the console.
+    Console(Arc<dyn Console>),
     /// A file, followed as it grows.
     File(PathBuf),
 }
 
 /// Where blobs go.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum BlobSink {
-    /// Standard output.
-    Stdout,
+    /// Shown to a person at the console.
+    Console(Arc<dyn Console>),
     /// A file (appended to).
     File(PathBuf),
 }
 
+impl std::fmt::Debug for BlobSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobSource::Console(_) => f.write_str("console"),
+            BlobSource::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl std::fmt::Debug for BlobSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BlobSink::Console(_) => f.write_str("console"),
+            BlobSink::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
 impl BlobSource {
-    /// `-` or absent means stdin.
-    pub fn from_arg(p: Option<&PathBuf>) -> Self {
+    /// A file, or the console when absent or `-`.
+    pub fn from_arg(p: Option<&PathBuf>, console: &Arc<dyn Console>) -> Self {
         match p {
             Some(p) if p.as_os_str() != "-" => BlobSource::File(p.clone()),
-            _ => BlobSource::Stdin,
+            _ => BlobSource::Console(console.clone()),
         }
     }
 }
 
 impl BlobSink {
-    /// `-` or absent means stdout.
-    pub fn from_arg(p: Option<&PathBuf>) -> Self {
+    /// A file, or the console when absent or `-`.
+    pub fn from_arg(p: Option<&PathBuf>, console: &Arc<dyn Console>) -> Self {
         match p {
             Some(p) if p.as_os_str() != "-" => BlobSink::File(p.clone()),
-            _ => BlobSink::Stdout,
+            _ => BlobSink::Console(console.clone()),
         }
     }
 
@@ -121,11 +171,7 @@ impl BlobSink {
     pub async fn write(&self, blob: &Blob) -> std::io::Result<()> {
         let armor = blob.to_armor();
         match self {
-            BlobSink::Stdout => {
-                let mut out = tokio::io::stdout();
-                out.write_all(armor.as_bytes()).await?;
-                out.flush().await
-            }
+            BlobSink::Console(c) => c.show(&armor),
             BlobSink::File(p) => {
                 let mut f = tokio::fs::OpenOptions::new()
                     .create(true)
@@ -135,6 +181,14 @@ impl BlobSink {
                 f.write_all(armor.as_bytes()).await?;
                 f.flush().await
             }
+        }
+    }
+
+    /// Tell the person something, if a person watches this sink.
+    fn say(&self, text: &str) {
+        match self {
+            BlobSink::Console(c) => c.say(text),
+            BlobSink::File(_) => info!("{text}"),
         }
     }
 }
@@ -149,7 +203,6 @@ pub struct BlobReader {
     pending: String,
     undecoded: Vec<u8>,
     file_offset: u64,
-    stdin: Option<BufReader<tokio::io::Stdin>>,
     ready: std::collections::VecDeque<Result<Blob, BlobError>>,
 }
 
@@ -195,7 +248,6 @@ impl BlobReader {
             pending: String::new(),
             undecoded: Vec::new(),
             file_offset: 0,
-            stdin: None,
             ready: Default::default(),
         }
     }
@@ -205,7 +257,7 @@ impl BlobReader {
         let skipped = decode_utf8_lossy(&mut self.undecoded, &mut self.pending);
         if skipped > 0 {
             let from = match &self.source {
-                BlobSource::Stdin => "standard input".to_string(),
+                BlobSource::Console(_) => "the pasted input".to_string(),
                 BlobSource::File(p) => p.display().to_string(),
             };
             warn!("skipped {skipped} byte(s) in {from} that are not text; blobs around them are still read");
@@ -217,7 +269,7 @@ impl BlobReader {
     /// with other sessions), as a log line.
     fn complain(&self, e: &BlobError, what: &str) {
         match &self.source {
-            BlobSource::Stdin => eprintln!("error: {e}\npaste the {what} again:"),
+            BlobSource::Console(c) => c.say(&format!("error: {e}\npaste the {what} again:")),
             BlobSource::File(p) if *e == BlobError::WrongSession => info!(
                 "skipping an {what} in {} that belongs to another session",
                 p.display()
@@ -251,23 +303,17 @@ impl BlobReader {
     }
 
     /// The next complete block, decoded and checked against `expect`
-    /// (with `now` refreshed). `None` when stdin is closed.
+    /// (with `now` refreshed). `None` when the console's input is closed.
     pub async fn next(&mut self, expect: &Expect) -> Option<Result<Blob, BlobError>> {
         loop {
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
             }
             match self.source.clone() {
-                BlobSource::Stdin => {
-                    let stdin = self
-                        .stdin
-                        .get_or_insert_with(|| BufReader::new(tokio::io::stdin()));
-                    let mut line = Vec::new();
-                    match stdin.read_until(b'\n', &mut line).await {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => self.feed(&line),
-                    }
-                }
+                BlobSource::Console(c) => match c.read_line().await {
+                    None => return None,
+                    Some(line) => self.feed(&line),
+                },
                 BlobSource::File(p) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     match self.read_file_tail(&p).await {
@@ -300,59 +346,97 @@ fn expect(kind: Kind, mode: Mode, session: Option<[u8; 8]>) -> Expect {
     }
 }
 
-/// Receiver side: offer, wait for the matching answer (asking again after a
-/// bad paste), connect. Bounded by `limit`.
-pub async fn receiver_connect<P: ManualPath>(
-    path: &P,
+/// Receiver side of a copy-paste mode: each [`Dialer::dial`] writes a
+/// fresh OFFER, waits for the matching ANSWER (asking again after a bad
+/// paste) and connects. A person must carry the blobs, so it is not
+/// unattended: after a lost session the receiver shows a new offer.
+pub struct ManualDialer<P: ManualPath> {
+    path: P,
     offers: BlobSink,
-    answers: BlobSource,
+    reader: BlobReader,
+    answers_from: String,
     limit: Duration,
-) -> anyhow::Result<P::Conn> {
-    let (prepared, body) = path
-        .prepare(Side::Offerer)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let session: [u8; 8] = rand::random();
-    let offer = Blob {
-        kind: Kind::Offer,
-        session,
-        created: unix_now(),
-        body,
-    };
-    eprintln!(
-        "peerport receiver ({}): send this OFFER ({} characters) to the sender:",
-        P::MODE,
-        offer.to_armor().len()
-    );
-    offers.write(&offer).await?;
-    match &answers {
-        BlobSource::Stdin => eprintln!("then paste the sender's ANSWER here:"),
-        BlobSource::File(p) => eprintln!("waiting for the ANSWER in {}", p.display()),
-    }
-    let mut reader = BlobReader::new(answers);
-    let want = expect(Kind::Answer, P::MODE, Some(session));
-    let answer = tokio::time::timeout(limit, async {
-        loop {
-            match reader.next(&want).await {
-                None => anyhow::bail!(
-                    "input closed before an ANSWER arrived: paste the sender's answer"
-                ),
-                Some(Ok(a)) => return Ok(a),
-                Some(Err(e)) => reader.complain(&e, "ANSWER"),
-            }
+}
+
+impl<P: ManualPath> ManualDialer<P> {
+    /// Offers go to `offers`, answers are read from `answers`; each
+    /// exchange must complete within `limit`.
+    pub fn new(path: P, offers: BlobSink, answers: BlobSource, limit: Duration) -> Self {
+        let answers_from = match &answers {
+            BlobSource::Console(_) => "then paste the sender's ANSWER here:".to_string(),
+            BlobSource::File(p) => format!("waiting for the ANSWER in {}", p.display()),
+        };
+        ManualDialer {
+            path,
+            offers,
+            reader: BlobReader::new(answers),
+            answers_from,
+            limit,
         }
-    })
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "no valid ANSWER within {} s: start again and exchange fresh blobs",
-            limit.as_secs()
-        )
-    })??;
-    info!("answer accepted; connecting");
-    path.connect(prepared, answer.body, Side::Offerer, None)
+    }
+}
+
+impl<P: ManualPath> Dialer for ManualDialer<P> {
+    type Conn = P::Conn;
+
+    fn unattended(&self) -> bool {
+        false
+    }
+
+    async fn dial(&mut self) -> Result<P::Conn, DialError> {
+        let (prepared, body) = self
+            .path
+            .prepare(Side::Offerer)
+            .await
+            .map_err(DialError::Unreachable)?;
+        let session: [u8; 8] = rand::random();
+        let offer = Blob {
+            kind: Kind::Offer,
+            session,
+            created: unix_now(),
+            body,
+        };
+        self.offers.say(&format!(
+            "peerport receiver ({}): send this OFFER ({} characters) to the sender:",
+            P::MODE,
+            offer.to_armor().len()
+        ));
+        self.offers
+            .write(&offer)
+            .await
+            .map_err(|e| DialError::Fatal(format!("cannot write the offer: {e}")))?;
+        self.offers.say(&self.answers_from);
+        let want = expect(Kind::Answer, P::MODE, Some(session));
+        let reader = &mut self.reader;
+        let answer = tokio::time::timeout(self.limit, async {
+            loop {
+                match reader.next(&want).await {
+                    None => {
+                        return Err(DialError::Fatal(
+                            "input closed before an ANSWER arrived: paste the sender's answer"
+                                .into(),
+                        ))
+                    }
+                    Some(Ok(a)) => return Ok(a),
+                    Some(Err(e)) => reader.complain(&e, "ANSWER"),
+                }
+            }
+        })
         .await
-        .map_err(anyhow::Error::msg)
+        .map_err(|_| {
+            DialError::Unreachable(format!(
+                "no valid ANSWER within {} s: start again and exchange fresh blobs",
+                self.limit.as_secs()
+            ))
+        })??;
+        info!("answer accepted; connecting");
+        self.path
+            .connect(prepared, answer.body, Side::Offerer, None)
+            .await
+            .map_err(DialError::Unreachable)
+    }
+
+    async fn close(self) {}
 }
 
 /// Most offers set up at once (each holds an ICE agent or endpoint while it
@@ -427,7 +511,10 @@ async fn answer_offers<P: ManualPath>(
     tx: mpsc::Sender<Result<P::Conn, String>>,
     input_closed: Arc<std::sync::atomic::AtomicBool>,
 ) {
-    let from_stdin = matches!(offers, BlobSource::Stdin);
+    let console = match &offers {
+        BlobSource::Console(c) => Some(c.clone()),
+        BlobSource::File(_) => None,
+    };
     let mut reader = BlobReader::new(offers);
     let mut seen = answered_sessions(&answers, P::MODE).await;
     if !seen.is_empty() {
@@ -439,8 +526,8 @@ async fn answer_offers<P: ManualPath>(
     let answers = Arc::new(Mutex::new(answers));
     let mut setups = JoinSet::new();
     let want = expect(Kind::Offer, P::MODE, None);
-    if from_stdin {
-        eprintln!("paste a receiver's OFFER (several, one after another, start several sessions):");
+    if let Some(c) = &console {
+        c.say("paste a receiver's OFFER (several, one after another, start several sessions):");
     }
     while let Some(r) = reader.next(&want).await {
         let offer = match r {
@@ -474,9 +561,9 @@ async fn answer_offers<P: ManualPath>(
             .instrument(span),
         );
     }
-    if from_stdin {
+    if let Some(c) = &console {
         input_closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        eprintln!("standard input closed: no more offers can be read; sessions under way continue");
+        c.say("input closed: no more offers can be read; sessions under way continue");
     }
     // input closed: finish the setups under way, then end
     while setups.join_next().await.is_some() {}
@@ -496,8 +583,8 @@ async fn setup_session<P: ManualPath>(
     };
     {
         let sink = answers.lock().await;
-        if matches!(*sink, BlobSink::Stdout) {
-            eprintln!("send this ANSWER back to the receiver:");
+        if let BlobSink::Console(c) = &*sink {
+            c.say("send this ANSWER back to the receiver:");
         }
         sink.write(&answer)
             .await

@@ -26,7 +26,7 @@ use super::{
     ice::IcePath,
     manual::{unix_now, ManualPath, Side, MAX_BLOB_AGE},
 };
-use crate::transport::{quinn::QuinnConnection, Acceptor, TunnelConnection};
+use crate::transport::{quinn::QuinnConnection, Acceptor, DialError, Dialer, TunnelConnection};
 
 fn encode(kind: Kind, session: [u8; 8], body: Body) -> String {
     let b = Blob {
@@ -57,18 +57,54 @@ fn session_hex(s: [u8; 8]) -> String {
     hex::encode(s)
 }
 
-/// Receiver: request a session, wait (republishing) for the answer, connect.
-pub async fn receiver_connect(
+/// Receiver side of the `nostr` mode: each [`Dialer::dial`] requests a
+/// session over the relays (republishing until answered), then connects
+/// over ICE. Needs no person, so the receiver reconnects by itself.
+#[derive(Debug)]
+pub struct NostrDialer {
+    cfg: NostrConfig,
+    ice: IcePath,
+    limit: Duration,
+}
+
+impl NostrDialer {
+    /// Signal with `cfg`, connect over `ice`, each attempt bounded by `limit`.
+    pub fn new(cfg: NostrConfig, ice: IcePath, limit: Duration) -> Self {
+        NostrDialer { cfg, ice, limit }
+    }
+}
+
+impl Dialer for NostrDialer {
+    type Conn = QuinnConnection;
+
+    fn unattended(&self) -> bool {
+        true
+    }
+
+    async fn dial(&mut self) -> Result<QuinnConnection, DialError> {
+        receiver_connect(&self.cfg, &self.ice, self.limit).await
+    }
+
+    async fn close(self) {}
+}
+
+/// Request a session, wait (republishing) for the answer, connect.
+async fn receiver_connect(
     cfg: &NostrConfig,
     ice: &IcePath,
     limit: Duration,
-) -> anyhow::Result<QuinnConnection> {
+) -> Result<QuinnConnection, DialError> {
     let started = tokio::time::Instant::now();
-    let mut sig = NostrSignaling::connect(cfg, Some(limit)).await?;
-    let (prepared, body) = ice
-        .prepare(Side::Offerer)
+    let mut sig = NostrSignaling::connect(cfg, Some(limit))
         .await
-        .map_err(anyhow::Error::msg)?;
+        .map_err(|e| DialError::Unreachable(e.to_string()))?;
+    let (prepared, body) = match ice.prepare(Side::Offerer).await {
+        Ok(x) => x,
+        Err(e) => {
+            sig.shutdown().await;
+            return Err(DialError::Unreachable(e));
+        }
+    };
     let session: [u8; 8] = rand::random();
     let sid = session_hex(session);
     let data = encode(Kind::Offer, session, body);
@@ -80,11 +116,11 @@ pub async fn receiver_connect(
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
                 sig.shutdown().await;
-                anyhow::bail!(
+                return Err(DialError::Unreachable(format!(
                     "no answer from the sender within {} s: is it running with --peer-npub {} and at least one relay in common?",
                     limit.as_secs(),
-                    peerport_signaling::nostr::npub_of_public(&sig_me(cfg)?)
-                );
+                    sig_me(cfg)
+                )));
             }
             _ = tokio::time::sleep_until(next) => {
                 match sig.publisher().send(MsgType::Request, &sid, data.clone()).await {
@@ -95,7 +131,9 @@ pub async fn receiver_connect(
                 delay = (delay * 2).min(Duration::from_secs(8));
             }
             p = sig.recv() => {
-                let Some(p) = p else { anyhow::bail!("nostr client shut down") };
+                let Some(p) = p else {
+                    return Err(DialError::Unreachable("the nostr client shut down".into()));
+                };
                 if p.session_id != sid {
                     continue;
                 }
@@ -103,7 +141,7 @@ pub async fn receiver_connect(
                     MsgType::Answer => break p,
                     MsgType::Refusal => {
                         sig.shutdown().await;
-                        anyhow::bail!("the sender refused this receiver: {}", p.data);
+                        return Err(DialError::Busy(format!("the sender refused this receiver: {}", p.data)));
                     }
                     MsgType::Request => {}
                 }
@@ -116,15 +154,18 @@ pub async fn receiver_connect(
     );
     sig.shutdown().await;
     let blob = decode(&answer.data, Kind::Answer, Some(session))
-        .map_err(|e| anyhow::anyhow!("the sender's answer is unusable: {e}"))?;
+        .map_err(|e| DialError::Unreachable(format!("the sender's answer is unusable: {e}")))?;
     ice.connect(prepared, blob.body, Side::Offerer, None)
         .await
-        .map_err(anyhow::Error::msg)
+        .map_err(DialError::Unreachable)
 }
 
-fn sig_me(cfg: &NostrConfig) -> anyhow::Result<String> {
-    let hex = peerport_signaling::nostr::parse_secret(&cfg.secret)?;
-    Ok(peerport_signaling::nostr::npub_of(&hex)?)
+/// Our own npub, for messages.
+fn sig_me(cfg: &NostrConfig) -> String {
+    peerport_signaling::nostr::parse_secret(&cfg.secret)
+        .ok()
+        .and_then(|hex| peerport_signaling::nostr::npub_of(&hex).ok())
+        .unwrap_or_else(|| "(this receiver's npub)".into())
 }
 
 /// Sender: answers requests from the peer key, one ICE+QUIC session each,
@@ -168,9 +209,17 @@ impl Acceptor for NostrAcceptor {
     }
 }
 
-/// Answers already sent, by session id (`None` while one is being prepared),
+/// An answer by session id (`blob` is `None` while it is being prepared),
 /// so a receiver's republished request gets the same answer again.
-type Answered = Arc<std::sync::Mutex<HashMap<String, Option<String>>>>;
+#[derive(Clone, Default)]
+struct Answer {
+    blob: Option<String>,
+    /// When its session ended: the entry is forgotten once the offer it
+    /// answered has expired, so the map stays bounded.
+    ended: Option<std::time::Instant>,
+}
+
+type Answered = Arc<std::sync::Mutex<HashMap<String, Answer>>>;
 
 async fn answer_requests(
     mut sig: NostrSignaling,
@@ -189,6 +238,10 @@ async fn answer_requests(
             p = sig.recv() => match p { Some(p) => p, None => break },
         };
         while sessions.try_join_next().is_some() {}
+        answered
+            .lock()
+            .expect("answers")
+            .retain(|_, a| a.ended.is_none_or(|t| t.elapsed() < MAX_BLOB_AGE));
         let Payload {
             session_id,
             msg_type,
@@ -198,7 +251,11 @@ async fn answer_requests(
         if msg_type != MsgType::Request {
             continue;
         }
-        let known = answered.lock().expect("answers").get(&session_id).cloned();
+        let known = answered
+            .lock()
+            .expect("answers")
+            .get(&session_id)
+            .map(|a| a.blob.clone());
         match known {
             // the receiver republished: our answer may have been lost
             Some(Some(answer)) => {
@@ -236,7 +293,7 @@ async fn answer_requests(
         answered
             .lock()
             .expect("answers")
-            .insert(session_id.clone(), None);
+            .insert(session_id.clone(), Answer::default());
         active.fetch_add(1, Ordering::SeqCst);
         let (ice, tx, active, answered, publisher) = (
             ice.clone(),
@@ -258,10 +315,13 @@ async fn answer_requests(
                         .send(MsgType::Answer, &session_id, answer.clone())
                         .await
                         .map_err(|e| format!("sending the answer failed: {e}"))?;
-                    answered
-                        .lock()
-                        .expect("answers")
-                        .insert(session_id.clone(), Some(answer));
+                    answered.lock().expect("answers").insert(
+                        session_id.clone(),
+                        Answer {
+                            blob: Some(answer),
+                            ended: None,
+                        },
+                    );
                     ice.connect(prepared, offer.body, Side::Answerer, None)
                         .await
                 }
@@ -271,6 +331,9 @@ async fn answer_requests(
                         let watch = conn.clone();
                         if tx.send(Ok(conn)).await.is_ok() {
                             watch.closed().await;
+                        }
+                        if let Some(a) = answered.lock().expect("answers").get_mut(&session_id) {
+                            a.ended = Some(std::time::Instant::now());
                         }
                     }
                     Err(e) => {

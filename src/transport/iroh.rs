@@ -8,7 +8,9 @@ use iroh::{
 };
 use tracing::{info, Instrument};
 
-use super::{Acceptor, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
+use super::{
+    Acceptor, CloseReason, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend,
+};
 
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
@@ -59,20 +61,20 @@ impl TunnelConnection for IrohConnection {
         self.0
             .open_bi()
             .await
-            .map_err(|e| ConnError::Lost(e.to_string()))
+            .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
         self.0
             .accept_bi()
             .await
-            .map_err(|e| ConnError::Lost(e.to_string()))
+            .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     async fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
         self.0.send_datagram_wait(data).await.map_err(|e| match e {
             SendDatagramError::TooLarge => DatagramError::TooLarge,
-            SendDatagramError::ConnectionLost(e) => DatagramError::Lost(e.to_string()),
+            SendDatagramError::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
             _ => DatagramError::Unsupported,
         })
     }
@@ -81,15 +83,15 @@ impl TunnelConnection for IrohConnection {
         self.0
             .read_datagram()
             .await
-            .map_err(|e| ConnError::Lost(e.to_string()))
+            .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     fn max_datagram_size(&self) -> Option<usize> {
         self.0.max_datagram_size()
     }
 
-    async fn closed(&self) -> String {
-        self.0.closed().await.to_string()
+    async fn closed(&self) -> CloseReason {
+        close_reason(self.0.closed().await)
     }
 
     fn close(&self, code: u32, reason: &str) {
@@ -164,5 +166,20 @@ impl Acceptor for IrohAcceptor {
 
     async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
         self.rx.recv().await.map(|c| Ok(IrohConnection::new(c)))
+    }
+}
+
+/// The typed reason behind a connection error of this stack.
+pub fn close_reason(e: iroh::endpoint::ConnectionError) -> CloseReason {
+    use iroh::endpoint::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => CloseReason::Peer {
+            code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        },
+        E::LocallyClosed => CloseReason::Local,
+        E::TimedOut => CloseReason::IdleTimeout,
+        E::Reset => CloseReason::Reset,
+        other => CloseReason::Transport(other.to_string()),
     }
 }

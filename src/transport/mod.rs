@@ -2,7 +2,7 @@
 //!
 //! iroh 1.x runs its own QUIC fork (noq) and the ICE modes use quinn 0.11:
 //! the two expose similar but distinct types. Each stack implements
-//! [`TunnelConnection`] once (see [`iroh`]); TCP and UDP forwarding,
+//! [`TunnelConnection`] once (see [`iroh`] and [`quinn`]); TCP and UDP forwarding,
 //! keepalive handling and stream retry in [`crate::engine`] are generic over it.
 
 pub mod gate;
@@ -27,12 +27,68 @@ pub trait TunnelRecv: AsyncRead + Unpin + Send + 'static {
     fn stop(&mut self, code: u32);
 }
 
+/// Why a QUIC connection ended: typed, so callers decide whether to retry
+/// without reading message text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed it with an application code (see
+    /// [`crate::engine::close_code`]) and a reason.
+    Peer {
+        /// Application close code.
+        code: u32,
+        /// The peer's reason text.
+        reason: String,
+    },
+    /// This side closed it.
+    Local,
+    /// Nothing was heard from the peer within the idle timeout (peer gone,
+    /// path lost).
+    IdleTimeout,
+    /// The peer reset the connection (it restarted or forgot it).
+    Reset,
+    /// A transport error (protocol violation, version mismatch, ...).
+    Transport(String),
+}
+
+impl CloseReason {
+    /// Whether establishing a new connection may help.
+    pub fn retryable(&self) -> bool {
+        use crate::engine::close_code;
+        match self {
+            CloseReason::Peer { code, .. } => {
+                !matches!(*code, close_code::UNAUTHORIZED | close_code::PROTOCOL)
+            }
+            CloseReason::Local => false,
+            CloseReason::IdleTimeout | CloseReason::Reset | CloseReason::Transport(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Peer { code, reason } if reason.is_empty() => {
+                write!(f, "closed by the peer (code {code})")
+            }
+            CloseReason::Peer { code, reason } => {
+                write!(f, "closed by the peer (code {code}: {reason})")
+            }
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::IdleTimeout => {
+                f.write_str("nothing heard from the peer within the idle timeout")
+            }
+            CloseReason::Reset => f.write_str("reset by the peer"),
+            CloseReason::Transport(e) => write!(f, "transport error: {e}"),
+        }
+    }
+}
+
 /// Connection-level failures.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConnError {
-    /// The connection is gone (idle timeout, peer closed, network lost).
+    /// The connection is gone, with the reason.
     #[error("connection lost: {0}")]
-    Lost(String),
+    Lost(CloseReason),
 }
 
 /// Why a datagram could not be sent.
@@ -46,7 +102,7 @@ pub enum DatagramError {
     Unsupported,
     /// The connection is gone.
     #[error("connection lost: {0}")]
-    Lost(String),
+    Lost(CloseReason),
 }
 
 /// A QUIC connection as the forwarding engine sees it.
@@ -68,7 +124,7 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     /// Current datagram size limit of the path, `None` if datagrams are off.
     fn max_datagram_size(&self) -> Option<usize>;
     /// Resolves when the connection is closed, with the reason.
-    fn closed(&self) -> impl Future<Output = String> + Send;
+    fn closed(&self) -> impl Future<Output = CloseReason> + Send;
     /// Close the connection with an application code and reason.
     fn close(&self, code: u32, reason: &str);
     /// Release what the connection owns (a per-session endpoint), after `close`.
@@ -90,4 +146,42 @@ pub trait Acceptor: Send {
     /// The next connection from a receiver; `None` once the back-end is shut down.
     /// An `Err` is one failed attempt (logged), not the end.
     fn accept(&mut self) -> impl Future<Output = Option<Result<Self::Conn, String>>> + Send;
+}
+
+/// Why a receiver could not establish a connection to its sender.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Not reachable this time (peer down, no path, no answer, relay
+    /// unreachable): trying again later may work.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The sender (or its signaling) refused us: asking again will not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The sender is full: asking again later may work.
+    #[error("{0}")]
+    Busy(String),
+    /// Something a person must fix (closed input, unusable setup).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A receiver-side way to reach the sender: one per back-end (iroh
+/// endpoint id, Nostr keys, copy-paste offers). [`crate::Receiver`] calls
+/// [`Dialer::dial`] for its first session and again after each loss.
+pub trait Dialer: Send {
+    /// The connection type produced.
+    type Conn: TunnelConnection;
+    /// Whether [`Dialer::dial`] can run again without a person (a
+    /// copy-paste back-end may need a new paste).
+    fn unattended(&self) -> bool;
+    /// The access token to present in the session hello, if any.
+    fn token(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Establish a new connection to the sender (bounded in time by the
+    /// back-end's connect timeout).
+    fn dial(&mut self) -> impl Future<Output = Result<Self::Conn, DialError>> + Send;
+    /// Release what the dialer owns (endpoint, relay connections).
+    fn close(self) -> impl Future<Output = ()> + Send;
 }

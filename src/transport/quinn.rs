@@ -15,7 +15,7 @@ use rustls::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
+use super::{CloseReason, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
 
 /// ALPN of the quinn-based modes.
 pub const ALPN: &[u8] = b"peerport/ice/1";
@@ -272,14 +272,14 @@ impl TunnelConnection for QuinnConnection {
         self.conn
             .open_bi()
             .await
-            .map_err(|e| ConnError::Lost(e.to_string()))
+            .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
         self.conn
             .accept_bi()
             .await
-            .map_err(|e| ConnError::Lost(e.to_string()))
+            .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     async fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
@@ -288,7 +288,7 @@ impl TunnelConnection for QuinnConnection {
             .await
             .map_err(|e| match e {
                 SendDatagramError::TooLarge => DatagramError::TooLarge,
-                SendDatagramError::ConnectionLost(e) => DatagramError::Lost(e.to_string()),
+                SendDatagramError::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
                 _ => DatagramError::Unsupported,
             })
     }
@@ -297,15 +297,15 @@ impl TunnelConnection for QuinnConnection {
         self.conn
             .read_datagram()
             .await
-            .map_err(|e| ConnError::Lost(e.to_string()))
+            .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     fn max_datagram_size(&self) -> Option<usize> {
         self.conn.max_datagram_size()
     }
 
-    async fn closed(&self) -> String {
-        self.conn.closed().await.to_string()
+    async fn closed(&self) -> CloseReason {
+        close_reason(self.conn.closed().await)
     }
 
     fn close(&self, code: u32, reason: &str) {
@@ -332,5 +332,20 @@ impl TunnelConnection for QuinnConnection {
     async fn watch_path(&self) {
         // the ICE pair is fixed once selected; nothing changes until the end
         let _ = self.conn.closed().await;
+    }
+}
+
+/// The typed reason behind a connection error of this stack.
+pub fn close_reason(e: quinn::ConnectionError) -> CloseReason {
+    use quinn::ConnectionError as E;
+    match e {
+        E::ApplicationClosed(c) => CloseReason::Peer {
+            code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+        },
+        E::LocallyClosed => CloseReason::Local,
+        E::TimedOut => CloseReason::IdleTimeout,
+        E::Reset => CloseReason::Reset,
+        other => CloseReason::Transport(other.to_string()),
     }
 }

@@ -123,6 +123,11 @@ impl Proc {
 
     /// Wait until a stderr line contains `needle`; returns that line.
     pub async fn wait_stderr(&mut self, needle: &str) -> String {
+        self.wait_stderr_nth(needle, 1).await
+    }
+
+    /// Wait until `n` stderr lines contain `needle`; returns the n-th.
+    pub async fn wait_stderr_nth(&mut self, needle: &str, n: usize) -> String {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Some(l) = self
@@ -130,7 +135,8 @@ impl Proc {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|l| l.contains(needle))
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
             {
                 return l.clone();
             }
@@ -210,6 +216,36 @@ pub async fn receiver(
         .unwrap_or_else(|| panic!("no listen address in `{line}`"));
     p.wait_stderr("session established").await;
     (p, addr)
+}
+
+/// How many stderr lines contain `needle`.
+pub fn count_stderr(p: &Proc, needle: &str) -> usize {
+    p.stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// Ask a UDP echo behind `local` until it answers (bounded by `limit`).
+pub async fn udp_echo_within(local: SocketAddr, payload: &[u8], limit: Duration) -> bool {
+    let s = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    s.connect(local).await.unwrap();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = vec![0u8; 65_536];
+    while tokio::time::Instant::now() < deadline {
+        s.send(payload).await.unwrap();
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(300), s.recv(&mut buf)).await
+        {
+            if buf[..n] == *payload {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 pub fn receiver_proc(r: &Rendezvous, proto: &str, ticket: &str, extra: &[&str]) -> Proc {

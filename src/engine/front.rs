@@ -1,0 +1,233 @@
+//! The receiver's local side (`--target`), which outlives every session:
+//! a TCP listener whose clients queue for the next session, or a UDP socket
+//! with its flow table. While no session is up, TCP clients wait at most
+//! `--reconnect-wait` and are then closed with a log line; UDP packets are
+//! dropped and counted.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
+};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info, warn};
+
+use super::{
+    target::BoundTarget,
+    udp::{FlowTable, UdpStats},
+    BindError, EngineConfig,
+};
+use crate::addr::{ForwardAddr, Protocol};
+
+/// Most local TCP clients queued while no session is up.
+pub const MAX_WAITING: usize = 1024;
+
+/// A local TCP client accepted by the receiver, waiting for a session.
+#[derive(Debug)]
+pub struct Waiting {
+    /// The client's connection.
+    pub stream: TcpStream,
+    /// The client's address.
+    pub client: SocketAddr,
+    since: Instant,
+}
+
+/// The receiver's TCP listener and the clients waiting for a session.
+#[derive(Debug)]
+pub struct TcpQueue {
+    rx: mpsc::Receiver<Waiting>,
+    held: VecDeque<Waiting>,
+    wait: Duration,
+    _accept: AbortOnDropHandle<()>,
+}
+
+impl TcpQueue {
+    fn start(listener: TcpListener, wait: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_WAITING);
+        let task = tokio::spawn(accept_loop(listener, tx));
+        TcpQueue {
+            rx,
+            held: VecDeque::new(),
+            wait,
+            _accept: AbortOnDropHandle::new(task),
+        }
+    }
+
+    fn late(&self, w: &Waiting) -> bool {
+        w.since.elapsed() > self.wait
+    }
+
+    fn close_late(&self, w: Waiting) {
+        warn!(
+            client = %w.client,
+            "no tunnel within {} s (--reconnect-wait): closing this local connection",
+            self.wait.as_secs()
+        );
+        drop(w.stream);
+    }
+
+    /// The next client for a live session (clients that waited longer than
+    /// `--reconnect-wait` are closed instead).
+    pub async fn next(&mut self) -> Waiting {
+        loop {
+            let w = match self.held.pop_front() {
+                Some(w) => w,
+                None => match self.rx.recv().await {
+                    Some(w) => w,
+                    None => std::future::pending().await,
+                },
+            };
+            if self.late(&w) {
+                self.close_late(w);
+                continue;
+            }
+            return w;
+        }
+    }
+
+    /// While no session is up: keep new clients, close the ones that waited
+    /// too long. Never returns; run it beside reconnecting.
+    async fn hold(&mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                w = self.rx.recv() => match w {
+                    Some(w) => {
+                        debug!(client = %w.client, "local connection waits for the tunnel");
+                        self.held.push_back(w);
+                    }
+                    None => std::future::pending::<()>().await,
+                },
+                _ = tick.tick() => {
+                    while self.held.front().is_some_and(|w| self.late(w)) {
+                        if let Some(w) = self.held.pop_front() {
+                            self.close_late(w);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Waiting>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                let _ = stream.set_nodelay(true);
+                let w = Waiting {
+                    stream,
+                    client,
+                    since: Instant::now(),
+                };
+                match tx.try_send(w) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(w)) => warn!(
+                        client = %w.client,
+                        "{MAX_WAITING} local connections already wait for the tunnel: closing this one"
+                    ),
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Err(e) => {
+                // e.g. EMFILE: back off instead of spinning
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// The receiver's UDP socket, its client table (flow ids stay the same
+/// across sessions) and counters.
+#[derive(Debug)]
+pub struct UdpFront {
+    /// The socket local clients send to.
+    pub sock: Arc<UdpSocket>,
+    /// Client address <-> flow id.
+    pub(crate) table: Arc<Mutex<FlowTable>>,
+    /// Counters over the receiver's life.
+    pub stats: Arc<UdpStats>,
+    idle_timeout: Duration,
+}
+
+impl UdpFront {
+    /// While no session is up: drop and count packets, expire idle flows.
+    async fn hold(&mut self) {
+        let mut buf = vec![0u8; 65_536];
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut dropped_here = 0u64;
+        loop {
+            tokio::select! {
+                r = self.sock.recv_from(&mut buf) => if let Ok((_, from)) = r {
+                    self.stats.dropped_no_tunnel.fetch_add(1, Relaxed);
+                    if dropped_here == 0 {
+                        info!(client = %from, "no tunnel: dropping udp packets until it is back");
+                    }
+                    dropped_here += 1;
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.table.lock().expect("flow table").expire(now, self.idle_timeout);
+                }
+            }
+        }
+    }
+}
+
+/// The receiver's local side.
+#[derive(Debug)]
+pub enum Front {
+    /// TCP clients queue for the session.
+    Tcp(TcpQueue),
+    /// UDP clients share one socket.
+    Udp(UdpFront),
+}
+
+impl Front {
+    /// Bind `target` (fails fast with a clear message on a busy port).
+    pub async fn bind(
+        target: &ForwardAddr,
+        engine: &EngineConfig,
+        reconnect_wait: Duration,
+    ) -> Result<(Self, SocketAddr), BindError> {
+        let bound = BoundTarget::bind(target).await?;
+        let local = bound.local_addr().map_err(|source| BindError::Other {
+            addr: target.to_string(),
+            source,
+        })?;
+        let front = match bound {
+            BoundTarget::Tcp(l) => Front::Tcp(TcpQueue::start(l, reconnect_wait)),
+            BoundTarget::Udp(s) => Front::Udp(UdpFront {
+                sock: Arc::new(s),
+                table: Arc::new(Mutex::new(FlowTable::new(engine.max_udp_flows))),
+                stats: Arc::default(),
+                idle_timeout: engine.udp_idle_timeout,
+            }),
+        };
+        Ok((front, local))
+    }
+
+    /// TCP or UDP.
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Front::Tcp(_) => Protocol::Tcp,
+            Front::Udp(_) => Protocol::Udp,
+        }
+    }
+
+    /// While no session is up: hold TCP clients (bounded wait), drop and
+    /// count UDP packets. Never returns; select it against reconnecting.
+    pub async fn hold(&mut self) {
+        match self {
+            Front::Tcp(q) => q.hold().await,
+            Front::Udp(u) => u.hold().await,
+        }
+    }
+}

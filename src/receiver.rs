@@ -1,0 +1,393 @@
+//! [`Receiver`]: the client side of a tunnel as a long-lived object.
+//!
+//! A receiver binds its local `--target` once and keeps it for its whole
+//! life. Sessions (QUIC connections to the sender) come and go beneath it:
+//! when one ends for a reason worth retrying, the receiver dials again
+//! through its [`Dialer`] with exponential backoff and jitter, while local
+//! TCP clients wait (bounded by `reconnect_wait`) and UDP packets are
+//! dropped and counted.
+//!
+//! ```no_run
+//! # async fn example(dialer: impl peerport::transport::Dialer) -> Result<(), Box<dyn std::error::Error>> {
+//! use peerport::{Receiver, Reconnect};
+//! let receiver = Receiver::builder("tcp://127.0.0.1:2222".parse()?)
+//!     .reconnect(Reconnect::default())
+//!     .bind()
+//!     .await?;
+//! println!("listening on {}", receiver.local_addr());
+//! receiver.run(dialer, tokio_util::sync::CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::{
+    addr::ForwardAddr,
+    engine::{close_code, session, BindError, EngineConfig, Front, RefusalKind, SessionError},
+    transport::{DialError, Dialer, TunnelConnection},
+};
+
+/// When and how a receiver re-establishes a lost session.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// Reconnect at all (otherwise the receiver ends with the first session).
+    pub enabled: bool,
+    /// Give up when no session could be re-established for this long
+    /// (`None`: never).
+    pub give_up_after: Option<Duration>,
+    /// Delay before the second attempt; doubles up to `max_delay`.
+    pub first_delay: Duration,
+    /// Longest delay between attempts.
+    pub max_delay: Duration,
+    /// A session that lasted this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            enabled: true,
+            give_up_after: None,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Exponential backoff with ±20 % jitter.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(r: &Reconnect) -> Self {
+        Backoff {
+            next: r.first_delay,
+            first: r.first_delay,
+            max: r.max_delay.max(r.first_delay),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    fn delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rand::random_range(0.8..1.2))
+    }
+}
+
+/// Why a receiver stopped (other than by its shutdown token).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// The first session could not be established.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The sender refused this receiver (token, allowed peers, protocol,
+    /// or full at the first attempt): retrying would not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The reconnect policy's time limit passed without a session.
+    #[error("gave up reconnecting after {secs} s (--give-up-after); last attempt: {last}")]
+    GaveUp {
+        /// Seconds without a session.
+        secs: u64,
+        /// The last attempt's failure.
+        last: String,
+    },
+    /// The session ended and reconnecting is off.
+    #[error("the tunnel ended ({0}) and reconnecting is off (--no-reconnect)")]
+    Ended(String),
+    /// Something a person must fix (closed input, unusable setup).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Builds a [`Receiver`].
+#[derive(Debug, Clone)]
+pub struct ReceiverBuilder {
+    target: ForwardAddr,
+    engine: EngineConfig,
+    reconnect: Reconnect,
+    reconnect_wait: Duration,
+}
+
+impl ReceiverBuilder {
+    /// Engine tunables (UDP flow limits, timeouts).
+    pub fn engine(mut self, engine: EngineConfig) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// The reconnect policy.
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How long a local TCP client waits for a session before it is closed.
+    pub fn reconnect_wait(mut self, wait: Duration) -> Self {
+        self.reconnect_wait = wait;
+        self
+    }
+
+    /// Bind the local target (a busy port fails here, before any network work).
+    pub async fn bind(self) -> Result<Receiver, BindError> {
+        let (front, local) = Front::bind(&self.target, &self.engine, self.reconnect_wait).await?;
+        info!(listen = %local, "listening for local clients");
+        Ok(Receiver {
+            front,
+            local,
+            engine: Arc::new(self.engine),
+            reconnect: self.reconnect,
+            path: tokio::sync::watch::Sender::new(None),
+        })
+    }
+}
+
+/// The receiving end of a tunnel: a bound local target plus the sessions
+/// that carry it to the sender.
+#[derive(Debug)]
+pub struct Receiver {
+    front: Front,
+    local: SocketAddr,
+    engine: Arc<EngineConfig>,
+    reconnect: Reconnect,
+    path: tokio::sync::watch::Sender<Option<String>>,
+}
+
+/// How one session went.
+enum Outcome {
+    /// Stopped by the shutdown token.
+    Shutdown,
+    /// The sender said no.
+    Refused(RefusalKind, String),
+    /// Ended; `established`: the hello went through (a session was up).
+    Ended {
+        err: SessionError,
+        established: bool,
+        lasted: Duration,
+    },
+}
+
+impl Receiver {
+    /// Start building a receiver that listens on `target`.
+    pub fn builder(target: ForwardAddr) -> ReceiverBuilder {
+        ReceiverBuilder {
+            target,
+            engine: EngineConfig::default(),
+            reconnect: Reconnect::default(),
+            reconnect_wait: Duration::from_secs(10),
+        }
+    }
+
+    /// The bound local address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The path of the current session ("direct ...", "relay ..."), `None`
+    /// while no session is up; refreshed every second.
+    pub fn path(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.path.subscribe()
+    }
+
+    /// Run sessions through `dialer` until `shutdown` fires (`Ok`), or the
+    /// first session cannot be established, the sender refuses, or the
+    /// reconnect policy gives up (`Err`).
+    pub async fn run<D: Dialer>(
+        mut self,
+        mut dialer: D,
+        shutdown: CancellationToken,
+    ) -> Result<(), ReceiverError> {
+        let result = self.sessions(&mut dialer, &shutdown).await;
+        dialer.close().await;
+        result
+    }
+
+    async fn sessions<D: Dialer>(
+        &mut self,
+        dialer: &mut D,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ReceiverError> {
+        let mut backoff = Backoff::new(&self.reconnect);
+        let mut was_up = false;
+        let mut down_since = Instant::now();
+        let mut attempt = 0u32;
+        let mut id = 0u64;
+        loop {
+            attempt += 1;
+            let dialed = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.front.hold() => unreachable!("hold never returns"),
+                r = dialer.dial() => r,
+            };
+            let failure = match dialed {
+                Err(DialError::Refused(m)) => return Err(ReceiverError::Refused(m)),
+                Err(DialError::Busy(m)) if !was_up => return Err(ReceiverError::Refused(m)),
+                Err(DialError::Fatal(m)) => return Err(ReceiverError::Fatal(m)),
+                Err(DialError::Busy(m)) | Err(DialError::Unreachable(m)) => m,
+                Ok(conn) => {
+                    id += 1;
+                    let span = tracing::info_span!("session", id);
+                    let token = dialer.token();
+                    let outcome = self
+                        .session(conn, token.as_deref(), shutdown)
+                        .instrument(span)
+                        .await;
+                    match outcome {
+                        Outcome::Shutdown => return Ok(()),
+                        Outcome::Refused(kind, m) if !(kind.retryable() && was_up) => {
+                            return Err(ReceiverError::Refused(format!(
+                                "the sender refused this receiver: {m}"
+                            )))
+                        }
+                        Outcome::Refused(_, m) => m,
+                        Outcome::Ended {
+                            err,
+                            established: false,
+                            ..
+                        } => err.to_string(),
+                        Outcome::Ended { err, lasted, .. } => {
+                            was_up = true;
+                            down_since = Instant::now();
+                            attempt = 0;
+                            if lasted >= self.reconnect.stable_after {
+                                backoff.reset();
+                            }
+                            if !self.reconnect.enabled {
+                                return Err(ReceiverError::Ended(err.to_string()));
+                            }
+                            if let SessionError::ConnectionLost(r) = &err {
+                                if let Some(kind) = RefusalKind::from_close(r) {
+                                    if !kind.retryable() {
+                                        return Err(ReceiverError::Refused(format!(
+                                            "the sender refused this receiver ({r})"
+                                        )));
+                                    }
+                                }
+                            }
+                            if dialer.unattended() {
+                                warn!("tunnel lost ({err}); reconnecting");
+                            } else {
+                                warn!("tunnel lost ({err}); a new offer/answer exchange is needed");
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if !was_up {
+                return Err(ReceiverError::Unreachable(failure));
+            }
+            let down = down_since.elapsed();
+            if let Some(limit) = self.reconnect.give_up_after {
+                if down >= limit {
+                    return Err(ReceiverError::GaveUp {
+                        secs: down.as_secs(),
+                        last: failure,
+                    });
+                }
+            }
+            let delay = backoff.delay();
+            warn!(
+                attempt,
+                "reconnecting failed: {failure}; next attempt in {:.1} s",
+                delay.as_secs_f64()
+            );
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = self.front.hold() => unreachable!("hold never returns"),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One session: hello, then forward until it ends; the connection is
+    /// closed and released before returning.
+    async fn session<C: TunnelConnection>(
+        &mut self,
+        conn: C,
+        token: Option<&[u8]>,
+        shutdown: &CancellationToken,
+    ) -> Outcome {
+        let hello = session::hello(&conn, token, self.front.protocol(), &self.engine).await;
+        let outcome = match hello {
+            Err(SessionError::Refused { kind, message }) => Outcome::Refused(kind, message),
+            Err(err) => Outcome::Ended {
+                err,
+                established: false,
+                lasted: Duration::ZERO,
+            },
+            Ok(hello) => {
+                let started = Instant::now();
+                let path = &self.path;
+                let publish = async {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    loop {
+                        tick.tick().await;
+                        let now = Some(conn.path_summary());
+                        path.send_if_modified(|p| {
+                            let changed = *p != now;
+                            p.clone_from(&now);
+                            changed
+                        });
+                    }
+                };
+                let forwarded = tokio::select! {
+                    r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), shutdown.child_token()) => r,
+                    _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
+                    _ = publish => unreachable!(),
+                };
+                self.path.send_replace(None);
+                match forwarded {
+                    Ok(()) => Outcome::Shutdown,
+                    Err(err) => Outcome::Ended {
+                        err,
+                        established: true,
+                        lasted: started.elapsed(),
+                    },
+                }
+            }
+        };
+        conn.close(close_code::NORMAL, "receiver done");
+        conn.shutdown().await;
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_resets() {
+        let mut b = Backoff::new(&Reconnect {
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(4),
+            ..Default::default()
+        });
+        let d: Vec<f64> = (0..4).map(|_| b.delay().as_secs_f64()).collect();
+        for (got, base) in d.iter().zip([1.0, 2.0, 4.0, 4.0]) {
+            assert!(
+                *got >= base * 0.8 - 1e-9 && *got <= base * 1.2 + 1e-9,
+                "{d:?}"
+            );
+        }
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(1200));
+    }
+}

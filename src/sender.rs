@@ -1,0 +1,101 @@
+//! [`Sender`]: the service side of a tunnel as a long-lived object. It owns
+//! the service address and every live session; connections from receivers
+//! come from a back-end's [`Acceptor`] (iroh endpoint, pasted offers, Nostr
+//! requests).
+//!
+//! ```no_run
+//! # async fn example(acceptor: impl peerport::transport::Acceptor) -> Result<(), Box<dyn std::error::Error>> {
+//! use peerport::{engine::Authorizer, Sender};
+//! let sender = Sender::builder("tcp://127.0.0.1:22".parse()?)
+//!     .auth(Authorizer::transport_pinned())
+//!     .max_sessions(10)
+//!     .build();
+//! sender.run(acceptor, tokio_util::sync::CancellationToken::new()).await;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    addr::ForwardAddr,
+    engine::{server, Authorizer, EngineConfig, SenderContext},
+    transport::Acceptor,
+};
+
+/// Default most sessions served at once.
+pub const DEFAULT_MAX_SESSIONS: usize = 10;
+
+/// Builds a [`Sender`].
+#[derive(Debug, Clone)]
+pub struct SenderBuilder {
+    source: ForwardAddr,
+    auth: Authorizer,
+    engine: EngineConfig,
+    max_sessions: usize,
+}
+
+impl SenderBuilder {
+    /// Who may use the sender (default: peers pinned by the transport, as
+    /// in the copy-paste and Nostr modes).
+    pub fn auth(mut self, auth: Authorizer) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Engine tunables.
+    pub fn engine(mut self, engine: EngineConfig) -> Self {
+        self.engine = engine;
+        self
+    }
+
+    /// Most receivers served at once (0 = unlimited).
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
+    }
+
+    /// The sender.
+    pub fn build(self) -> Sender {
+        Sender {
+            ctx: Arc::new(SenderContext {
+                source: Arc::new(self.source),
+                auth: self.auth,
+                engine: Arc::new(self.engine),
+            }),
+            max_sessions: self.max_sessions,
+        }
+    }
+}
+
+/// The sending end of a tunnel: forwards receivers' streams and datagrams
+/// to its service.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    ctx: Arc<SenderContext>,
+    max_sessions: usize,
+}
+
+impl Sender {
+    /// Start building a sender that forwards to `source`.
+    pub fn builder(source: ForwardAddr) -> SenderBuilder {
+        SenderBuilder {
+            source,
+            auth: Authorizer::transport_pinned(),
+            engine: EngineConfig::default(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+        }
+    }
+
+    /// The service this sender forwards to.
+    pub fn source(&self) -> &ForwardAddr {
+        &self.ctx.source
+    }
+
+    /// Serve sessions from `acceptor` until `shutdown` fires or the
+    /// acceptor ends; every session is closed before this returns.
+    pub async fn run<A: Acceptor>(&self, acceptor: A, shutdown: CancellationToken) {
+        server::serve(acceptor, self.ctx.clone(), self.max_sessions, shutdown).await
+    }
+}
