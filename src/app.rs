@@ -364,6 +364,8 @@ async fn run_receiver(s: Settings) -> Result<()> {
             BlobSource::from_arg(p.answer_file.as_ref(), &console),
         )
     };
+    // a reconnect to the same endpoint works within seconds or not at all
+    let rejoin_limit = s.connect_timeout.min(std::time::Duration::from_secs(10));
     let result = match &s.mode {
         ModeSettings::Iroh(i) => {
             let secret = load_secret(i.secret_file.as_deref())?;
@@ -374,12 +376,19 @@ async fn run_receiver(s: Settings) -> Result<()> {
         }
         ModeSettings::IrohManual(p) => {
             let (offers, answers) = manual(p);
-            let dialer = ManualDialer::new(p.iroh_manual_path(), offers, answers, MAX_BLOB_AGE);
+            let dialer = ManualDialer::new(
+                p.iroh_manual_path(),
+                offers,
+                answers,
+                MAX_BLOB_AGE,
+                rejoin_limit,
+            );
             receiver.run(dialer, shutdown).await
         }
         ModeSettings::Ice(p) => {
             let (offers, answers) = manual(p);
-            let dialer = ManualDialer::new(p.ice_path()?, offers, answers, MAX_BLOB_AGE);
+            let dialer =
+                ManualDialer::new(p.ice_path()?, offers, answers, MAX_BLOB_AGE, rejoin_limit);
             receiver.run(dialer, shutdown).await
         }
         ModeSettings::Nostr(p, n) => {

@@ -251,33 +251,27 @@ impl ToPartial for TunnelArgs {
     }
 }
 
-/// `peerport sender MODE`.
+/// `peerport sender MODE` and `peerport receiver MODE`: the role's own
+/// flags, the mode's own flags, and the flags every command has.
 #[derive(Debug, Args, Clone)]
-pub struct SenderArgs<M: ModeFlags> {
-    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 's', value_name = "URL")]
-    pub source: Option<String>,
-    /// Most receivers served at once (0 = unlimited) [default: 10].
-    #[arg(long, value_name = "N")]
-    pub max_sessions: Option<usize>,
+pub struct RoleArgs<R: Args + ToPartial, M: ModeFlags> {
+    /// The role's flags.
     #[command(flatten)]
-    #[allow(missing_docs)]
+    pub role: R,
+    /// The mode's flags.
+    #[command(flatten)]
     pub mode: M,
+    /// Tunnel flags of every mode and role.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub tunnel: TunnelArgs,
+    /// `-c FILE` / `--default-config`.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub config: ConfigArgs,
 }
 
-impl<M: ModeFlags> SenderArgs<M> {
+impl<R: Args + ToPartial, M: ModeFlags> RoleArgs<R, M> {
     fn parts(&self) -> (Mode, Partial, &ConfigArgs) {
-        let own = Partial {
-            source: self.source.clone(),
-            max_sessions: self.max_sessions,
-            ..self.tunnel.partial()
-        };
+        let own = config::overlay(self.role.partial(), self.tunnel.partial());
         (
             M::MODE,
             config::overlay(own, self.mode.partial()),
@@ -286,9 +280,35 @@ impl<M: ModeFlags> SenderArgs<M> {
     }
 }
 
-/// `peerport receiver MODE`.
-#[derive(Debug, Args, Clone)]
-pub struct ReceiverArgs<M: ModeFlags> {
+/// A sender in mode `M`.
+pub type SenderArgs<M> = RoleArgs<SenderFlags, M>;
+/// A receiver in mode `M`.
+pub type ReceiverArgs<M> = RoleArgs<ReceiverFlags, M>;
+
+/// Flags of every sender.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SenderFlags {
+    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
+    #[arg(long, short = 's', value_name = "URL")]
+    pub source: Option<String>,
+    /// Most receivers served at once (0 = unlimited) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+}
+
+impl ToPartial for SenderFlags {
+    fn partial(&self) -> Partial {
+        Partial {
+            source: self.source.clone(),
+            max_sessions: self.max_sessions,
+            ..Default::default()
+        }
+    }
+}
+
+/// Flags of every receiver.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReceiverFlags {
     /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
     #[arg(long, short = 't', value_name = "URL")]
     pub target: Option<String>,
@@ -301,31 +321,17 @@ pub struct ReceiverArgs<M: ModeFlags> {
     /// How long a local TCP client waits for the tunnel before it is closed [default: 10].
     #[arg(long, value_name = "SECS")]
     pub reconnect_wait: Option<u64>,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub mode: M,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub tunnel: TunnelArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub config: ConfigArgs,
 }
 
-impl<M: ModeFlags> ReceiverArgs<M> {
-    fn parts(&self) -> (Mode, Partial, &ConfigArgs) {
-        let own = Partial {
+impl ToPartial for ReceiverFlags {
+    fn partial(&self) -> Partial {
+        Partial {
             target: self.target.clone(),
             reconnect: self.no_reconnect.then_some(false),
             give_up_after: self.give_up_after,
             reconnect_wait: self.reconnect_wait,
-            ..self.tunnel.partial()
-        };
-        (
-            M::MODE,
-            config::overlay(own, self.mode.partial()),
-            &self.config,
-        )
+            ..Default::default()
+        }
     }
 }
 
@@ -390,8 +396,8 @@ pub struct IrohSenderFlags {
     /// File of admitted receiver ids, one per line (# comments allowed).
     #[arg(long, value_name = "FILE")]
     pub authorized_peers_file: Option<PathBuf>,
+    /// The iroh endpoint flags.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub iroh: IrohArgs,
 }
 
@@ -415,8 +421,8 @@ pub struct IrohReceiverFlags {
     /// The sender's ticket (ppt1...), or its bare endpoint id if the sender pins this receiver.
     #[arg(long, alias = "ticket", value_name = "TICKET")]
     pub node_id: Option<String>,
+    /// The iroh endpoint flags.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub iroh: IrohArgs,
 }
 
@@ -512,11 +518,11 @@ impl ToPartial for IceArgs {
 /// `iroh-manual` flags (both roles).
 #[derive(Debug, Args, Clone, Default)]
 pub struct IrohManualFlags {
+    /// Blob files.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub files: BlobFileArgs,
+    /// Address discovery.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub path: PathArgs,
 }
 
@@ -533,14 +539,14 @@ impl ModeFlags for IrohManualFlags {
 /// `ice` flags (both roles).
 #[derive(Debug, Args, Clone, Default)]
 pub struct IceFlags {
+    /// Blob files.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub files: BlobFileArgs,
+    /// Address discovery.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub path: PathArgs,
+    /// TURN and relay.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub ice: IceArgs,
 }
 
@@ -589,14 +595,14 @@ impl ToPartial for NostrArgs {
 /// `nostr` flags (both roles).
 #[derive(Debug, Args, Clone, Default)]
 pub struct NostrFlags {
+    /// Nostr signaling.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub nostr: NostrArgs,
+    /// Address discovery.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub path: PathArgs,
+    /// TURN and relay.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub ice: IceArgs,
 }
 

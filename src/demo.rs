@@ -233,6 +233,7 @@ async fn manual_row<P: ManualPath + Clone>(
         BlobSink::File(offers),
         BlobSource::File(answers),
         Duration::from_secs(60),
+        Duration::from_secs(30),
     );
     run_row(
         mode,

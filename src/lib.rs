@@ -1,34 +1,60 @@
 //! peerport: forward TCP and UDP ports between two hosts, even when both are
 //! behind NAT, over a QUIC connection found by a signaling back-end.
 //!
+//! The API is [`Sender`] (next to the service) and [`Receiver`] (next to the
+//! client), each a long-lived object over a mode's [`transport::Acceptor`]
+//! or [`transport::Dialer`]:
+//!
+//! * `iroh`: [`transport::iroh::IrohAcceptor`] / [`modes::iroh::IrohDialer`];
+//! * copy-paste (`iroh-manual`, `ice`): [`modes::manual::ManualAcceptor`] /
+//!   [`modes::manual::ManualDialer`] over a [`modes::manual::ManualPath`]
+//!   ([`modes::iroh_manual::IrohManualPath`], [`modes::ice::IcePath`]);
+//! * `nostr`: [`modes::nostr::NostrAcceptor`] / [`modes::nostr::NostrDialer`].
+//!
+//! `examples/embedded.rs` runs both ends in one program.
+//!
 //! Layers, bottom up:
 //! * [`proto`]: wire formats without IO (stream headers, UDP fragments);
-//! * [`transport`]: the small trait over a QUIC stack (iroh's noq, later quinn);
+//! * [`transport`]: the small traits over a QUIC stack (iroh's noq, quinn);
 //! * [`engine`]: TCP and UDP forwarding, sessions, auth, written once;
 //! * [`modes`]: signaling back-ends that produce connections;
-//! * [`app`]/[`cli`]/[`config`]/[`settings`]: the binary's edge.
+//! * [`sender`] / [`receiver`]: the long-lived core.
+//!
+//! The modules marked hidden (`app`, `cli`, `config`, `settings`, `demo`,
+//! bench helpers) are the binary's plumbing, not API.
+
+#![warn(missing_docs)]
 
 pub mod addr;
-pub mod app;
-pub mod benchflood;
-pub mod benchquic;
-pub mod cli;
-pub mod config;
-pub mod demo;
 pub mod engine;
 pub mod identity;
 pub mod modes;
-pub mod net;
 pub mod netcheck;
 pub mod proto;
-pub mod qad;
 pub mod receiver;
 pub mod rendezvous;
 pub mod sender;
-pub mod settings;
 pub mod stun;
-pub mod tlsfile;
 pub mod transport;
 
+#[doc(hidden)]
+pub mod app;
+#[doc(hidden)]
+pub mod benchflood;
+#[doc(hidden)]
+pub mod benchquic;
+#[doc(hidden)]
+pub mod cli;
+#[doc(hidden)]
+pub mod config;
+#[doc(hidden)]
+pub mod demo;
+pub(crate) mod net;
+pub(crate) mod qad;
+#[doc(hidden)]
+pub mod settings;
+pub(crate) mod tlsfile;
+
+pub use addr::{ForwardAddr, Protocol};
 pub use receiver::{Receiver, ReceiverBuilder, ReceiverError, Reconnect};
 pub use sender::{Sender, SenderBuilder};

@@ -363,7 +363,16 @@ impl Receiver {
                 }
             }
         };
-        conn.close(close_code::NORMAL, "receiver done");
+        // a lost connection keeps its reason; anything else is closed here
+        if !matches!(
+            outcome,
+            Outcome::Ended {
+                err: SessionError::ConnectionLost(_),
+                ..
+            }
+        ) {
+            conn.close(close_code::NORMAL, "receiver done");
+        }
         conn.shutdown().await;
         outcome
     }

@@ -257,3 +257,35 @@ async fn ice_sender_restart_with_blob_files() {
         t0.elapsed().as_millis()
     );
 }
+
+/// iroh-manual: the path goes silent for longer than the idle timeout
+/// (the sender is stopped with SIGSTOP, like a blackout); both sides keep
+/// their endpoints and reconnect to each other without a new offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iroh_manual_rejoins_without_a_new_paste() {
+    let mut svc = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut svc).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let idle: Vec<String> = vec!["--idle-timeout".into(), "3".into()];
+    let s = manual_sender("iroh-manual", &format!("tcp://{echo}"), dir.path(), &idle);
+    let (mut rx, local) = manual_receiver("iroh-manual", "tcp", dir.path(), &idle).await;
+    assert_eq!(echo_roundtrip(local, b"first").await, b"first");
+    s.signal(19); // SIGSTOP
+    rx.wait_stderr("tunnel lost").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = std::time::Instant::now();
+    s.signal(18); // SIGCONT
+    rx.wait_stderr_nth("session established", 2).await;
+    assert!(tcp_echo_within(local, b"second", WAIT).await);
+    eprintln!(
+        "iroh-manual: rejoined {} ms after the path came back",
+        t0.elapsed().as_millis()
+    );
+    let offers = std::fs::read_to_string(dir.path().join("offers.txt")).unwrap();
+    assert_eq!(
+        offers.matches("BEGIN PEERPORT OFFER").count(),
+        1,
+        "a new offer was made:\n{}",
+        rx.stderr_text()
+    );
+}

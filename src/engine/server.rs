@@ -55,12 +55,15 @@ pub async fn serve<A: Acceptor>(
                     r = serve_sender_session(conn.clone(), ctx, cancel.clone()) => r,
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
                 };
-                match result {
+                match &result {
                     Ok(()) => info!("session ended"),
                     Err(SessionError::ConnectionLost(r)) => info!("session ended: {r}"),
                     Err(e) => warn!("session ended: {e}"),
                 }
-                conn.close(close_code::NORMAL, "session over");
+                // a lost connection keeps its reason (a back-end may look at it)
+                if !matches!(result, Err(SessionError::ConnectionLost(_))) {
+                    conn.close(close_code::NORMAL, "session over");
+                }
                 conn.shutdown().await;
                 drop(permit);
             }

@@ -9,6 +9,10 @@
 //! address is useless and the connection only works if the other side is
 //! reachable (use `ice` with TURN there).
 //!
+//! Both sides dial and accept at once to punch holes. Both endpoints stay
+//! up for the life of the session and a while after ([`IrohRejoin`]), so a
+//! lost session is re-established without a new paste.
+//!
 //! Both sides dial and accept at once to punch holes. Two simultaneous
 //! dials give two connections; the one dialed by the lower endpoint id is
 //! kept on both sides (the other is closed), falling back to the other one
@@ -17,12 +21,12 @@
 use std::{net::SocketAddr, time::Duration};
 
 use iroh::{
-    endpoint::{presets, PortmapperConfig},
+    endpoint::{presets, Connection, PortmapperConfig},
     Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey, TransportAddr,
 };
 use peerport_signaling::{blob::Body, Mode};
 use tokio::net::UdpSocket;
-use tracing::{debug, info};
+use tracing::{debug, info, Instrument};
 
 use super::manual::{ManualPath, Side};
 use crate::{stun, transport::iroh::IrohConnection};
@@ -49,6 +53,7 @@ pub struct IrohManualPath {
 impl ManualPath for IrohManualPath {
     type Conn = IrohConnection;
     type Prepared = Endpoint;
+    type Rejoin = IrohRejoin;
     const MODE: Mode = Mode::IrohManual;
 
     async fn prepare(&self, _side: Side) -> Result<(Endpoint, Body), String> {
@@ -116,26 +121,25 @@ impl ManualPath for IrohManualPath {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Result<IrohConnection, String> {
+    ) -> Result<(IrohConnection, Option<IrohRejoin>), String> {
         let Body::Iroh { endpoint_id, addrs } = peer else {
+            ep.close().await;
             return Err("the peer's blob is not an iroh-manual blob".into());
         };
-        let id = EndpointId::from_bytes(&endpoint_id).map_err(|_| {
-            "the peer's endpoint id is not a valid key: exchange fresh blobs".to_string()
-        })?;
+        let Ok(id) = EndpointId::from_bytes(&endpoint_id) else {
+            ep.close().await;
+            return Err("the peer's endpoint id is not a valid key: exchange fresh blobs".into());
+        };
         let addr = EndpointAddr::from_parts(id, addrs.into_iter().map(TransportAddr::Ip));
+        let state = IrohRejoin::new(ep, addr);
         // a copy-paste answerer keeps dialing as long as the offer is valid:
         // the person may carry the answer back minutes later
         let now = tokio::time::Instant::now();
         let until = peer_deadline.unwrap_or(now).max(now + self.connect_timeout);
-        match tokio::time::timeout_at(until, race(&ep, addr)).await {
-            Ok(Ok(conn)) => Ok(IrohConnection::owning(conn, ep)),
-            Ok(Err(e)) => {
-                ep.close().await;
-                Err(e)
-            }
+        match tokio::time::timeout_at(until, race(&state)).await {
+            Ok(conn) => Ok((IrohConnection::new(conn), Some(state))),
             Err(_) => {
-                ep.close().await;
+                state.ep.close().await;
                 let waited = now.elapsed().as_secs();
                 Err(match side {
                     Side::Answerer => format!(
@@ -148,10 +152,79 @@ impl ManualPath for IrohManualPath {
             }
         }
     }
+
+    async fn rejoin(
+        &self,
+        state: &IrohRejoin,
+        _side: Side,
+        limit: Duration,
+    ) -> Result<IrohConnection, String> {
+        match tokio::time::timeout(limit, race(state)).await {
+            Ok(conn) => {
+                info!(peer = %state.peer.id.fmt_short(), "reconnected to the same peer endpoint");
+                Ok(IrohConnection::new(conn))
+            }
+            Err(_) => Err(format!(
+                "the peer endpoint {} did not answer within {} s",
+                state.peer.id.fmt_short(),
+                limit.as_secs()
+            )),
+        }
+    }
+
+    async fn release(&self, state: IrohRejoin) {
+        state.ep.close().await;
+    }
+}
+
+/// Both endpoints of an `iroh-manual` session stay up after the exchange:
+/// either side can connect again to the other's id and addresses, so a
+/// lost session comes back without a new paste while the addresses work.
+/// Only the peer named in the blob gets in; anyone else is refused.
+pub struct IrohRejoin {
+    ep: Endpoint,
+    peer: EndpointAddr,
+    from_peer: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Connection>>,
+    _accept: tokio_util::task::AbortOnDropHandle<()>,
+}
+
+impl IrohRejoin {
+    fn new(ep: Endpoint, peer: EndpointAddr) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let task = tokio::spawn(accept_peer(ep.clone(), peer.id, tx).in_current_span());
+        IrohRejoin {
+            ep,
+            peer,
+            from_peer: tokio::sync::Mutex::new(rx),
+            _accept: tokio_util::task::AbortOnDropHandle::new(task),
+        }
+    }
+}
+
+/// Accept connections for as long as the endpoint lives: the peer's go to
+/// `tx` (a surplus one is closed), strangers are refused. Handshakes run
+/// under the gate: a flood of forged Initials neither grows memory nor
+/// delays the real peer.
+async fn accept_peer(ep: Endpoint, peer: EndpointId, tx: tokio::sync::mpsc::Sender<Connection>) {
+    let (gated_tx, mut gated) = tokio::sync::mpsc::channel(4);
+    let _gate = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        crate::transport::gate::accept_gated(ep, gated_tx),
+    ));
+    while let Some(c) = gated.recv().await {
+        if c.remote_id() != peer {
+            tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
+            c.close(1u32.into(), b"unauthorized");
+            continue;
+        }
+        if let Err(tokio::sync::mpsc::error::TrySendError::Full(c)) = tx.try_send(c) {
+            c.close(0u32.into(), b"duplicate");
+        }
+    }
 }
 
 /// Dial and accept at once; keep the connection dialed by the lower id.
-async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Connection, String> {
+async fn race(state: &IrohRejoin) -> Connection {
+    let (ep, peer) = (&state.ep, &state.peer);
     let me = ep.id();
     let peer_id = peer.id;
     let i_dial_preferred = me < peer_id;
@@ -169,22 +242,15 @@ async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Conne
         }
     };
     let listen = async {
-        // handshakes run concurrently under a gate: a flood of forged
-        // Initials neither grows memory nor delays the real peer
-        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        let _task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-            crate::transport::gate::accept_gated(ep.clone(), tx),
-        ));
+        let mut from_peer = state.from_peer.lock().await;
         loop {
-            let Some(c) = rx.recv().await else {
+            let Some(c) = from_peer.recv().await else {
                 return std::future::pending().await;
             };
-            if c.remote_id() == peer_id {
+            // a connection queued before an earlier one was chosen may be gone
+            if c.close_reason().is_none() {
                 return c;
             }
-            // not the peer named in the blob: a stranger
-            tracing::warn!(stranger = %c.remote_id().fmt_short(), "refusing a connection from an endpoint not in the blob");
-            c.close(1u32.into(), b"unauthorized");
         }
     };
     tokio::pin!(dial, listen);
@@ -194,7 +260,7 @@ async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Conne
     };
     let first_preferred = first_is_dial == i_dial_preferred;
     if first_preferred {
-        return Ok(first);
+        return first;
     }
     // the other connection is the agreed one: give it a moment
     let other = tokio::time::timeout(PREFER_WAIT, async {
@@ -208,8 +274,8 @@ async fn race(ep: &Endpoint, peer: EndpointAddr) -> Result<iroh::endpoint::Conne
     match other {
         Ok(c) => {
             first.close(0u32.into(), b"duplicate");
-            Ok(c)
+            c
         }
-        Err(_) => Ok(first),
+        Err(_) => first,
     }
 }

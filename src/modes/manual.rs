@@ -50,6 +50,11 @@ pub trait ManualPath: Send + Sync + 'static {
     type Conn: TunnelConnection;
     /// Local state between `prepare` and `connect` (endpoint, ICE agent, ...).
     type Prepared: Send + 'static;
+    /// What lets both sides connect again after a lost session without a
+    /// new exchange (`iroh-manual`: both endpoints stay up and know each
+    /// other's id and addresses). Paths that cannot return `None` from
+    /// `connect`.
+    type Rejoin: Send + Sync + 'static;
     /// Mode written into blobs.
     const MODE: Mode;
     /// Create per-session local state and describe it.
@@ -69,8 +74,24 @@ pub trait ManualPath: Send + Sync + 'static {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
+    ) -> impl Future<Output = Result<(Self::Conn, Option<Self::Rejoin>), String>> + Send;
+    /// Connect again to the same peer through `rejoin`, within `limit`.
+    fn rejoin(
+        &self,
+        rejoin: &Self::Rejoin,
+        side: Side,
+        limit: Duration,
     ) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+    /// Release what `rejoin` holds (an endpoint).
+    fn release(&self, rejoin: Self::Rejoin) -> impl Future<Output = ()> + Send;
 }
+
+/// How long a sender keeps a lost session's endpoint for its receiver to
+/// reconnect without a new exchange.
+pub const REJOIN_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// Failed rejoins after which a receiver makes a fresh offer instead.
+const REJOIN_ATTEMPTS: u32 = 3;
 
 /// Current unix time in seconds.
 pub fn unix_now() -> u64 {
@@ -356,12 +377,24 @@ pub struct ManualDialer<P: ManualPath> {
     reader: BlobReader,
     answers_from: String,
     limit: Duration,
+    /// The last session's way back to the sender, and failed tries.
+    rejoin: Option<(P::Rejoin, u32)>,
+    rejoin_limit: Duration,
 }
 
 impl<P: ManualPath> ManualDialer<P> {
     /// Offers go to `offers`, answers are read from `answers`; each
-    /// exchange must complete within `limit`.
-    pub fn new(path: P, offers: BlobSink, answers: BlobSource, limit: Duration) -> Self {
+    /// exchange must complete within `limit`. After a lost session the
+    /// dialer first reconnects without a new exchange where the path can
+    /// (`iroh-manual`, each try within `rejoin_limit`), and makes a fresh
+    /// offer after a few failed tries.
+    pub fn new(
+        path: P,
+        offers: BlobSink,
+        answers: BlobSource,
+        limit: Duration,
+        rejoin_limit: Duration,
+    ) -> Self {
         let answers_from = match &answers {
             BlobSource::Console(_) => "then paste the sender's ANSWER here:".to_string(),
             BlobSource::File(p) => format!("waiting for the ANSWER in {}", p.display()),
@@ -372,6 +405,34 @@ impl<P: ManualPath> ManualDialer<P> {
             reader: BlobReader::new(answers),
             answers_from,
             limit,
+            rejoin: None,
+            rejoin_limit,
+        }
+    }
+
+    async fn try_rejoin(&mut self) -> Option<Result<P::Conn, DialError>> {
+        let (state, failures) = self.rejoin.as_mut()?;
+        match self
+            .path
+            .rejoin(state, Side::Offerer, self.rejoin_limit)
+            .await
+        {
+            Ok(conn) => {
+                *failures = 0;
+                Some(Ok(conn))
+            }
+            Err(e) => {
+                *failures += 1;
+                if *failures >= REJOIN_ATTEMPTS {
+                    if let Some((state, _)) = self.rejoin.take() {
+                        self.path.release(state).await;
+                    }
+                    warn!("could not reconnect without a new exchange ({e}); making a fresh offer");
+                }
+                Some(Err(DialError::Unreachable(format!(
+                    "reconnecting to the same sender endpoint failed: {e}"
+                ))))
+            }
         }
     }
 }
@@ -380,10 +441,13 @@ impl<P: ManualPath> Dialer for ManualDialer<P> {
     type Conn = P::Conn;
 
     fn unattended(&self) -> bool {
-        false
+        self.rejoin.is_some()
     }
 
     async fn dial(&mut self) -> Result<P::Conn, DialError> {
+        if let Some(r) = self.try_rejoin().await {
+            return r;
+        }
         let (prepared, body) = self
             .path
             .prepare(Side::Offerer)
@@ -430,13 +494,20 @@ impl<P: ManualPath> Dialer for ManualDialer<P> {
             ))
         })??;
         info!("answer accepted; connecting");
-        self.path
+        let (conn, rejoin) = self
+            .path
             .connect(prepared, answer.body, Side::Offerer, None)
             .await
-            .map_err(DialError::Unreachable)
+            .map_err(DialError::Unreachable)?;
+        self.rejoin = rejoin.map(|r| (r, 0));
+        Ok(conn)
     }
 
-    async fn close(self) {}
+    async fn close(self) {
+        if let Some((state, _)) = self.rejoin {
+            self.path.release(state).await;
+        }
+    }
 }
 
 /// Most offers set up at once (each holds an ICE agent or endpoint while it
@@ -524,6 +595,9 @@ async fn answer_offers<P: ManualPath>(
         );
     }
     let answers = Arc::new(Mutex::new(answers));
+    // setting up holds a slot; a set-up session that can rejoin keeps its
+    // task (not its slot) while its receiver may come back
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SETUPS));
     let mut setups = JoinSet::new();
     let want = expect(Kind::Offer, P::MODE, None);
     if let Some(c) = &console {
@@ -545,18 +619,34 @@ async fn answer_offers<P: ManualPath>(
             continue;
         }
         while setups.try_join_next().is_some() {}
-        if setups.len() >= MAX_SETUPS {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(
                 "refusing an offer: {MAX_SETUPS} offers are already waiting for their receivers; try again when one has connected or expired"
             );
             continue;
-        }
+        };
         let (path, answers, tx) = (path.clone(), answers.clone(), tx.clone());
         let span = tracing::info_span!("setup", session = %hex::encode(offer.session));
         setups.spawn(
             async move {
                 let r = setup_session(&*path, offer, &answers).await;
-                let _ = tx.send(r).await;
+                drop(slot);
+                match r {
+                    Ok((conn, Some(rejoin))) => {
+                        let watch = conn.clone();
+                        if tx.send(Ok(conn)).await.is_ok() {
+                            keep_rejoining(&*path, watch, rejoin, &tx).await;
+                        } else {
+                            path.release(rejoin).await;
+                        }
+                    }
+                    Ok((conn, None)) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                }
             }
             .instrument(span),
         );
@@ -569,11 +659,48 @@ async fn answer_offers<P: ManualPath>(
     while setups.join_next().await.is_some() {}
 }
 
+/// After a session's connection is lost (not closed on purpose), keep its
+/// endpoint for [`REJOIN_WINDOW`] so its receiver can reconnect without a
+/// new exchange; each reconnection is handed to the session loop.
+async fn keep_rejoining<P: ManualPath>(
+    path: &P,
+    mut conn: P::Conn,
+    rejoin: P::Rejoin,
+    tx: &mpsc::Sender<Result<P::Conn, String>>,
+) {
+    loop {
+        let reason = conn.closed().await;
+        if matches!(
+            reason,
+            crate::transport::CloseReason::Peer { .. } | crate::transport::CloseReason::Local
+        ) {
+            break;
+        }
+        info!(
+            "session lost ({reason}); the receiver may reconnect to this endpoint for {} s",
+            REJOIN_WINDOW.as_secs()
+        );
+        match path.rejoin(&rejoin, Side::Answerer, REJOIN_WINDOW).await {
+            Ok(c) => {
+                conn = c.clone();
+                if tx.send(Ok(c)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                info!("the receiver did not come back: {e}");
+                break;
+            }
+        }
+    }
+    path.release(rejoin).await;
+}
+
 async fn setup_session<P: ManualPath>(
     path: &P,
     offer: Blob,
     answers: &Mutex<BlobSink>,
-) -> Result<P::Conn, String> {
+) -> Result<(P::Conn, Option<P::Rejoin>), String> {
     let (prepared, body) = path.prepare(Side::Answerer).await?;
     let answer = Blob {
         kind: Kind::Answer,

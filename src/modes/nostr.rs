@@ -155,7 +155,7 @@ async fn receiver_connect(
     sig.shutdown().await;
     let blob = decode(&answer.data, Kind::Answer, Some(session))
         .map_err(|e| DialError::Unreachable(format!("the sender's answer is unusable: {e}")))?;
-    ice.connect(prepared, blob.body, Side::Offerer, None)
+    ice.connect_ice(prepared, blob.body, Side::Offerer, None)
         .await
         .map_err(DialError::Unreachable)
 }
@@ -322,7 +322,7 @@ async fn answer_requests(
                             ended: None,
                         },
                     );
-                    ice.connect(prepared, offer.body, Side::Answerer, None)
+                    ice.connect_ice(prepared, offer.body, Side::Answerer, None)
                         .await
                 }
                 .await;

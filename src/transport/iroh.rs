@@ -15,7 +15,15 @@ use super::{
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
 #[derive(Clone, Debug)]
-pub struct IrohConnection(pub Connection, Option<Endpoint>);
+pub struct IrohConnection(pub Connection, Option<Owned>);
+
+/// An endpoint that exists only for one connection, and the task that
+/// ignores other attempts to it (ends with the last clone).
+#[derive(Clone, Debug)]
+struct Owned {
+    ep: Endpoint,
+    _ignore: std::sync::Arc<tokio_util::task::AbortOnDropHandle<()>>,
+}
 
 impl IrohConnection {
     /// Wrap a connection of a shared endpoint.
@@ -27,8 +35,14 @@ impl IrohConnection {
     /// Further connection attempts to that endpoint are ignored (no state
     /// kept for them) until it closes.
     pub fn owning(conn: Connection, endpoint: Endpoint) -> Self {
-        tokio::spawn(super::gate::ignore_all(endpoint.clone()));
-        IrohConnection(conn, Some(endpoint))
+        let ignore = tokio::spawn(super::gate::ignore_all(endpoint.clone()));
+        IrohConnection(
+            conn,
+            Some(Owned {
+                ep: endpoint,
+                _ignore: std::sync::Arc::new(tokio_util::task::AbortOnDropHandle::new(ignore)),
+            }),
+        )
     }
 }
 
@@ -99,8 +113,8 @@ impl TunnelConnection for IrohConnection {
     }
 
     async fn shutdown(&self) {
-        if let Some(ep) = &self.1 {
-            ep.close().await;
+        if let Some(o) = &self.1 {
+            o.ep.close().await;
         }
     }
 

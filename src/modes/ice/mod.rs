@@ -215,6 +215,7 @@ fn describe(c: &Arc<dyn Candidate + Send + Sync>) -> String {
 impl ManualPath for IcePath {
     type Conn = QuinnConnection;
     type Prepared = Prepared;
+    type Rejoin = ();
     const MODE: Mode = Mode::Ice;
 
     async fn prepare(&self, side: Side) -> Result<(Prepared, Body), String> {
@@ -275,6 +276,27 @@ impl ManualPath for IcePath {
     }
 
     async fn connect(
+        &self,
+        p: Prepared,
+        peer: Body,
+        side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(QuinnConnection, Option<()>), String> {
+        self.connect_ice(p, peer, side, peer_deadline)
+            .await
+            .map(|c| (c, None))
+    }
+
+    async fn rejoin(&self, _: &(), _: Side, _: Duration) -> Result<QuinnConnection, String> {
+        Err("the ice path needs a new offer/answer exchange to reconnect".into())
+    }
+
+    async fn release(&self, _: ()) {}
+}
+
+impl IcePath {
+    /// ICE, then QUIC over the selected pair.
+    pub async fn connect_ice(
         &self,
         p: Prepared,
         peer: Body,

@@ -1,0 +1,164 @@
+//! The library core in one process: a real `Sender` and `Receiver` over
+//! real quinn connections on 127.0.0.1 (the pair `scripts/bench` uses), with
+//! a dialer that makes a new pair per dial. Covers the receiver's session
+//! loop (reconnect after a lost session, a refusal ends it, a local client
+//! waits for the next session) without the binary or any signaling.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use peerport::{
+    benchquic::quinn_pair,
+    demo::spawn_tcp_echo,
+    engine::Authorizer,
+    transport::{quinn::QuinnConnection, Acceptor, DialError, Dialer, TunnelConnection},
+    Receiver, ReceiverError, Reconnect, Sender,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::mpsc,
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Hands the server side of each new pair to the sender.
+struct PairDialer {
+    to_sender: mpsc::Sender<QuinnConnection>,
+    dials: Arc<AtomicUsize>,
+    token: Option<Vec<u8>>,
+}
+
+impl Dialer for PairDialer {
+    type Conn = QuinnConnection;
+    fn unattended(&self) -> bool {
+        true
+    }
+    fn token(&self) -> Option<Vec<u8>> {
+        self.token.clone()
+    }
+    async fn dial(&mut self) -> Result<QuinnConnection, DialError> {
+        self.dials.fetch_add(1, Ordering::SeqCst);
+        let (client, server) = quinn_pair()
+            .await
+            .map_err(|e| DialError::Unreachable(e.to_string()))?;
+        self.to_sender
+            .send(server)
+            .await
+            .map_err(|_| DialError::Unreachable("sender gone".into()))?;
+        Ok(client)
+    }
+    async fn close(self) {}
+}
+
+/// The sender side: every pair's server half; keeps them so a test can
+/// drop a session from the sender's side.
+struct PairAcceptor {
+    rx: mpsc::Receiver<QuinnConnection>,
+    live: Arc<Mutex<Vec<QuinnConnection>>>,
+}
+
+impl Acceptor for PairAcceptor {
+    type Conn = QuinnConnection;
+    async fn accept(&mut self) -> Option<Result<QuinnConnection, String>> {
+        let c = self.rx.recv().await?;
+        self.live.lock().unwrap().push(c.clone());
+        Some(Ok(c))
+    }
+}
+
+struct Setup {
+    receiver: tokio::task::JoinHandle<Result<(), ReceiverError>>,
+    local: std::net::SocketAddr,
+    dials: Arc<AtomicUsize>,
+    live: Arc<Mutex<Vec<QuinnConnection>>>,
+    cancel: CancellationToken,
+    _tasks: JoinSet<()>,
+}
+
+async fn setup(auth: Authorizer, token: Option<Vec<u8>>) -> Setup {
+    let mut tasks = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut tasks).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let live = Arc::new(Mutex::new(Vec::new()));
+    let cancel = CancellationToken::new();
+    let sender = Sender::builder(format!("tcp://{echo}").parse().unwrap())
+        .auth(auth)
+        .build();
+    let acceptor = PairAcceptor {
+        rx,
+        live: live.clone(),
+    };
+    let c = cancel.clone();
+    tasks.spawn(async move { sender.run(acceptor, c).await });
+    let receiver = Receiver::builder("tcp://127.0.0.1:0".parse().unwrap())
+        .reconnect(Reconnect {
+            first_delay: Duration::from_millis(100),
+            ..Default::default()
+        })
+        .reconnect_wait(Duration::from_secs(20))
+        .bind()
+        .await
+        .unwrap();
+    let local = receiver.local_addr();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let dialer = PairDialer {
+        to_sender: tx,
+        dials: dials.clone(),
+        token,
+    };
+    let receiver = tokio::spawn(receiver.run(dialer, cancel.clone()));
+    Setup {
+        receiver,
+        local,
+        dials,
+        live,
+        cancel,
+        _tasks: tasks,
+    }
+}
+
+async fn echo(local: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut s = TcpStream::connect(local).await.unwrap();
+        s.write_all(data).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    })
+    .await
+    .expect("echo in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_session_is_redialed_and_serves_again() {
+    let s = setup(Authorizer::transport_pinned(), None).await;
+    assert_eq!(echo(s.local, b"one").await, b"one");
+    // the sender side drops the session (like a restarted sender's reset)
+    let first = s.live.lock().unwrap()[0].clone();
+    first.close(0, "gone");
+    assert_eq!(echo(s.local, b"two").await, b"two");
+    assert_eq!(s.dials.load(Ordering::SeqCst), 2);
+    s.cancel.cancel();
+    assert!(s.receiver.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_ends_the_receiver_after_one_dial() {
+    let s = setup(Authorizer::new(vec![7; 16], []), Some(vec![8; 16])).await;
+    let r = tokio::time::timeout(Duration::from_secs(20), s.receiver)
+        .await
+        .expect("receiver ends")
+        .unwrap();
+    match r {
+        Err(ReceiverError::Refused(m)) => assert!(m.contains("access token"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(s.dials.load(Ordering::SeqCst), 1);
+}
