@@ -272,12 +272,18 @@ impl Receiver {
                                 return Err(ReceiverError::Ended(err.to_string()));
                             }
                             if let SessionError::ConnectionLost(r) = &err {
-                                if let Some(kind) = RefusalKind::from_close(r) {
-                                    if !kind.retryable() {
+                                match RefusalKind::from_close(r) {
+                                    Some(RefusalKind::Superseded) => {
+                                        return Err(ReceiverError::Refused(
+                                            "the sender closed this session: another receiver with the same identity (--secret-file) connected, and a sender keeps only the newest session per identity".into(),
+                                        ))
+                                    }
+                                    Some(kind) if !kind.retryable() => {
                                         return Err(ReceiverError::Refused(format!(
                                             "the sender refused this receiver ({r})"
-                                        )));
+                                        )))
                                     }
+                                    _ => {}
                                 }
                             }
                             if dialer.unattended() {

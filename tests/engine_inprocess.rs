@@ -82,6 +82,12 @@ struct Setup {
 }
 
 async fn setup(auth: Authorizer, token: Option<Vec<u8>>) -> Setup {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
+        ))
+        .with_test_writer()
+        .try_init();
     let mut tasks = JoinSet::new();
     let echo = spawn_tcp_echo(&mut tasks).await.unwrap();
     let (tx, rx) = mpsc::channel(4);
@@ -143,6 +149,8 @@ async fn lost_session_is_redialed_and_serves_again() {
     // the sender side drops the session (like a restarted sender's reset)
     let first = s.live.lock().unwrap()[0].clone();
     first.close(0, "gone");
+    // a client arriving while the loss is still on its way (or after it)
+    // is carried by the next session, with what it sent meanwhile
     assert_eq!(echo(s.local, b"two").await, b"two");
     assert_eq!(s.dials.load(Ordering::SeqCst), 2);
     s.cancel.cancel();

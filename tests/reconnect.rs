@@ -289,3 +289,29 @@ async fn iroh_manual_rejoins_without_a_new_paste() {
         rx.stderr_text()
     );
 }
+
+/// A receiver killed and started again with the same identity gets in at
+/// once although the sender still holds its dead session and allows only
+/// one (--max-sessions 1): the newer session replaces the dead one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_receiver_replaces_its_dead_session() {
+    let r = rendezvous().await;
+    let mut svc = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut svc).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("receiver.key");
+    let k = key.to_str().unwrap();
+    let (mut s, ticket) = sender(&r, &format!("tcp://{echo}"), &["--max-sessions", "1"]).await;
+    let (mut rx, local) = receiver(&r, "tcp", &ticket, &["--secret-file", k]).await;
+    assert_eq!(echo_roundtrip(local, b"one").await, b"one");
+    rx.child.kill().await.unwrap();
+    let (_rx2, local2) = receiver(&r, "tcp", &ticket, &["--secret-file", k]).await;
+    assert_eq!(echo_roundtrip(local2, b"two").await, b"two");
+    s.wait_stderr("this new session replaces it").await;
+    assert_eq!(
+        count_stderr(&s, "refusing a receiver"),
+        0,
+        "{}",
+        s.stderr_text()
+    );
+}

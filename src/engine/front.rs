@@ -35,6 +35,9 @@ pub struct Waiting {
     pub stream: TcpStream,
     /// The client's address.
     pub client: SocketAddr,
+    /// Bytes the client already sent through a session that went away
+    /// before the sender answered: the next session sends them first.
+    pub(crate) prefix: Vec<u8>,
     since: Instant,
 }
 
@@ -42,6 +45,7 @@ pub struct Waiting {
 #[derive(Debug)]
 pub struct TcpQueue {
     rx: mpsc::Receiver<Waiting>,
+    tx: mpsc::Sender<Waiting>,
     held: VecDeque<Waiting>,
     wait: Duration,
     _accept: AbortOnDropHandle<()>,
@@ -50,9 +54,10 @@ pub struct TcpQueue {
 impl TcpQueue {
     fn start(listener: TcpListener, wait: Duration) -> Self {
         let (tx, rx) = mpsc::channel(MAX_WAITING);
-        let task = tokio::spawn(accept_loop(listener, tx));
+        let task = tokio::spawn(accept_loop(listener, tx.clone()));
         TcpQueue {
             rx,
+            tx,
             held: VecDeque::new(),
             wait,
             _accept: AbortOnDropHandle::new(task),
@@ -70,6 +75,13 @@ impl TcpQueue {
             self.wait.as_secs()
         );
         drop(w.stream);
+    }
+
+    /// Where a session puts back a client it could not start (its
+    /// connection turned out to be gone before any byte moved): the next
+    /// session takes it, within the same `--reconnect-wait`.
+    pub fn requeue(&self) -> mpsc::Sender<Waiting> {
+        self.tx.clone()
     }
 
     /// The next client for a live session (clients that waited longer than
@@ -124,6 +136,7 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Waiting>) {
                 let w = Waiting {
                     stream,
                     client,
+                    prefix: Vec::new(),
                     since: Instant::now(),
                 };
                 match tx.try_send(w) {

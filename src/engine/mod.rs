@@ -68,6 +68,8 @@ pub mod close_code {
     pub const PROTOCOL: u32 = 2;
     /// The sender is full.
     pub const BUSY: u32 = 3;
+    /// A newer session from the same peer identity replaced this one.
+    pub const SUPERSEDED: u32 = 4;
     /// Stream aborted because the local socket failed.
     pub const STREAM_ABORT: u32 = 10;
 }

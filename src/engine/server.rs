@@ -2,7 +2,10 @@
 //! connections from an [`Acceptor`], run each as its own session (with a
 //! tracing span), enforce `--max-sessions`, and shut down cleanly.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tokio::{io::AsyncWriteExt, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -30,6 +33,9 @@ pub async fn serve<A: Acceptor>(
     let slots = Arc::new(Semaphore::new(limit));
     let tasks = TaskTracker::new();
     let mut next_id: u64 = 0;
+    // the newest session per peer identity: a receiver that reconnects
+    // (its old connection not yet timed out here) replaces its dead session
+    let by_peer: Arc<Mutex<NewestByPeer<A::Conn>>> = Arc::default();
     loop {
         let conn = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -40,14 +46,41 @@ pub async fn serve<A: Acceptor>(
             }
         };
         next_id += 1;
-        let span = tracing::info_span!("session", id = next_id, peer = %short(&conn.peer_id()));
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let id = next_id;
+        let peer = conn.peer_id();
+        let span = tracing::info_span!("session", id, peer = %short(&peer));
+        let old = by_peer
+            .lock()
+            .expect("sessions")
+            .insert(peer.clone(), (id, conn.clone()));
+        let superseded = old.is_some();
+        if let Some((old_id, old)) = old {
+            info!(parent: &span, "closing session {old_id} of the same peer: this new session replaces it");
+            old.close(
+                close_code::SUPERSEDED,
+                "superseded by a newer session of the same peer",
+            );
+        }
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => Ok(p),
+            // the replaced session frees its slot as soon as its tasks end
+            Err(_) if superseded => tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                slots.clone().acquire_owned(),
+            )
+            .await
+            .map_err(|_| ())
+            .and_then(|r| r.map_err(|_| ())),
+            Err(_) => Err(()),
+        };
+        let Ok(permit) = permit else {
+            forget(&by_peer, &peer, id);
             warn!(parent: &span, "refusing a receiver: already serving {max_sessions} sessions (--max-sessions)");
             tasks
                 .spawn(refuse_busy(conn, max_sessions, ctx.engine.header_timeout).instrument(span));
             continue;
         };
-        let (ctx, cancel) = (ctx.clone(), cancel.child_token());
+        let (ctx, cancel, by_peer) = (ctx.clone(), cancel.child_token(), by_peer.clone());
         tasks.spawn(
             async move {
                 info!(path = %conn.path_summary(), "session started");
@@ -65,6 +98,7 @@ pub async fn serve<A: Acceptor>(
                     conn.close(close_code::NORMAL, "session over");
                 }
                 conn.shutdown().await;
+                forget(&by_peer, &peer, id);
                 drop(permit);
             }
             .instrument(span),
@@ -72,6 +106,17 @@ pub async fn serve<A: Acceptor>(
     }
     tasks.close();
     tasks.wait().await;
+}
+
+/// The newest session (id and connection) of each peer identity.
+type NewestByPeer<C> = HashMap<String, (u64, C)>;
+
+/// Forget session `id` of `peer` unless a newer session replaced it.
+fn forget<C>(by_peer: &Mutex<NewestByPeer<C>>, peer: &str, id: u64) {
+    let mut m = by_peer.lock().expect("sessions");
+    if m.get(peer).is_some_and(|(i, _)| *i == id) {
+        m.remove(peer);
+    }
 }
 
 async fn refuse_busy<C: TunnelConnection>(conn: C, max: usize, timeout: std::time::Duration) {

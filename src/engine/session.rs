@@ -35,6 +35,9 @@ pub enum RefusalKind {
     ProtocolMismatch,
     /// The sender serves its `--max-sessions` already.
     Busy,
+    /// Another receiver with the same identity connected, and the sender
+    /// keeps only the newest session per identity.
+    Superseded,
     /// Any other refusal.
     Other,
 }
@@ -61,6 +64,7 @@ impl RefusalKind {
                 close_code::UNAUTHORIZED => Some(RefusalKind::Unauthorized),
                 close_code::PROTOCOL => Some(RefusalKind::ProtocolMismatch),
                 close_code::BUSY => Some(RefusalKind::Busy),
+                close_code::SUPERSEDED => Some(RefusalKind::Superseded),
                 _ => None,
             },
             _ => None,

@@ -10,15 +10,18 @@
 use std::{future::Future, sync::Arc};
 
 use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
     net::TcpStream,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    close_code, front::TcpQueue, io::read_reply, io::read_request, open_bi_retry, EngineConfig,
-    SessionError,
+    close_code,
+    front::{TcpQueue, Waiting},
+    io::read_reply,
+    io::read_request,
+    open_bi_retry, EngineConfig, SessionError,
 };
 use crate::{
     addr::ForwardAddr,
@@ -39,50 +42,94 @@ pub async fn run_receiver<C: TunnelConnection>(
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
     let child = cancel.child_token();
+    let requeue = queue.requeue();
     let result = loop {
         tokio::select! {
+            // a connection known to be gone takes no more clients
+            biased;
             _ = cancel.cancelled() => break Ok(()),
             reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
             w = queue.next() => {
-                let conn = conn.clone();
-                let child = child.clone();
+                let (conn, child, requeue) = (conn.clone(), child.clone(), requeue.clone());
                 let span = tracing::info_span!("tcp", client = %w.client);
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = child.cancelled() => {}
-                        r = receiver_stream(conn, w.stream) => if let Err(e) = r {
-                            warn!("connection closed: {e}");
-                        } else {
-                            debug!("connection finished");
+                        r = receiver_stream(conn, w) => match r {
+                            Ok(()) => debug!("connection finished"),
+                            Err(StreamEnd::NotStarted(w)) => {
+                                debug!("the tunnel went away before this connection started: it waits for the next session");
+                                let _ = requeue.send(w).await;
+                            }
+                            Err(StreamEnd::Failed(e)) => warn!("connection closed: {e}"),
                         }
                     }
                 }.instrument(span));
             }
         }
     };
-    child.cancel();
+    // On shutdown the child token stops every stream. When the connection
+    // is lost, the streams end by themselves (every stream operation fails)
+    // and a client that had not started goes back to the queue.
     tasks.close();
     tasks.wait().await;
     result
 }
 
-async fn receiver_stream<C: TunnelConnection>(conn: C, tcp: TcpStream) -> Result<(), String> {
-    let (mut send, mut recv) = open_bi_retry(&conn)
-        .await
-        .map_err(|e| format!("cannot open a tunnel stream: {e}"))?;
-    send.write_all(&Request::tcp().encode())
-        .await
-        .map_err(|e| format!("cannot write stream header: {e}"))?;
-    let gate = async {
-        let reply = read_reply(&mut recv)
-            .await
-            .map_err(|e| format!("no reply from the sender: {e}"))?;
-        if reply.status != Status::Ok {
-            return Err(format!("sender refused: {}", reply.message));
-        }
-        Ok(recv)
+/// Why a receiver's stream ended early.
+enum StreamEnd {
+    /// The session went away before the sender answered: the client (with
+    /// what it sent so far) can go to the next session.
+    NotStarted(Waiting),
+    /// Failed after it started.
+    Failed(String),
+}
+
+/// Most bytes read from a client before the sender's reply: kept to be
+/// sent again if the session goes away before the reply.
+const START_BUF: usize = 64 * 1024;
+
+async fn receiver_stream<C: TunnelConnection>(conn: C, mut w: Waiting) -> Result<(), StreamEnd> {
+    let Ok((mut send, mut recv)) = open_bi_retry(&conn).await else {
+        return Err(StreamEnd::NotStarted(w));
     };
-    pump(tcp, send, gate).await
+    let mut head = Request::tcp().encode();
+    head.extend_from_slice(&w.prefix);
+    if send.write_all(&head).await.is_err() {
+        return Err(StreamEnd::NotStarted(w));
+    }
+    // Until the reply: forward what the client sends (pipelined with the
+    // header, for client-speaks-first protocols) and keep a copy.
+    let reply = {
+        let reply = read_reply(&mut recv);
+        tokio::pin!(reply);
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut eof = false;
+        loop {
+            tokio::select! {
+                r = &mut reply => break r,
+                n = w.stream.read(&mut buf), if !eof && w.prefix.len() < START_BUF => match n {
+                    Ok(0) => eof = true,
+                    Ok(n) => {
+                        w.prefix.extend_from_slice(&buf[..n]);
+                        if send.write_all(&buf[..n]).await.is_err() {
+                            return Err(StreamEnd::NotStarted(w));
+                        }
+                    }
+                    Err(e) => return Err(StreamEnd::Failed(format!("local read failed: {e}"))),
+                },
+            }
+        }
+    };
+    match reply {
+        Err(_) => Err(StreamEnd::NotStarted(w)),
+        Ok(r) if r.status != Status::Ok => {
+            Err(StreamEnd::Failed(format!("sender refused: {}", r.message)))
+        }
+        Ok(_) => pump(w.stream, send, async { Ok(recv) })
+            .await
+            .map_err(StreamEnd::Failed),
+    }
 }
 
 /// Sender: accept the receiver's streams and connect each to `source`.

@@ -55,9 +55,10 @@ impl CloseReason {
     pub fn retryable(&self) -> bool {
         use crate::engine::close_code;
         match self {
-            CloseReason::Peer { code, .. } => {
-                !matches!(*code, close_code::UNAUTHORIZED | close_code::PROTOCOL)
-            }
+            CloseReason::Peer { code, .. } => !matches!(
+                *code,
+                close_code::UNAUTHORIZED | close_code::PROTOCOL | close_code::SUPERSEDED
+            ),
             CloseReason::Local => false,
             CloseReason::IdleTimeout | CloseReason::Reset | CloseReason::Transport(_) => true,
         }
