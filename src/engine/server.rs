@@ -106,6 +106,7 @@ pub async fn serve<A: Acceptor>(
     }
     tasks.close();
     tasks.wait().await;
+    acceptor.shutdown().await;
 }
 
 /// The newest session (id and connection) of each peer identity.

@@ -519,7 +519,8 @@ pub const MAX_SETUPS: usize = 32;
 pub struct ManualAcceptor<C> {
     rx: mpsc::Receiver<Result<C, String>>,
     input_closed: Arc<std::sync::atomic::AtomicBool>,
-    _tasks: JoinSet<()>,
+    stop: tokio_util::sync::CancellationToken,
+    tasks: JoinSet<()>,
 }
 
 impl<C: TunnelConnection> ManualAcceptor<C> {
@@ -531,14 +532,24 @@ impl<C: TunnelConnection> ManualAcceptor<C> {
     ) -> Self {
         let (tx, rx) = mpsc::channel(16);
         let input_closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(
-            answer_offers(path, offers, answers, tx, input_closed.clone()).in_current_span(),
+            answer_offers(
+                path,
+                offers,
+                answers,
+                tx,
+                input_closed.clone(),
+                stop.clone(),
+            )
+            .in_current_span(),
         );
         ManualAcceptor {
             rx,
             input_closed,
-            _tasks: tasks,
+            stop,
+            tasks,
         }
     }
 
@@ -552,6 +563,15 @@ impl<C: TunnelConnection> Acceptor for ManualAcceptor<C> {
     type Conn = C;
     async fn accept(&mut self) -> Option<Result<C, String>> {
         self.rx.recv().await
+    }
+
+    /// Stop answering; close the endpoints kept for reconnects (bounded).
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
 }
 
@@ -581,6 +601,7 @@ async fn answer_offers<P: ManualPath>(
     answers: BlobSink,
     tx: mpsc::Sender<Result<P::Conn, String>>,
     input_closed: Arc<std::sync::atomic::AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let console = match &offers {
         BlobSource::Console(c) => Some(c.clone()),
@@ -603,7 +624,21 @@ async fn answer_offers<P: ManualPath>(
     if let Some(c) = &console {
         c.say("paste a receiver's OFFER (several, one after another, start several sessions):");
     }
-    while let Some(r) = reader.next(&want).await {
+    loop {
+        let r = tokio::select! {
+            // the reader is dropped on the way out: a partial line may go
+            _ = stop.cancelled() => break,
+            r = reader.next(&want) => match r {
+                Some(r) => r,
+                None => {
+                    if let Some(c) = &console {
+                        input_closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        c.say("input closed: no more offers can be read; sessions under way continue");
+                    }
+                    break;
+                }
+            },
+        };
         let offer = match r {
             Ok(o) => o,
             Err(e) => {
@@ -625,17 +660,20 @@ async fn answer_offers<P: ManualPath>(
             );
             continue;
         };
-        let (path, answers, tx) = (path.clone(), answers.clone(), tx.clone());
+        let (path, answers, tx, stop) = (path.clone(), answers.clone(), tx.clone(), stop.clone());
         let span = tracing::info_span!("setup", session = %hex::encode(offer.session));
         setups.spawn(
             async move {
-                let r = setup_session(&*path, offer, &answers).await;
+                let r = tokio::select! {
+                    r = setup_session(&*path, offer, &answers) => r,
+                    _ = stop.cancelled() => return,
+                };
                 drop(slot);
                 match r {
                     Ok((conn, Some(rejoin))) => {
                         let watch = conn.clone();
                         if tx.send(Ok(conn)).await.is_ok() {
-                            keep_rejoining(&*path, watch, rejoin, &tx).await;
+                            keep_rejoining(&*path, watch, rejoin, &tx, &stop).await;
                         } else {
                             path.release(rejoin).await;
                         }
@@ -651,10 +689,6 @@ async fn answer_offers<P: ManualPath>(
             .instrument(span),
         );
     }
-    if let Some(c) = &console {
-        input_closed.store(true, std::sync::atomic::Ordering::SeqCst);
-        c.say("input closed: no more offers can be read; sessions under way continue");
-    }
     // input closed: finish the setups under way, then end
     while setups.join_next().await.is_some() {}
 }
@@ -667,9 +701,13 @@ async fn keep_rejoining<P: ManualPath>(
     mut conn: P::Conn,
     rejoin: P::Rejoin,
     tx: &mpsc::Sender<Result<P::Conn, String>>,
+    stop: &tokio_util::sync::CancellationToken,
 ) {
     loop {
-        let reason = conn.closed().await;
+        let reason = tokio::select! {
+            r = conn.closed() => r,
+            _ = stop.cancelled() => break,
+        };
         if matches!(
             reason,
             crate::transport::CloseReason::Peer { .. } | crate::transport::CloseReason::Local
@@ -680,7 +718,11 @@ async fn keep_rejoining<P: ManualPath>(
             "session lost ({reason}); the receiver may reconnect to this endpoint for {} s",
             REJOIN_WINDOW.as_secs()
         );
-        match path.rejoin(&rejoin, Side::Answerer, REJOIN_WINDOW).await {
+        let again = tokio::select! {
+            r = path.rejoin(&rejoin, Side::Answerer, REJOIN_WINDOW) => r,
+            _ = stop.cancelled() => break,
+        };
+        match again {
             Ok(c) => {
                 conn = c.clone();
                 if tx.send(Ok(c)).await.is_err() {

@@ -190,22 +190,22 @@ impl NostrAcceptor {
         tasks.spawn(answer_requests(sig, ice, max_sessions, tx, stop.clone()).in_current_span());
         Ok(NostrAcceptor { rx, stop, tasks })
     }
-
-    /// Stop answering and disconnect from the relays in order (a dropped
-    /// acceptor leaves the relays to see a reset connection).
-    pub async fn shutdown(mut self) {
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-    }
 }
 
 impl Acceptor for NostrAcceptor {
     type Conn = QuinnConnection;
     async fn accept(&mut self) -> Option<Result<QuinnConnection, String>> {
         self.rx.recv().await
+    }
+
+    /// Stop answering and disconnect from the relays in order (a dropped
+    /// acceptor leaves the relays to see a reset connection).
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
     }
 }
 

@@ -147,6 +147,14 @@ pub trait Acceptor: Send {
     /// The next connection from a receiver; `None` once the back-end is shut down.
     /// An `Err` is one failed attempt (logged), not the end.
     fn accept(&mut self) -> impl Future<Output = Option<Result<Self::Conn, String>>> + Send;
+    /// Stop and release what the back-end holds (relay connections,
+    /// endpoints kept for reconnects), bounded in time.
+    fn shutdown(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async {}
+    }
 }
 
 /// Why a receiver could not establish a connection to its sender.
