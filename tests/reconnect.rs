@@ -315,3 +315,32 @@ async fn restarted_receiver_replaces_its_dead_session() {
         s.stderr_text()
     );
 }
+
+/// iroh-manual when the sender process is gone (restarted): reconnecting
+/// to its old endpoint fails, so after a few tries the receiver makes a
+/// fresh offer, which the restarted sender (same blob files) answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iroh_manual_sender_restart_falls_back_to_a_fresh_offer() {
+    let mut svc = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut svc).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("tcp://{echo}");
+    let flags: Vec<String> = ["--idle-timeout", "3", "--connect-timeout", "3"]
+        .map(String::from)
+        .to_vec();
+    let mut s = manual_sender("iroh-manual", &source, dir.path(), &flags);
+    let (mut rx, local) = manual_receiver("iroh-manual", "tcp", dir.path(), &flags).await;
+    assert_eq!(echo_roundtrip(local, b"first").await, b"first");
+    s.child.kill().await.unwrap();
+    let t0 = std::time::Instant::now();
+    let _s2 = manual_sender("iroh-manual", &source, dir.path(), &flags);
+    rx.wait_stderr("making a fresh offer").await;
+    rx.wait_stderr_nth("session established", 2).await;
+    assert!(tcp_echo_within(local, b"second", WAIT).await);
+    eprintln!(
+        "iroh-manual: back {} ms after the sender restarted (rejoin tries, then a fresh offer)",
+        t0.elapsed().as_millis()
+    );
+    let offers = std::fs::read_to_string(dir.path().join("offers.txt")).unwrap();
+    assert_eq!(offers.matches("BEGIN PEERPORT OFFER").count(), 2);
+}
