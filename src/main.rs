@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         ExitCode::from(128 + sig as u8)
     } else {
         match result {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => ExitCode::from(peerport::app::exit::OK),
             Err(e) => {
                 eprintln!("error: {}", peerport::app::render_error(&e));
                 ExitCode::from(peerport::app::exit_code(&e))

@@ -271,20 +271,18 @@ impl Receiver {
                             if !self.reconnect.enabled {
                                 return Err(ReceiverError::Ended(err.to_string()));
                             }
-                            if let SessionError::ConnectionLost(r) = &err {
-                                match RefusalKind::from_close(r) {
-                                    Some(RefusalKind::Superseded) => {
-                                        return Err(ReceiverError::Refused(
-                                            "the sender closed this session: another receiver with the same identity (--secret-file) connected, and a sender keeps only the newest session per identity".into(),
-                                        ))
-                                    }
-                                    Some(kind) if !kind.retryable() => {
-                                        return Err(ReceiverError::Refused(format!(
-                                            "the sender refused this receiver ({r})"
-                                        )))
-                                    }
-                                    _ => {}
+                            match err.refusal() {
+                                Some(RefusalKind::Superseded) => {
+                                    return Err(ReceiverError::Refused(
+                                        "the sender closed this session: another receiver with the same identity (--secret-file) connected, and a sender keeps only the newest session per identity".into(),
+                                    ))
                                 }
+                                Some(kind) if !kind.retryable() => {
+                                    return Err(ReceiverError::Refused(format!(
+                                        "the sender refused this receiver ({err})"
+                                    )))
+                                }
+                                _ => {}
                             }
                             if dialer.unattended() {
                                 warn!("tunnel lost ({err}); reconnecting");

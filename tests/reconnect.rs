@@ -31,6 +31,38 @@ async fn tcp_echo_within(local: SocketAddr, data: &[u8], limit: Duration) -> boo
     false
 }
 
+/// An iroh sender with a persistent key (the same ticket after a restart).
+struct KeyedSender {
+    proc: Proc,
+    ticket: String,
+    source: String,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl KeyedSender {
+    async fn start(r: &peerport::rendezvous::Rendezvous, source: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("sender.key");
+        let (proc, ticket) = sender(r, &source, &["--secret-file", key.to_str().unwrap()]).await;
+        KeyedSender {
+            proc,
+            ticket,
+            source,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// Start it again after a kill; the ticket must not change.
+    async fn start_again(&mut self, r: &peerport::rendezvous::Rendezvous) {
+        let k = self.key.to_str().unwrap();
+        let (proc, ticket) = sender(r, &self.source, &["--secret-file", k]).await;
+        assert_eq!(ticket, self.ticket);
+        self.proc = proc;
+    }
+}
+
 /// kill -9 the sender, start it again with the same key: the same receiver
 /// process serves TCP again, including a client that connected during the outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,21 +70,17 @@ async fn iroh_sender_restart_tcp() {
     let r = rendezvous().await;
     let mut svc = JoinSet::new();
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sender.key");
-    let k = key.to_str().unwrap();
-    let source = format!("tcp://{echo}");
-    let (mut s, ticket) = sender(&r, &source, &["--secret-file", k]).await;
+    let mut s = KeyedSender::start(&r, format!("tcp://{echo}")).await;
     let (mut rx, local) = receiver(
         &r,
         "tcp",
-        &ticket,
+        &s.ticket,
         &["--idle-timeout", "3", "--reconnect-wait", "60"],
     )
     .await;
     assert_eq!(echo_roundtrip(local, b"before").await, b"before");
 
-    s.child.kill().await.unwrap();
+    s.proc.child.kill().await.unwrap();
     rx.wait_stderr("tunnel lost").await;
     // a client arriving while the tunnel is down waits for the next session
     let waiting = tokio::spawn(async move {
@@ -65,8 +93,7 @@ async fn iroh_sender_restart_tcp() {
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t0 = std::time::Instant::now();
-    let (_s2, ticket2) = sender(&r, &source, &["--secret-file", k]).await;
-    assert_eq!(ticket, ticket2);
+    s.start_again(&r).await;
     rx.wait_stderr_nth("session established", 2).await;
     assert!(tcp_echo_within(local, b"after", Duration::from_secs(30)).await);
     eprintln!(
@@ -84,16 +111,12 @@ async fn iroh_sender_restart_udp() {
     let r = rendezvous().await;
     let mut svc = JoinSet::new();
     let echo = spawn_udp_echo(&mut svc).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("sender.key");
-    let k = key.to_str().unwrap();
-    let source = format!("udp://{echo}");
-    let (mut s, ticket) = sender(&r, &source, &["--secret-file", k]).await;
-    let (mut rx, local) = receiver(&r, "udp", &ticket, &["--idle-timeout", "3"]).await;
+    let mut s = KeyedSender::start(&r, format!("udp://{echo}")).await;
+    let (mut rx, local) = receiver(&r, "udp", &s.ticket, &["--idle-timeout", "3"]).await;
     assert!(udp_echo_within(local, b"one", WAIT).await);
-    s.child.kill().await.unwrap();
+    s.proc.child.kill().await.unwrap();
     rx.wait_stderr("tunnel lost").await;
-    let _s2 = sender(&r, &source, &["--secret-file", k]).await;
+    s.start_again(&r).await;
     rx.wait_stderr_nth("session established", 2).await;
     assert!(udp_echo_within(local, b"two", WAIT).await);
 }
@@ -180,22 +203,14 @@ async fn relay_restart_is_survived() {
     let mut svc = JoinSet::new();
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
     let infra = |role: &str| -> Vec<String> {
-        let mut v: Vec<String> = vec![
-            role.into(),
-            "iroh".into(),
-            "--relay-url".into(),
-            format!("http://{addr}"),
-            "--relay-quic-port".into(),
-            "0".into(),
-            "--dns-server".into(),
-            r.pkarr_url.to_string(),
-            "--no-mdns".into(),
-            "--no-portmap".into(),
-            "--bind".into(),
-            "127.0.0.1:0".into(),
-            "--idle-timeout".into(),
-            "5".into(),
-        ];
+        let mut v: Vec<String> = vec![role.into(), "iroh".into()];
+        // this relay has no QUIC address discovery and plain HTTP: no CA
+        v.extend(iroh_flags(
+            &format!("http://{addr}"),
+            None,
+            r.pkarr_url.as_str(),
+        ));
+        v.extend(["--idle-timeout".into(), "5".into()]);
         if role == "receiver" {
             v.push("--relay-only".into());
         }

@@ -175,15 +175,14 @@ impl UdpFront {
     async fn hold(&mut self) {
         let mut buf = vec![0u8; 65_536];
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut dropped_here = 0u64;
+        let mut said = false;
         loop {
             tokio::select! {
                 r = self.sock.recv_from(&mut buf) => if let Ok((_, from)) = r {
                     self.stats.dropped_no_tunnel.fetch_add(1, Relaxed);
-                    if dropped_here == 0 {
+                    if !std::mem::replace(&mut said, true) {
                         info!(client = %from, "no tunnel: dropping udp packets until it is back");
                     }
-                    dropped_here += 1;
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();

@@ -100,6 +100,16 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// The refusal behind this end, whether the sender replied with a
+    /// status or closed the connection with a refusal code.
+    pub fn refusal(&self) -> Option<RefusalKind> {
+        match self {
+            SessionError::Refused { kind, .. } => Some(*kind),
+            SessionError::ConnectionLost(r) => RefusalKind::from_close(r),
+            _ => None,
+        }
+    }
+
     /// Whether a new session may succeed where this one ended.
     pub fn retryable(&self) -> bool {
         match self {

@@ -669,20 +669,18 @@ async fn answer_offers<P: ManualPath>(
                     _ = stop.cancelled() => return,
                 };
                 drop(slot);
-                match r {
-                    Ok((conn, Some(rejoin))) => {
-                        let watch = conn.clone();
-                        if tx.send(Ok(conn)).await.is_ok() {
-                            keep_rejoining(&*path, watch, rejoin, &tx, &stop).await;
-                        } else {
-                            path.release(rejoin).await;
+                let (result, rejoin) = match r {
+                    Ok((conn, rejoin)) => (Ok(conn), rejoin),
+                    Err(e) => (Err(e), None),
+                };
+                let watch = result.as_ref().ok().cloned();
+                let handed_over = tx.send(result).await.is_ok();
+                if let Some(rejoin) = rejoin {
+                    match watch {
+                        Some(conn) if handed_over => {
+                            keep_rejoining(&*path, conn, rejoin, &tx, &stop).await
                         }
-                    }
-                    Ok((conn, None)) => {
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        _ => path.release(rejoin).await,
                     }
                 }
             }

@@ -183,17 +183,4 @@ impl Acceptor for IrohAcceptor {
     }
 }
 
-/// The typed reason behind a connection error of this stack.
-pub fn close_reason(e: iroh::endpoint::ConnectionError) -> CloseReason {
-    use iroh::endpoint::ConnectionError as E;
-    match e {
-        E::ApplicationClosed(c) => CloseReason::Peer {
-            code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
-            reason: String::from_utf8_lossy(&c.reason).into_owned(),
-        },
-        E::LocallyClosed => CloseReason::Local,
-        E::TimedOut => CloseReason::IdleTimeout,
-        E::Reset => CloseReason::Reset,
-        other => CloseReason::Transport(other.to_string()),
-    }
-}
+super::close_reason_of!(iroh::endpoint::ConnectionError);

@@ -51,19 +51,40 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    /// Whether establishing a new connection may help.
+    /// Whether establishing a new connection may help: not after closing it
+    /// ourselves, nor after a refusal that would be repeated (see
+    /// [`crate::engine::RefusalKind`]).
     pub fn retryable(&self) -> bool {
-        use crate::engine::close_code;
         match self {
-            CloseReason::Peer { code, .. } => !matches!(
-                *code,
-                close_code::UNAUTHORIZED | close_code::PROTOCOL | close_code::SUPERSEDED
-            ),
             CloseReason::Local => false,
-            CloseReason::IdleTimeout | CloseReason::Reset | CloseReason::Transport(_) => true,
+            other => crate::engine::RefusalKind::from_close(other)
+                .is_none_or(crate::engine::RefusalKind::retryable),
         }
     }
 }
+
+/// The typed reason behind a connection error of a QUIC stack: iroh's noq
+/// and quinn have the same `ConnectionError` shape.
+macro_rules! close_reason_of {
+    ($stack:path) => {
+        /// The typed reason behind a connection error of this stack.
+        pub fn close_reason(e: $stack) -> $crate::transport::CloseReason {
+            use $crate::transport::CloseReason;
+            use $stack as E;
+            match e {
+                E::ApplicationClosed(c) => CloseReason::Peer {
+                    code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+                    reason: String::from_utf8_lossy(&c.reason).into_owned(),
+                },
+                E::LocallyClosed => CloseReason::Local,
+                E::TimedOut => CloseReason::IdleTimeout,
+                E::Reset => CloseReason::Reset,
+                other => CloseReason::Transport(other.to_string()),
+            }
+        }
+    };
+}
+pub(crate) use close_reason_of;
 
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -335,17 +335,4 @@ impl TunnelConnection for QuinnConnection {
     }
 }
 
-/// The typed reason behind a connection error of this stack.
-pub fn close_reason(e: quinn::ConnectionError) -> CloseReason {
-    use quinn::ConnectionError as E;
-    match e {
-        E::ApplicationClosed(c) => CloseReason::Peer {
-            code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
-            reason: String::from_utf8_lossy(&c.reason).into_owned(),
-        },
-        E::LocallyClosed => CloseReason::Local,
-        E::TimedOut => CloseReason::IdleTimeout,
-        E::Reset => CloseReason::Reset,
-        other => CloseReason::Transport(other.to_string()),
-    }
-}
+super::close_reason_of!(quinn::ConnectionError);

@@ -31,20 +31,38 @@ pub async fn rendezvous() -> Rendezvous {
 
 /// Flags that keep an endpoint on loopback with the embedded servers only.
 pub fn local_flags(r: &Rendezvous) -> Vec<String> {
-    vec![
+    let qad = (r.relay_quic_port, r.relay_ca_file.display().to_string());
+    iroh_flags(&r.relay_url.to_string(), Some(qad), r.pkarr_url.as_str())
+}
+
+/// iroh flags for a loopback endpoint with one relay (its QUIC address
+/// discovery port and CA, if it has them) and one pkarr server.
+pub fn iroh_flags(relay: &str, qad: Option<(u16, String)>, pkarr: &str) -> Vec<String> {
+    let (port, ca) = match qad {
+        Some((port, ca)) => (port.to_string(), Some(ca)),
+        None => ("0".to_string(), None),
+    };
+    let mut v: Vec<String> = vec![
         "--relay-url".into(),
-        r.relay_url.to_string(),
+        relay.into(),
         "--relay-quic-port".into(),
-        r.relay_quic_port.to_string(),
-        "--relay-ca".into(),
-        r.relay_ca_file.display().to_string(),
-        "--dns-server".into(),
-        r.pkarr_url.to_string(),
-        "--no-mdns".into(),
-        "--no-portmap".into(),
-        "--bind".into(),
-        "127.0.0.1:0".into(),
-    ]
+        port,
+    ];
+    if let Some(ca) = ca {
+        v.extend(["--relay-ca".into(), ca]);
+    }
+    v.extend(
+        [
+            "--dns-server",
+            pkarr,
+            "--no-mdns",
+            "--no-portmap",
+            "--bind",
+            "127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    v
 }
 
 /// A running peerport process whose output is collected.
