@@ -257,7 +257,10 @@ async fn ice_sender_restart_with_blob_files() {
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let source = format!("tcp://{echo}");
-    let idle: Vec<String> = vec!["--idle-timeout".into(), "3".into()];
+    // the old endpoint is tried first (3 times, each within the connect timeout)
+    let idle: Vec<String> = ["--idle-timeout", "3", "--connect-timeout", "3"]
+        .map(String::from)
+        .to_vec();
     let mut s = manual_sender("ice", &source, dir.path(), &idle);
     let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &idle).await;
     assert_eq!(echo_roundtrip(local, b"first").await, b"first");
@@ -273,17 +276,18 @@ async fn ice_sender_restart_with_blob_files() {
     );
 }
 
-/// iroh-manual: the path goes silent for longer than the idle timeout
-/// (the sender is stopped with SIGSTOP, like a blackout); both sides keep
-/// their endpoints and reconnect to each other without a new offer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iroh_manual_rejoins_without_a_new_paste() {
+/// A copy-paste mode after a blackout: the path goes silent for longer
+/// than the idle timeout (the sender is stopped with SIGSTOP); both sides
+/// keep their endpoints and reconnect to each other without a new offer.
+/// `extra` goes to both sides; returns the receiver's stderr.
+async fn rejoins_without_a_new_paste(mode: &str, extra: &[String]) -> String {
     let mut svc = JoinSet::new();
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let idle: Vec<String> = vec!["--idle-timeout".into(), "3".into()];
-    let s = manual_sender("iroh-manual", &format!("tcp://{echo}"), dir.path(), &idle);
-    let (mut rx, local) = manual_receiver("iroh-manual", "tcp", dir.path(), &idle).await;
+    let mut flags: Vec<String> = vec!["--idle-timeout".into(), "3".into()];
+    flags.extend(extra.iter().cloned());
+    let s = manual_sender(mode, &format!("tcp://{echo}"), dir.path(), &flags);
+    let (mut rx, local) = manual_receiver(mode, "tcp", dir.path(), &flags).await;
     assert_eq!(echo_roundtrip(local, b"first").await, b"first");
     s.signal(19); // SIGSTOP
     rx.wait_stderr("tunnel lost").await;
@@ -292,8 +296,13 @@ async fn iroh_manual_rejoins_without_a_new_paste() {
     s.signal(18); // SIGCONT
     rx.wait_stderr_nth("session established", 2).await;
     assert!(tcp_echo_within(local, b"second", WAIT).await);
+    let via = if extra.iter().any(|f| f == "--relay-only") {
+        " over TURN"
+    } else {
+        ""
+    };
     eprintln!(
-        "iroh-manual: rejoined {} ms after the path came back",
+        "{mode}{via}: rejoined {} ms after the path came back",
         t0.elapsed().as_millis()
     );
     let offers = std::fs::read_to_string(dir.path().join("offers.txt")).unwrap();
@@ -303,6 +312,28 @@ async fn iroh_manual_rejoins_without_a_new_paste() {
         "a new offer was made:\n{}",
         rx.stderr_text()
     );
+    rx.stderr_text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iroh_manual_rejoins_without_a_new_paste() {
+    rejoins_without_a_new_paste("iroh-manual", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_rejoins_without_a_new_paste() {
+    rejoins_without_a_new_paste("ice", &[]).await;
+}
+
+/// The same over a TURN relay: both ICE agents and their allocations stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_rejoins_over_turn_without_a_new_paste() {
+    let r = rendezvous().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = turn_flags(&r, dir.path());
+    flags.push("--relay-only".into());
+    let log = rejoins_without_a_new_paste("ice", &flags).await;
+    assert_eq!(log.matches("path=relay relay").count(), 2, "{log}");
 }
 
 /// A receiver killed and started again with the same identity gets in at

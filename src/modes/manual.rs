@@ -52,8 +52,8 @@ pub trait ManualPath: Send + Sync + 'static {
     type Prepared: Send + 'static;
     /// What lets both sides connect again after a lost session without a
     /// new exchange (`iroh-manual`: both endpoints stay up and know each
-    /// other's id and addresses). Paths that cannot return `None` from
-    /// `connect`.
+    /// other's id and addresses; `ice`: both QUIC endpoints stay on the
+    /// selected pair). Paths that cannot return `None` from `connect`.
     type Rejoin: Send + Sync + 'static;
     /// Mode written into blobs.
     const MODE: Mode;
@@ -369,8 +369,9 @@ fn expect(kind: Kind, mode: Mode, session: Option<[u8; 8]>) -> Expect {
 
 /// Receiver side of a copy-paste mode: each [`Dialer::dial`] writes a
 /// fresh OFFER, waits for the matching ANSWER (asking again after a bad
-/// paste) and connects. A person must carry the blobs, so it is not
-/// unattended: after a lost session the receiver shows a new offer.
+/// paste) and connects. After a lost session it first connects again to
+/// the same sender endpoint without a person (it is unattended while it
+/// holds that way back), and makes a fresh offer when that fails.
 pub struct ManualDialer<P: ManualPath> {
     path: P,
     offers: BlobSink,
@@ -385,8 +386,8 @@ pub struct ManualDialer<P: ManualPath> {
 impl<P: ManualPath> ManualDialer<P> {
     /// Offers go to `offers`, answers are read from `answers`; each
     /// exchange must complete within `limit`. After a lost session the
-    /// dialer first reconnects without a new exchange where the path can
-    /// (`iroh-manual`, each try within `rejoin_limit`), and makes a fresh
+    /// dialer first reconnects without a new exchange (each try within
+    /// `rejoin_limit`), and makes a fresh
     /// offer after a few failed tries.
     pub fn new(
         path: P,

@@ -213,11 +213,14 @@ pub fn server_config(
 /// Something that must live as long as the connection (an ICE agent on a relayed path).
 pub type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
 
-/// A quinn connection used as a tunnel; owns its endpoint (one per session).
+/// A quinn connection used as a tunnel. It owns its endpoint (one per
+/// session) unless [`QuinnConnection::sharing_endpoint`] says that something
+/// else keeps the endpoint for later connections (a copy-paste rejoin).
 #[derive(Clone)]
 pub struct QuinnConnection {
     conn: quinn::Connection,
     endpoint: quinn::Endpoint,
+    owns_endpoint: bool,
     peer: String,
     path: String,
     keep: Option<KeepAlive>,
@@ -244,11 +247,19 @@ impl QuinnConnection {
         QuinnConnection {
             conn,
             endpoint,
+            owns_endpoint: true,
             peer: hex::encode(peer_fp),
             path,
             keep,
             on_close: on_close.map(Arc::new),
         }
+    }
+
+    /// The endpoint outlives this connection: its owner closes it, and
+    /// [`TunnelConnection::shutdown`] leaves it alone.
+    pub fn sharing_endpoint(mut self) -> Self {
+        self.owns_endpoint = false;
+        self
     }
 }
 
@@ -313,6 +324,9 @@ impl TunnelConnection for QuinnConnection {
     }
 
     async fn shutdown(&self) {
+        if !self.owns_endpoint {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.endpoint.close(VarInt::from_u32(0), b"");
         if let Some(t) = &self.on_close {

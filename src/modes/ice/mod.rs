@@ -146,13 +146,12 @@ impl IcePath {
                 1000
             })),
             disconnected_timeout: Some(Duration::from_secs(10)),
-            // a copy-paste answerer waits for its receiver as long as the
-            // offer is valid; the connect timeout is enforced above ICE
-            failed_timeout: Some(if controlling {
-                Duration::from_secs(20)
-            } else {
-                super::manual::MAX_BLOB_AGE + Duration::from_secs(60)
-            }),
+            // ICE never gives up by itself: a copy-paste answerer waits for
+            // its receiver as long as the offer is valid, and a relay pair
+            // must outlive a blackout for a rejoin ([`IceRejoin`]). Setup is
+            // bounded by the connect timeout above ICE, a session by QUIC's
+            // idle timeout, a rejoin by its window.
+            failed_timeout: Some(super::manual::MAX_BLOB_AGE + Duration::from_secs(60)),
             keepalive_interval: Some(Duration::from_secs(5)),
             ..Default::default()
         };
@@ -215,7 +214,7 @@ fn describe(c: &Arc<dyn Candidate + Send + Sync>) -> String {
 impl ManualPath for IcePath {
     type Conn = QuinnConnection;
     type Prepared = Prepared;
-    type Rejoin = ();
+    type Rejoin = IceRejoin;
     const MODE: Mode = Mode::Ice;
 
     async fn prepare(&self, side: Side) -> Result<(Prepared, Body), String> {
@@ -281,21 +280,37 @@ impl ManualPath for IcePath {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Result<(QuinnConnection, Option<()>), String> {
-        self.connect_ice(p, peer, side, peer_deadline)
-            .await
-            .map(|c| (c, None))
+    ) -> Result<(QuinnConnection, Option<IceRejoin>), String> {
+        let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
+        let conn = rejoin.connection(conn).sharing_endpoint();
+        Ok((conn, Some(rejoin)))
     }
 
-    async fn rejoin(&self, _: &(), _: Side, _: Duration) -> Result<QuinnConnection, String> {
-        Err("the ice path needs a new offer/answer exchange to reconnect".into())
+    async fn rejoin(
+        &self,
+        r: &IceRejoin,
+        _side: Side,
+        limit: Duration,
+    ) -> Result<QuinnConnection, String> {
+        let conn = match &r.role {
+            Role::Client(cfg) => r.redial(cfg, limit).await?,
+            Role::Server(cfg) => r.await_peer(cfg, limit).await?,
+        };
+        info!(
+            "reconnected to the same peer over {} (no new exchange)",
+            r.path
+        );
+        Ok(r.connection(conn).sharing_endpoint())
     }
 
-    async fn release(&self, _: ()) {}
+    async fn release(&self, r: IceRejoin) {
+        r.release().await;
+    }
 }
 
 impl IcePath {
-    /// ICE, then QUIC over the selected pair.
+    /// ICE, then QUIC over the selected pair; the connection owns its
+    /// endpoint (the Nostr mode re-signals instead of rejoining).
     pub async fn connect_ice(
         &self,
         p: Prepared,
@@ -303,6 +318,19 @@ impl IcePath {
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
     ) -> Result<QuinnConnection, String> {
+        let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
+        Ok(rejoin.into_connection(conn))
+    }
+
+    /// ICE, then QUIC over the selected pair, and what it takes to connect
+    /// again over the same pair.
+    async fn connect_path(
+        &self,
+        p: Prepared,
+        peer: Body,
+        side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(quinn::Connection, IceRejoin), String> {
         let Body::Ice {
             ufrag,
             pwd,
@@ -361,10 +389,7 @@ impl IcePath {
 }
 
 /// Close the agent when setting up failed (its TURN allocations go with it).
-async fn close_on_error(
-    r: Result<QuinnConnection, String>,
-    agent: &Agent,
-) -> Result<QuinnConnection, String> {
+async fn close_on_error<T>(r: Result<T, String>, agent: &Agent) -> Result<T, String> {
     if r.is_err() {
         let _ = agent.close().await;
     }
@@ -452,7 +477,7 @@ impl IcePath {
         pwd: String,
         peer_fp: [u8; 32],
         candidates: Vec<String>,
-    ) -> Result<QuinnConnection, String> {
+    ) -> Result<(quinn::Connection, IceRejoin), String> {
         let agent = &p.agent;
         // With a TURN relay, keep the peer's private host addresses only
         // when they are on one of our networks (see `remote_filter`).
@@ -525,10 +550,11 @@ impl IcePath {
         );
 
         let stop = CancellationToken::new();
-        let (socket, peer_addr, keep): (
+        let (socket, peer_addr, relay_agent, punch): (
             Arc<dyn quinn::AsyncUdpSocket>,
             SocketAddr,
-            Option<q::KeepAlive>,
+            Option<Arc<Agent>>,
+            Option<std::net::UdpSocket>,
         ) = match handoff(&pair) {
             Some((std_sock, remote)) if !relayed => {
                 // Stop ICE reading the socket: close the selected candidate first
@@ -542,20 +568,29 @@ impl IcePath {
                     let _ = tokio::time::timeout(Duration::from_secs(30), closing.close()).await;
                 });
                 let _ = crate::net::tune_udp(&std_sock);
+                // a second handle on the socket, to open our NAT towards the
+                // peer while waiting for it to reconnect
+                let punch = std_sock.try_clone().ok();
                 let native = quinn::TokioRuntime
                     .wrap_udp_socket(std_sock)
                     .map_err(|e| format!("cannot use the selected socket: {e}"))?;
-                (StunFilter::new(native, early), remote, None)
+                (StunFilter::new(native, early), remote, None, punch)
             }
-            _ => {
-                let keep: q::KeepAlive = agent.clone();
-                (IceSocket::new(conn, stop.clone()), FAKE_PEER, Some(keep))
-            }
+            _ => (
+                IceSocket::new(conn, stop.clone()),
+                FAKE_PEER,
+                Some(agent.clone()),
+                None,
+            ),
         };
-        let server = if controlling {
-            None
+        let role = if controlling {
+            Role::Client(q::client_config(&p.identity, peer_fp, self.idle_timeout)?)
         } else {
-            Some(q::server_config(&p.identity, peer_fp, self.idle_timeout)?)
+            Role::Server(q::server_config(&p.identity, peer_fp, self.idle_timeout)?)
+        };
+        let server = match &role {
+            Role::Server(cfg) => Some(cfg.clone()),
+            Role::Client(_) => None,
         };
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
@@ -564,48 +599,213 @@ impl IcePath {
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|e| format!("cannot start QUIC: {e}"))?;
+        let state = IceRejoin {
+            endpoint,
+            peer_addr,
+            peer_fp,
+            role,
+            path,
+            relay_agent,
+            stop,
+            punch,
+        };
         let t1 = Instant::now();
-        let qconn = if controlling {
-            let cfg = q::client_config(&p.identity, peer_fp, self.idle_timeout)?;
-            endpoint
-                .connect_with(cfg, peer_addr, q::SERVER_NAME)
+        let qconn = match &state.role {
+            Role::Client(cfg) => state
+                .endpoint
+                .connect_with(cfg.clone(), peer_addr, q::SERVER_NAME)
                 .map_err(|e| format!("QUIC connect failed: {e}"))?
                 .await
-                .map_err(|e| format!("QUIC handshake failed: {e}"))?
-        } else {
-            let mut attempts = 0u32;
-            let c = loop {
-                let incoming = endpoint
-                    .accept()
-                    .await
-                    .ok_or("QUIC endpoint closed before the peer connected")?;
-                attempts += 1;
-                // after a failed attempt, strangers must prove their address
-                if attempts > 1 && !incoming.remote_address_validated() && incoming.may_retry() {
-                    let _ = incoming.retry();
-                    continue;
-                }
-                match tokio::time::timeout(Duration::from_secs(10), incoming).await {
-                    Ok(Ok(c)) => break c,
-                    // a wrong certificate fails here (logged by the verifier);
-                    // keep waiting for the right peer
-                    Ok(Err(e)) => tracing::debug!("refused a QUIC connection: {e}"),
-                    Err(_) => tracing::debug!("a QUIC handshake timed out"),
-                }
-            };
-            // the one peer is in: later attempts are dropped without state
-            endpoint.set_server_config(None);
-            c
+                .map_err(|e| format!("QUIC handshake failed: {e}"))?,
+            Role::Server(_) => {
+                let c = accept_peer(&state.endpoint).await?;
+                // the one peer is in: later attempts are dropped without state
+                state.endpoint.set_server_config(None);
+                c
+            }
         };
-        info!(ms = t1.elapsed().as_millis() as u64, "QUIC up over {path}");
-        Ok(QuinnConnection::new(
-            qconn,
-            endpoint,
-            peer_fp,
-            path,
+        info!(
+            ms = t1.elapsed().as_millis() as u64,
+            "QUIC up over {}", state.path
+        );
+        Ok((qconn, state))
+    }
+}
+
+/// Accept the pinned peer's QUIC connection on `endpoint` (its server
+/// config demands the peer's certificate, so strangers fail the handshake).
+async fn accept_peer(endpoint: &quinn::Endpoint) -> Result<quinn::Connection, String> {
+    let mut attempts = 0u32;
+    loop {
+        let incoming = endpoint
+            .accept()
+            .await
+            .ok_or("QUIC endpoint closed before the peer connected")?;
+        attempts += 1;
+        // after a failed attempt, strangers must prove their address
+        if attempts > 1 && !incoming.remote_address_validated() && incoming.may_retry() {
+            let _ = incoming.retry();
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), incoming).await {
+            Ok(Ok(c)) => return Ok(c),
+            // a wrong certificate fails here (logged by the verifier);
+            // keep waiting for the right peer
+            Ok(Err(e)) => tracing::debug!("refused a QUIC connection: {e}"),
+            Err(_) => tracing::debug!("a QUIC handshake timed out"),
+        }
+    }
+}
+
+/// The QUIC side of an ICE session.
+enum Role {
+    /// The receiver (offerer) dials.
+    Client(quinn::ClientConfig),
+    /// The sender (answerer) accepts; only the pinned peer's certificate gets in.
+    Server(quinn::ServerConfig),
+}
+
+/// What lets an `ice` session come back without a new exchange: both sides
+/// keep the QUIC endpoint on the pair ICE selected (the socket of a direct
+/// pair, or the ICE agent and its TURN allocation), the peer's address on
+/// it and both pinned certificates. After a lost session the receiver
+/// dials the same address again and the sender accepts on the same
+/// endpoint, which only takes the certificate from the blob; meanwhile the
+/// sender sends a small STUN indication to the receiver every few seconds,
+/// so its own NAT lets the receiver's packets in. Works while both
+/// addresses still work; otherwise the receiver makes a fresh offer.
+pub struct IceRejoin {
+    endpoint: quinn::Endpoint,
+    peer_addr: SocketAddr,
+    peer_fp: [u8; 32],
+    role: Role,
+    path: String,
+    /// Kept alive on a relay pair (quinn runs over its `Conn`).
+    relay_agent: Option<Arc<Agent>>,
+    /// Stops the relay socket's helper tasks.
+    stop: CancellationToken,
+    /// The direct pair's socket, for NAT-opening packets.
+    punch: Option<std::net::UdpSocket>,
+}
+
+/// How often a sender waiting for its receiver opens its NAT towards it.
+const PUNCH_EVERY: Duration = Duration::from_secs(2);
+
+impl IceRejoin {
+    /// A tunnel connection over this state's endpoint.
+    fn connection(&self, conn: quinn::Connection) -> QuinnConnection {
+        let keep = self.relay_agent.clone().map(|a| a as q::KeepAlive);
+        QuinnConnection::new(
+            conn,
+            self.endpoint.clone(),
+            self.peer_fp,
+            self.path.clone(),
             keep,
-            Some(stop),
-        ))
+            Some(self.stop.clone()),
+        )
+    }
+
+    /// A connection that owns the endpoint (nothing is kept for a rejoin).
+    fn into_connection(self, conn: quinn::Connection) -> QuinnConnection {
+        self.connection(conn)
+    }
+
+    /// Receiver: dial the sender's address again until it answers.
+    async fn redial(
+        &self,
+        cfg: &quinn::ClientConfig,
+        limit: Duration,
+    ) -> Result<quinn::Connection, String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut delay = Duration::from_millis(200);
+        let mut last = String::from("no answer");
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the sender at {} did not answer within {} s ({last})",
+                    self.describe_peer(),
+                    limit.as_secs()
+                ));
+            }
+            // one handshake at most a few seconds: its retransmissions back
+            // off, a fresh attempt does not
+            let each = left.min(Duration::from_secs(3));
+            match self
+                .endpoint
+                .connect_with(cfg.clone(), self.peer_addr, q::SERVER_NAME)
+            {
+                Ok(connecting) => match tokio::time::timeout(each, connecting).await {
+                    Ok(Ok(c)) => return Ok(c),
+                    Ok(Err(e)) => last = e.to_string(),
+                    Err(_) => last = "no answer".into(),
+                },
+                Err(e) => last = e.to_string(),
+            }
+            tracing::debug!("redial failed: {last}; retrying");
+            tokio::time::sleep(
+                delay.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Sender: accept the receiver's next connection on the kept endpoint.
+    async fn await_peer(
+        &self,
+        cfg: &quinn::ServerConfig,
+        limit: Duration,
+    ) -> Result<quinn::Connection, String> {
+        struct Closed<'a>(&'a quinn::Endpoint);
+        impl Drop for Closed<'_> {
+            fn drop(&mut self) {
+                self.0.set_server_config(None);
+            }
+        }
+        self.endpoint.set_server_config(Some(cfg.clone()));
+        let _closed = Closed(&self.endpoint);
+        let punch = async {
+            let Some(sock) = &self.punch else {
+                return std::future::pending().await;
+            };
+            loop {
+                // a STUN Binding Indication: the peer's socket filter drops it
+                let mut p = vec![0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+                p.extend_from_slice(&rand::random::<[u8; 12]>());
+                let _ = sock.send_to(&p, self.peer_addr);
+                tokio::time::sleep(PUNCH_EVERY).await;
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(limit, accept_peer(&self.endpoint)) => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "the receiver at {} did not reconnect within {} s",
+                    self.describe_peer(),
+                    limit.as_secs()
+                )),
+            },
+            () = punch => unreachable!("the punch loop never ends"),
+        }
+    }
+
+    fn describe_peer(&self) -> String {
+        match self.relay_agent {
+            Some(_) => format!("the end of {}", self.path),
+            None => self.peer_addr.to_string(),
+        }
+    }
+
+    /// Close the endpoint (after its last connection's close went out)
+    /// and the relay agent.
+    async fn release(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.endpoint.close(0u32.into(), b"");
+        self.stop.cancel();
+        if let Some(agent) = self.relay_agent {
+            let _ = tokio::time::timeout(Duration::from_secs(5), agent.close()).await;
+        }
     }
 }
 
