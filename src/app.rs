@@ -146,6 +146,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
+        Command::LabWire { a, b, control } => {
+            tokio::task::spawn_blocking(move || crate::labwire::run(&a, &b, control)).await?
+        }
         Command::Rendezvous { bind } => {
             let r = Rendezvous::start(bind).await?;
             println!("relay-url {}", r.relay_url);

@@ -128,6 +128,20 @@ pub enum Command {
         #[arg(long, default_value_t = 10.0)]
         secs: f64,
     },
+    /// For the fault lab: a userspace Ethernet wire between two interfaces
+    /// with delay, jitter, loss, a rate and blackouts (Linux, root).
+    #[command(hide = true)]
+    LabWire {
+        /// First interface.
+        #[arg(long)]
+        a: String,
+        /// Second interface.
+        #[arg(long)]
+        b: String,
+        /// `key=value` settings file, re-read when it changes.
+        #[arg(long)]
+        control: std::path::PathBuf,
+    },
     /// Run the embedded relay and discovery servers (for labs and tests).
     Rendezvous {
         /// Address to listen on.
@@ -236,6 +250,14 @@ pub struct TunnelArgs {
     /// to reach the sender; copy-paste and Nostr: after the exchange) [default: 30].
     #[arg(long, value_name = "SECS")]
     pub connect_timeout: Option<u64>,
+    /// Keep open TCP connections across a lost tunnel for this long, to be
+    /// resumed without a byte lost; 0 turns resumption off [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub resume_window: Option<u64>,
+    /// Most bytes kept per TCP connection for a resume, in MiB; reading
+    /// from the local socket waits while it is full [default: 8].
+    #[arg(long, value_name = "MIB")]
+    pub resume_buffer: Option<u64>,
 }
 
 impl ToPartial for TunnelArgs {
@@ -246,6 +268,8 @@ impl ToPartial for TunnelArgs {
             idle_timeout: self.idle_timeout,
             udp_idle_timeout: self.udp_idle_timeout,
             max_udp_flows: self.max_udp_flows,
+            resume_window: self.resume_window,
+            resume_buffer: self.resume_buffer,
             ..Default::default()
         }
     }

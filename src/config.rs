@@ -71,6 +71,10 @@ pub struct Partial {
     pub udp_idle_timeout: Option<u64>,
     /// Most UDP flows per session.
     pub max_udp_flows: Option<usize>,
+    /// How long open TCP connections wait for a resume, seconds (0 = off).
+    pub resume_window: Option<u64>,
+    /// Resume buffer per TCP connection, MiB.
+    pub resume_buffer: Option<u64>,
     /// QUIC idle timeout, seconds.
     pub idle_timeout: Option<u64>,
     /// How long one attempt to connect may take, seconds.
@@ -170,7 +174,8 @@ pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
     use Mode::*;
     let sender = role == Role::Sender;
     match key {
-        "role" | "mode" | "bind" | "idle-timeout" | "udp-idle-timeout" | "max-udp-flows" => true,
+        "role" | "mode" | "bind" | "idle-timeout" | "udp-idle-timeout" | "max-udp-flows"
+        | "resume-window" | "resume-buffer" => true,
         "source" | "max-sessions" => sender,
         "target" | "reconnect" | "give-up-after" | "reconnect-wait" => !sender,
         "connect-timeout" => !(sender && mode == Iroh),
@@ -262,6 +267,8 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         authorized_peers_file,
         udp_idle_timeout,
         max_udp_flows,
+        resume_window,
+        resume_buffer,
         idle_timeout,
         connect_timeout,
         reconnect,

@@ -49,6 +49,8 @@ pub mod cli;
 pub mod config;
 #[doc(hidden)]
 pub mod demo;
+#[doc(hidden)]
+pub mod labwire;
 pub(crate) mod net;
 pub(crate) mod qad;
 #[doc(hidden)]

@@ -29,8 +29,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::{
-    addr::ForwardAddr,
-    engine::{close_code, session, BindError, EngineConfig, Front, RefusalKind, SessionError},
+    addr::{ForwardAddr, Protocol},
+    engine::{
+        close_code, resume, session, BindError, EngineConfig, Front, RefusalKind, SessionError,
+    },
+    proto::{header::ResumeOffer, resume::ReplyExt},
     transport::{DialError, Dialer, TunnelConnection},
 };
 
@@ -213,7 +216,11 @@ impl Receiver {
         mut dialer: D,
         shutdown: CancellationToken,
     ) -> Result<(), ReceiverError> {
-        let result = self.sessions(&mut dialer, &shutdown).await;
+        let mut resumable = None;
+        let result = self.sessions(&mut dialer, &shutdown, &mut resumable).await;
+        if let Some(s) = resumable {
+            s.close().await;
+        }
         dialer.close().await;
         result
     }
@@ -222,6 +229,7 @@ impl Receiver {
         &mut self,
         dialer: &mut D,
         shutdown: &CancellationToken,
+        resumable: &mut Option<Arc<resume::Session<D::Conn>>>,
     ) -> Result<(), ReceiverError> {
         let mut backoff = Backoff::new(&self.reconnect);
         let mut was_up = false;
@@ -245,7 +253,7 @@ impl Receiver {
                     let span = tracing::info_span!("session", id);
                     let token = dialer.token();
                     let outcome = self
-                        .session(conn, token.as_deref(), shutdown)
+                        .session(conn, token.as_deref(), shutdown, resumable)
                         .instrument(span)
                         .await;
                     match outcome {
@@ -320,6 +328,45 @@ impl Receiver {
         }
     }
 
+    /// After a hello: continue the resumable session the sender resumed, or
+    /// start the one it handed out (closing the streams of one it did not
+    /// resume, with a line saying why).
+    async fn adopt<C: TunnelConnection>(
+        &self,
+        ext: Option<ReplyExt>,
+        resumable: &mut Option<Arc<resume::Session<C>>>,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<resume::Session<C>>> {
+        let ext = ext.as_ref();
+        let ticket = ext.and_then(|e| e.ticket.clone());
+        if let (Some(s), Some(t), Some(true)) =
+            (resumable.as_ref(), &ticket, ext.and_then(|e| e.resumed))
+        {
+            s.set_ticket(t.clone());
+            return Some(s.clone());
+        }
+        if let Some(old) = resumable.take() {
+            let n = old.streams();
+            if n > 0 {
+                let why = if ticket.is_some() {
+                    "it restarted, or the outage outlasted its resume window"
+                } else {
+                    "it does not resume sessions (an older version, or --resume-window 0)"
+                };
+                warn!("the sender did not resume the session ({why}): closing {n} connection(s) that were open");
+            }
+            old.close().await;
+        }
+        let t = ticket?;
+        let mut cfg = self.engine.resume.clone();
+        if let Some(w) = ext.and_then(|e| e.window_secs) {
+            cfg.window = cfg.window.min(Duration::from_secs(w.into()));
+        }
+        let s = resume::Session::new(t, cfg, shutdown.child_token());
+        *resumable = Some(s.clone());
+        Some(s)
+    }
+
     /// One session: hello, then forward until it ends; the connection is
     /// closed and released before returning.
     async fn session<C: TunnelConnection>(
@@ -327,8 +374,17 @@ impl Receiver {
         conn: C,
         token: Option<&[u8]>,
         shutdown: &CancellationToken,
+        resumable: &mut Option<Arc<resume::Session<C>>>,
     ) -> Outcome {
-        let hello = session::hello(&conn, token, self.front.protocol(), &self.engine).await;
+        // TCP streams are resumable when both sides allow it
+        let offer =
+            (self.engine.resume.enabled() && self.front.protocol() == Protocol::Tcp).then(|| {
+                match resumable.as_ref() {
+                    Some(s) => ResumeOffer::Resume(s.ticket()),
+                    None => ResumeOffer::New,
+                }
+            });
+        let hello = session::hello(&conn, token, self.front.protocol(), &self.engine, offer).await;
         let outcome = match hello {
             Err(SessionError::Refused { kind, message }) => Outcome::Refused(kind, message),
             Err(err) => Outcome::Ended {
@@ -337,6 +393,7 @@ impl Receiver {
                 lasted: Duration::ZERO,
             },
             Ok(hello) => {
+                let session = self.adopt(hello.ext.clone(), resumable, shutdown).await;
                 let started = Instant::now();
                 let path = &self.path;
                 let publish = async {
@@ -352,7 +409,7 @@ impl Receiver {
                     }
                 };
                 let forwarded = tokio::select! {
-                    r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), shutdown.child_token()) => r,
+                    r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), session, shutdown.child_token()) => r,
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
                     _ = publish => unreachable!(),
                 };

@@ -210,6 +210,18 @@ fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
         }
         e.max_udp_flows = n;
     }
+    if let Some(s) = p.resume_window {
+        e.resume.window = Duration::from_secs(s);
+    }
+    if let Some(m) = p.resume_buffer {
+        if !(1..=1024).contains(&m) {
+            return Err(invalid(
+                "--resume-buffer must be between 1 and 1024 MiB (turn resumption off with --resume-window 0)",
+            ));
+        }
+        e.resume.stream_buffer = (m as usize) << 20;
+        e.resume.session_buffer = e.resume.session_buffer.max(e.resume.stream_buffer * 4);
+    }
     Ok(e)
 }
 

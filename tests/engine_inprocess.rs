@@ -170,3 +170,80 @@ async fn refusal_ends_the_receiver_after_one_dial() {
     }
     assert_eq!(s.dials.load(Ordering::SeqCst), 1);
 }
+
+/// Bytes that differ everywhere (a lost or repeated chunk shows).
+fn pattern(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// An open TCP connection outlives the QUIC connection that carried it:
+/// the session is lost (closed with a code that is not a normal end) twice,
+/// once while idle and once in the middle of an 8 MiB echo, and every byte
+/// arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connection_survives_lost_sessions() {
+    let s = setup(Authorizer::transport_pinned(), None).await;
+    let c = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(s.local))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut r, mut w) = c.into_split();
+    let mut buf = [0u8; 6];
+    w.write_all(b"before").await.unwrap();
+    r.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"before");
+    let lose = |i: usize| {
+        let c = s.live.lock().unwrap()[i].clone();
+        c.close(99, "lost");
+    };
+    lose(0);
+    w.write_all(b"after!").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), r.read_exact(&mut buf))
+        .await
+        .expect("echo after the loss")
+        .unwrap();
+    assert_eq!(&buf, b"after!");
+
+    let data = pattern(8 << 20);
+    let writer = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            for chunk in data.chunks(32 * 1024) {
+                w.write_all(chunk).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        })
+    };
+    let mut got = Vec::with_capacity(data.len());
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lost_once = false;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let n = r.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+            if !lost_once && got.len() > 2 << 20 {
+                lost_once = true;
+                lose(1);
+            }
+        }
+    })
+    .await
+    .expect("the echo finishes");
+    writer.await.unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "bytes differ after a resume");
+    assert_eq!(s.dials.load(Ordering::SeqCst), 3);
+    s.cancel.cancel();
+    assert!(s.receiver.await.unwrap().is_ok());
+}

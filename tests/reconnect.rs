@@ -31,38 +31,6 @@ async fn tcp_echo_within(local: SocketAddr, data: &[u8], limit: Duration) -> boo
     false
 }
 
-/// An iroh sender with a persistent key (the same ticket after a restart).
-struct KeyedSender {
-    proc: Proc,
-    ticket: String,
-    source: String,
-    key: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl KeyedSender {
-    async fn start(r: &peerport::rendezvous::Rendezvous, source: String) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("sender.key");
-        let (proc, ticket) = sender(r, &source, &["--secret-file", key.to_str().unwrap()]).await;
-        KeyedSender {
-            proc,
-            ticket,
-            source,
-            key,
-            _dir: dir,
-        }
-    }
-
-    /// Start it again after a kill; the ticket must not change.
-    async fn start_again(&mut self, r: &peerport::rendezvous::Rendezvous) {
-        let k = self.key.to_str().unwrap();
-        let (proc, ticket) = sender(r, &self.source, &["--secret-file", k]).await;
-        assert_eq!(ticket, self.ticket);
-        self.proc = proc;
-    }
-}
-
 /// kill -9 the sender, start it again with the same key: the same receiver
 /// process serves TCP again, including a client that connected during the outage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +257,9 @@ async fn rejoins_without_a_new_paste(mode: &str, extra: &[String]) -> String {
     let s = manual_sender(mode, &format!("tcp://{echo}"), dir.path(), &flags);
     let (mut rx, local) = manual_receiver(mode, "tcp", dir.path(), &flags).await;
     assert_eq!(echo_roundtrip(local, b"first").await, b"first");
+    // a connection open across the blackout carries on (resumed)
+    let mut held = Held::open(local).await;
+    assert_eq!(held.echo(b"held", WAIT).await.unwrap(), b"held");
     s.signal(19); // SIGSTOP
     rx.wait_stderr("tunnel lost").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -296,6 +267,12 @@ async fn rejoins_without_a_new_paste(mode: &str, extra: &[String]) -> String {
     s.signal(18); // SIGCONT
     rx.wait_stderr_nth("session established", 2).await;
     assert!(tcp_echo_within(local, b"second", WAIT).await);
+    assert_eq!(
+        held.echo(b"still here", WAIT).await.as_deref(),
+        Some(&b"still here"[..]),
+        "{}",
+        rx.stderr_text()
+    );
     let via = if extra.iter().any(|f| f == "--relay-only") {
         " over TURN"
     } else {

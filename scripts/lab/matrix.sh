@@ -15,23 +15,8 @@ PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
 NETLAB=$LAB/netlab.sh
 OUTDIR=${PEERPORT_LAB_OUT:-$ROOT/target/lab}
 UPDATE_README=0
-if [[ $(id -u) != 0 ]]; then
-  echo "SKIPPED: the NAT lab needs root (network namespaces, iptables); CI runs it as root" >&2
-  exit 0
-fi
-[[ -x $PP ]] || { echo "error: $PP missing: run cargo build --release first" >&2; exit 1; }
-# Can this machine build the lab at all (namespaces, veth, iptables inside a namespace)?
-preflight() {
-  ip netns add pplab-preflight || return 1
-  ip -n pplab-preflight link add pf0 type veth peer name pf1 || return 1
-  ip netns exec pplab-preflight iptables -w 5 -t nat -A POSTROUTING -o pf0 -j MASQUERADE || return 1
-}
-if ! preflight >/dev/null 2>&1; then
-  ip netns del pplab-preflight 2>/dev/null || true
-  echo "SKIPPED: this machine cannot create network namespaces, veth pairs or iptables rules (container without CAP_NET_ADMIN?)" >&2
-  exit 0
-fi
-ip netns del pplab-preflight
+source "$LAB/lib.sh"
+lab_preflight
 MODES="iroh iroh-manual ice ice@coturn nostr nostr@coturn"
 COTURN_BIN=$(command -v turnserver || echo /usr/bin/turnserver)
 PAIRS="cone/cone cone/symmetric symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
@@ -51,115 +36,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $QUICK == 1 ]] && TUNNELS="ssh" || TUNNELS="ssh tcp5201 udp5201"
 
-TMP=$(mktemp -d /tmp/pplab.XXXXXX)
-trap '$NETLAB down >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
-mkdir -p "$OUTDIR/runs" /run/sshd
-S=pplab-a-host R=pplab-b-host
-log() { echo "[$(date +%T)] $*" >&2; }
-now() { date +%s.%N; }
-
-# ---- one-time material: ssh keys, sshd config, nostr keys ---------------------------------
-ssh-keygen -q -t ed25519 -N '' -f "$TMP/hostkey"
-ssh-keygen -q -t ed25519 -N '' -f "$TMP/userkey"
-cp "$TMP/userkey.pub" "$TMP/authorized_keys"
-cat > "$TMP/sshd_config" <<EOF
-ListenAddress 127.0.0.1:22
-HostKey $TMP/hostkey
-PidFile none
-PermitRootLogin yes
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-AuthorizedKeysFile $TMP/authorized_keys
-StrictModes no
-UsePAM no
-EOF
-for t in ssh tcp5201 udp5201; do
-  for side in s r; do
-    "$PP" generate-nostr-key --output "$TMP/$side-$t.nsec" 2>/dev/null | grep -o 'npub1[a-z0-9]*' > "$TMP/$side-$t.npub"
-  done
-done
-
-# tunnel name -> sender source / receiver target
-src_of() { case $1 in ssh) echo tcp://127.0.0.1:22 ;; tcp5201) echo tcp://127.0.0.1:5201 ;; udp5201) echo udp://127.0.0.1:5201 ;; esac; }
-tgt_of() { case $1 in ssh) echo tcp://127.0.0.1:2222 ;; tcp5201) echo tcp://127.0.0.1:5201 ;; udp5201) echo udp://127.0.0.1:5201 ;; esac; }
-
-wait_for() {  # wait_for SECONDS FILE REGEX: bounded poll
-  local end=$(( SECONDS + $1 ))
-  while (( SECONDS < end )); do grep -qE "$3" "$2" 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
-
-# ---- start one sender/receiver pair (in the background) ------------------------------------
-start_pair() {
-  local mode=${1%@*} t=$2 dir=$3 common=() scommon=() rcommon=()
-  case $mode in
-    iroh) common=(--relay-url "$RELAY" --relay-quic-port "$RELAY_QUIC" --relay-ca "$RELAY_CA"
-              --dns-server "$DNS" --no-mdns --no-portmap) ;;
-    iroh-manual) : > "$dir/$t.offer"; : > "$dir/$t.answer"
-      common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" --no-portmap) ;;
-    ice) : > "$dir/$t.offer"; : > "$dir/$t.answer"
-      common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" --no-portmap
-              --turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw") ;;
-    nostr) common=(--relay "$NOSTR" --stun-server "$STUN" --no-portmap
-              --turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw")
-      scommon=(--nsec-file "$TMP/s-$t.nsec" --peer-npub "$(cat "$TMP/r-$t.npub")")
-      rcommon=(--nsec-file "$TMP/r-$t.nsec" --peer-npub "$(cat "$TMP/s-$t.npub")") ;;
-  esac
-  ip netns exec $S "$PP" sender "$mode" --source "$(src_of "$t")" "${common[@]}" "${scommon[@]}" \
-    > "$dir/$t.sender.out" 2> "$dir/$t.sender.log" &
-  if [[ $mode == iroh ]]; then
-    wait_for 20 "$dir/$t.sender.out" '^ppt1' || { log "no ticket from $t sender"; return 0; }
-    rcommon=(--node-id "$(grep -m1 '^ppt1' "$dir/$t.sender.out")")
-  else
-    sleep 0.3
-  fi
-  now > "$dir/$t.t0"
-  ip netns exec $R "$PP" receiver "$mode" --target "$(tgt_of "$t")" --connect-timeout $CONNECT_TIMEOUT \
-    "${common[@]}" "${rcommon[@]}" > "$dir/$t.receiver.out" 2> "$dir/$t.receiver.log" &
-  echo $! > "$dir/$t.rpid"
-}
-
-# wait until the receiver logs "session established" or exits; bounded
-await_pair() {
-  local dir=$1 t=$2 end=$(( SECONDS + CONNECT_TIMEOUT + 15 )) pid
-  pid=$(cat "$dir/$t.rpid" 2>/dev/null) || return 1
-  while (( SECONDS < end )); do
-    grep -q 'session established' "$dir/$t.receiver.log" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-est_line() { { grep -m1 'session established' "$1" 2>/dev/null || true; } | sed -E 's/.*path=//; s/ ms=[0-9]+$//'; }
-setup_secs() {  # receiver start -> "session established" log timestamp
-  local ts; ts=$(grep -m1 'session established' "$1" 2>/dev/null | awk '{print $1}' || true)
-  [[ -n $ts ]] && awk -v a="$(date -d "$ts" +%s.%N)" -v b="$(cat "$2")" 'BEGIN{printf "%.2f", a-b}'
-}
-
-iperf() {  # iperf DIR NAME ARGS...: one-shot server in S, client in R, JSON to DIR/NAME.json
-  local dir=$1 name=$2; shift 2
-  ip netns exec $S timeout 25 iperf3 -s -1 -p 5201 > "$dir/$name.server" 2>&1 & local spid=$!
-  sleep 0.3
-  ip netns exec $R timeout 20 iperf3 -c 127.0.0.1 -p 5201 -t 3 -J "$@" > "$dir/$name.json" 2>&1 || true
-  kill $spid 2>/dev/null || true; wait $spid 2>/dev/null || true
-}
-
-# coturn in the internet namespace: long-term credentials, a realm, relay ports on 198.18.0.1
-COTURN_PORT=3490
-start_coturn() {
-  local dir=$1
-  [[ -x $COTURN_BIN ]] || { log "coturn (turnserver) is not installed: apt-get install coturn"; return 1; }
-  COTURN_PW=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  ip netns exec pplab-inet "$COTURN_BIN" -n --listening-ip 198.18.0.1 --relay-ip 198.18.0.1 \
-    --listening-port $COTURN_PORT --min-port 49152 --max-port 65535 --lt-cred-mech \
-    --user "peerport:$COTURN_PW" --realm peerport.lab --no-tls --no-dtls --no-tcp-relay --no-cli \
-    --verbose --log-file stdout --simple-log --pidfile "$dir/coturn.pid" --userdb "$dir/coturn.db" \
-    > "$dir/coturn.log" 2>&1 &
-  wait_for 10 "$dir/coturn.log" 'Total (General|UDP) servers|IPv4. UDP listener opened|listener opened on' || true
-  sleep 0.3
-}
+lab_init
 
 # ---- one case ----------------------------------------------------------------------------
 run_case() {
@@ -169,14 +46,7 @@ run_case() {
   log "== $mode  sender=$sn receiver=$rn"
   $NETLAB down >/dev/null 2>&1 || true
   $NETLAB up "$sn" "$rn" > "$dir/netlab.log" 2>&1 || { log "lab up failed"; cat "$dir/netlab.log" >&2; return 0; }
-  ip netns exec pplab-inet "$PP" rendezvous --bind 198.18.0.1 > "$dir/rendezvous.out" 2> "$dir/rendezvous.log" &
-  wait_for 15 "$dir/rendezvous.out" '^turn-server' || { log "rendezvous did not start"; return 0; }
-  local rv=$dir/rendezvous.out
-  RELAY=$(awk '/^relay-url/{print $2}' "$rv"); DNS=$(awk '/^dns-server/{print $2}' "$rv")
-  RELAY_QUIC=$(awk '/^relay-quic-port/{print $2}' "$rv"); RELAY_CA=$(awk '/^relay-ca/{print $2}' "$rv")
-  STUN=$(awk '/^stun-server/{print $2}' "$rv"); NOSTR=$(awk '/^nostr-relay/{print $2}' "$rv")
-  TURN=$(awk '/^turn-server/{print $2}' "$rv"); TURN_USER=$(awk '/^turn-server/{print $4}' "$rv")
-  awk '/^turn-server/{print $6}' "$rv" > "$TMP/turnpw"; chmod 600 "$TMP/turnpw"
+  start_rendezvous "$dir" || return 0
   if [[ $mode == *@coturn ]]; then
     start_coturn "$dir" || { log "coturn did not start"; return 0; }
     STUN=198.18.0.1:$COTURN_PORT TURN=turn:198.18.0.1:$COTURN_PORT TURN_USER=peerport

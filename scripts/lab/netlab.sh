@@ -7,16 +7,23 @@
 #   netlab.sh allow-udp SITE IP:PORT   udpblocked site: let outbound UDP to IP:PORT through
 #   netlab.sh probe SITE           STUN-like check: external port seen by two reflectors
 #   netlab.sh status               namespaces, addresses, NAT rules
+#   netlab.sh wire SITE K=V...     fault lab: set the site's wire (delay_ms jitter_ms loss rate_mbit queue_ms down)
+#   netlab.sh readdr SITE IP       move the site's host to a new LAN address (10.0.{idx}.X), dropping the old one
 #
 # Topology (site a = idx 1, site b = idx 2):
 #   pplab-inet   br0 198.18.0.1/24 (rendezvous, reflectors)
 #   pplab-X-rtr  wan 198.18.0.1{idx}/24 (or 100.64.{idx}.2/24 behind pplab-X-cgn), lan 10.0.{idx}.1/24
 #   pplab-X-cgn  (cgnat only) wan 198.18.0.1{idx}/24, lan 100.64.{idx}.1/24
 #   pplab-X-host eth0 10.0.{idx}.2/24, default via 10.0.{idx}.1
+# PPLAB_WIRE=1 (cone/symmetric sites): a namespace pplab-X-wire sits between the router's wan and
+#   the internet bridge and runs `peerport lab-wire` (a userspace wire with delay, jitter, loss,
+#   rate and blackouts; this kernel has no netem). Offloads are off on the links into a wire.
 # PPLAB_FIX=input|mangle|none: how routers drop unsolicited inbound (none reproduces the port-remap pitfall).
 set -euo pipefail
 
 LAB_DIR=$(cd "$(dirname "$0")" && pwd)
+PP=${PEERPORT_BIN:-$LAB_DIR/../../target/release/peerport}
+WIRE_DIR=${PPLAB_WIRE_DIR:-/run/pplab-wire}
 INET=pplab-inet
 INET_IP=198.18.0.1
 
@@ -28,7 +35,7 @@ node_ns() {
   case $1 in
     inet) echo $INET ;;
     a|b) echo "pplab-$1-host" ;;
-    a-rtr|b-rtr|a-cgn|b-cgn|a-host|b-host) echo "pplab-$1" ;;
+    a-rtr|b-rtr|a-cgn|b-cgn|a-host|b-host|a-wire|b-wire) echo "pplab-$1" ;;
     pplab-*) echo "$1" ;;
     *) die "unknown node '$1'" ;;
   esac
@@ -93,6 +100,24 @@ site_up() {
     nsx "$rtr" ip addr add "100.64.$idx.2/24" dev wan
     nsx "$rtr" ip route add default via "100.64.$idx.1"
     nat_rules "$rtr" cone
+  elif [[ ${PPLAB_WIRE:-0} == 1 ]]; then
+    local wire=pplab-$s-wire dev
+    new_ns "$wire"
+    link $INET "wan-$s" "$wire" w-in
+    ip -n $INET link set "wan-$s" master br0
+    link "$wire" w-out "$rtr" wan
+    # frames into a wire must be whole and checksummed: no segmentation or checksum offload
+    for dev in "$INET wan-$s" "$rtr wan" "$wire w-in" "$wire w-out"; do
+      set -- $dev
+      nsx "$1" ethtool -K "$2" tx off tso off gso off gro off tx-udp-segmentation off >/dev/null 2>&1 \
+        || die "ethtool -K failed on $2 (install ethtool)"
+    done
+    mkdir -p "$WIRE_DIR"; : > "$WIRE_DIR/$s.conf"
+    [[ -x $PP ]] || die "$PP missing: cargo build --release"
+    nsx "$wire" "$PP" lab-wire --a w-in --b w-out --control "$WIRE_DIR/$s.conf" > "$WIRE_DIR/$s.log" 2>&1 &
+    nsx "$rtr" ip addr add "198.18.0.1$idx/24" dev wan
+    nsx "$rtr" ip route add default via $INET_IP
+    nat_rules "$rtr" "$type"
   else
     link $INET "wan-$s" "$rtr" wan
     ip -n $INET link set "wan-$s" master br0
@@ -156,6 +181,27 @@ cmd_probe() {
   echo "site $s: $out"
 }
 
+# wire SITE K=V...: replace the site's wire settings (the wire re-reads its file within 50 ms)
+cmd_wire() {
+  local s=$1; shift
+  [[ -e /run/netns/pplab-$s-wire ]] || die "site $s has no wire (PPLAB_WIRE=1 netlab.sh up ...)"
+  printf '%s\n' "$@" > "$WIRE_DIR/$s.conf.new" && mv "$WIRE_DIR/$s.conf.new" "$WIRE_DIR/$s.conf"
+  sleep 0.2
+}
+
+# readdr SITE IP: the host gets a new LAN address and loses the old one (a DHCP renumbering)
+cmd_readdr() {
+  local s=$1 ip=$2 host=pplab-$1-host old gw
+  old=$(nsx "$host" ip -4 -o addr show dev eth0 | awk '{print $4}' | head -1)
+  gw=$(nsx "$host" ip route show default | awk '{print $3}')
+  # the new address is a secondary one: keep it when the primary goes
+  nsx "$host" sysctl -qw net.ipv4.conf.eth0.promote_secondaries=1
+  nsx "$host" ip addr add "$ip/24" dev eth0
+  nsx "$host" ip addr del "$old" dev eth0
+  nsx "$host" ip route replace default via "$gw" src "$ip"
+  echo "site $s host: $old -> $ip/24"
+}
+
 cmd_status() {
   cat "$LAB_DIR/.state" 2>/dev/null || echo "(no state)"
   local ns
@@ -172,5 +218,7 @@ case ${1:-} in
   allow-udp) [[ $# -eq 3 ]] || die "usage: allow-udp SITE IP:PORT"; cmd_allow_udp "$2" "$3" ;;
   probe) cmd_probe "${2:?site}" ;;
   status) cmd_status ;;
+  wire) [[ $# -ge 2 ]] || die "usage: wire SITE K=V..."; shift; cmd_wire "$@" ;;
+  readdr) [[ $# -eq 3 ]] || die "usage: readdr SITE IP"; cmd_readdr "$2" "$3" ;;
   *) sed -n '2,10p' "$0"; exit 2 ;;
 esac

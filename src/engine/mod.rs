@@ -7,11 +7,13 @@
 //! * [`auth`]: who may use a sender.
 //! * [`target`]: binding the receiver's local listener with clear errors.
 //! * [`front`]: the receiver's local side, kept across sessions.
+//! * [`resume`]: TCP streams that outlive a lost connection.
 //! * [`server`]: the sender's session loop over an [`crate::transport::Acceptor`].
 
 pub mod auth;
 pub mod front;
 pub mod io;
+pub mod resume;
 pub mod server;
 pub mod session;
 pub mod target;
@@ -38,6 +40,8 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// Timeout for a peer to send a stream header.
     pub header_timeout: Duration,
+    /// Resumable TCP streams.
+    pub resume: resume::ResumeConfig,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +51,7 @@ impl Default for EngineConfig {
             max_udp_flows: 1024,
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            resume: resume::ResumeConfig::default(),
         }
     }
 }

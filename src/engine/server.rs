@@ -11,7 +11,10 @@ use tokio::{io::AsyncWriteExt, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn, Instrument};
 
-use super::{close_code, io::read_request, serve_sender_session, SenderContext, SessionError};
+use super::{
+    close_code, io::read_request, resume::Registry, serve_sender_session, SenderContext,
+    SessionError,
+};
 use crate::{
     proto::header::{Reply, Status},
     transport::{Acceptor, TunnelConnection},
@@ -36,6 +39,12 @@ pub async fn serve<A: Acceptor>(
     // the newest session per peer identity: a receiver that reconnects
     // (its old connection not yet timed out here) replaces its dead session
     let by_peer: Arc<Mutex<NewestByPeer<A::Conn>>> = Arc::default();
+    // resumable sessions outlive their connections
+    let registry = ctx
+        .engine
+        .resume
+        .enabled()
+        .then(|| Registry::<A::Conn>::new(ctx.engine.resume.clone(), cancel.child_token()));
     loop {
         let conn = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -81,11 +90,12 @@ pub async fn serve<A: Acceptor>(
             continue;
         };
         let (ctx, cancel, by_peer) = (ctx.clone(), cancel.child_token(), by_peer.clone());
+        let registry = registry.clone();
         tasks.spawn(
             async move {
                 info!(path = %conn.path_summary(), "session started");
                 let result = tokio::select! {
-                    r = serve_sender_session(conn.clone(), ctx, cancel.clone()) => r,
+                    r = serve_sender_session(conn.clone(), ctx, registry, cancel.clone()) => r,
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
                 };
                 match &result {
@@ -106,6 +116,9 @@ pub async fn serve<A: Acceptor>(
     }
     tasks.close();
     tasks.wait().await;
+    if let Some(r) = registry {
+        r.shutdown().await;
+    }
     acceptor.shutdown().await;
 }
 

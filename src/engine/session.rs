@@ -18,11 +18,16 @@ use tracing::{info, warn};
 use super::{
     close_code,
     io::{read_reply, read_request},
-    open_bi_retry, tcp, udp, Authorizer, EngineConfig, Front,
+    open_bi_retry,
+    resume::{self, read_ext, Registry},
+    tcp, udp, Authorizer, EngineConfig, Front,
 };
 use crate::{
     addr::{ForwardAddr, Protocol},
-    proto::header::{Kind, Reply, Request, Status},
+    proto::{
+        header::{Kind, Reply, Request, ResumeOffer, Status},
+        resume::ReplyExt,
+    },
     transport::{CloseReason, ConnError, TunnelConnection},
 };
 
@@ -140,10 +145,12 @@ pub struct SenderContext {
 }
 
 /// Sender side of one session: authenticate, then forward until the
-/// connection ends or `cancel` fires.
+/// connection ends or `cancel` fires. With a `registry`, a receiver that
+/// asks gets resumable TCP streams.
 pub async fn serve_sender_session<C: TunnelConnection>(
     conn: C,
     ctx: Arc<SenderContext>,
+    registry: Option<Arc<Registry<C>>>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let peer = conn.peer_id();
@@ -155,7 +162,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         Ok::<_, SessionError>((send, recv, req))
     })
     .await;
-    let (mut send, _recv, req) = match hello {
+    let (mut send, recv, req) = match hello {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             conn.close(close_code::PROTOCOL, "no valid hello");
@@ -197,23 +204,74 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         conn.close(close_code::PROTOCOL, "protocol mismatch");
         return Err(SessionError::Protocol(msg));
     }
-    if send.write_all(&Reply::ok().encode()).await.is_err() {
+    let opened = match (&req.resume, &registry, ctx.source.protocol) {
+        (Some(offer), Some(reg), Protocol::Tcp) => {
+            let ticket = match offer {
+                ResumeOffer::New => None,
+                ResumeOffer::Resume(t) => Some(t),
+            };
+            reg.open(ticket, &peer)
+        }
+        _ => None,
+    };
+    let reply = match &opened {
+        Some(o) => {
+            let mut r = Reply::ok_ext().encode();
+            r.extend_from_slice(
+                &ReplyExt {
+                    ticket: Some(o.session.ticket()),
+                    resumed: Some(o.resumed),
+                    window_secs: Some(o.session.window().as_secs().min(u32::MAX as u64) as u32),
+                    delivered: None,
+                }
+                .encode(),
+            );
+            r
+        }
+        None => Reply::ok().encode(),
+    };
+    if send.write_all(&reply).await.is_err() {
         return Err(SessionError::ConnectionLost(conn.closed().await));
     }
     info!(%peer, software = req.software.as_deref().unwrap_or("?"), "peer authenticated");
-    match ctx.source.protocol {
-        Protocol::Tcp => {
-            tcp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), cancel).await
-        }
-        Protocol::Udp => {
-            udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), cancel).await
-        }
+    let Some(opened) = opened else {
+        return match ctx.source.protocol {
+            Protocol::Tcp => {
+                tcp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), None, cancel).await
+            }
+            Protocol::Udp => {
+                udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), cancel).await
+            }
+        };
+    };
+    let session = opened.session;
+    if opened.resumed {
+        info!(
+            streams = session.streams(),
+            "session resumed: its open connections continue"
+        );
     }
+    let generation = session.attach_connection();
+    if opened.resumed {
+        session.abandon_unclaimed(generation, ctx.engine.header_timeout * 3);
+    }
+    let control = resume::run_control(session.clone(), generation, send, recv);
+    let result = tokio::select! {
+        r = tcp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), Some(session.clone()), cancel) => r,
+        _ = async { control.await; std::future::pending::<()>().await } => unreachable!(),
+    };
+    if let Some(reg) = &registry {
+        reg.detached(&session, generation);
+    }
+    result
 }
 
-/// The receiver's open hello stream: kept for the life of the session.
+/// The receiver's open hello stream: kept for the life of the session
+/// (it carries the acknowledgements of resumable streams).
 pub struct Hello<C: TunnelConnection> {
-    _stream: (C::Send, C::Recv),
+    stream: (C::Send, C::Recv),
+    /// The sender's reply extension: present when it made the session resumable.
+    pub ext: Option<ReplyExt>,
 }
 
 /// Receiver side of a new session: say hello (token, protocol) and read the
@@ -224,6 +282,7 @@ pub async fn hello<C: TunnelConnection>(
     token: Option<&[u8]>,
     protocol: Protocol,
     engine: &EngineConfig,
+    resume: Option<ResumeOffer>,
 ) -> Result<Hello<C>, SessionError> {
     let started = Instant::now();
     let (mut send, mut recv) = open_bi_retry(conn).await?;
@@ -244,7 +303,7 @@ pub async fn hello<C: TunnelConnection>(
         }
     };
     if send
-        .write_all(&Request::hello(token, protocol).encode())
+        .write_all(&Request::hello(token, protocol).with_resume(resume).encode())
         .await
         .is_err()
     {
@@ -259,19 +318,35 @@ pub async fn hello<C: TunnelConnection>(
         Ok(Err(_)) => return Err(lost(conn).await),
         Ok(Ok(r)) => r,
     };
-    if reply.status != Status::Ok {
-        return Err(SessionError::Refused {
-            kind: RefusalKind::from_status(reply.status),
-            message: reply.message,
-        });
-    }
+    let ext = match reply.status {
+        Status::Ok => None,
+        Status::OkExt => {
+            match tokio::time::timeout(engine.header_timeout, read_ext(&mut recv)).await {
+                Ok(Ok(e)) if e.ticket.is_some() => Some(e),
+                Ok(Ok(_)) => {
+                    return Err(SessionError::Protocol(
+                        "the sender's hello reply has no session ticket".into(),
+                    ))
+                }
+                Ok(Err(e)) => return Err(SessionError::Protocol(format!("bad hello reply: {e}"))),
+                Err(_) => return Err(lost(conn).await),
+            }
+        }
+        status => {
+            return Err(SessionError::Refused {
+                kind: RefusalKind::from_status(status),
+                message: reply.message,
+            })
+        }
+    };
     info!(
         path = %conn.path_summary(),
         ms = started.elapsed().as_millis() as u64,
         "session established"
     );
     Ok(Hello {
-        _stream: (send, recv),
+        stream: (send, recv),
+        ext,
     })
 }
 
@@ -280,13 +355,36 @@ pub async fn hello<C: TunnelConnection>(
 /// with the caller for the next session.
 pub async fn forward<C: TunnelConnection>(
     conn: C,
-    _hello: Hello<C>,
+    hello: Hello<C>,
     front: &mut Front,
     engine: Arc<EngineConfig>,
+    resumable: Option<Arc<resume::Session<C>>>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
-    match front {
-        Front::Tcp(q) => tcp::run_receiver(conn, q, cancel).await,
-        Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
+    let (send, recv) = hello.stream;
+    let Some(session) = resumable else {
+        let _keep = (send, recv);
+        return match front {
+            Front::Tcp(q) => tcp::run_receiver(conn, q, None, cancel).await,
+            Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
+        };
+    };
+    let generation = session.attach_connection();
+    let resumed = session.resume_all(&conn);
+    if resumed > 0 {
+        info!(
+            streams = resumed,
+            "session resumed: resuming its open connections"
+        );
+    }
+    let control = resume::run_control(session.clone(), generation, send, recv);
+    tokio::select! {
+        r = async {
+            match front {
+                Front::Tcp(q) => tcp::run_receiver(conn, q, Some(session.clone()), cancel).await,
+                Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
+            }
+        } => r,
+        _ = async { control.await; std::future::pending::<()>().await } => unreachable!(),
     }
 }

@@ -6,6 +6,10 @@
 //! direction ends on its own: a client that shuts down its write side
 //! finishes the QUIC stream, the sender shuts down its write side towards the
 //! service, and the reply still flows back (half-close).
+//!
+//! In a resumable session (see [`super::resume`]) each stream carries an
+//! id; once set up, it is handed to the session, which keeps it through
+//! lost connections.
 
 use std::{future::Future, sync::Arc};
 
@@ -21,7 +25,9 @@ use super::{
     front::{TcpQueue, Waiting},
     io::read_reply,
     io::read_request,
-    open_bi_retry, EngineConfig, SessionError,
+    open_bi_retry,
+    resume::{Attach, Session},
+    EngineConfig, SessionError,
 };
 use crate::{
     addr::ForwardAddr,
@@ -38,6 +44,7 @@ const COPY_BUF: usize = 256 * 1024;
 pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
     queue: &mut TcpQueue,
+    session: Option<Arc<Session<C>>>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
@@ -51,12 +58,13 @@ pub async fn run_receiver<C: TunnelConnection>(
             reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
             w = queue.next() => {
                 let (conn, child, requeue) = (conn.clone(), child.clone(), requeue.clone());
+                let session = session.clone();
                 let span = tracing::info_span!("tcp", client = %w.client);
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = child.cancelled() => {}
-                        r = receiver_stream(conn, w) => match r {
-                            Ok(()) => debug!("connection finished"),
+                        r = receiver_stream(conn, w, session) => match r {
+                            Ok(()) => debug!("connection finished or handed to the session"),
                             Err(StreamEnd::NotStarted(w)) => {
                                 debug!("the tunnel went away before this connection started: it waits for the next session");
                                 let _ = requeue.send(w).await;
@@ -89,11 +97,19 @@ enum StreamEnd {
 /// sent again if the session goes away before the reply.
 const START_BUF: usize = 64 * 1024;
 
-async fn receiver_stream<C: TunnelConnection>(conn: C, mut w: Waiting) -> Result<(), StreamEnd> {
+async fn receiver_stream<C: TunnelConnection>(
+    conn: C,
+    mut w: Waiting,
+    session: Option<Arc<Session<C>>>,
+) -> Result<(), StreamEnd> {
     let Ok((mut send, mut recv)) = open_bi_retry(&conn).await else {
         return Err(StreamEnd::NotStarted(w));
     };
-    let mut head = Request::tcp().encode();
+    let id = session.as_ref().map(|s| s.next_stream_id());
+    let mut head = match id {
+        Some(id) => Request::tcp_stream(id).encode(),
+        None => Request::tcp().encode(),
+    };
     head.extend_from_slice(&w.prefix);
     if send.write_all(&head).await.is_err() {
         return Err(StreamEnd::NotStarted(w));
@@ -126,9 +142,16 @@ async fn receiver_stream<C: TunnelConnection>(conn: C, mut w: Waiting) -> Result
         Ok(r) if r.status != Status::Ok => {
             Err(StreamEnd::Failed(format!("sender refused: {}", r.message)))
         }
-        Ok(_) => pump(w.stream, send, async { Ok(recv) })
-            .await
-            .map_err(StreamEnd::Failed),
+        Ok(_) => match (session, id) {
+            (Some(session), Some(id)) => {
+                let sent = bytes::Bytes::from(std::mem::take(&mut w.prefix));
+                session.spawn_stream(id, w.stream, sent, Attach::Fresh { conn, send, recv });
+                Ok(())
+            }
+            _ => pump(w.stream, send, async { Ok(recv) })
+                .await
+                .map_err(StreamEnd::Failed),
+        },
     }
 }
 
@@ -137,6 +160,7 @@ pub async fn serve_sender<C: TunnelConnection>(
     conn: C,
     source: Arc<ForwardAddr>,
     config: Arc<EngineConfig>,
+    session: Option<Arc<Session<C>>>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
@@ -147,10 +171,11 @@ pub async fn serve_sender<C: TunnelConnection>(
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let (source, config, child) = (source.clone(), config.clone(), child.clone());
+                    let (conn, session) = (conn.clone(), session.clone());
                     tasks.spawn(async move {
                         tokio::select! {
                             _ = child.cancelled() => {}
-                            r = sender_stream(send, recv, &source, &config) => if let Err(e) = r {
+                            r = sender_stream(conn, send, recv, &source, &config, session) => if let Err(e) = r {
                                 warn!("stream closed: {e}");
                             }
                         }
@@ -166,16 +191,57 @@ pub async fn serve_sender<C: TunnelConnection>(
     result
 }
 
-async fn sender_stream<S: TunnelSend, R: TunnelRecv>(
-    mut send: S,
-    mut recv: R,
+async fn sender_stream<C: TunnelConnection>(
+    conn: C,
+    mut send: C::Send,
+    mut recv: C::Recv,
     source: &ForwardAddr,
     config: &EngineConfig,
+    session: Option<Arc<Session<C>>>,
 ) -> Result<(), String> {
     let req = tokio::time::timeout(config.header_timeout, read_request(&mut recv))
         .await
         .map_err(|_| "no stream header in time".to_string())?
         .map_err(|e| format!("bad stream header: {e}"))?;
+    let resumable = match (&session, req.stream) {
+        (Some(s), Some(id)) => Some((s, id)),
+        _ => None,
+    };
+    if req.kind == Some(Kind::Resume) {
+        let (Some((session, id)), Some(delivered)) = (resumable, req.delivered) else {
+            let _ = send
+                .write_all(&Reply::err(Status::BadRequest, "not a resumable session").encode())
+                .await;
+            send.reset(close_code::PROTOCOL);
+            return Err("a resume stream outside a resumable session".into());
+        };
+        let attach = Attach::Accepted {
+            conn,
+            send,
+            recv,
+            peer: delivered,
+        };
+        if let Err(Attach::Accepted { mut send, .. }) = session.resume_one(id, attach) {
+            debug!(
+                stream = id,
+                "asked to resume a connection this sender no longer has"
+            );
+            let _ = send
+                .write_all(&Reply::err(Status::Gone, "this connection is gone").encode())
+                .await;
+            let _ = send.shutdown().await;
+        }
+        return Ok(());
+    }
+    if let Some((session, id)) = resumable {
+        if let Err(e) = session.check_new_stream(id) {
+            let _ = send
+                .write_all(&Reply::err(Status::BadRequest, &e).encode())
+                .await;
+            send.reset(close_code::PROTOCOL);
+            return Err(e);
+        }
+    }
     if req.kind != Some(Kind::Tcp) {
         let _ = send
             .write_all(&Reply::err(Status::BadRequest, "expected a TCP stream").encode())
@@ -203,7 +269,18 @@ async fn sender_stream<S: TunnelSend, R: TunnelRecv>(
     send.write_all(&Reply::ok().encode())
         .await
         .map_err(|e| format!("cannot write reply: {e}"))?;
-    pump(tcp, send, async { Ok(recv) }).await
+    match resumable {
+        Some((session, id)) => {
+            session.spawn_stream(
+                id,
+                tcp,
+                bytes::Bytes::new(),
+                Attach::Fresh { conn, send, recv },
+            );
+            Ok(())
+        }
+        None => pump(tcp, send, async { Ok(recv) }).await,
+    }
 }
 
 async fn refuse<S: TunnelSend>(send: &mut S, msg: &str) {

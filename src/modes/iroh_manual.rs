@@ -28,7 +28,7 @@ use peerport_signaling::{blob::Body, Mode};
 use tokio::net::UdpSocket;
 use tracing::{debug, info, Instrument};
 
-use super::manual::{ManualPath, Side};
+use super::manual::{ManualPath, RejoinError, Side};
 use crate::{stun, transport::iroh::IrohConnection};
 
 /// ALPN of the copy-paste iroh mode.
@@ -158,17 +158,17 @@ impl ManualPath for IrohManualPath {
         state: &IrohRejoin,
         _side: Side,
         limit: Duration,
-    ) -> Result<IrohConnection, String> {
+    ) -> Result<IrohConnection, RejoinError> {
         match tokio::time::timeout(limit, race(state)).await {
             Ok(conn) => {
                 info!(peer = %state.peer.id.fmt_short(), "reconnected to the same peer endpoint");
                 Ok(IrohConnection::new(conn))
             }
-            Err(_) => Err(format!(
+            Err(_) => Err(RejoinError::again(format!(
                 "the peer endpoint {} did not answer within {} s",
                 state.peer.id.fmt_short(),
                 limit.as_secs()
-            )),
+            ))),
         }
     }
 

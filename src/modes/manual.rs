@@ -81,9 +81,30 @@ pub trait ManualPath: Send + Sync + 'static {
         rejoin: &Self::Rejoin,
         side: Side,
         limit: Duration,
-    ) -> impl Future<Output = Result<Self::Conn, String>> + Send;
+    ) -> impl Future<Output = Result<Self::Conn, RejoinError>> + Send;
     /// Release what `rejoin` holds (an endpoint).
     fn release(&self, rejoin: Self::Rejoin) -> impl Future<Output = ()> + Send;
+}
+
+/// Why connecting again without a new exchange failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RejoinError {
+    /// What happened.
+    pub message: String,
+    /// Trying again cannot help (this host's address is gone): make a
+    /// fresh offer at once.
+    pub permanent: bool,
+}
+
+impl RejoinError {
+    /// A failure that another try may fix.
+    pub fn again(message: impl Into<String>) -> Self {
+        RejoinError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
 }
 
 /// How long a sender keeps a lost session's endpoint for its receiver to
@@ -424,7 +445,7 @@ impl<P: ManualPath> ManualDialer<P> {
             }
             Err(e) => {
                 *failures += 1;
-                if *failures >= REJOIN_ATTEMPTS {
+                if *failures >= REJOIN_ATTEMPTS || e.permanent {
                     if let Some((state, _)) = self.rejoin.take() {
                         self.path.release(state).await;
                     }

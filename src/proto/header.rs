@@ -13,7 +13,15 @@
 //! later stream is a [`Kind::Tcp`] carrying one TCP connection.
 //!
 //! Reply (sender -> receiver): `version u8 | status u8 | length u16 BE | UTF-8 message`.
+//!
+//! Resumable streams (see [`super::resume`]) add, without a version bump:
+//! a hello tag asking for resumption (empty: a new session; 48 bytes: the
+//! ticket of the session to resume), a stream id tag on TCP streams, the
+//! [`Kind::Resume`] stream, and the statuses [`Status::OkExt`] (a reply
+//! extension follows) and [`Status::Gone`]. A sender only uses them with a
+//! receiver that asked, so older peers on either side see today's protocol.
 
+use super::resume::{decode_delivered, encode_delivered, Ticket};
 use crate::addr::Protocol;
 
 /// Current protocol version.
@@ -25,6 +33,9 @@ pub const MAX_BODY: usize = 4096;
 const TAG_TOKEN: u8 = 1;
 const TAG_PROTOCOL: u8 = 2;
 const TAG_SOFTWARE: u8 = 3;
+const TAG_RESUME: u8 = 4;
+const TAG_STREAM: u8 = 5;
+const TAG_DELIVERED: u8 = 6;
 
 /// What a stream is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +44,17 @@ pub enum Kind {
     Hello = 1,
     /// One forwarded TCP connection.
     Tcp = 2,
+    /// A resumable TCP stream continued on a new connection.
+    Resume = 3,
+}
+
+/// What a hello asks about resumption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeOffer {
+    /// Make this session resumable.
+    New,
+    /// Resume the session of this ticket (else start a new one).
+    Resume(Ticket),
 }
 
 /// A decoded request header.
@@ -46,6 +68,12 @@ pub struct Request {
     pub protocol: Option<Protocol>,
     /// Free-form software version of the receiver (Hello).
     pub software: Option<String>,
+    /// Resumption asked for (Hello).
+    pub resume: Option<ResumeOffer>,
+    /// Stream id within a resumable session (Tcp, Resume).
+    pub stream: Option<u64>,
+    /// Bytes the receiver delivered, and whether the FIN too (Resume).
+    pub delivered: Option<(u64, bool)>,
 }
 
 /// Header decoding errors.
@@ -79,6 +107,32 @@ impl Request {
             token: token.map(|t| t.to_vec()),
             protocol: Some(protocol),
             software: Some(concat!("peerport/", env!("CARGO_PKG_VERSION")).to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Ask for resumption.
+    pub fn with_resume(mut self, offer: Option<ResumeOffer>) -> Self {
+        self.resume = offer;
+        self
+    }
+
+    /// A TCP stream header of resumable stream `id`.
+    pub fn tcp_stream(id: u64) -> Self {
+        Request {
+            kind: Some(Kind::Tcp),
+            stream: Some(id),
+            ..Default::default()
+        }
+    }
+
+    /// Continue resumable stream `id`; the receiver delivered `delivered`.
+    pub fn resume(id: u64, delivered: (u64, bool)) -> Self {
+        Request {
+            kind: Some(Kind::Resume),
+            stream: Some(id),
+            delivered: Some(delivered),
+            ..Default::default()
         }
     }
 
@@ -93,11 +147,7 @@ impl Request {
     /// Serialize.
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
-        let mut tlv = |tag: u8, v: &[u8]| {
-            body.push(tag);
-            body.extend_from_slice(&(v.len() as u16).to_be_bytes());
-            body.extend_from_slice(v);
-        };
+        let mut tlv = |tag: u8, v: &[u8]| put_tlv(&mut body, tag, v);
         if let Some(t) = &self.token {
             tlv(TAG_TOKEN, t);
         }
@@ -106,6 +156,17 @@ impl Request {
         }
         if let Some(s) = &self.software {
             tlv(TAG_SOFTWARE, s.as_bytes());
+        }
+        match &self.resume {
+            Some(ResumeOffer::New) => tlv(TAG_RESUME, &[]),
+            Some(ResumeOffer::Resume(t)) => tlv(TAG_RESUME, &t.to_bytes()),
+            None => {}
+        }
+        if let Some(id) = self.stream {
+            tlv(TAG_STREAM, &id.to_be_bytes());
+        }
+        if let Some(d) = self.delivered {
+            tlv(TAG_DELIVERED, &encode_delivered(d));
         }
         let mut out = Vec::with_capacity(6 + body.len());
         out.extend_from_slice(MAGIC);
@@ -138,6 +199,7 @@ impl Request {
         let kind = match buf[3] {
             1 => Kind::Hello,
             2 => Kind::Tcp,
+            3 => Kind::Resume,
             k => return Err(HeaderError::Kind(k)),
         };
         let len = u16::from_be_bytes([buf[4], buf[5]]) as usize;
@@ -151,14 +213,8 @@ impl Request {
             kind: Some(kind),
             ..Default::default()
         };
-        let mut body = &buf[6..6 + len];
-        while !body.is_empty() {
-            if body.len() < 3 {
-                return Err(HeaderError::Malformed);
-            }
-            let tag = body[0];
-            let l = u16::from_be_bytes([body[1], body[2]]) as usize;
-            let v = body.get(3..3 + l).ok_or(HeaderError::Malformed)?;
+        for (tag, v) in tlvs(&buf[6..6 + len]) {
+            let v = v?;
             match tag {
                 TAG_TOKEN => req.token = Some(v.to_vec()),
                 TAG_PROTOCOL => {
@@ -169,12 +225,57 @@ impl Request {
                     })
                 }
                 TAG_SOFTWARE => req.software = Some(String::from_utf8_lossy(v).into_owned()),
+                TAG_RESUME => {
+                    req.resume = Some(match v {
+                        [] => ResumeOffer::New,
+                        t => ResumeOffer::Resume(
+                            Ticket::from_bytes(t).ok_or(HeaderError::Malformed)?,
+                        ),
+                    })
+                }
+                TAG_STREAM => {
+                    req.stream = Some(u64::from_be_bytes(
+                        v.try_into().map_err(|_| HeaderError::Malformed)?,
+                    ))
+                }
+                TAG_DELIVERED => req.delivered = Some(decode_delivered(v)?),
                 _ => {} // unknown tags are skipped: forward compatibility
             }
-            body = &body[3 + l..];
         }
         Ok(Some((req, 6 + len)))
     }
+}
+
+/// Append one `tag u8 | length u16 BE | value` field.
+pub(crate) fn put_tlv(body: &mut Vec<u8>, tag: u8, v: &[u8]) {
+    body.push(tag);
+    body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    body.extend_from_slice(v);
+}
+
+/// The TLV fields of `body`; a field that runs past the end is an error.
+pub(crate) fn tlvs(mut body: &[u8]) -> impl Iterator<Item = (u8, Result<&[u8], HeaderError>)> {
+    std::iter::from_fn(move || {
+        if body.is_empty() {
+            return None;
+        }
+        if body.len() < 3 {
+            body = &[];
+            return Some((0, Err(HeaderError::Malformed)));
+        }
+        let tag = body[0];
+        let l = u16::from_be_bytes([body[1], body[2]]) as usize;
+        match body.get(3..3 + l) {
+            Some(v) => {
+                body = &body[3 + l..];
+                Some((tag, Ok(v)))
+            }
+            None => {
+                body = &[];
+                Some((tag, Err(HeaderError::Malformed)))
+            }
+        }
+    })
 }
 
 fn protocol_byte(p: Protocol) -> u8 {
@@ -199,6 +300,10 @@ pub enum Status {
     ProtocolMismatch = 4,
     /// The sender is at capacity.
     Busy = 5,
+    /// Go ahead; a reply extension follows (only to a peer that asked).
+    OkExt = 6,
+    /// The resumable stream asked for is not held (any more).
+    Gone = 7,
 }
 
 /// The sender's reply to a request.
@@ -215,6 +320,14 @@ impl Reply {
     pub fn ok() -> Self {
         Reply {
             status: Status::Ok,
+            message: String::new(),
+        }
+    }
+
+    /// A success reply followed by a [`super::resume::ReplyExt`].
+    pub fn ok_ext() -> Self {
+        Reply {
+            status: Status::OkExt,
             message: String::new(),
         }
     }
@@ -261,6 +374,8 @@ impl Reply {
             3 => Status::BadRequest,
             4 => Status::ProtocolMismatch,
             5 => Status::Busy,
+            6 => Status::OkExt,
+            7 => Status::Gone,
             s => return Err(HeaderError::Status(s)),
         };
         let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
@@ -308,6 +423,25 @@ mod tests {
         let mut b = vec![b'P', b'P', 1, 2, 0, 7, 99, 0, 4, 1, 2, 3, 4];
         assert_eq!(Request::decode(&b).unwrap().unwrap().1, 13);
         b[5] = 6; // length now cuts the TLV
+        assert_eq!(Request::decode(&b), Err(HeaderError::Malformed));
+    }
+
+    #[test]
+    fn resume_fields_roundtrip() {
+        let t = Ticket::generate();
+        for r in [
+            Request::hello(None, Protocol::Tcp).with_resume(Some(ResumeOffer::New)),
+            Request::hello(None, Protocol::Tcp).with_resume(Some(ResumeOffer::Resume(t))),
+            Request::tcp_stream(u64::MAX),
+            Request::resume(3, (1 << 33, true)),
+        ] {
+            let b = r.encode();
+            assert_eq!(Request::decode(&b).unwrap().unwrap(), (r, b.len()));
+        }
+        // a resume tag of the wrong size
+        let b = [b'P', b'P', 1, 1, 0, 5, TAG_RESUME, 0, 2, 1, 2];
+        assert_eq!(Request::decode(&b), Err(HeaderError::Malformed));
+        let b = [b'P', b'P', 1, 3, 0, 4, TAG_STREAM, 0, 1, 1];
         assert_eq!(Request::decode(&b), Err(HeaderError::Malformed));
     }
 

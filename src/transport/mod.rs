@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub trait TunnelSend: AsyncWrite + Unpin + Send + 'static {
     /// Abort the stream; the peer sees an error, not a clean end.
     fn reset(&mut self, code: u32);
+    /// Write all of `data`, handing the buffer to the QUIC stack without
+    /// copying it.
+    fn write_bytes(&mut self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 /// Receiving half of a QUIC stream.

@@ -267,6 +267,10 @@ impl TunnelSend for SendStream {
     fn reset(&mut self, code: u32) {
         let _ = SendStream::reset(self, VarInt::from_u32(code));
     }
+
+    async fn write_bytes(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.write_chunk(data).await.map_err(std::io::Error::from)
+    }
 }
 
 impl TunnelRecv for RecvStream {

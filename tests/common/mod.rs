@@ -485,3 +485,99 @@ impl Coturn {
         })
     }
 }
+
+/// An iroh sender with a persistent key (the same ticket after a restart).
+pub struct KeyedSender {
+    pub proc: Proc,
+    pub ticket: String,
+    source: String,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl KeyedSender {
+    pub async fn start(r: &peerport::rendezvous::Rendezvous, source: String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("sender.key");
+        let (proc, ticket) = sender(r, &source, &["--secret-file", key.to_str().unwrap()]).await;
+        KeyedSender {
+            proc,
+            ticket,
+            source,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// Start it again after a kill; the ticket must not change.
+    pub async fn start_again(&mut self, r: &peerport::rendezvous::Rendezvous) {
+        let k = self.key.to_str().unwrap();
+        let (proc, ticket) = sender(r, &self.source, &["--secret-file", k]).await;
+        assert_eq!(ticket, self.ticket);
+        self.proc = proc;
+    }
+}
+
+/// A TCP connection through the tunnel to an echo service, kept open
+/// across tunnel losses.
+pub struct Held {
+    r: tokio::net::tcp::OwnedReadHalf,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl Held {
+    pub async fn open(local: SocketAddr) -> Held {
+        let c = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(local))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let (r, w) = c.into_split();
+        Held { r, w }
+    }
+
+    /// Send `data`, read the same number of bytes back within `limit`
+    /// (writing and reading at once); `None` if the connection ended first.
+    pub async fn echo(&mut self, data: &[u8], limit: Duration) -> Option<Vec<u8>> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (r, w) = (&mut self.r, &mut self.w);
+        let write = async {
+            for chunk in data.chunks(64 * 1024) {
+                w.write_all(chunk).await.ok()?;
+            }
+            Some(())
+        };
+        let read = async {
+            let mut got = vec![0u8; data.len()];
+            r.read_exact(&mut got).await.ok()?;
+            Some(got)
+        };
+        let (wrote, got) = tokio::time::timeout(limit, async { tokio::join!(write, read) })
+            .await
+            .ok()?;
+        wrote?;
+        got
+    }
+
+    /// Whether the connection is closed (EOF or error) within `limit`.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(limit, self.r.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+/// Bytes that differ everywhere (a lost or repeated chunk shows).
+pub fn pattern(n: usize, seed: u32) -> Vec<u8> {
+    let mut x: u32 = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}

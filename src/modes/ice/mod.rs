@@ -32,7 +32,7 @@ use webrtc_ice::{
 };
 
 use self::socket::{DynConn, IceSocket, StunFilter, FAKE_PEER};
-use super::manual::{ManualPath, Side};
+use super::manual::{ManualPath, RejoinError, Side};
 use crate::transport::quinn::{self as q, Identity, QuinnConnection};
 
 /// A TURN server with long-term credentials.
@@ -291,11 +291,18 @@ impl ManualPath for IcePath {
         r: &IceRejoin,
         _side: Side,
         limit: Duration,
-    ) -> Result<QuinnConnection, String> {
+    ) -> Result<QuinnConnection, RejoinError> {
+        if let Some(gone) = r.local_address_gone() {
+            return Err(RejoinError {
+                message: gone,
+                permanent: true,
+            });
+        }
         let conn = match &r.role {
-            Role::Client(cfg) => r.redial(cfg, limit).await?,
-            Role::Server(cfg) => r.await_peer(cfg, limit).await?,
-        };
+            Role::Client(cfg) => r.redial(cfg, limit).await,
+            Role::Server(cfg) => r.await_peer(cfg, limit).await,
+        }
+        .map_err(RejoinError::again)?;
         info!(
             "reconnected to the same peer over {} (no new exchange)",
             r.path
@@ -787,6 +794,25 @@ impl IceRejoin {
                 )),
             },
             () = punch => unreachable!("the punch loop never ends"),
+        }
+    }
+
+    /// On a direct pair: whether this host lost the address the pair's
+    /// socket is bound to (renumbered, interface gone), so the same pair
+    /// can never work again.
+    fn local_address_gone(&self) -> Option<String> {
+        if self.relay_agent.is_some() {
+            return None;
+        }
+        let ip = self.endpoint.local_addr().ok()?.ip();
+        if ip.is_unspecified() {
+            return None;
+        }
+        match std::net::UdpSocket::bind((ip, 0)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Some(format!(
+                "this host no longer has the address {ip} that the path used (renumbered?)"
+            )),
+            _ => None,
         }
     }
 

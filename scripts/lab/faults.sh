@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Fault lab: an ssh session through peerport while the network misbehaves.
+#   faults.sh [--quick] [--modes "iroh ice"] [--cases "loss1 blackout40"] [--out NAME]
+#
+# Lab: cone/cone NAT sites (netlab.sh) with a userspace wire (`peerport lab-wire`, PPLAB_WIRE=1)
+# between each router and the internet, because this kernel has no netem. Sender in site a
+# (sshd), receiver in site b. Per case: an ssh "ticker" session (one line a second) and an
+# 32 MiB download through ssh, started before the fault, over a 50 Mbit/s link; then the fault; then the checks:
+#   survived   the ticker session ended normally with every tick (exit 0, "done")
+#   exact      the download's sha256 matches the file
+#   stall      longest gap between ticks arriving at the client (s)
+#   replayed   bytes both sides replayed when resuming streams ("stream resumed" lines)
+# Cases:
+#   loss1 loss5        1 % / 5 % random loss on the receiver site's wire, both directions
+#   rtt50 rtt200       +50 / +200 ms round trip (receiver site's wire), 2 ms jitter
+#   blackout40         the receiver site's wire drops everything for 40 s (> --idle-timeout 30)
+#   natflush           conntrack -F on both routers (every NAT mapping forgotten)
+#   readdr-receiver    the receiver host moves to a new LAN address (10.0.2.3), old one removed
+#   readdr-sender      the sender host moves to 10.0.1.3
+#   sender-restart     the sender is killed and started again: resume is impossible, the ticker
+#                      must end (not hang) and a new ssh session must work
+# Output: target/lab/NAME.md and NAME.json (default NAME=faults); logs in runs/NAME/MODE-CASE/.
+# Exits 1 when a case misses its expectation (every case survives and is exact, except
+# sender-restart, which must end the old session and serve a new one).
+set -euo pipefail
+
+LAB=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$LAB/../.." && pwd)
+PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
+NETLAB=$LAB/netlab.sh
+OUTDIR=${PEERPORT_LAB_OUT:-$ROOT/target/lab}
+source "$LAB/lib.sh"
+lab_preflight
+command -v ethtool >/dev/null || { echo "SKIPPED: the fault lab needs ethtool (apt-get install ethtool)" >&2; exit 0; }
+
+MODES="iroh iroh-manual ice nostr"
+CASES="loss1 loss5 rtt50 rtt200 blackout40 natflush readdr-receiver readdr-sender sender-restart"
+OUT=faults
+CONNECT_TIMEOUT=20
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --quick) MODES="iroh ice"; CASES="loss5 rtt200 blackout40 natflush readdr-receiver sender-restart" ;;
+    --modes) MODES=$2; shift ;;
+    --cases) CASES=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--modes LIST] [--cases LIST] [--out NAME]" >&2; exit 2 ;;
+  esac
+  shift
+done
+lab_init
+export PPLAB_WIRE=1
+head -c 32M /dev/urandom > "$TMP/payload"
+# every case runs over a 50 Mbit/s link (receiver site), so the download is under way at the fault
+BASE="rate_mbit=50 queue_ms=100"
+PAYLOAD_SHA=$(sha256sum "$TMP/payload" | awk '{print $1}')
+
+ssh_r() {  # ssh_r TIMEOUT CMD...: ssh from the receiver host through the tunnel
+  local t=$1; shift
+  ip netns exec $R timeout "$t" ssh -p 2222 -i "$TMP/userkey" -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=15 -o LogLevel=ERROR \
+    root@127.0.0.1 "$@"
+}
+
+inject() {  # inject CASE DIR: apply the fault (returns when it is over)
+  case $1 in
+    loss1) $NETLAB wire b $BASE loss=0.01 ;;
+    loss5) $NETLAB wire b $BASE loss=0.05 ;;
+    rtt50) $NETLAB wire b $BASE delay_ms=25 jitter_ms=2 ;;
+    rtt200) $NETLAB wire b $BASE delay_ms=100 jitter_ms=2 ;;
+    blackout40) $NETLAB wire b $BASE down=1; sleep 40; $NETLAB wire b $BASE ;;
+    natflush) for s in a b; do ip netns exec pplab-$s-rtr conntrack -F >/dev/null 2>&1 || true; done ;;
+    readdr-receiver) $NETLAB readdr b 10.0.2.3 ;;
+    readdr-sender) $NETLAB readdr a 10.0.1.3 ;;
+    sender-restart) restart_sender "$2" ssh ;;
+  esac
+}
+
+run_case() {
+  local mode=$1 case=$2
+  local dir=$OUTDIR/runs/$OUT/$mode-$case
+  rm -rf "$dir"; mkdir -p "$dir"
+  log "== $mode $case"
+  $NETLAB down >/dev/null 2>&1 || true
+  $NETLAB up cone cone > "$dir/netlab.log" 2>&1 || { log "lab up failed"; cat "$dir/netlab.log" >&2; return 0; }
+  local connected=no survived=no exact=no stall="" replayed=0 outage="" after=no note=""
+  $NETLAB wire b $BASE
+  if start_rendezvous "$dir"; then
+    ip netns exec $S /usr/sbin/sshd -D -e -f "$TMP/sshd_config" > "$dir/sshd.log" 2>&1 &
+    start_pair "$mode" ssh "$dir"
+    await_pair "$dir" ssh && connected=yes
+  fi
+  if [[ $connected == yes ]]; then
+    [[ $mode == iroh ]] && sleep 3   # let iroh settle on its path
+    rm -f "$TMP/stop"
+    # the ticker: one line a second until told to stop; arrival times recorded here
+    ( ssh_r 400 "i=0; while [ ! -e $TMP/stop ]; do i=\$((i+1)); echo tick \$i; sleep 1; done; echo done" \
+        2> "$dir/ticker.err" | while IFS= read -r l; do echo "$(now) $l"; done > "$dir/ticks"
+      echo "${PIPESTATUS[0]}" > "$dir/ticker.rc" ) &
+    local ticker=$!
+    sleep 3
+    ( ssh_r 400 "cat $TMP/payload" 2> "$dir/download.err" | sha256sum | awk '{print $1}' > "$dir/download.sha" ) &
+    local download=$!
+    sleep 1
+    local t_fault; t_fault=$(now)
+    inject "$case" "$dir"
+    local t_end; t_end=$(now)
+    log "   fault applied ($(awk -v a="$t_fault" -v b="$t_end" 'BEGIN{printf "%.0f", b-a}') s)"
+    # bounded: the download finishes, then the ticker is told to stop
+    local end=$(( SECONDS + 300 ))
+    while kill -0 $download 2>/dev/null && (( SECONDS < end )); do sleep 0.5; done
+    kill $download 2>/dev/null || true
+    # loss and delay stay on while the download runs; clear them before stopping the ticker
+    $NETLAB wire b $BASE >/dev/null 2>&1 || true
+    sleep 3
+    touch "$TMP/stop"
+    end=$(( SECONDS + 120 ))
+    while kill -0 $ticker 2>/dev/null && (( SECONDS < end )); do sleep 0.5; done
+    kill $ticker 2>/dev/null || true; wait $ticker 2>/dev/null || true
+    [[ $(cat "$dir/download.sha" 2>/dev/null) == "$PAYLOAD_SHA" ]] && exact=yes
+    if [[ $(cat "$dir/ticker.rc" 2>/dev/null) == 0 ]] && grep -q ' done$' "$dir/ticks" \
+       && awk '$2=="tick"{ if ($3 != n+1) bad=1; n=$3 } END{ exit bad }' "$dir/ticks"; then
+      survived=yes
+    fi
+    stall=$(awk '{ if (p && $1-p > m) m = $1-p; p = $1 } END{ printf "%.1f", m }' "$dir/ticks")
+    replayed=$( { grep -ho 'stream resumed replayed=[0-9]*' "$dir"/ssh.*.log || true; } | awk -F= '{s+=$2} END{print s+0}')
+    outage=$(grep -ho 'stream resumed.*outage_ms=[0-9]*' "$dir/ssh.receiver.log" | tail -1 | grep -o '[0-9]*$' || true)
+    # a new session works afterwards
+    [[ $(ssh_r 60 echo ok 2> "$dir/after.err" || true) == ok ]] && after=yes
+    note=$(grep -hoE 'the sender did not resume[^"]*|session resumed[^"]*|path (changed|selected)[^"]*' "$dir/ssh.receiver.log" | sort | uniq -c | sed 's/^ *//' | paste -sd ';' - || true)
+  fi
+  jq -n --arg mode "$mode" --arg case "$case" --arg connected "$connected" --arg survived "$survived" \
+    --arg exact "$exact" --arg stall "$stall" --arg replayed "$replayed" --arg outage "$outage" \
+    --arg after "$after" --arg note "$note" \
+    '{mode:$mode, case:$case, connected:$connected, survived:$survived, exact:$exact, stall_s:$stall,
+      replayed:($replayed|tonumber), outage_ms:$outage, new_session:$after, log:$note}' > "$dir/result.json"
+  log "   connected=$connected survived=$survived exact=$exact stall=${stall}s replayed=$replayed new-session=$after"
+  $NETLAB down >/dev/null 2>&1 || true
+}
+
+EXPECT='
+  .[] |
+  (if .connected != "yes" then "\(.mode) \(.case): did not connect" else empty end),
+  (if .connected == "yes" and .case != "sender-restart" and .survived != "yes"
+     then "\(.mode) \(.case): the ssh session did not survive" else empty end),
+  (if .connected == "yes" and .case != "sender-restart" and .exact != "yes"
+     then "\(.mode) \(.case): the download was not exact" else empty end),
+  (if .connected == "yes" and .case == "sender-restart" and .survived == "yes"
+     then "\(.mode) sender-restart: the old session cannot survive a restarted sender, yet it reported success" else empty end),
+  (if .connected == "yes" and .new_session != "yes" then "\(.mode) \(.case): no new ssh session afterwards" else empty end)
+'
+
+START=$SECONDS
+RESULTS=()
+for mode in $MODES; do for c in $CASES; do
+  run_case "$mode" "$c"
+  RESULTS+=("$OUTDIR/runs/$OUT/$mode-$c/result.json")
+done; done
+jq -s . "${RESULTS[@]}" > "$OUTDIR/$OUT.json"
+{
+  echo "**peerport fault lab ($(date -u +%F\ %TZ), $((SECONDS-START)) s)**"
+  echo
+  echo "cone/cone sites; sender in a, receiver in b; the fault on b's wire unless noted. survived = the ssh ticker session ended normally with every tick; exact = the 32 MiB download (50 Mbit/s link) through ssh matched its sha256; stall = longest gap between ticks at the client; replayed = bytes resent when streams resumed; outage = the receiver's last \`stream resumed\` outage."
+  echo
+  echo "| mode | case | survived | exact | stall s | replayed bytes | outage ms | new session | log |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  jq -r '.[] | "| \(.mode) | \(.case) | \(.survived) | \(.exact) | \(.stall_s) | \(.replayed) | \(.outage_ms) | \(.new_session) | \(.log|gsub("\\|";"/")) |"' "$OUTDIR/$OUT.json"
+} > "$OUTDIR/$OUT.md"
+cat "$OUTDIR/$OUT.md"
+FAIL=$(jq -r "$EXPECT" "$OUTDIR/$OUT.json" | sort -u)
+if [[ -n $FAIL ]]; then
+  echo "fault lab expectations violated:" >&2
+  echo "$FAIL" >&2
+  exit 1
+fi
+echo "fault lab expectations met" >&2
