@@ -91,13 +91,24 @@ pub fn transport_config(idle: Duration) -> QuicTransportConfig {
     let keep_alive = crate::transport::quinn::keep_alive_for(idle);
     let idle =
         IdleTimeout::try_from(idle).unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
-    QuicTransportConfig::builder()
+    let mut b = QuicTransportConfig::builder()
         .keep_alive_interval(keep_alive)
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(VarInt::from_u32(4096))
         .datagram_receive_buffer_size(Some(8 << 20))
-        .datagram_send_buffer_size(8 << 20)
-        .build()
+        .datagram_send_buffer_size(8 << 20);
+    if crate::transport::bbr_override() {
+        b = b.congestion_controller_factory(std::sync::Arc::new(
+            noq::congestion::Bbr3Config::default(),
+        ));
+    }
+    if let Some((stream, conn)) = crate::transport::window_override() {
+        b = b
+            .stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX))
+            .receive_window(VarInt::from_u64(conn).unwrap_or(VarInt::MAX))
+            .send_window(conn);
+    }
+    b.build()
 }
 
 /// Bind an iroh endpoint with peerport's settings.

@@ -14,6 +14,23 @@ use std::future::Future;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// Flow-control windows for both QUIC stacks, bytes (stream, connection),
+/// when set through `PEERPORT_STREAM_WINDOW` and `PEERPORT_CONN_WINDOW`
+/// (experiments such as `scripts/lab/lfn.sh`); `None` keeps the stacks'
+/// defaults (1.25 MB per stream).
+pub fn window_override() -> Option<(u64, u64)> {
+    let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let stream = get("PEERPORT_STREAM_WINDOW")?;
+    let conn = get("PEERPORT_CONN_WINDOW").unwrap_or(stream.saturating_mul(4));
+    Some((stream, conn))
+}
+
+/// `PEERPORT_CC=bbr` picks the stacks' BBR congestion controller instead
+/// of their default Cubic (experiments such as `scripts/lab/lfn.sh`).
+pub fn bbr_override() -> bool {
+    std::env::var("PEERPORT_CC").is_ok_and(|v| v == "bbr")
+}
+
 /// Sending half of a QUIC stream. `shutdown()` (from `AsyncWrite`) finishes it
 /// gracefully, which is how TCP half-close crosses the tunnel.
 pub trait TunnelSend: AsyncWrite + Unpin + Send + 'static {

@@ -149,6 +149,14 @@ pub fn transport_config(idle: Duration) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
     t.datagram_send_buffer_size(8 << 20);
+    if super::bbr_override() {
+        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    }
+    if let Some((stream, conn)) = super::window_override() {
+        t.stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX));
+        t.receive_window(VarInt::from_u64(conn).unwrap_or(VarInt::MAX));
+        t.send_window(conn);
+    }
     Arc::new(t)
 }
 
