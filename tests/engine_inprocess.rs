@@ -14,7 +14,7 @@ use std::{
 
 use peerport::{
     benchquic::quinn_pair,
-    demo::spawn_tcp_echo,
+    demo::{pattern, spawn_tcp_echo},
     engine::Authorizer,
     transport::{quinn::QuinnConnection, Acceptor, DialError, Dialer, TunnelConnection},
     Receiver, ReceiverError, Reconnect, Sender,
@@ -171,19 +171,6 @@ async fn refusal_ends_the_receiver_after_one_dial() {
     assert_eq!(s.dials.load(Ordering::SeqCst), 1);
 }
 
-/// Bytes that differ everywhere (a lost or repeated chunk shows).
-fn pattern(n: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 /// An open TCP connection outlives the QUIC connection that carried it:
 /// the session is lost (closed with a code that is not a normal end) twice,
 /// once while idle and once in the middle of an 8 MiB echo, and every byte
@@ -212,7 +199,7 @@ async fn open_connection_survives_lost_sessions() {
         .unwrap();
     assert_eq!(&buf, b"after!");
 
-    let data = pattern(8 << 20);
+    let data = pattern(8 << 20, 7);
     let writer = {
         let data = data.clone();
         tokio::spawn(async move {

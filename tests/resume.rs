@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use peerport::demo::spawn_tcp_echo;
+use peerport::demo::{pattern, spawn_tcp_echo};
 use tokio::task::JoinSet;
 
 /// iroh: the sender is stopped (SIGSTOP) for longer than the idle

@@ -9,14 +9,8 @@
 # connection window is 4x); "default" = the stacks' own (1.25 MB). Writes target/lab/NAME.md
 # and NAME.json. Reports figures only (no assertions).
 set -euo pipefail
-LAB=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$LAB/../.." && pwd)
-PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
-NETLAB=$LAB/netlab.sh
-OUTDIR=${PEERPORT_LAB_OUT:-$ROOT/target/lab}
-source "$LAB/lib.sh"
-lab_preflight
-command -v ethtool >/dev/null || { echo "SKIPPED: needs ethtool" >&2; exit 0; }
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
+lab_preflight wire
 MODES="ice iroh-manual"
 WINDOWS="default 2097152 4194304 8388608 16777216"
 SECS=20 RATE=200 RTT=100 LOSS=0.01 OUT=lfn

@@ -1,9 +1,19 @@
-# Shared by the lab scripts (matrix.sh, faults.sh): preflight, ssh and Nostr
+# Shared by the lab scripts (matrix.sh, faults.sh, lfn.sh): paths, preflight, ssh and Nostr
 # material, starting the rendezvous servers, coturn, and sender/receiver pairs.
-# Expects LAB, PP, NETLAB and OUTDIR to be set by the caller.
+
+LAB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$LAB/../.." && pwd)
+PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
+NETLAB=$LAB/netlab.sh
+OUTDIR=${PEERPORT_LAB_OUT:-$ROOT/target/lab}
 
 # Root, the binary, and a machine that can build namespaces; else SKIPPED (exit 0).
+# `lab_preflight wire`: also ethtool, for the userspace wire (PPLAB_WIRE=1).
 lab_preflight() {
+  if [[ ${1:-} == wire ]] && ! command -v ethtool >/dev/null; then
+    echo "SKIPPED: the lab's wire needs ethtool (apt-get install ethtool)" >&2
+    exit 0
+  fi
   if [[ $(id -u) != 0 ]]; then
     echo "SKIPPED: the NAT lab needs root (network namespaces, iptables); CI runs it as root" >&2
     exit 0

@@ -9,13 +9,8 @@
 # Output: NAME.md, NAME.json (default NAME=results); per-case logs in runs/NAME/MODE-SNAT-RNAT/.
 set -euo pipefail
 
-LAB=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$LAB/../.." && pwd)
-PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
-NETLAB=$LAB/netlab.sh
-OUTDIR=${PEERPORT_LAB_OUT:-$ROOT/target/lab}
 UPDATE_README=0
-source "$LAB/lib.sh"
+source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight
 MODES="iroh iroh-manual ice ice@coturn nostr nostr@coturn"
 COTURN_BIN=$(command -v turnserver || echo /usr/bin/turnserver)

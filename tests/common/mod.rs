@@ -568,16 +568,3 @@ impl Held {
         )
     }
 }
-
-/// Bytes that differ everywhere (a lost or repeated chunk shows).
-pub fn pattern(n: usize, seed: u32) -> Vec<u8> {
-    let mut x: u32 = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
