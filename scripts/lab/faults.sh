@@ -147,13 +147,7 @@ START=$SECONDS
 RESULTS=()
 for mode in $MODES; do for c in $CASES; do
   res=$OUTDIR/runs/$OUT/$mode-$c/result.json
-  run_case "$mode" "$c"
-  # one retry for a case that misses its expectation (a busy machine can stretch a
-  # timeout); the second result is the one reported
-  if [[ -n $(jq -s "$EXPECT" "$res" 2>/dev/null || echo unreadable) ]]; then
-    log "   expectation missed; running the case once more"
-    run_case "$mode" "$c"
-  fi
+  run_checked "$res" "$mode" "$c"
   RESULTS+=("$res")
 done; done
 jq -s . "${RESULTS[@]}" > "$OUTDIR/$OUT.json"

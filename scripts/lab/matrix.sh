@@ -126,13 +126,7 @@ START=$SECONDS
 CASES=()
 for mode in $MODES; do for pair in $PAIRS; do
   res=$OUTDIR/runs/$OUT/${mode/@/-}-${pair%/*}-${pair#*/}/result.json
-  run_case "$mode" "$pair"
-  # one retry for a case that misses its expectation (a busy machine can
-  # stretch a timeout); the second result is the one reported
-  if [[ -n $(jq -s "$EXPECT" "$res" 2>/dev/null || echo unreadable) ]]; then
-    log "   expectation missed; running the case once more"
-    run_case "$mode" "$pair"
-  fi
+  run_checked "$res" "$mode" "$pair"
   CASES+=("$res")
 done; done
 

@@ -45,7 +45,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::{close_code, io::read_reply, open_bi_retry};
 use crate::{
     proto::{
-        header::{Reply, Request, Status},
+        header::{Request, Status},
         resume::{Ack, ReplayBuf, ReplyExt, Ticket, ACK_LEN},
     },
     transport::{CloseReason, TunnelConnection, TunnelRecv, TunnelSend},
@@ -395,10 +395,26 @@ impl<C: TunnelConnection> Session<C> {
     }
 }
 
+/// Run `main` (a connection's forwarding) with the session's
+/// acknowledgements on that connection's hello stream beside it.
+pub async fn with_control<C: TunnelConnection, T>(
+    session: Arc<Session<C>>,
+    generation: u64,
+    hello: (C::Send, C::Recv),
+    main: impl std::future::Future<Output = T>,
+) -> T {
+    let control = run_control(session, generation, hello.0, hello.1);
+    tokio::select! {
+        r = main => r,
+        // the control side ends with the connection; `main` says how
+        _ = async { control.await; std::future::pending::<()>().await } => unreachable!(),
+    }
+}
+
 /// The acknowledgement side of a session on one connection's hello
 /// stream: write our acks, apply the peer's. Ends when the connection
 /// does or a newer connection took over.
-pub async fn run_control<C: TunnelConnection>(
+async fn run_control<C: TunnelConnection>(
     session: Arc<Session<C>>,
     generation: u64,
     mut send: C::Send,
@@ -627,14 +643,11 @@ async fn setup<C: TunnelConnection>(
             recv,
             peer,
         } => {
-            let mut reply = Reply::ok_ext().encode();
-            reply.extend_from_slice(
-                &ReplyExt {
-                    delivered: Some(slot.delivered()),
-                    ..Default::default()
-                }
-                .encode(),
-            );
+            let reply = ReplyExt {
+                delivered: Some(slot.delivered()),
+                ..Default::default()
+            }
+            .reply_ok();
             send.write_all(&reply).await.map_err(|_| SetupEnd::Lost)?;
             (conn, send, recv, peer)
         }

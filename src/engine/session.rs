@@ -205,29 +205,17 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         return Err(SessionError::Protocol(msg));
     }
     let opened = match (&req.resume, &registry, ctx.source.protocol) {
-        (Some(offer), Some(reg), Protocol::Tcp) => {
-            let ticket = match offer {
-                ResumeOffer::New => None,
-                ResumeOffer::Resume(t) => Some(t),
-            };
-            reg.open(ticket, &peer)
-        }
+        (Some(offer), Some(reg), Protocol::Tcp) => reg.open(offer.ticket(), &peer),
         _ => None,
     };
     let reply = match &opened {
-        Some(o) => {
-            let mut r = Reply::ok_ext().encode();
-            r.extend_from_slice(
-                &ReplyExt {
-                    ticket: Some(o.session.ticket()),
-                    resumed: Some(o.resumed),
-                    window_secs: Some(o.session.window().as_secs().min(u32::MAX as u64) as u32),
-                    delivered: None,
-                }
-                .encode(),
-            );
-            r
+        Some(o) => ReplyExt {
+            ticket: Some(o.session.ticket()),
+            resumed: Some(o.resumed),
+            window_secs: Some(o.session.window().as_secs().min(u32::MAX as u64) as u32),
+            delivered: None,
         }
+        .reply_ok(),
         None => Reply::ok().encode(),
     };
     if send.write_all(&reply).await.is_err() {
@@ -255,11 +243,14 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if opened.resumed {
         session.abandon_unclaimed(generation, ctx.engine.header_timeout * 3);
     }
-    let control = resume::run_control(session.clone(), generation, send, recv);
-    let result = tokio::select! {
-        r = tcp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), Some(session.clone()), cancel) => r,
-        _ = async { control.await; std::future::pending::<()>().await } => unreachable!(),
-    };
+    let forward = tcp::serve_sender(
+        conn,
+        ctx.source.clone(),
+        ctx.engine.clone(),
+        Some(session.clone()),
+        cancel,
+    );
+    let result = resume::with_control(session.clone(), generation, (send, recv), forward).await;
     if let Some(reg) = &registry {
         reg.detached(&session, generation);
     }
@@ -377,14 +368,11 @@ pub async fn forward<C: TunnelConnection>(
             "session resumed: resuming its open connections"
         );
     }
-    let control = resume::run_control(session.clone(), generation, send, recv);
-    tokio::select! {
-        r = async {
-            match front {
-                Front::Tcp(q) => tcp::run_receiver(conn, q, Some(session.clone()), cancel).await,
-                Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
-            }
-        } => r,
-        _ = async { control.await; std::future::pending::<()>().await } => unreachable!(),
-    }
+    let forward = async {
+        match front {
+            Front::Tcp(q) => tcp::run_receiver(conn, q, Some(session.clone()), cancel).await,
+            Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
+        }
+    };
+    resume::with_control(session.clone(), generation, (send, recv), forward).await
 }

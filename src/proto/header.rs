@@ -57,6 +57,16 @@ pub enum ResumeOffer {
     Resume(Ticket),
 }
 
+impl ResumeOffer {
+    /// The ticket of the session to resume, if any.
+    pub fn ticket(&self) -> Option<&Ticket> {
+        match self {
+            ResumeOffer::New => None,
+            ResumeOffer::Resume(t) => Some(t),
+        }
+    }
+}
+
 /// A decoded request header.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Request {

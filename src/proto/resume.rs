@@ -255,6 +255,13 @@ pub struct ReplyExt {
 }
 
 impl ReplyExt {
+    /// The whole answer: an `OkExt` reply followed by this extension.
+    pub fn reply_ok(&self) -> Vec<u8> {
+        let mut out = super::header::Reply::ok_ext().encode();
+        out.extend_from_slice(&self.encode());
+        out
+    }
+
     /// Serialize (`length u16 | TLV*`).
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
