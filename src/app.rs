@@ -149,8 +149,11 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::LabWire { a, b, control } => {
             tokio::task::spawn_blocking(move || crate::labwire::run(&a, &b, control)).await?
         }
-        Command::Rendezvous { bind } => {
-            let r = Rendezvous::start(bind).await?;
+        Command::Rendezvous { bind, state } => {
+            let r = match state {
+                Some(dir) => Rendezvous::start_in(bind, &dir).await?,
+                None => Rendezvous::start(bind).await?,
+            };
             println!("relay-url {}", r.relay_url);
             println!("relay-quic-port {}", r.relay_quic_port);
             println!("relay-ca {}", r.relay_ca_file.display());

@@ -27,7 +27,7 @@ pub fn run(targets: &[SocketAddr], rate: u64, secs: f64) -> anyhow::Result<Flood
     anyhow::ensure!(!targets.is_empty(), "give at least one --target");
     let me = q::Identity::generate().map_err(anyhow::Error::msg)?;
     let mut cfg =
-        q::client_config(&me, [0; 32], Duration::from_secs(10)).map_err(anyhow::Error::msg)?;
+        q::client_config(&me, [0; 32], &Default::default()).map_err(anyhow::Error::msg)?;
     // default transport settings: cheaper to set up per connection
     cfg.transport_config(Arc::new(quinn_proto::TransportConfig::default()));
     let sock = UdpSocket::bind("127.0.0.1:0")?;

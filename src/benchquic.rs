@@ -224,13 +224,13 @@ async fn run_stack<C: TunnelConnection>(
 
 /// A connected quinn pair (client, server) with peerport's settings.
 pub async fn quinn_pair() -> Result<(QuinnConnection, QuinnConnection)> {
-    let idle = Duration::from_secs(30);
+    let quic = Default::default();
     let (a, b) = (
         q::Identity::generate().map_err(anyhow::Error::msg)?,
         q::Identity::generate().map_err(anyhow::Error::msg)?,
     );
-    let server_cfg = q::server_config(&b, a.fingerprint(), idle).map_err(anyhow::Error::msg)?;
-    let client_cfg = q::client_config(&a, b.fingerprint(), idle).map_err(anyhow::Error::msg)?;
+    let server_cfg = q::server_config(&b, a.fingerprint(), &quic).map_err(anyhow::Error::msg)?;
+    let client_cfg = q::client_config(&a, b.fingerprint(), &quic).map_err(anyhow::Error::msg)?;
     let server = quinn::Endpoint::server(server_cfg, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     let saddr = server.local_addr()?;
     let client = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
@@ -256,9 +256,7 @@ pub async fn iroh_pair() -> Result<(IrohConnection, IrohConnection)> {
             .secret_key(SecretKey::generate())
             .alpns(vec![ALPN.to_vec()])
             .relay_mode(RelayMode::Disabled)
-            .transport_config(crate::modes::iroh::transport_config(Duration::from_secs(
-                30,
-            )))
+            .transport_config(crate::modes::iroh::transport_config(&Default::default()))
             .bind_addr(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .bind()

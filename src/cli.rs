@@ -147,6 +147,10 @@ pub enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1")]
         bind: IpAddr,
+        /// Keep ports, certificate and TURN password in this directory, so
+        /// that a restart comes back exactly where clients expect it.
+        #[arg(long, value_name = "DIR")]
+        state: Option<std::path::PathBuf>,
     },
 }
 
@@ -240,6 +244,11 @@ pub struct TunnelArgs {
     /// Close the tunnel after this many seconds without hearing from the peer [default: 30].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Congestion controller of the tunnel: bbr keeps its rate through
+    /// random loss (Wi-Fi, mobile, long paths) but recovers slowly when the
+    /// path's delay grows; cubic halves its rate at every loss [default: cubic].
+    #[arg(long, value_name = "bbr|cubic")]
+    pub congestion: Option<String>,
     /// Forget a UDP client after this many idle seconds [default: 60].
     #[arg(long, value_name = "SECS")]
     pub udp_idle_timeout: Option<u64>,
@@ -266,6 +275,7 @@ impl ToPartial for TunnelArgs {
             connect_timeout: self.connect_timeout,
             bind: self.bind.clone(),
             idle_timeout: self.idle_timeout,
+            congestion: self.congestion.clone(),
             udp_idle_timeout: self.udp_idle_timeout,
             max_udp_flows: self.max_udp_flows,
             resume_window: self.resume_window,

@@ -77,6 +77,8 @@ pub struct Partial {
     pub resume_buffer: Option<u64>,
     /// QUIC idle timeout, seconds.
     pub idle_timeout: Option<u64>,
+    /// Congestion controller: `bbr` or `cubic`.
+    pub congestion: Option<String>,
     /// How long one attempt to connect may take, seconds.
     pub connect_timeout: Option<u64>,
     /// Receiver: reconnect after a lost tunnel.
@@ -174,8 +176,8 @@ pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
     use Mode::*;
     let sender = role == Role::Sender;
     match key {
-        "role" | "mode" | "bind" | "idle-timeout" | "udp-idle-timeout" | "max-udp-flows"
-        | "resume-window" | "resume-buffer" => true,
+        "role" | "mode" | "bind" | "idle-timeout" | "congestion" | "udp-idle-timeout"
+        | "max-udp-flows" | "resume-window" | "resume-buffer" => true,
         "source" | "max-sessions" => sender,
         "target" | "reconnect" | "give-up-after" | "reconnect-wait" => !sender,
         "connect-timeout" => !(sender && mode == Iroh),
@@ -270,6 +272,7 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         resume_window,
         resume_buffer,
         idle_timeout,
+        congestion,
         connect_timeout,
         reconnect,
         give_up_after,

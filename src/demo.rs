@@ -110,7 +110,7 @@ fn ice_path(r: &Rendezvous, relay_only: bool) -> IcePath {
             password: r.turn_password.clone(),
         }],
         relay_only,
-        idle_timeout: Duration::from_secs(30),
+        quic: Default::default(),
         connect_timeout: Duration::from_secs(30),
     }
 }
@@ -146,7 +146,7 @@ pub async fn run(megabytes: usize) -> Result<()> {
             bind: (Ipv4Addr::LOCALHOST, 0).into(),
             stun_servers: vec![rdv.turn_addr.to_string()],
             portmap: false,
-            idle_timeout: Duration::from_secs(30),
+            quic: Default::default(),
             connect_timeout: Duration::from_secs(30),
         };
         rows.push(manual_row(&p, "iroh-manual", source, megabytes).await?);

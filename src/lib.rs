@@ -28,6 +28,7 @@
 pub mod addr;
 pub mod engine;
 pub mod identity;
+pub mod memory;
 pub mod modes;
 pub mod netcheck;
 pub mod proto;

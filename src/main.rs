@@ -35,7 +35,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // the allocator returns a burst's memory; stops with the runtime
+    let reclaim = tokio_util::sync::CancellationToken::new();
+    rt.spawn(peerport::memory::reclaim(reclaim.clone()));
     let result = rt.block_on(peerport::app::run(cli));
+    reclaim.cancel();
     let code = if let Some(sig) = peerport::app::stop_signal() {
         // stopped by Ctrl-C or SIGTERM: 130 / 143, as shells expect
         ExitCode::from(128 + sig as u8)

@@ -68,9 +68,39 @@ pub fn within_bind(bind: SocketAddr, addr: SocketAddr) -> bool {
     }
 }
 
+/// Whether this host no longer has the address `ip` (renumbered, interface
+/// gone): a socket can no longer be bound to it.
+pub fn address_gone(ip: std::net::IpAddr) -> bool {
+    !ip.is_unspecified()
+        && matches!(
+            std::net::UdpSocket::bind((ip, 0)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable
+        )
+}
+
+/// Resolves when this host has lost `ip` (polled every second); the
+/// reason, for the log.
+pub async fn watch_address(ip: std::net::IpAddr) -> String {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if address_gone(ip) {
+            return format!("this host no longer has the address {ip} the path used (renumbered?)");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::within_bind;
+    use super::{address_gone, within_bind};
+
+    #[test]
+    fn an_address_this_host_lacks_is_gone() {
+        assert!(!address_gone("127.0.0.1".parse().unwrap()));
+        assert!(!address_gone("0.0.0.0".parse().unwrap()));
+        // TEST-NET-1: on no interface of a test machine
+        assert!(address_gone("192.0.2.77".parse().unwrap()));
+    }
 
     #[test]
     fn advertise_only_what_is_bound() {

@@ -29,12 +29,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::{
-    addr::{ForwardAddr, Protocol},
+    addr::ForwardAddr,
     engine::{
         close_code, resume, session, BindError, EngineConfig, Front, RefusalKind, SessionError,
     },
     proto::{header::ResumeOffer, resume::ReplyExt},
-    transport::{DialError, Dialer, TunnelConnection},
+    transport::{CloseReason, DialError, Dialer, TunnelConnection},
 };
 
 /// When and how a receiver re-establishes a lost session.
@@ -376,13 +376,15 @@ impl Receiver {
         shutdown: &CancellationToken,
         resumable: &mut Option<Arc<resume::Session<C>>>,
     ) -> Outcome {
-        // TCP streams are resumable when both sides allow it
-        let offer =
-            (self.engine.resume.enabled() && self.front.protocol() == Protocol::Tcp).then(|| {
-                match resumable.as_ref() {
-                    Some(s) => ResumeOffer::Resume(s.ticket()),
-                    None => ResumeOffer::New,
-                }
+        // sessions are resumable when both sides allow it: TCP streams
+        // continue, and UDP flows keep their sockets towards the service
+        let offer = self
+            .engine
+            .resume
+            .enabled()
+            .then(|| match resumable.as_ref() {
+                Some(s) => ResumeOffer::Resume(s.ticket()),
+                None => ResumeOffer::New,
             });
         let hello = session::hello(&conn, token, self.front.protocol(), &self.engine, offer).await;
         let outcome = match hello {
@@ -410,6 +412,11 @@ impl Receiver {
                 };
                 let forwarded = tokio::select! {
                     r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), session, shutdown.child_token()) => r,
+                    why = conn.path_gone() => {
+                        // lost, not ended: open streams wait for the resume
+                        conn.close(close_code::PATH_GONE, &why);
+                        Err(SessionError::ConnectionLost(CloseReason::PathGone(why)))
+                    }
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
                     _ = publish => unreachable!(),
                 };

@@ -11,10 +11,19 @@
 //! * a STUN/TURN server (the `turn` crate) for the ICE modes, with a
 //!   generated long-term credential;
 //! * a Nostr relay (`nostr-relay-builder`'s `LocalRelay`, real websockets).
+//!
+//! With a state directory ([`Rendezvous::start_in`], `peerport rendezvous
+//! --state DIR`) a restarted rendezvous comes back on the same ports with the
+//! same certificate and TURN password, as a restarted public relay or TURN
+//! server would: the fault lab restarts it under a running tunnel.
 
-use std::net::IpAddr;
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use iroh::RelayUrl;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 /// Errors starting the embedded servers.
@@ -29,13 +38,65 @@ pub enum RendezvousError {
     /// TURN failed.
     #[error("cannot start the embedded STUN/TURN server: {0}")]
     Turn(String),
+    /// The state directory could not be read or written.
+    #[error("rendezvous state in {dir}: {message}")]
+    State {
+        /// The directory.
+        dir: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What a state directory keeps between runs (`state.json`, mode 0600).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    relay_port: u16,
+    qad_port: u16,
+    pkarr_port: u16,
+    dns_port: u16,
+    turn_port: u16,
+    nostr_port: u16,
+    turn_password: String,
+    /// The relay's certificate and key, DER, hex.
+    cert_der: String,
+    key_der: String,
+}
+
+impl Saved {
+    fn read(dir: &Path) -> Result<Option<Saved>, RendezvousError> {
+        let err = |message: String| RendezvousError::State {
+            dir: dir.display().to_string(),
+            message,
+        };
+        match std::fs::read_to_string(dir.join("state.json")) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                err(format!(
+                    "state.json is unreadable ({e}); delete it to start afresh"
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), RendezvousError> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        crate::identity::write_private(&dir.join("state.json"), &text, true).map_err(|e| {
+            RendezvousError::State {
+                dir: dir.display().to_string(),
+                message: e.to_string(),
+            }
+        })
+    }
 }
 
 /// Running rendezvous servers; dropped or [`Rendezvous::shutdown`] stops them.
 pub struct Rendezvous {
     relay: iroh_relay::server::Server,
     dns: iroh_dns_server::Server,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     /// URL of the iroh relay (`--relay-url`).
     pub relay_url: RelayUrl,
     /// UDP port of the relay's QUIC address discovery (`--relay-quic-port`).
@@ -80,6 +141,7 @@ impl turn::auth::AuthHandler for StaticAuth {
 
 async fn start_turn(
     ip: IpAddr,
+    port: u16,
     user: &str,
     password: &str,
 ) -> Result<(turn::server::Server, std::net::SocketAddr), String> {
@@ -87,7 +149,7 @@ async fn start_turn(
         relay::relay_static::RelayAddressGeneratorStatic,
         server::config::{ConnConfig, ServerConfig},
     };
-    let sock = tokio::net::UdpSocket::bind((ip, 0))
+    let sock = tokio::net::UdpSocket::bind((ip, port))
         .await
         .map_err(|e| e.to_string())?;
     let addr = sock.local_addr().map_err(|e| e.to_string())?;
@@ -117,17 +179,26 @@ type SelfSigned = (
     rustls::pki_types::CertificateDer<'static>,
     String,
     rustls::ServerConfig,
+    Vec<u8>,
 );
 
-/// A self-signed certificate for `ip` (DER and PEM) and a TLS 1.3 server
-/// config using it.
-fn self_signed_tls(ip: IpAddr) -> Result<SelfSigned, RendezvousError> {
+/// A self-signed certificate for `ip` (DER and PEM), a TLS 1.3 server config
+/// using it, and its key (DER); `saved` (certificate, key) reuses one.
+fn self_signed_tls(
+    ip: IpAddr,
+    saved: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<SelfSigned, RendezvousError> {
     let err = |e: String| RendezvousError::Relay(format!("relay TLS certificate: {e}"));
-    let ck =
-        rcgen::generate_simple_self_signed(vec![ip.to_string()]).map_err(|e| err(e.to_string()))?;
-    let cert = ck.cert.der().clone();
-    let pem = ck.cert.pem();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let (cert, key_der) = match saved {
+        Some((c, k)) => (rustls::pki_types::CertificateDer::from(c), k),
+        None => {
+            let ck = rcgen::generate_simple_self_signed(vec![ip.to_string()])
+                .map_err(|e| err(e.to_string()))?;
+            (ck.cert.der().clone(), ck.signing_key.serialize_der())
+        }
+    };
+    let pem = pem::encode(&pem::Pem::new("CERTIFICATE", cert.to_vec()));
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.clone().into());
     let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -136,7 +207,7 @@ fn self_signed_tls(ip: IpAddr) -> Result<SelfSigned, RendezvousError> {
     .with_no_client_auth()
     .with_single_cert(vec![cert.clone()], key)
     .map_err(|e| err(e.to_string()))?;
-    Ok((cert, pem, tls))
+    Ok((cert, pem, tls, key_der))
 }
 
 impl Rendezvous {
@@ -144,9 +215,32 @@ impl Rendezvous {
     /// some servers bind a UDP and a TCP socket on the same OS-chosen port
     /// number, which can already be taken on the other protocol.
     pub async fn start(ip: IpAddr) -> Result<Self, RendezvousError> {
+        Self::start_with(ip, None).await
+    }
+
+    /// Start every server on `ip`, keeping ports, certificate and TURN
+    /// password in `state` (created if missing): started again with the same
+    /// directory, the servers come back exactly where clients expect them.
+    pub async fn start_in(ip: IpAddr, state: &Path) -> Result<Self, RendezvousError> {
+        std::fs::create_dir_all(state).map_err(|e| RendezvousError::State {
+            dir: state.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::start_with(ip, Some(state)).await
+    }
+
+    async fn start_with(ip: IpAddr, state: Option<&Path>) -> Result<Self, RendezvousError> {
+        let saved = match state {
+            Some(dir) => Saved::read(dir)?,
+            None => None,
+        };
         let mut last = None;
         for attempt in 1..=4 {
-            match Self::start_once(ip).await {
+            if attempt > 1 && saved.is_some() {
+                // the same ports: give a socket of the previous run time to go
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            match Self::start_once(ip, state, saved.as_ref()).await {
                 Ok(r) => return Ok(r),
                 Err(e) => {
                     tracing::warn!(attempt, "embedded rendezvous did not start: {e}; retrying");
@@ -157,17 +251,36 @@ impl Rendezvous {
         Err(last.unwrap_or_else(|| RendezvousError::Relay("no attempt made".into())))
     }
 
-    async fn start_once(ip: IpAddr) -> Result<Self, RendezvousError> {
-        let dir = tempfile::tempdir().map_err(|e| RendezvousError::Dns(e.to_string()))?;
-        let (relay_cert, relay_pem, qad_tls) = self_signed_tls(ip)?;
-        let relay_ca_file = dir.path().join("relay-ca.pem");
+    async fn start_once(
+        ip: IpAddr,
+        state: Option<&Path>,
+        saved: Option<&Saved>,
+    ) -> Result<Self, RendezvousError> {
+        let (tmp, data_dir): (Option<tempfile::TempDir>, PathBuf) = match state {
+            Some(d) => (None, d.to_path_buf()),
+            None => {
+                let t = tempfile::tempdir().map_err(|e| RendezvousError::Dns(e.to_string()))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let port = |f: fn(&Saved) -> u16| saved.map(f).unwrap_or(0);
+        let keys = match saved {
+            Some(s) => Some((
+                hex::decode(&s.cert_der).map_err(|e| RendezvousError::Relay(e.to_string()))?,
+                hex::decode(&s.key_der).map_err(|e| RendezvousError::Relay(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let (relay_cert, relay_pem, qad_tls, key_der) = self_signed_tls(ip, keys)?;
+        let relay_ca_file = data_dir.join("relay-ca.pem");
         std::fs::write(&relay_ca_file, relay_pem)
             .map_err(|e| RendezvousError::Relay(format!("writing relay-ca.pem: {e}")))?;
         let mut relay_cfg = iroh_relay::server::ServerConfig::default();
-        let mut rc = iroh_relay::server::RelayConfig::new((ip, 0));
+        let mut rc = iroh_relay::server::RelayConfig::new((ip, port(|s| s.relay_port)));
         rc.key_cache_capacity = Some(1024);
         relay_cfg.relay = Some(rc);
-        let mut qad = iroh_relay::server::QuicConfig::new((ip, 0));
+        let mut qad = iroh_relay::server::QuicConfig::new((ip, port(|s| s.qad_port)));
         qad.server_config = Some(qad_tls);
         relay_cfg.quic = Some(qad);
         relay_cfg.metrics_addr = None;
@@ -187,16 +300,16 @@ impl Rendezvous {
 
         let mut cfg = iroh_dns_server::config::Config::default();
         if let Some(http) = cfg.http.as_mut() {
-            http.port = 0;
+            http.port = port(|s| s.pkarr_port);
             http.bind_addr = Some(ip);
         }
         cfg.https = None;
-        cfg.dns.port = 0;
+        cfg.dns.port = port(|s| s.dns_port);
         cfg.dns.bind_addr = Some(ip);
         cfg.metrics = Some(iroh_dns_server::config::MetricsConfig::disabled());
         cfg.mainline = None;
         cfg.pkarr_put_rate_limit = iroh_dns_server::config::RateLimitConfig::Disabled;
-        cfg.data_dir = Some(dir.path().to_path_buf());
+        cfg.data_dir = Some(data_dir.clone());
         let dns = iroh_dns_server::Server::bind(cfg)
             .await
             .map_err(|e| RendezvousError::Dns(e.to_string()))?;
@@ -208,13 +321,34 @@ impl Rendezvous {
             .map_err(|e: url::ParseError| RendezvousError::Dns(e.to_string()))?;
         let dns_addr = dns.dns_addr();
         let turn_user = "peerport".to_string();
-        let turn_password = hex::encode(rand::random::<[u8; 12]>());
-        let (turn, turn_addr) = start_turn(ip, &turn_user, &turn_password)
+        let turn_password = match saved {
+            Some(s) => s.turn_password.clone(),
+            None => hex::encode(rand::random::<[u8; 12]>()),
+        };
+        let (turn, turn_addr) = start_turn(ip, port(|s| s.turn_port), &turn_user, &turn_password)
             .await
             .map_err(RendezvousError::Turn)?;
-        let nostr = peerport_signaling::nostr::LocalNostrRelay::start(ip, 0)
+        let nostr = peerport_signaling::nostr::LocalNostrRelay::start(ip, port(|s| s.nostr_port))
             .await
             .map_err(|e| RendezvousError::Turn(e.to_string()))?;
+        if let Some(dir) = state {
+            let nostr_port = Url::parse(&nostr.url)
+                .ok()
+                .and_then(|u| u.port())
+                .unwrap_or_default();
+            Saved {
+                relay_port: relay_addr.port(),
+                qad_port: relay_quic_port,
+                pkarr_port: http.port(),
+                dns_port: dns_addr.port(),
+                turn_port: turn_addr.port(),
+                nostr_port,
+                turn_password: turn_password.clone(),
+                cert_der: hex::encode(relay_cert.as_ref()),
+                key_der: hex::encode(&key_der),
+            }
+            .write(dir)?;
+        }
         Ok(Rendezvous {
             nostr,
             turn,
@@ -223,7 +357,7 @@ impl Rendezvous {
             turn_password,
             relay,
             dns,
-            _dir: dir,
+            _dir: tmp,
             relay_url,
             relay_quic_port,
             relay_cert,
@@ -252,7 +386,7 @@ impl Rendezvous {
             mdns: false,
             bind: Some((self.dns_addr.ip(), 0).into()),
             portmap: false,
-            idle_timeout: std::time::Duration::from_secs(30),
+            quic: Default::default(),
         }
     }
 

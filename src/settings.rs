@@ -15,6 +15,7 @@ use crate::{
     engine::EngineConfig,
     modes::iroh::{IrohOptions, PeerSpec},
     receiver::Reconnect,
+    transport::QuicSettings,
 };
 
 /// Default connect timeout.
@@ -78,8 +79,8 @@ pub struct PathSettings {
     pub stun_servers: Vec<String>,
     /// Port mapping on/off.
     pub portmap: bool,
-    /// QUIC idle timeout.
-    pub idle_timeout: Duration,
+    /// Idle timeout and congestion controller.
+    pub quic: QuicSettings,
     /// Bound on connecting after the exchange.
     pub connect_timeout: Duration,
     /// TURN servers (ICE modes).
@@ -99,7 +100,7 @@ impl PathSettings {
             stun_servers: self.stun_servers.clone(),
             turn_servers: self.turn_servers.clone(),
             relay_only: self.relay_only,
-            idle_timeout: self.idle_timeout,
+            quic: self.quic,
             connect_timeout: self.connect_timeout,
         })
     }
@@ -110,7 +111,7 @@ impl PathSettings {
             bind: self.bind,
             stun_servers: self.stun_servers.clone(),
             portmap: self.portmap,
-            idle_timeout: self.idle_timeout,
+            quic: self.quic,
             connect_timeout: self.connect_timeout,
         }
     }
@@ -191,7 +192,13 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
         if s == 0 {
             return Err(invalid("--idle-timeout must be at least 1 second"));
         }
-        o.idle_timeout = Duration::from_secs(s);
+        o.quic.idle_timeout = Duration::from_secs(s);
+    }
+    if let Some(c) = &p.congestion {
+        let c = c
+            .parse()
+            .map_err(|e| invalid(format!("--congestion: {e}")))?;
+        o.quic.congestion = c;
     }
     Ok(o)
 }
@@ -425,7 +432,7 @@ fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings,
         bind,
         stun_servers,
         portmap: p.portmap.unwrap_or(true),
-        idle_timeout: iroh.idle_timeout,
+        quic: iroh.quic,
         connect_timeout,
         turn_servers: turn_servers(p)?,
         relay_only: p.relay_only.unwrap_or(false),

@@ -21,7 +21,7 @@ use peerport::{
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpStream, UdpSocket},
     sync::mpsc,
     task::JoinSet,
 };
@@ -82,27 +82,44 @@ struct Setup {
 }
 
 async fn setup(auth: Authorizer, token: Option<Vec<u8>>) -> Setup {
+    let mut tasks = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut tasks).await.unwrap();
+    setup_for(
+        format!("tcp://{echo}"),
+        "tcp://127.0.0.1:0",
+        auth,
+        token,
+        tasks,
+    )
+    .await
+}
+
+/// A sender forwarding `source` and a receiver listening on `target`.
+async fn setup_for(
+    source: String,
+    target: &str,
+    auth: Authorizer,
+    token: Option<Vec<u8>>,
+    tasks: JoinSet<()>,
+) -> Setup {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
         ))
         .with_test_writer()
         .try_init();
-    let mut tasks = JoinSet::new();
-    let echo = spawn_tcp_echo(&mut tasks).await.unwrap();
+    let mut tasks = tasks;
     let (tx, rx) = mpsc::channel(4);
     let live = Arc::new(Mutex::new(Vec::new()));
     let cancel = CancellationToken::new();
-    let sender = Sender::builder(format!("tcp://{echo}").parse().unwrap())
-        .auth(auth)
-        .build();
+    let sender = Sender::builder(source.parse().unwrap()).auth(auth).build();
     let acceptor = PairAcceptor {
         rx,
         live: live.clone(),
     };
     let c = cancel.clone();
     tasks.spawn(async move { sender.run(acceptor, c).await });
-    let receiver = Receiver::builder("tcp://127.0.0.1:0".parse().unwrap())
+    let receiver = Receiver::builder(target.parse().unwrap())
         .reconnect(Reconnect {
             first_delay: Duration::from_millis(100),
             ..Default::default()
@@ -231,6 +248,73 @@ async fn open_connection_survives_lost_sessions() {
     assert_eq!(got.len(), data.len());
     assert!(got == data, "bytes differ after a resume");
     assert_eq!(s.dials.load(Ordering::SeqCst), 3);
+    s.cancel.cancel();
+    assert!(s.receiver.await.unwrap().is_ok());
+}
+
+/// A UDP service that answers every packet with the address it came from.
+async fn spawn_udp_whoami(tasks: &mut JoinSet<()>) -> std::net::SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tasks.spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((_, from)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(from.to_string().as_bytes(), from).await;
+        }
+    });
+    addr
+}
+
+/// Ask through the tunnel which address the service sees (retried: the
+/// first packets may go out before the next session is up).
+async fn seen_by_service(client: &UdpSocket, local: std::net::SocketAddr) -> String {
+    let mut buf = vec![0u8; 256];
+    for _ in 0..100 {
+        client.send_to(b"who?", local).await.unwrap();
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buf)).await
+        {
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    }
+    panic!("no answer through the tunnel within 20 s");
+}
+
+/// A UDP client keeps its flow across a lost session: the service sees the
+/// same source address before and after (a game server or WireGuard peer
+/// keeps its mapping), and a second client gets a different one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_flow_keeps_its_source_port_across_lost_sessions() {
+    let mut tasks = JoinSet::new();
+    let svc = spawn_udp_whoami(&mut tasks).await;
+    let s = setup_for(
+        format!("udp://{svc}"),
+        "udp://127.0.0.1:0",
+        Authorizer::transport_pinned(),
+        None,
+        tasks,
+    )
+    .await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let before = seen_by_service(&client, s.local).await;
+    for i in 0..2 {
+        let c = s.live.lock().unwrap()[i].clone();
+        c.close(99, "lost");
+        // wait for the next session before asking again
+        let end = std::time::Instant::now() + Duration::from_secs(20);
+        while s.dials.load(Ordering::SeqCst) < i + 2 && std::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let after = seen_by_service(&client, s.local).await;
+        assert_eq!(
+            before,
+            after,
+            "the service saw a new source after loss {}",
+            i + 1
+        );
+    }
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_ne!(seen_by_service(&other, s.local).await, before);
     s.cancel.cancel();
     assert!(s.receiver.await.unwrap().is_ok());
 }

@@ -19,6 +19,11 @@
 #   readdr-sender      the sender host moves to 10.0.1.3
 #   sender-restart     the sender is killed and started again: resume is impossible, the ticker
 #                      must end (not hang) and a new ssh session must work
+#   relay-restart      both sides use only the relay (--relay-only: iroh's relay; ice and nostr:
+#                      TURN), and the relay servers are restarted (down 5 s): iroh's relay, the
+#                      embedded TURN server (and the Nostr relay), or coturn in the "@coturn"
+#                      modes. Not for iroh-manual, which has no relay; the @coturn modes run
+#                      only this case.
 # Output: target/lab/NAME.md and NAME.json (default NAME=faults); logs in runs/NAME/MODE-CASE/.
 # Exits 1 when a case misses its expectation (every case survives and is exact, except
 # sender-restart, which must end the old session and serve a new one).
@@ -27,13 +32,13 @@ set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight wire
 
-MODES="iroh iroh-manual ice nostr"
-CASES="loss1 loss5 rtt50 rtt200 blackout40 natflush readdr-receiver readdr-sender sender-restart"
+MODES="iroh iroh-manual ice nostr ice@coturn"
+CASES="loss1 loss5 rtt50 rtt200 blackout40 natflush readdr-receiver readdr-sender sender-restart relay-restart"
 OUT=faults
 CONNECT_TIMEOUT=20
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --quick) MODES="iroh ice"; CASES="loss5 rtt200 blackout40 natflush readdr-receiver sender-restart" ;;
+    --quick) MODES="iroh ice"; CASES="loss5 rtt200 blackout40 natflush readdr-receiver sender-restart relay-restart" ;;
     --modes) MODES=$2; shift ;;
     --cases) CASES=$2; shift ;;
     --out) OUT=$2; shift ;;
@@ -62,10 +67,19 @@ inject() {  # inject CASE DIR: apply the fault (returns when it is over)
     rtt50) $NETLAB wire b $BASE delay_ms=25 jitter_ms=2 ;;
     rtt200) $NETLAB wire b $BASE delay_ms=100 jitter_ms=2 ;;
     blackout40) $NETLAB wire b $BASE down=1; sleep 40; $NETLAB wire b $BASE ;;
-    natflush) for s in a b; do ip netns exec pplab-$s-rtr conntrack -F >/dev/null 2>&1 || true; done ;;
+    natflush) for s in a b; do ip netns exec $PPLAB-$s-rtr conntrack -F >/dev/null 2>&1 || true; done ;;
     readdr-receiver) $NETLAB readdr b 10.0.2.3 ;;
     readdr-sender) $NETLAB readdr a 10.0.1.3 ;;
     sender-restart) restart_sender "$2" ssh ;;
+    relay-restart) if [[ $3 == *@coturn ]]; then restart_coturn "$2" 5; else restart_rendezvous "$2" 5; fi ;;
+  esac
+}
+
+applies() {  # applies MODE CASE: whether the case makes sense for the mode
+  case $1:$2 in
+    iroh-manual:relay-restart) return 1 ;;
+    *@coturn:relay-restart) return 0 ;;
+    *@coturn:*) return 1 ;;
   esac
 }
 
@@ -78,7 +92,9 @@ run_case() {
   $NETLAB up cone cone > "$dir/netlab.log" 2>&1 || { log "lab up failed"; cat "$dir/netlab.log" >&2; return 0; }
   local connected=no survived=no exact=no stall="" replayed=0 outage="" after=no note=""
   $NETLAB wire b $BASE
-  if start_rendezvous "$dir"; then
+  PAIR_EXTRA=()
+  [[ $case == relay-restart ]] && PAIR_EXTRA=(--relay-only)
+  if start_rendezvous "$dir" && { [[ $mode != *@coturn ]] || use_coturn "$dir"; }; then
     ip netns exec $S /usr/sbin/sshd -D -e -f "$TMP/sshd_config" > "$dir/sshd.log" 2>&1 &
     start_pair "$mode" ssh "$dir"
     await_pair "$dir" ssh && connected=yes
@@ -96,7 +112,7 @@ run_case() {
     local download=$!
     sleep 1
     local t_fault; t_fault=$(now)
-    inject "$case" "$dir"
+    inject "$case" "$dir" "$mode"
     local t_end; t_end=$(now)
     log "   fault applied ($(awk -v a="$t_fault" -v b="$t_end" 'BEGIN{printf "%.0f", b-a}') s)"
     # bounded: the download finishes, then the ticker is told to stop
@@ -146,6 +162,7 @@ EXPECT='
 START=$SECONDS
 RESULTS=()
 for mode in $MODES; do for c in $CASES; do
+  applies "$mode" "$c" || continue
   res=$OUTDIR/runs/$OUT/$mode-$c/result.json
   run_checked "$res" "$mode" "$c"
   RESULTS+=("$res")

@@ -51,7 +51,7 @@ run_one() {  # run_one MODE WINDOW
   $NETLAB wire b $WIRE
   start_rendezvous "$dir" || return 0
   if [[ $mode == tcp ]]; then
-    ip netns exec pplab-inet timeout $((SECS + 15)) iperf3 -s -1 -B 198.18.0.1 > "$dir/server" 2>&1 &
+    ip netns exec $PPLAB-inet timeout $((SECS + 15)) iperf3 -s -1 -B 198.18.0.1 > "$dir/server" 2>&1 &
     sleep 0.5
     ip netns exec $R timeout $((SECS + 10)) iperf3 -c 198.18.0.1 -t "$SECS" -J > "$dir/iperf.json" 2>&1 || true
     ROWS+=("$(row "plain TCP (no tunnel)" "-" "$(iperf_mbps "$dir/iperf.json")" "")")

@@ -2,6 +2,8 @@
 # material, starting the rendezvous servers, coturn, and sender/receiver pairs.
 
 LAB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# PPLAB_NAME: the lab's namespace prefix (default pplab; netlab.sh reads it too)
+PPLAB=${PPLAB_NAME:-pplab}
 ROOT=$(cd "$LAB/../.." && pwd)
 PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
 NETLAB=$LAB/netlab.sh
@@ -21,16 +23,16 @@ lab_preflight() {
   [[ -x $PP ]] || { echo "error: $PP missing: run cargo build --release first" >&2; exit 1; }
   # Can this machine build the lab at all (namespaces, veth, iptables inside a namespace)?
   preflight() {
-    ip netns add pplab-preflight || return 1
-    ip -n pplab-preflight link add pf0 type veth peer name pf1 || return 1
-    ip netns exec pplab-preflight iptables -w 5 -t nat -A POSTROUTING -o pf0 -j MASQUERADE || return 1
+    ip netns add $PPLAB-preflight || return 1
+    ip -n $PPLAB-preflight link add pf0 type veth peer name pf1 || return 1
+    ip netns exec $PPLAB-preflight iptables -w 5 -t nat -A POSTROUTING -o pf0 -j MASQUERADE || return 1
   }
   if ! preflight >/dev/null 2>&1; then
-    ip netns del pplab-preflight 2>/dev/null || true
+    ip netns del $PPLAB-preflight 2>/dev/null || true
     echo "SKIPPED: this machine cannot create network namespaces, veth pairs or iptables rules (container without CAP_NET_ADMIN?)" >&2
     exit 0
   fi
-  ip netns del pplab-preflight
+  ip netns del $PPLAB-preflight
 }
 
 # Temporary material (removed, with the lab, on exit): ssh keys, sshd config, Nostr keys.
@@ -38,7 +40,7 @@ lab_init() {
   TMP=$(mktemp -d /tmp/pplab.XXXXXX)
   trap '$NETLAB down >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
   mkdir -p "$OUTDIR/runs" /run/sshd
-  S=pplab-a-host R=pplab-b-host
+  S=$PPLAB-a-host R=$PPLAB-b-host
 
   # ---- one-time material: ssh keys, sshd config, nostr keys ---------------------------------
   ssh-keygen -q -t ed25519 -N '' -f "$TMP/hostkey"
@@ -69,7 +71,9 @@ now() { date +%s.%N; }
 # RELAY_CA, STUN, NOSTR, TURN, TURN_USER and writes the TURN password to $TMP/turnpw.
 start_rendezvous() {
   local dir=$1
-  ip netns exec pplab-inet "$PP" rendezvous --bind 198.18.0.1 > "$dir/rendezvous.out" 2> "$dir/rendezvous.log" &
+  ip netns exec $PPLAB-inet "$PP" rendezvous --bind 198.18.0.1 --state "$dir/rendezvous-state" \
+    > "$dir/rendezvous.out" 2> "$dir/rendezvous.log" &
+  echo $! > "$dir/rendezvous.pid"
   wait_for 15 "$dir/rendezvous.out" '^turn-server' || { log "rendezvous did not start"; return 1; }
   local rv=$dir/rendezvous.out
   RELAY=$(awk '/^relay-url/{print $2}' "$rv"); DNS=$(awk '/^dns-server/{print $2}' "$rv")
@@ -77,6 +81,21 @@ start_rendezvous() {
   STUN=$(awk '/^stun-server/{print $2}' "$rv"); NOSTR=$(awk '/^nostr-relay/{print $2}' "$rv")
   TURN=$(awk '/^turn-server/{print $2}' "$rv"); TURN_USER=$(awk '/^turn-server/{print $4}' "$rv")
   awk '/^turn-server/{print $6}' "$rv" > "$TMP/turnpw"; chmod 600 "$TMP/turnpw"
+}
+
+# restart_rendezvous DIR DOWN: stop the rendezvous servers (relay, STUN/TURN, Nostr relay,
+# discovery) as a deploy would, wait DOWN seconds, start them again: same ports, certificate
+# and TURN password, but every relay connection, TURN allocation and Nostr subscription is gone
+restart_rendezvous() {
+  local dir=$1 down=$2 pid
+  pid=$(cat "$dir/rendezvous.pid")
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  sleep "$down"
+  ip netns exec $PPLAB-inet "$PP" rendezvous --bind 198.18.0.1 --state "$dir/rendezvous-state" \
+    > "$dir/rendezvous.restarted.out" 2>> "$dir/rendezvous.log" &
+  echo $! > "$dir/rendezvous.pid"
+  wait_for 15 "$dir/rendezvous.restarted.out" '^turn-server' || log "rendezvous did not restart"
 }
 
 # tunnel name -> sender source / receiver target
@@ -162,17 +181,36 @@ iperf() {  # iperf DIR NAME ARGS...: one-shot server in S, client in R, JSON to 
 
 # coturn in the internet namespace: long-term credentials, a realm, relay ports on 198.18.0.1
 COTURN_PORT=3490
+COTURN_BIN=$(command -v turnserver || echo /usr/bin/turnserver)
 start_coturn() {
   local dir=$1
   [[ -x $COTURN_BIN ]] || { log "coturn (turnserver) is not installed: apt-get install coturn"; return 1; }
-  COTURN_PW=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  ip netns exec pplab-inet "$COTURN_BIN" -n --listening-ip 198.18.0.1 --relay-ip 198.18.0.1 \
+  COTURN_PW=${COTURN_PW:-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+  ip netns exec $PPLAB-inet "$COTURN_BIN" -n --listening-ip 198.18.0.1 --relay-ip 198.18.0.1 \
     --listening-port $COTURN_PORT --min-port 49152 --max-port 65535 --lt-cred-mech \
     --user "peerport:$COTURN_PW" --realm peerport.lab --no-tls --no-dtls --no-tcp-relay --no-cli \
     --verbose --log-file stdout --simple-log --pidfile "$dir/coturn.pid" --userdb "$dir/coturn.db" \
     > "$dir/coturn.log" 2>&1 &
   wait_for 10 "$dir/coturn.log" 'Total (General|UDP) servers|IPv4. UDP listener opened|listener opened on' || true
   sleep 0.3
+}
+
+# use_coturn DIR: start coturn and point STUN/TURN at it (the modes' "@coturn" variants)
+use_coturn() {
+  start_coturn "$1" || return 1
+  STUN=198.18.0.1:$COTURN_PORT TURN=turn:198.18.0.1:$COTURN_PORT TURN_USER=peerport
+  echo "$COTURN_PW" > "$TMP/turnpw"
+}
+
+# restart_coturn DIR DOWN: stop coturn (every allocation is gone), wait DOWN s, start it again
+restart_coturn() {
+  local dir=$1 down=$2 pid
+  pid=$(cat "$dir/coturn.pid" 2>/dev/null) && kill "$pid" 2>/dev/null || true
+  local end=$(( SECONDS + 10 ))
+  while [[ -n ${pid:-} ]] && kill -0 "$pid" 2>/dev/null && (( SECONDS < end )); do sleep 0.1; done
+  sleep "$down"
+  mv "$dir/coturn.log" "$dir/coturn.before-restart.log"
+  start_coturn "$dir" || log "coturn did not restart"
 }
 
 

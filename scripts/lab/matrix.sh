@@ -13,7 +13,6 @@ UPDATE_README=0
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight
 MODES="iroh iroh-manual ice ice@coturn nostr nostr@coturn"
-COTURN_BIN=$(command -v turnserver || echo /usr/bin/turnserver)
 PAIRS="cone/cone cone/symmetric symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
 QUICK=0
 OUT=results
@@ -43,14 +42,12 @@ run_case() {
   $NETLAB up "$sn" "$rn" > "$dir/netlab.log" 2>&1 || { log "lab up failed"; cat "$dir/netlab.log" >&2; return 0; }
   start_rendezvous "$dir" || return 0
   if [[ $mode == *@coturn ]]; then
-    start_coturn "$dir" || { log "coturn did not start"; return 0; }
-    STUN=198.18.0.1:$COTURN_PORT TURN=turn:198.18.0.1:$COTURN_PORT TURN_USER=peerport
-    echo "$COTURN_PW" > "$TMP/turnpw"
+    use_coturn "$dir" || { log "coturn did not start"; return 0; }
   fi
   for s in a b; do
     [[ $( [[ $s == a ]] && echo "$sn" || echo "$rn") == udpblocked ]] && $NETLAB allow-udp $s "${TURN#turn:}"
   done
-  ip netns exec pplab-inet "$PP" rendezvous --bind 198.18.0.1 > "$dir/rendezvous2.out" 2>/dev/null &
+  ip netns exec $PPLAB-inet "$PP" rendezvous --bind 198.18.0.1 > "$dir/rendezvous2.out" 2>/dev/null &
   wait_for 15 "$dir/rendezvous2.out" '^stun-server' || true
   STUN2=$(awk '/^stun-server/{print $2}' "$dir/rendezvous2.out")
   local nc_a nc_b

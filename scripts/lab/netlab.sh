@@ -22,9 +22,11 @@
 set -euo pipefail
 
 LAB_DIR=$(cd "$(dirname "$0")" && pwd)
+# PPLAB_NAME: the namespaces' prefix (default pplab), so that two labs can run side by side
+PPLAB=${PPLAB_NAME:-pplab}
 PP=${PEERPORT_BIN:-$LAB_DIR/../../target/release/peerport}
-WIRE_DIR=${PPLAB_WIRE_DIR:-/run/pplab-wire}
-INET=pplab-inet
+WIRE_DIR=${PPLAB_WIRE_DIR:-/run/$PPLAB-wire}
+INET=$PPLAB-inet
 INET_IP=198.18.0.1
 
 die() { echo "netlab: $*" >&2; exit 1; }
@@ -34,9 +36,9 @@ ipt() { local ns=$1; shift; ip netns exec "$ns" iptables -w 5 "$@"; }
 node_ns() {
   case $1 in
     inet) echo $INET ;;
-    a|b) echo "pplab-$1-host" ;;
-    a-rtr|b-rtr|a-cgn|b-cgn|a-host|b-host|a-wire|b-wire) echo "pplab-$1" ;;
-    pplab-*) echo "$1" ;;
+    a|b) echo "$PPLAB-$1-host" ;;
+    a-rtr|b-rtr|a-cgn|b-cgn|a-host|b-host|a-wire|b-wire) echo "$PPLAB-$1" ;;
+    $PPLAB-*) echo "$1" ;;
     *) die "unknown node '$1'" ;;
   esac
 }
@@ -85,7 +87,7 @@ nat_rules() {
 
 site_up() {
   local s=$1 idx=$2 type=$3
-  local host=pplab-$s-host rtr=pplab-$s-rtr cgn=pplab-$s-cgn
+  local host=$PPLAB-$s-host rtr=$PPLAB-$s-rtr cgn=$PPLAB-$s-cgn
   new_ns "$host"; new_ns "$rtr"
   if [[ $type == cgnat ]]; then
     new_ns "$cgn"
@@ -101,7 +103,7 @@ site_up() {
     nsx "$rtr" ip route add default via "100.64.$idx.1"
     nat_rules "$rtr" cone
   elif [[ ${PPLAB_WIRE:-0} == 1 ]]; then
-    local wire=pplab-$s-wire dev
+    local wire=$PPLAB-$s-wire dev
     new_ns "$wire"
     link $INET "wan-$s" "$wire" w-in
     ip -n $INET link set "wan-$s" master br0
@@ -133,7 +135,7 @@ site_up() {
 
 cmd_down() {
   local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep '^pplab-' || true); do
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$PPLAB-" || true); do
     # kill what still runs inside (only processes in our namespaces)
     ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
@@ -146,7 +148,7 @@ cmd_up() {
   for t in "$ta" "$tb"; do
     [[ $t =~ ^(cone|symmetric|cgnat|udpblocked)$ ]] || die "NAT type must be cone|symmetric|cgnat|udpblocked, got '$t'"
   done
-  ip netns list | grep -q '^pplab-' && die "lab already up (run: $0 down)"
+  ip netns list | grep -q "^$PPLAB-" && die "lab already up (run: $0 down)"
   trap 'echo "netlab: up failed, tearing down" >&2; cmd_down' ERR EXIT
   new_ns $INET
   nsx $INET ip link add br0 type bridge
@@ -158,7 +160,7 @@ cmd_up() {
   # connectivity check, bounded
   local s
   for s in a b; do
-    nsx "pplab-$s-host" ping -c1 -W2 $INET_IP >/dev/null || die "site $s cannot reach $INET_IP"
+    nsx "$PPLAB-$s-host" ping -c1 -W2 $INET_IP >/dev/null || die "site $s cannot reach $INET_IP"
   done
   trap - ERR EXIT
   echo "lab up: site a=$ta (10.0.1.2), site b=$tb (10.0.2.2), internet $INET_IP"
@@ -166,7 +168,7 @@ cmd_up() {
 
 cmd_allow_udp() {
   local s=$1 dst=$2 ns
-  ns=$( [[ -e /run/netns/pplab-$s-rtr ]] && echo "pplab-$s-rtr" ) || die "no site $s"
+  ns=$( [[ -e /run/netns/$PPLAB-$s-rtr ]] && echo "$PPLAB-$s-rtr" ) || die "no site $s"
   ipt "$ns" -L PPLAB-UDP -n >/dev/null 2>&1 || die "site $s is not udpblocked"
   ipt "$ns" -I PPLAB-UDP 1 -p udp -d "${dst%:*}" --dport "${dst##*:}" -j ACCEPT
 }
@@ -176,7 +178,7 @@ cmd_probe() {
   local s=$1 pid out
   ip netns exec $INET python3 "$LAB_DIR/reflector.py" serve $INET_IP 3478 3479 & pid=$!
   sleep 0.5
-  out=$(nsx "pplab-$s-host" timeout 10 python3 "$LAB_DIR/reflector.py" probe $INET_IP 3478 3479) || true
+  out=$(nsx "$PPLAB-$s-host" timeout 10 python3 "$LAB_DIR/reflector.py" probe $INET_IP 3478 3479) || true
   kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
   echo "site $s: $out"
 }
@@ -184,14 +186,14 @@ cmd_probe() {
 # wire SITE K=V...: replace the site's wire settings (the wire re-reads its file within 50 ms)
 cmd_wire() {
   local s=$1; shift
-  [[ -e /run/netns/pplab-$s-wire ]] || die "site $s has no wire (PPLAB_WIRE=1 netlab.sh up ...)"
+  [[ -e /run/netns/$PPLAB-$s-wire ]] || die "site $s has no wire (PPLAB_WIRE=1 netlab.sh up ...)"
   printf '%s\n' "$@" > "$WIRE_DIR/$s.conf.new" && mv "$WIRE_DIR/$s.conf.new" "$WIRE_DIR/$s.conf"
   sleep 0.2
 }
 
 # readdr SITE IP: the host gets a new LAN address and loses the old one (a DHCP renumbering)
 cmd_readdr() {
-  local s=$1 ip=$2 host=pplab-$1-host old gw
+  local s=$1 ip=$2 host=$PPLAB-$1-host old gw
   old=$(nsx "$host" ip -4 -o addr show dev eth0 | awk '{print $4}' | head -1)
   gw=$(nsx "$host" ip route show default | awk '{print $3}')
   # the new address is a secondary one: keep it when the primary goes
@@ -205,7 +207,7 @@ cmd_readdr() {
 cmd_status() {
   cat "$LAB_DIR/.state" 2>/dev/null || echo "(no state)"
   local ns
-  for ns in $(ip netns list | awk '{print $1}' | grep '^pplab-' | sort); do
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$PPLAB-" | sort); do
     echo "== $ns"; nsx "$ns" ip -4 -br addr | grep -v '^lo'
     [[ $ns == *-rtr || $ns == *-cgn ]] && nsx "$ns" iptables -w 5 -S && nsx "$ns" iptables -w 5 -t nat -S POSTROUTING
   done

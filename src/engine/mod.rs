@@ -75,6 +75,9 @@ pub mod close_code {
     pub const BUSY: u32 = 3;
     /// A newer session from the same peer identity replaced this one.
     pub const SUPERSEDED: u32 = 4;
+    /// This side's path can never work again (its address is gone); the
+    /// session is lost, not ended: streams wait for a resume.
+    pub const PATH_GONE: u32 = 5;
     /// Stream aborted because the local socket failed.
     pub const STREAM_ABORT: u32 = 10;
 }

@@ -42,7 +42,11 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
-use super::{close_code, io::read_reply, open_bi_retry};
+use super::{
+    close_code,
+    io::{read_reply, Scratch},
+    open_bi_retry,
+};
 use crate::{
     proto::{
         header::{Request, Status},
@@ -203,6 +207,8 @@ pub struct Session<C: TunnelConnection> {
     tasks: TaskTracker,
     cancel: CancellationToken,
     generation: AtomicU64,
+    /// The sender's UDP flows, when the session forwards UDP.
+    udp: std::sync::OnceLock<Arc<super::udp::SenderFlows<C>>>,
 }
 
 impl<C: TunnelConnection> Session<C> {
@@ -218,7 +224,21 @@ impl<C: TunnelConnection> Session<C> {
             tasks: TaskTracker::new(),
             cancel,
             generation: AtomicU64::new(0),
+            udp: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The sender's UDP flows of this session (kept across its connections).
+    pub fn udp_flows(&self) -> Arc<super::udp::SenderFlows<C>> {
+        self.udp
+            .get_or_init(|| super::udp::SenderFlows::new(self.cancel.child_token()))
+            .clone()
+    }
+
+    /// Whether a lost connection leaves anything to resume: open or parked
+    /// TCP streams, or UDP flows.
+    pub fn holds_anything(&self) -> bool {
+        self.streams() > 0 || self.udp.get().is_some_and(|u| !u.is_empty())
     }
 
     /// The current ticket.
@@ -251,6 +271,9 @@ impl<C: TunnelConnection> Session<C> {
         self.cancel.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        if let Some(u) = self.udp.get() {
+            u.close().await;
+        }
     }
 
     /// A new connection serves this session from now on: returns its
@@ -702,20 +725,19 @@ async fn pump<C: TunnelConnection>(
     rx: &mut mpsc::Receiver<Attach<C>>,
 ) -> End<C> {
     let up = async {
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = Scratch::new(READ_CHUNK);
         loop {
             if slot.out_fin.load(Ordering::SeqCst) {
                 return Ok(());
             }
             slot.wait_for(|s| s.room() > 0).await;
-            let chunk = slot.room().clamp(1, READ_CHUNK);
+            let room = buf.room(slot.room());
+            let chunk = room.len();
             let Ok(permit) = session.budget.acquire_many(chunk as u32).await else {
                 return Ok(());
             };
-            let n = tcp_r
-                .read(&mut buf[..chunk])
-                .await
-                .map_err(DirError::Local)?;
+            let n = tcp_r.read(room).await.map_err(DirError::Local)?;
+            buf.filled(n);
             permit.forget();
             session.budget.add_permits(chunk - n);
             if n == 0 {
@@ -724,7 +746,7 @@ async fn pump<C: TunnelConnection>(
                 return Ok(());
             }
             // a copy of exactly what was read: small writes keep small buffers
-            let data = Bytes::copy_from_slice(&buf[..n]);
+            let data = Bytes::copy_from_slice(buf.data(n));
             slot.out.lock().expect("out").push(data.clone());
             send.write_bytes(data).await.map_err(DirError::Tunnel)?;
         }
@@ -733,11 +755,15 @@ async fn pump<C: TunnelConnection>(
         if slot.in_fin.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = Scratch::new(READ_CHUNK);
         let ack_every = (session.cfg.stream_buffer as u64 / 4).clamp(READ_CHUNK as u64, 1 << 20);
         let mut last_urgent = slot.delivered.load(Ordering::SeqCst);
         loop {
-            let n = recv.read(&mut buf).await.map_err(DirError::Tunnel)?;
+            let n = recv
+                .read(buf.room(usize::MAX))
+                .await
+                .map_err(DirError::Tunnel)?;
+            buf.filled(n);
             if n == 0 {
                 tcp_w.shutdown().await.map_err(DirError::Local)?;
                 slot.in_fin.store(true, Ordering::SeqCst);
@@ -748,7 +774,10 @@ async fn pump<C: TunnelConnection>(
             // dropped (a newer connection took over), the count is exact
             let mut off = 0;
             while off < n {
-                let k = tcp_w.write(&buf[off..n]).await.map_err(DirError::Local)?;
+                let k = tcp_w
+                    .write(&buf.data(n)[off..])
+                    .await
+                    .map_err(DirError::Local)?;
                 if k == 0 {
                     return Err(DirError::Local(std::io::ErrorKind::WriteZero.into()));
                 }
@@ -909,7 +938,7 @@ impl<C: TunnelConnection> Registry<C> {
         let s = session.clone();
         self.reapers.spawn(async move {
             let window = s.window();
-            if s.streams() > 0 {
+            if s.holds_anything() {
                 tokio::select! {
                     _ = me.cancel.cancelled() => {}
                     _ = tokio::time::sleep(window) => {}

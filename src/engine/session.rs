@@ -146,7 +146,7 @@ pub struct SenderContext {
 
 /// Sender side of one session: authenticate, then forward until the
 /// connection ends or `cancel` fires. With a `registry`, a receiver that
-/// asks gets resumable TCP streams.
+/// asks gets a resumable session: TCP streams continue and UDP flows keep their sockets.
 pub async fn serve_sender_session<C: TunnelConnection>(
     conn: C,
     ctx: Arc<SenderContext>,
@@ -205,7 +205,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         return Err(SessionError::Protocol(msg));
     }
     let opened = match (&req.resume, &registry, ctx.source.protocol) {
-        (Some(offer), Some(reg), Protocol::Tcp) => reg.open(offer.ticket(), &peer),
+        (Some(offer), Some(reg), _) => reg.open(offer.ticket(), &peer),
         _ => None,
     };
     let reply = match &opened {
@@ -228,7 +228,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
                 tcp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), None, cancel).await
             }
             Protocol::Udp => {
-                udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), cancel).await
+                udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), None, cancel).await
             }
         };
     };
@@ -243,13 +243,24 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if opened.resumed {
         session.abandon_unclaimed(generation, ctx.engine.header_timeout * 3);
     }
-    let forward = tcp::serve_sender(
-        conn,
-        ctx.source.clone(),
-        ctx.engine.clone(),
-        Some(session.clone()),
-        cancel,
-    );
+    let forward = async {
+        match ctx.source.protocol {
+            Protocol::Tcp => {
+                tcp::serve_sender(
+                    conn,
+                    ctx.source.clone(),
+                    ctx.engine.clone(),
+                    Some(session.clone()),
+                    cancel,
+                )
+                .await
+            }
+            Protocol::Udp => {
+                let flows = Some(session.udp_flows());
+                udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), flows, cancel).await
+            }
+        }
+    };
     let result = resume::with_control(session.clone(), generation, (send, recv), forward).await;
     if let Some(reg) = &registry {
         reg.detached(&session, generation);

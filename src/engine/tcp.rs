@@ -14,7 +14,7 @@
 use std::{future::Future, sync::Arc};
 
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -23,8 +23,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::{
     close_code,
     front::{TcpQueue, Waiting},
-    io::read_reply,
-    io::read_request,
+    io::{read_reply, read_request, Scratch},
     open_bi_retry,
     resume::{Attach, Session},
     EngineConfig, SessionError,
@@ -346,8 +345,18 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = BufReader::with_capacity(COPY_BUF, reader);
-    let n = tokio::io::copy_buf(&mut reader, writer).await?;
+    let mut reader = reader;
+    let mut buf = Scratch::new(COPY_BUF);
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(buf.room(usize::MAX)).await?;
+        if n == 0 {
+            break;
+        }
+        buf.filled(n);
+        writer.write_all(buf.data(n)).await?;
+        total += n as u64;
+    }
     writer.shutdown().await?;
-    Ok(n)
+    Ok(total)
 }

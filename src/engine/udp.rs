@@ -310,22 +310,155 @@ struct SenderFlow {
     stop: CancellationToken,
 }
 
-/// Sender: one socket per flow towards `source`.
+/// The sender's UDP flows, each with its own socket towards the service.
+/// A resumable session keeps them across its connections, so the service
+/// goes on seeing each client at the same source port after a reconnect
+/// (a game server or a WireGuard peer keeps its mapping); otherwise they
+/// end with the connection.
+pub struct SenderFlows<C: TunnelConnection> {
+    flows: std::sync::Mutex<HashMap<u32, SenderFlow>>,
+    /// The connection replies go out on: `None` between connections (the
+    /// generation says whose it is).
+    conn: tokio::sync::watch::Sender<(u64, Option<C>)>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    stats: Arc<UdpStats>,
+    started: Instant,
+}
+
+impl<C: TunnelConnection> SenderFlows<C> {
+    /// No flows yet; every flow stops when `stop` fires.
+    pub fn new(stop: CancellationToken) -> Arc<Self> {
+        Arc::new(SenderFlows {
+            flows: std::sync::Mutex::new(HashMap::new()),
+            conn: tokio::sync::watch::Sender::new((0, None)),
+            tasks: TaskTracker::new(),
+            stop,
+            stats: Arc::new(UdpStats::default()),
+            started: Instant::now(),
+        })
+    }
+
+    /// Flows open now.
+    pub fn len(&self) -> usize {
+        self.flows.lock().expect("flows").len()
+    }
+
+    /// Whether no flow is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn millis(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Stop every flow and wait for their readers.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        self.flows.lock().expect("flows").clear();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// The socket of flow `id`, opened (with its reader) on first use;
+    /// `None` when the flow cap is reached or the source is unreachable.
+    async fn socket(
+        &self,
+        id: u32,
+        source: &ForwardAddr,
+        config: &EngineConfig,
+    ) -> Option<Arc<UdpSocket>> {
+        if let Some(f) = self.flows.lock().expect("flows").get(&id) {
+            f.last_seen.store(self.millis(), Relaxed);
+            return Some(f.sock.clone());
+        }
+        if self.len() >= config.max_udp_flows {
+            self.stats.dropped_flow_cap.fetch_add(1, Relaxed);
+            return None;
+        }
+        let sock = match open_flow_socket(source).await {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                warn!(flow = id, "cannot open a socket to source {source}: {e}");
+                self.stats.dropped_send_error.fetch_add(1, Relaxed);
+                return None;
+            }
+        };
+        let mut flows = self.flows.lock().expect("flows");
+        if let Some(f) = flows.get(&id) {
+            // a connection that is ending opened it meanwhile
+            return Some(f.sock.clone());
+        }
+        info!(flow = id, local = ?sock.local_addr().ok(), "new udp flow to source");
+        let flow = SenderFlow {
+            sock: sock.clone(),
+            last_seen: Arc::new(AtomicU64::new(self.millis())),
+            stop: self.stop.child_token(),
+        };
+        self.tasks.spawn(
+            flow_reader(
+                self.conn.subscribe(),
+                id,
+                sock.clone(),
+                flow.last_seen.clone(),
+                flow.stop.clone(),
+                self.stats.clone(),
+                self.started,
+            )
+            .in_current_span(),
+        );
+        flows.insert(id, flow);
+        Some(sock)
+    }
+
+    /// Forget flows idle for `idle`; returns their ids.
+    fn expire(&self, idle: Duration) -> Vec<u32> {
+        let now = self.millis();
+        let idle_ms = idle.as_millis() as u64;
+        let mut gone = Vec::new();
+        self.flows.lock().expect("flows").retain(|id, f| {
+            let keep = now.saturating_sub(f.last_seen.load(Relaxed)) < idle_ms;
+            if !keep {
+                debug!(flow = id, "udp flow expired");
+                f.stop.cancel();
+                gone.push(*id);
+            }
+            keep
+        });
+        gone
+    }
+}
+
+impl<C: TunnelConnection> Drop for SenderFlows<C> {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Sender: one socket per flow towards `source`. With `flows` (a resumable
+/// session's) the flows outlive this connection; without, they end with it.
 pub async fn serve_sender<C: TunnelConnection>(
     conn: C,
     source: Arc<ForwardAddr>,
     config: Arc<EngineConfig>,
+    flows: Option<Arc<SenderFlows<C>>>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
-    let started = Instant::now();
-    let millis = move || started.elapsed().as_millis() as u64;
-    let stats = Arc::new(UdpStats::default());
-    let tasks = TaskTracker::new();
-    let mut flows: HashMap<u32, SenderFlow> = HashMap::new();
+    let kept = flows.is_some();
+    let flows = flows.unwrap_or_else(|| SenderFlows::new(cancel.child_token()));
+    let generation = flows.conn.borrow().0 + 1;
+    flows.conn.send_replace((generation, Some(conn.clone())));
+    if kept && !flows.is_empty() {
+        info!(
+            flows = flows.len(),
+            "udp flows continue with their sockets towards the source"
+        );
+    }
+    let stats = flows.stats.clone();
     let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
     let mut tick = tokio::time::interval(TICK);
     let mut reporter = Reporter::new();
-    let idle_ms = config.udp_idle_timeout.as_millis() as u64;
 
     let result = loop {
         tokio::select! {
@@ -336,33 +469,8 @@ pub async fn serve_sender<C: TunnelConnection>(
                     Err(e) => break Err(e.into()),
                 };
                 let Some((id, pkt)) = reasm.push(d, Instant::now()) else { continue };
-                if !flows.contains_key(&id) {
-                    if flows.len() >= config.max_udp_flows {
-                        stats.dropped_flow_cap.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    let sock = match open_flow_socket(&source).await {
-                        Ok(s) => Arc::new(s),
-                        Err(e) => {
-                            warn!(flow = id, "cannot open a socket to source {source}: {e}");
-                            stats.dropped_send_error.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                    };
-                    info!(flow = id, local = ?sock.local_addr().ok(), "new udp flow to source");
-                    let flow = SenderFlow {
-                        sock: sock.clone(),
-                        last_seen: Arc::new(AtomicU64::new(millis())),
-                        stop: cancel.child_token(),
-                    };
-                    tasks.spawn(flow_reader(
-                        conn.clone(), id, sock, flow.last_seen.clone(), flow.stop.clone(), stats.clone(), millis,
-                    ).in_current_span());
-                    flows.insert(id, flow);
-                }
-                let flow = &flows[&id];
-                flow.last_seen.store(millis(), Relaxed);
-                match flow.sock.send(&pkt).await {
+                let Some(sock) = flows.socket(id, &source, &config).await else { continue };
+                match sock.send(&pkt).await {
                     Ok(_) => { stats.packets_out.fetch_add(1, Relaxed); }
                     Err(e) => {
                         stats.dropped_send_error.fetch_add(1, Relaxed);
@@ -371,26 +479,26 @@ pub async fn serve_sender<C: TunnelConnection>(
                 }
             }
             _ = tick.tick() => {
-                let now_ms = millis();
-                flows.retain(|id, f| {
-                    let keep = now_ms.saturating_sub(f.last_seen.load(Relaxed)) < idle_ms;
-                    if !keep {
-                        debug!(flow = id, "udp flow expired");
-                        f.stop.cancel();
-                        reasm.forget_flow(*id);
-                    }
-                    keep
-                });
+                for id in flows.expire(config.udp_idle_timeout) {
+                    reasm.forget_flow(id);
+                }
                 reasm.expire(Instant::now());
                 reporter.maybe_report(&stats, &reasm, Instant::now());
             }
         }
     };
-    for f in flows.values() {
-        f.stop.cancel();
+    // replies wait for the next connection (dropped meanwhile), unless a
+    // newer one already took over
+    flows.conn.send_if_modified(|c| {
+        let ours = c.0 == generation;
+        if ours {
+            c.1 = None;
+        }
+        ours
+    });
+    if !kept {
+        flows.close().await;
     }
-    tasks.close();
-    tasks.wait().await;
     info!("udp session ended: {}", stats.summary(&reasm));
     result
 }
@@ -400,14 +508,16 @@ async fn open_flow_socket(source: &ForwardAddr) -> std::io::Result<UdpSocket> {
     net::udp_socket_to(addrs[0]).await
 }
 
+/// Replies from the service for one flow, sent on whichever connection is
+/// current; dropped (and counted) while there is none.
 async fn flow_reader<C: TunnelConnection>(
-    conn: C,
+    conn: tokio::sync::watch::Receiver<(u64, Option<C>)>,
     id: u32,
     sock: Arc<UdpSocket>,
     last_seen: Arc<AtomicU64>,
     stop: CancellationToken,
     stats: Arc<UdpStats>,
-    millis: impl Fn() -> u64,
+    started: Instant,
 ) {
     let mut buf = vec![0u8; 65_536];
     let mut seq: u16 = 0;
@@ -416,12 +526,23 @@ async fn flow_reader<C: TunnelConnection>(
             _ = stop.cancelled() => return,
             r = sock.recv(&mut buf) => match r {
                 Ok(n) => {
-                    last_seen.store(millis(), Relaxed);
-                    if let Err(e) = send_packet(&conn, id, seq, &buf[..n], &stats).await {
-                        debug!(flow = id, "flow reader ends: {e}");
-                        return;
+                    last_seen.store(started.elapsed().as_millis() as u64, Relaxed);
+                    let current = conn.borrow().1.clone();
+                    let Some(c) = current else {
+                        stats.dropped_no_tunnel.fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    match send_packet(&c, id, seq, &buf[..n], &stats).await {
+                        Ok(()) => seq = seq.wrapping_add(1),
+                        // the connection is going: this reply is lost, the flow is not
+                        Err(SessionError::ConnectionLost(_)) => {
+                            stats.dropped_no_tunnel.fetch_add(1, Relaxed);
+                        }
+                        Err(e) => {
+                            debug!(flow = id, "flow reader ends: {e}");
+                            return;
+                        }
                     }
-                    seq = seq.wrapping_add(1);
                 }
                 // ICMP port unreachable from a service that is not up yet
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

@@ -18,7 +18,10 @@ use peerport_signaling::Ticket;
 use tracing::{debug, info};
 use url::Url;
 
-use crate::{identity, transport::iroh::IrohConnection};
+use crate::{
+    identity,
+    transport::{iroh::IrohConnection, QuicSettings},
+};
 
 /// ALPN of peerport's iroh mode.
 pub const ALPN: &[u8] = b"peerport/iroh/1";
@@ -44,8 +47,8 @@ pub struct IrohOptions {
     pub bind: Option<SocketAddr>,
     /// Ask the router for a port mapping (UPnP/PCP/NAT-PMP).
     pub portmap: bool,
-    /// Close the connection after this long without any packet from the peer.
-    pub idle_timeout: Duration,
+    /// Idle timeout and congestion controller.
+    pub quic: QuicSettings,
 }
 
 impl Default for IrohOptions {
@@ -59,7 +62,7 @@ impl Default for IrohOptions {
             mdns: true,
             bind: None,
             portmap: true,
-            idle_timeout: Duration::from_secs(30),
+            quic: QuicSettings::default(),
         }
     }
 }
@@ -85,24 +88,38 @@ pub enum IrohError {
     },
 }
 
+/// Flow-control windows of the iroh modes with BBR (per stream, per
+/// connection); with Cubic they keep noq's defaults (1.25 MB per stream),
+/// which are faster on loopback. noq 1.4 closes a connection once one
+/// stream buffers more than 2048 packets behind a gap ("too many gaps in
+/// stream buffer", fixed in quinn by quinn-rs/quinn#2814, not yet in noq):
+/// about 2.4 MB with 1200-byte packets, so the window stays below that.
+pub const BBR_WINDOWS: (u64, u64) = (2 << 20, 8 << 20);
+
 /// QUIC settings shared by both roles: 15 s keep-alive, configurable idle
-/// timeout, room for thousands of streams, datagram buffers for 500 Mbit/s bursts.
-pub fn transport_config(idle: Duration) -> QuicTransportConfig {
-    let keep_alive = crate::transport::quinn::keep_alive_for(idle);
-    let idle =
-        IdleTimeout::try_from(idle).unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
+/// timeout and congestion controller, room for thousands of streams,
+/// datagram buffers for 500 Mbit/s bursts, [`BBR_WINDOWS`] with BBR.
+pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
+    let keep_alive = crate::transport::quinn::keep_alive_for(q.idle_timeout);
+    let idle = IdleTimeout::try_from(q.idle_timeout)
+        .unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
+    let bbr = q.bbr();
     let mut b = QuicTransportConfig::builder()
         .keep_alive_interval(keep_alive)
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(VarInt::from_u32(4096))
         .datagram_receive_buffer_size(Some(8 << 20))
         .datagram_send_buffer_size(8 << 20);
-    if crate::transport::bbr_override() {
+    if bbr {
         b = b.congestion_controller_factory(std::sync::Arc::new(
             noq::congestion::Bbr3Config::default(),
         ));
     }
-    if let Some((stream, conn)) = crate::transport::window_override() {
+    let windows = match bbr {
+        true => Some(crate::transport::windows(BBR_WINDOWS)),
+        false => crate::transport::window_override(),
+    };
+    if let Some((stream, conn)) = windows {
         b = b
             .stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX))
             .receive_window(VarInt::from_u64(conn).unwrap_or(VarInt::MAX))
@@ -116,7 +133,7 @@ pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endp
     let mut b = Endpoint::builder(presets::Minimal)
         .secret_key(secret)
         .alpns(vec![ALPN.to_vec()])
-        .transport_config(transport_config(opts.idle_timeout));
+        .transport_config(transport_config(&opts.quic));
     b = if opts.relay_urls.is_empty() {
         b.relay_mode(RelayMode::Default)
     } else {

@@ -29,7 +29,10 @@ use tokio::net::UdpSocket;
 use tracing::{debug, info, Instrument};
 
 use super::manual::{ManualPath, RejoinError, Side};
-use crate::{stun, transport::iroh::IrohConnection};
+use crate::{
+    stun,
+    transport::{iroh::IrohConnection, QuicSettings},
+};
 
 /// ALPN of the copy-paste iroh mode.
 pub const ALPN: &[u8] = b"peerport/iroh-manual/1";
@@ -44,8 +47,8 @@ pub struct IrohManualPath {
     pub stun_servers: Vec<String>,
     /// Ask the router for a port mapping.
     pub portmap: bool,
-    /// QUIC idle timeout.
-    pub idle_timeout: Duration,
+    /// Idle timeout and congestion controller.
+    pub quic: QuicSettings,
     /// How long to try connecting after the exchange.
     pub connect_timeout: Duration,
 }
@@ -68,7 +71,7 @@ impl ManualPath for IrohManualPath {
             .secret_key(SecretKey::generate())
             .alpns(vec![ALPN.to_vec()])
             .relay_mode(RelayMode::Disabled)
-            .transport_config(super::iroh::transport_config(self.idle_timeout))
+            .transport_config(super::iroh::transport_config(&self.quic))
             // exactly the address asked for (no default socket on the other family)
             .clear_ip_transports()
             .bind_addr(local)

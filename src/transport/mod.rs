@@ -9,15 +9,72 @@ pub mod gate;
 pub mod iroh;
 pub mod quinn;
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Flow-control windows for both QUIC stacks, bytes (stream, connection),
-/// when set through `PEERPORT_STREAM_WINDOW` and `PEERPORT_CONN_WINDOW`
-/// (experiments such as `scripts/lab/lfn.sh`); `None` keeps the stacks'
-/// defaults (1.25 MB per stream).
+/// Congestion controller of the tunnel's QUIC connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Congestion {
+    /// Cubic, the stacks' own default: shrinks its window at every loss, so
+    /// 1 % random loss on a 100 ms path leaves about 1.5 Mbit/s. The default.
+    #[default]
+    Cubic,
+    /// BBR (quinn: BBRv1, iroh's noq: BBRv3): paces at the measured
+    /// bottleneck rate and keeps it through random loss (71 % of a
+    /// 200 Mbit/s, 100 ms path with 1 % loss in `ice`). Not the default:
+    /// quinn's BBRv1 crawls for minutes after the path's RTT grows, and
+    /// noq's BBRv3 costs a quarter of the loopback throughput
+    /// (docs/benchmarks.md, "Long fat path").
+    Bbr,
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bbr" => Ok(Congestion::Bbr),
+            "cubic" => Ok(Congestion::Cubic),
+            _ => Err(format!(
+                "`{s}` is not a congestion controller; write bbr or cubic"
+            )),
+        }
+    }
+}
+
+/// QUIC settings both stacks take from the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicSettings {
+    /// Close the connection after this long without a packet from the peer.
+    pub idle_timeout: Duration,
+    /// Congestion controller.
+    pub congestion: Congestion,
+}
+
+impl Default for QuicSettings {
+    fn default() -> Self {
+        QuicSettings {
+            idle_timeout: Duration::from_secs(30),
+            congestion: Congestion::default(),
+        }
+    }
+}
+
+impl QuicSettings {
+    /// Whether to run BBR; `PEERPORT_CC=bbr|cubic` overrides the setting
+    /// (experiments such as `scripts/lab/lfn.sh`).
+    pub fn bbr(&self) -> bool {
+        let env = std::env::var("PEERPORT_CC")
+            .ok()
+            .and_then(|v| v.parse::<Congestion>().ok());
+        env.unwrap_or(self.congestion) == Congestion::Bbr
+    }
+}
+
+/// Flow-control windows, bytes (per stream, per connection), when
+/// `PEERPORT_STREAM_WINDOW` (and optionally `PEERPORT_CONN_WINDOW`, else 4x)
+/// are set for an experiment such as `scripts/lab/lfn.sh`.
 pub fn window_override() -> Option<(u64, u64)> {
     let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
     let stream = get("PEERPORT_STREAM_WINDOW")?;
@@ -25,10 +82,9 @@ pub fn window_override() -> Option<(u64, u64)> {
     Some((stream, conn))
 }
 
-/// `PEERPORT_CC=bbr` picks the stacks' BBR congestion controller instead
-/// of their default Cubic (experiments such as `scripts/lab/lfn.sh`).
-pub fn bbr_override() -> bool {
-    std::env::var("PEERPORT_CC").is_ok_and(|v| v == "bbr")
+/// The windows to use: `default` unless overridden (see [`window_override`]).
+pub fn windows(default: (u64, u64)) -> (u64, u64) {
+    window_override().unwrap_or(default)
 }
 
 /// Sending half of a QUIC stream. `shutdown()` (from `AsyncWrite`) finishes it
@@ -68,6 +124,9 @@ pub enum CloseReason {
     Reset,
     /// A transport error (protocol violation, version mismatch, ...).
     Transport(String),
+    /// This side closed it because its path can never work again (see
+    /// [`TunnelConnection::path_gone`]).
+    PathGone(String),
 }
 
 impl CloseReason {
@@ -121,6 +180,7 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::Reset => f.write_str("reset by the peer"),
             CloseReason::Transport(e) => write!(f, "transport error: {e}"),
+            CloseReason::PathGone(why) => f.write_str(why),
         }
     }
 }
@@ -177,6 +237,13 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     fn path_summary(&self) -> String;
     /// Log every change of the path in use until the connection closes.
     fn watch_path(&self) -> impl Future<Output = ()> + Send;
+    /// Resolves (with the reason) when the path can never work again, such
+    /// as when this host lost the address the connection is bound to. Then
+    /// the receiver reconnects at once instead of after the idle timeout.
+    /// Stacks that move to a new path by themselves never resolve it.
+    fn path_gone(&self) -> impl Future<Output = String> + Send {
+        std::future::pending()
+    }
 }
 
 /// A sender-side source of connections from receivers: one per back-end

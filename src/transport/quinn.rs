@@ -15,7 +15,9 @@ use rustls::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{CloseReason, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
+use super::{
+    CloseReason, ConnError, DatagramError, QuicSettings, TunnelConnection, TunnelRecv, TunnelSend,
+};
 
 /// ALPN of the quinn-based modes.
 pub const ALPN: &[u8] = b"peerport/ice/1";
@@ -140,23 +142,30 @@ pub fn keep_alive_for(idle: Duration) -> Duration {
         .max(Duration::from_millis(200))
 }
 
+/// Flow-control windows of the quinn modes (per stream, per connection):
+/// 8 MiB lets one stream fill about 70 % of a 200 Mbit/s path with 100 ms
+/// RTT and 1 % loss (with BBR); much more lets a lossy burst exceed quinn's
+/// 1024 reassembly gaps per stream, which aborts the connection
+/// (docs/benchmarks.md, "Long fat path").
+pub const WINDOWS: (u64, u64) = (8 << 20, 32 << 20);
+
 /// Same QUIC settings as the iroh mode: 15 s keep-alive (below NAT timeouts),
-/// configurable idle timeout, thousands of streams, large datagram buffers.
-pub fn transport_config(idle: Duration) -> Arc<quinn::TransportConfig> {
+/// configurable idle timeout and congestion controller, thousands of
+/// streams, large datagram buffers, [`WINDOWS`].
+pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(keep_alive_for(idle)));
-    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    t.keep_alive_interval(Some(keep_alive_for(q.idle_timeout)));
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(q.idle_timeout).ok());
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
     t.datagram_send_buffer_size(8 << 20);
-    if super::bbr_override() {
+    if q.bbr() {
         t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     }
-    if let Some((stream, conn)) = super::window_override() {
-        t.stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX));
-        t.receive_window(VarInt::from_u64(conn).unwrap_or(VarInt::MAX));
-        t.send_window(conn);
-    }
+    let (stream, conn) = super::windows(WINDOWS);
+    t.stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX));
+    t.receive_window(VarInt::from_u64(conn).unwrap_or(VarInt::MAX));
+    t.send_window(conn);
     Arc::new(t)
 }
 
@@ -168,7 +177,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn client_config(
     me: &Identity,
     peer_fp: [u8; 32],
-    idle: Duration,
+    q: &QuicSettings,
 ) -> Result<quinn::ClientConfig, String> {
     let prov = provider();
     let v = Arc::new(Pinned {
@@ -185,7 +194,7 @@ pub fn client_config(
     c.alpn_protocols = vec![ALPN.to_vec()];
     let qc = quinn::crypto::rustls::QuicClientConfig::try_from(c).map_err(|e| e.to_string())?;
     let mut cc = quinn::ClientConfig::new(Arc::new(qc));
-    cc.transport_config(transport_config(idle));
+    cc.transport_config(transport_config(q));
     Ok(cc)
 }
 
@@ -193,7 +202,7 @@ pub fn client_config(
 pub fn server_config(
     me: &Identity,
     peer_fp: [u8; 32],
-    idle: Duration,
+    q: &QuicSettings,
 ) -> Result<quinn::ServerConfig, String> {
     let prov = provider();
     let v = Arc::new(Pinned {
@@ -209,7 +218,7 @@ pub fn server_config(
     s.alpn_protocols = vec![ALPN.to_vec()];
     let qs = quinn::crypto::rustls::QuicServerConfig::try_from(s).map_err(|e| e.to_string())?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(qs));
-    sc.transport_config(transport_config(idle));
+    sc.transport_config(transport_config(q));
     // one peer per endpoint: a flood of forged Initials queues at most a
     // few attempts (quinn's default is 65,536, hundreds of MB)
     sc.max_incoming(16)
@@ -358,6 +367,18 @@ impl TunnelConnection for QuinnConnection {
     async fn watch_path(&self) {
         // the ICE pair is fixed once selected; nothing changes until the end
         let _ = self.conn.closed().await;
+    }
+
+    async fn path_gone(&self) -> String {
+        // a direct ICE pair's socket is bound to one address of this host;
+        // quinn cannot move the connection to another. A relay pair (its
+        // ICE agent kept in `keep`) has no local address of its own.
+        match self.endpoint.local_addr().map(|a| a.ip()) {
+            Ok(ip) if self.keep.is_none() && !ip.is_unspecified() => {
+                crate::net::watch_address(ip).await
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 

@@ -33,7 +33,10 @@ use webrtc_ice::{
 
 use self::socket::{DynConn, IceSocket, StunFilter, FAKE_PEER};
 use super::manual::{ManualPath, RejoinError, Side};
-use crate::transport::quinn::{self as q, Identity, QuinnConnection};
+use crate::transport::{
+    quinn::{self as q, Identity, QuinnConnection},
+    QuicSettings,
+};
 
 /// A TURN server with long-term credentials.
 #[derive(Clone)]
@@ -63,8 +66,8 @@ pub struct IcePath {
     pub turn_servers: Vec<TurnServer>,
     /// Only relay candidates.
     pub relay_only: bool,
-    /// QUIC idle timeout.
-    pub idle_timeout: Duration,
+    /// Idle timeout and congestion controller.
+    pub quic: QuicSettings,
     /// Bound on ICE plus QUIC setup after the exchange.
     pub connect_timeout: Duration,
 }
@@ -591,9 +594,9 @@ impl IcePath {
             ),
         };
         let role = if controlling {
-            Role::Client(q::client_config(&p.identity, peer_fp, self.idle_timeout)?)
+            Role::Client(q::client_config(&p.identity, peer_fp, &self.quic)?)
         } else {
-            Role::Server(q::server_config(&p.identity, peer_fp, self.idle_timeout)?)
+            Role::Server(q::server_config(&p.identity, peer_fp, &self.quic)?)
         };
         let server = match &role {
             Role::Server(cfg) => Some(cfg.clone()),
@@ -805,15 +808,9 @@ impl IceRejoin {
             return None;
         }
         let ip = self.endpoint.local_addr().ok()?.ip();
-        if ip.is_unspecified() {
-            return None;
-        }
-        match std::net::UdpSocket::bind((ip, 0)) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Some(format!(
-                "this host no longer has the address {ip} that the path used (renumbered?)"
-            )),
-            _ => None,
-        }
+        crate::net::address_gone(ip).then(|| {
+            format!("this host no longer has the address {ip} that the path used (renumbered?)")
+        })
     }
 
     fn describe_peer(&self) -> String {
