@@ -53,13 +53,6 @@ head -c 32M /dev/urandom > "$TMP/payload"
 BASE="rate_mbit=50 queue_ms=100"
 PAYLOAD_SHA=$(sha256sum "$TMP/payload" | awk '{print $1}')
 
-ssh_r() {  # ssh_r TIMEOUT CMD...: ssh from the receiver host through the tunnel
-  local t=$1; shift
-  ip netns exec $R timeout "$t" ssh -p 2222 -i "$TMP/userkey" -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=15 -o LogLevel=ERROR \
-    root@127.0.0.1 "$@"
-}
-
 inject() {  # inject CASE DIR: apply the fault (returns when it is over)
   case $1 in
     loss1) $NETLAB wire b $BASE loss=0.01 ;;
@@ -101,12 +94,8 @@ run_case() {
   fi
   if [[ $connected == yes ]]; then
     [[ $mode == iroh ]] && sleep 3   # let iroh settle on its path
-    rm -f "$TMP/stop"
-    # the ticker: one line a second until told to stop; arrival times recorded here
-    ( ssh_r 400 "i=0; while [ ! -e $TMP/stop ]; do i=\$((i+1)); echo tick \$i; sleep 1; done; echo done" \
-        2> "$dir/ticker.err" | while IFS= read -r l; do echo "$(now) $l"; done > "$dir/ticks"
-      echo "${PIPESTATUS[0]}" > "$dir/ticker.rc" ) &
-    local ticker=$!
+    start_ticker "$dir" 400
+    local ticker=$TICKER
     sleep 3
     ( ssh_r 400 "cat $TMP/payload" 2> "$dir/download.err" | sha256sum | awk '{print $1}' > "$dir/download.sha" ) &
     local download=$!
@@ -127,11 +116,8 @@ run_case() {
     while kill -0 $ticker 2>/dev/null && (( SECONDS < end )); do sleep 0.5; done
     kill $ticker 2>/dev/null || true; wait $ticker 2>/dev/null || true
     [[ $(cat "$dir/download.sha" 2>/dev/null) == "$PAYLOAD_SHA" ]] && exact=yes
-    if [[ $(cat "$dir/ticker.rc" 2>/dev/null) == 0 ]] && grep -q ' done$' "$dir/ticks" \
-       && awk '$2=="tick"{ if ($3 != n+1) bad=1; n=$3 } END{ exit bad }' "$dir/ticks"; then
-      survived=yes
-    fi
-    stall=$(awk '{ if (p && $1-p > m) m = $1-p; p = $1 } END{ printf "%.1f", m }' "$dir/ticks")
+    ticker_survived "$dir" && survived=yes
+    stall=$(ticker_stall "$dir")
     replayed=$( { grep -ho 'stream resumed replayed=[0-9]*' "$dir"/ssh.*.log || true; } | awk -F= '{s+=$2} END{print s+0}')
     outage=$(grep -ho 'stream resumed.*outage_ms=[0-9]*' "$dir/ssh.receiver.log" | tail -1 | grep -o '[0-9]*$' || true)
     # a new session works afterwards

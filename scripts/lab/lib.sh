@@ -108,6 +108,34 @@ wait_for() {  # wait_for SECONDS FILE REGEX: bounded poll
   return 1
 }
 
+ssh_r() {  # ssh_r TIMEOUT CMD...: ssh from the receiver host through the tunnel
+  local t=$1; shift
+  ip netns exec $R timeout "$t" ssh -p 2222 -i "$TMP/userkey" -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=15 -o LogLevel=ERROR \
+    root@127.0.0.1 "$@"
+}
+
+# start_ticker DIR SECS: an ssh session through the tunnel printing "tick N" every second until
+# $TMP/stop exists, then "done"; arrival times go to DIR/ticks, ssh's exit code to DIR/ticker.rc.
+# Sets TICKER to its pid.
+start_ticker() {
+  local dir=$1 secs=$2
+  rm -f "$TMP/stop"
+  ( ssh_r "$secs" "i=0; while [ ! -e $TMP/stop ]; do i=\$((i+1)); echo tick \$i; sleep 1; done; echo done" \
+      2> "$dir/ticker.err" | while IFS= read -r l; do echo "$(now) $l"; done > "$dir/ticks"
+    echo "${PIPESTATUS[0]}" > "$dir/ticker.rc" ) &
+  TICKER=$!
+}
+
+# ticker_survived DIR: the ticker ended normally with every tick in order
+ticker_survived() {
+  [[ $(cat "$1/ticker.rc" 2>/dev/null) == 0 ]] && grep -q ' done$' "$1/ticks" \
+    && awk '$2=="tick"{ if ($3 != n+1) bad=1; n=$3 } END{ exit bad }' "$1/ticks"
+}
+
+# ticker_stall DIR: the longest gap between ticks at the client, seconds
+ticker_stall() { awk '{ if (p && $1-p > m) m = $1-p; p = $1 } END{ printf "%.1f", m }' "$1/ticks"; }
+
 # ---- start one sender/receiver pair (in the background) ------------------------------------
 start_pair() {
   local mode=${1%@*} t=$2 dir=$3 common=() scommon=() rcommon=()

@@ -40,13 +40,6 @@ PAYLOAD_SHA=$(sha256sum "$TMP/payload" | awk '{print $1}')
 DIR=$OUTDIR/runs/$OUT
 rm -rf "$DIR"; mkdir -p "$DIR"
 
-ssh_r() {  # ssh_r TIMEOUT CMD...: ssh from the receiver host through the tunnel
-  local t=$1; shift
-  ip netns exec $R timeout "$t" ssh -p 2222 -i "$TMP/userkey" -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=15 -o LogLevel=ERROR \
-    root@127.0.0.1 "$@"
-}
-
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo ""; }
 nfds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 
@@ -62,11 +55,7 @@ SPID=$(cat "$DIR/ssh.spid") RPID=$(cat "$DIR/ssh.rpid")
 sleep 3
 log "soak: $MODE for $MINUTES min, a fault every $EVERY s; sender pid $SPID, receiver pid $RPID"
 
-rm -f "$TMP/stop"
-( ssh_r $(( MINUTES * 60 + 300 )) "i=0; while [ ! -e $TMP/stop ]; do i=\$((i+1)); echo tick \$i; sleep 1; done; echo done" \
-    2> "$DIR/ticker.err" | while IFS= read -r l; do echo "$(now) $l"; done > "$DIR/ticks"
-  echo "${PIPESTATUS[0]}" > "$DIR/ticker.rc" ) &
-TICKER=$!
+start_ticker "$DIR" $(( MINUTES * 60 + 300 ))
 # ok = exact; bad = complete but different bytes (must never happen); failed = ssh failed
 # (a new connection can time out while a blackout is on)
 ( set +e
@@ -116,12 +105,9 @@ while { kill -0 $TICKER 2>/dev/null || kill -0 $LOADER 2>/dev/null; } && (( SECO
 kill $TICKER $LOADER 2>/dev/null || true
 
 survived=no
-if [[ $(cat "$DIR/ticker.rc" 2>/dev/null) == 0 ]] && grep -q ' done$' "$DIR/ticks" \
-   && awk '$2=="tick"{ if ($3 != n+1) bad=1; n=$3 } END{ exit bad }' "$DIR/ticks"; then
-  survived=yes
-fi
+ticker_survived "$DIR" && survived=yes
 ticks=$(grep -c ' tick ' "$DIR/ticks" || true)
-stall=$(awk '{ if (p && $1-p > m) m = $1-p; p = $1 } END{ printf "%.1f", m }' "$DIR/ticks")
+stall=$(ticker_stall "$DIR")
 ok=$(grep -c ' ok$' "$DIR/downloads" || true); bad=$(grep -c ' bad$' "$DIR/downloads" || true)
 failed=$(grep -c ' failed' "$DIR/downloads" || true)
 resumed=$(grep -c 'stream resumed' "$DIR/ssh.receiver.log" || true)
