@@ -20,24 +20,38 @@ use crate::{
         },
         nostr::{NostrAcceptor, NostrDialer},
     },
+    observe::{Observers, Progress},
     receiver::{Receiver, ReceiverError},
     rendezvous::Rendezvous,
     sender::Sender,
     settings::{self, ModeSettings, PathSettings, Settings},
+    status,
     transport::iroh::IrohAcceptor,
 };
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
+    let progress = match cli.log_format {
+        crate::cli::LogFormat::Json => Progress::Log,
+        crate::cli::LogFormat::Text => Progress::Terminal,
+    };
     match cli.command {
         Command::Sender { mode } => {
             let (mode, partial, cfg) = mode.parts();
-            run_sender(settings::load(partial, cfg, Role::Sender, mode)?).await
+            let s = settings::load(partial, cfg, Role::Sender, mode)?;
+            run_sender(s, mode, progress).await
         }
         Command::Receiver { mode } => {
             let (mode, partial, cfg) = mode.parts();
-            run_receiver(settings::load(partial, cfg, Role::Receiver, mode)?).await
+            let s = settings::load(partial, cfg, Role::Receiver, mode)?;
+            run_receiver(s, mode, progress).await
         }
+        Command::Status {
+            name,
+            json,
+            watch,
+            control_socket,
+        } => status_command(name, json, watch, control_socket).await,
         Command::GenerateSecret { output, force } => {
             let key = SecretKey::generate();
             identity::write(&output, &key, force)?;
@@ -268,12 +282,71 @@ impl Console for Terminal {
     }
 }
 
+/// `peerport status`: ask running processes, print text or JSON.
+async fn status_command(
+    name: Option<String>,
+    json: bool,
+    watch: Option<f64>,
+    explicit: Option<std::path::PathBuf>,
+) -> Result<()> {
+    use crate::status::{control, text};
+    let targets = control::targets(explicit.as_deref(), name.as_deref());
+    let stop = shutdown_signal();
+    loop {
+        let all = control::query_all(&targets).await?;
+        let out = if json {
+            let v = if all.len() == 1 && (name.is_some() || explicit.is_some()) {
+                serde_json::to_string_pretty(&all[0])?
+            } else {
+                serde_json::to_string_pretty(&all)?
+            };
+            v + "\n"
+        } else {
+            all.iter().map(text::render).collect::<Vec<_>>().join("\n")
+        };
+        let Some(every) = watch else {
+            print!("{out}");
+            return Ok(());
+        };
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            // clear the screen and go home, like watch(1)
+            print!("\x1b[H\x1b[2J{out}");
+        } else {
+            print!("{out}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs_f64(every.max(0.2))) => {}
+        }
+    }
+}
+
+/// The process's name: `--name`, else ROLE-PID.
+fn process_name(s: &Settings, role: &str) -> String {
+    s.observe
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{role}-{}", std::process::id()))
+}
+
 /// Every sender: the mode's acceptor under one [`Sender`].
-async fn run_sender(s: Settings) -> Result<()> {
+async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progress) -> Result<()> {
     let shutdown = shutdown_signal();
     let sender = Sender::builder(s.forward.clone())
         .engine(s.engine.clone())
         .max_sessions(s.max_sessions);
+    let mut info = status::Info::new("sender", &mode.to_string(), &process_name(&s, "sender"));
+    info.service = s.forward.to_string();
+    let observe = |sender: &Sender| {
+        let monitor = status::Monitor::new(info.clone(), sender.ledger());
+        let o = s.observe.clone();
+        async move {
+            let obs = Observers::start(&o, monitor.clone(), progress).await?;
+            anyhow::Ok((monitor, obs))
+        }
+    };
     match &s.mode {
         ModeSettings::Iroh(i) => {
             let secret = load_secret(i.secret_file.as_deref())?;
@@ -303,15 +376,31 @@ async fn run_sender(s: Settings) -> Result<()> {
                 );
             }
             let acceptor = IrohAcceptor::new(ep.clone());
-            sender.auth(auth).build().run(acceptor, shutdown).await;
+            let sender = sender.auth(auth).build();
+            let (monitor, obs) = observe(&sender).await?;
+            monitor.add_metrics(status::metrics::iroh_endpoint(&ep));
+            sender.run(acceptor, shutdown).await;
+            obs.stop().await;
             ep.close().await;
             Ok(())
         }
         ModeSettings::IrohManual(p) => {
-            manual_sender(sender.build(), p.iroh_manual_path(), p, shutdown).await
+            let sender = sender.build();
+            let (_, obs) = observe(&sender).await?;
+            let r = manual_sender(sender, p.iroh_manual_path(), p, shutdown).await;
+            obs.stop().await;
+            r
         }
-        ModeSettings::Ice(p) => manual_sender(sender.build(), p.ice_path()?, p, shutdown).await,
+        ModeSettings::Ice(p) => {
+            let sender = sender.build();
+            let (_, obs) = observe(&sender).await?;
+            let r = manual_sender(sender, p.ice_path()?, p, shutdown).await;
+            obs.stop().await;
+            r
+        }
         ModeSettings::Nostr(p, n) => {
+            let sender = sender.build();
+            let (_, obs) = observe(&sender).await?;
             let acceptor = NostrAcceptor::start(n, Arc::new(p.ice_path()?), s.max_sessions).await?;
             eprintln!(
                 "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
@@ -320,7 +409,8 @@ async fn run_sender(s: Settings) -> Result<()> {
                 peerport_signaling::nostr::npub_of_public(&n.peer),
                 n.relays.len()
             );
-            sender.build().run(acceptor, shutdown).await;
+            sender.run(acceptor, shutdown).await;
+            obs.stop().await;
             Ok(())
         }
     }
@@ -354,8 +444,34 @@ async fn manual_sender<P: ManualPath>(
     Ok(())
 }
 
+/// What a receiver in `mode` waits for while no session is up (`None`:
+/// the paste prompt says it).
+fn waiting_for(s: &Settings) -> Option<String> {
+    match &s.mode {
+        ModeSettings::Iroh(i) => Some(match &i.peer {
+            Some(p) => format!(
+                "the sender (endpoint {})",
+                crate::status::text::short(&p.id.to_string())
+            ),
+            None => "the sender".into(),
+        }),
+        ModeSettings::Nostr(_, n) => Some(format!(
+            "the sender on Nostr ({})",
+            crate::status::text::short(&peerport_signaling::nostr::npub_of_public(&n.peer))
+        )),
+        ModeSettings::IrohManual(p) | ModeSettings::Ice(p) => p
+            .answer_file
+            .as_ref()
+            .map(|f| format!("the sender's answer in {}", f.display())),
+    }
+}
+
 /// Every receiver: one [`Receiver`] over the mode's dialer.
-async fn run_receiver(s: Settings) -> Result<()> {
+async fn run_receiver(
+    s: Settings,
+    mode: peerport_signaling::Mode,
+    progress: Progress,
+) -> Result<()> {
     let receiver = Receiver::builder(s.forward.clone())
         .engine(s.engine.clone())
         .reconnect(s.reconnect.clone())
@@ -363,6 +479,16 @@ async fn run_receiver(s: Settings) -> Result<()> {
         .bind()
         .await?;
     let shutdown = shutdown_signal();
+    let mut info = status::Info::new("receiver", &mode.to_string(), &process_name(&s, "receiver"));
+    info.service = s.forward.to_string();
+    info.listen = Some(format!(
+        "{}://{}",
+        s.forward.protocol,
+        receiver.local_addr()
+    ));
+    info.waiting_for = waiting_for(&s);
+    let monitor = status::Monitor::new(info, receiver.ledger());
+    let obs = Observers::start(&s.observe, monitor.clone(), progress).await?;
     let console = Terminal::shared();
     let manual = |p: &PathSettings| {
         (
@@ -376,6 +502,7 @@ async fn run_receiver(s: Settings) -> Result<()> {
         ModeSettings::Iroh(i) => {
             let secret = load_secret(i.secret_file.as_deref())?;
             let ep = iroh_mode::bind_endpoint(secret, &i.iroh).await?;
+            monitor.add_metrics(status::metrics::iroh_endpoint(&ep));
             let peer = i.peer.clone().context("--node-id is required")?;
             let dialer = IrohDialer::new(ep, peer, s.connect_timeout);
             receiver.run(dialer, shutdown).await
@@ -402,6 +529,7 @@ async fn run_receiver(s: Settings) -> Result<()> {
             receiver.run(dialer, shutdown).await
         }
     };
+    obs.stop().await;
     Ok(result?)
 }
 

@@ -18,14 +18,42 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Log lines as text, or as JSON objects (one per line, for log
+    /// shippers; progress lines become log events too).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what running senders and receivers are doing: sessions, path
+    /// (direct or relay), RTT, throughput, streams (like `wg show`).
+    Status {
+        /// The process started with --name NAME (default: every one running).
+        name: Option<String>,
+        /// Print JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+        /// Refresh every SECS seconds until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+        /// Ask the process on this control socket.
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
+    },
     /// Run next to the service and let receivers reach it.
     Sender {
         /// Signaling mode.
@@ -267,6 +295,25 @@ pub struct TunnelArgs {
     /// from the local socket waits while it is full [default: 8].
     #[arg(long, value_name = "MIB")]
     pub resume_buffer: Option<u64>,
+    /// Name of this process for `peerport status NAME` (its control socket
+    /// is NAME.sock) [default: sender-PID or receiver-PID].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Where to put the control socket `peerport status` asks; `none` for
+    /// no socket [default: $XDG_RUNTIME_DIR/peerport/NAME.sock, /run/peerport
+    /// for root].
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+    /// Serve Prometheus/OpenMetrics metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Serve a live dashboard at http://ADDR/, e.g. 127.0.0.1:8080 (an
+    /// address other than loopback needs --dashboard-token-file).
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard: Option<String>,
+    /// File holding the secret the dashboard asks for (?token=...).
+    #[arg(long, value_name = "FILE")]
+    pub dashboard_token_file: Option<PathBuf>,
 }
 
 impl ToPartial for TunnelArgs {
@@ -280,6 +327,11 @@ impl ToPartial for TunnelArgs {
             max_udp_flows: self.max_udp_flows,
             resume_window: self.resume_window,
             resume_buffer: self.resume_buffer,
+            name: self.name.clone(),
+            control_socket: self.control_socket.clone(),
+            metrics: self.metrics.clone(),
+            dashboard: self.dashboard.clone(),
+            dashboard_token_file: self.dashboard_token_file.clone(),
             ..Default::default()
         }
     }

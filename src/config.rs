@@ -79,6 +79,16 @@ pub struct Partial {
     pub idle_timeout: Option<u64>,
     /// Congestion controller: `bbr` or `cubic`.
     pub congestion: Option<String>,
+    /// The process's name (`peerport status NAME`).
+    pub name: Option<String>,
+    /// Control socket path.
+    pub control_socket: Option<PathBuf>,
+    /// Prometheus endpoint address.
+    pub metrics: Option<String>,
+    /// Dashboard address.
+    pub dashboard: Option<String>,
+    /// File with the dashboard's token.
+    pub dashboard_token_file: Option<PathBuf>,
     /// How long one attempt to connect may take, seconds.
     pub connect_timeout: Option<u64>,
     /// Receiver: reconnect after a lost tunnel.
@@ -176,8 +186,20 @@ pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
     use Mode::*;
     let sender = role == Role::Sender;
     match key {
-        "role" | "mode" | "bind" | "idle-timeout" | "congestion" | "udp-idle-timeout"
-        | "max-udp-flows" | "resume-window" | "resume-buffer" => true,
+        "role"
+        | "mode"
+        | "bind"
+        | "idle-timeout"
+        | "congestion"
+        | "udp-idle-timeout"
+        | "max-udp-flows"
+        | "resume-window"
+        | "resume-buffer"
+        | "name"
+        | "control-socket"
+        | "metrics"
+        | "dashboard"
+        | "dashboard-token-file" => true,
         "source" | "max-sessions" => sender,
         "target" | "reconnect" | "give-up-after" | "reconnect-wait" => !sender,
         "connect-timeout" => !(sender && mode == Iroh),
@@ -273,6 +295,11 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         resume_buffer,
         idle_timeout,
         congestion,
+        name,
+        control_socket,
+        metrics,
+        dashboard,
+        dashboard_token_file,
         connect_timeout,
         reconnect,
         give_up_after,

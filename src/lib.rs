@@ -35,6 +35,7 @@ pub mod proto;
 pub mod receiver;
 pub mod rendezvous;
 pub mod sender;
+pub mod status;
 pub mod stun;
 pub mod transport;
 
@@ -53,6 +54,8 @@ pub mod demo;
 #[doc(hidden)]
 pub mod labwire;
 pub(crate) mod net;
+#[doc(hidden)]
+pub mod observe;
 pub(crate) mod qad;
 #[doc(hidden)]
 pub mod settings;

@@ -23,11 +23,13 @@ fn main() -> ExitCode {
         _ => "debug,peerport=trace".to_string(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        peerport::cli::LogFormat::Json => fmt.json().with_ansi(false).init(),
+        peerport::cli::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -21,7 +21,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, Instant},
 };
 
@@ -31,7 +31,8 @@ use tracing::{info, warn, Instrument};
 use crate::{
     addr::ForwardAddr,
     engine::{
-        close_code, resume, session, BindError, EngineConfig, Front, RefusalKind, SessionError,
+        close_code, resume, session, BindError, EngineConfig, Front, Ledger, RefusalKind,
+        SessionError,
     },
     proto::{header::ResumeOffer, resume::ReplyExt},
     transport::{CloseReason, DialError, Dialer, TunnelConnection},
@@ -151,7 +152,12 @@ impl ReceiverBuilder {
     pub async fn bind(self) -> Result<Receiver, BindError> {
         let (front, local) = Front::bind(&self.target, &self.engine, self.reconnect_wait).await?;
         info!(listen = %local, "listening for local clients");
+        let ledger = match &front {
+            Front::Udp(u) => Ledger::with_shared_udp(u.stats.clone()),
+            Front::Tcp(_) => Ledger::new(),
+        };
         Ok(Receiver {
+            ledger,
             front,
             local,
             engine: Arc::new(self.engine),
@@ -170,6 +176,7 @@ pub struct Receiver {
     engine: Arc<EngineConfig>,
     reconnect: Reconnect,
     path: tokio::sync::watch::Sender<Option<String>>,
+    ledger: Arc<Ledger>,
 }
 
 /// How one session went.
@@ -200,6 +207,12 @@ impl Receiver {
     /// The bound local address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// What the receiver counts: its session and totals (see
+    /// [`crate::status`]).
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
     }
 
     /// The path of the current session ("direct ...", "relay ..."), `None`
@@ -243,6 +256,9 @@ impl Receiver {
                 _ = self.front.hold() => unreachable!("hold never returns"),
                 r = dialer.dial() => r,
             };
+            if dialed.is_err() {
+                self.ledger.dial_failures.fetch_add(1, Relaxed);
+            }
             let failure = match dialed {
                 Err(DialError::Refused(m)) => return Err(ReceiverError::Refused(m)),
                 Err(DialError::Busy(m)) if !was_up => return Err(ReceiverError::Refused(m)),
@@ -292,6 +308,7 @@ impl Receiver {
                                 }
                                 _ => {}
                             }
+                            self.ledger.reconnects.fetch_add(1, Relaxed);
                             if dialer.unattended() {
                                 warn!("tunnel lost ({err}); reconnecting");
                             } else {
@@ -342,6 +359,7 @@ impl Receiver {
         if let (Some(s), Some(t), Some(true)) =
             (resumable.as_ref(), &ticket, ext.and_then(|e| e.resumed))
         {
+            self.ledger.resumes.fetch_add(1, Relaxed);
             s.set_ticket(t.clone());
             return Some(s.clone());
         }
@@ -362,7 +380,7 @@ impl Receiver {
         if let Some(w) = ext.and_then(|e| e.window_secs) {
             cfg.window = cfg.window.min(Duration::from_secs(w.into()));
         }
-        let s = resume::Session::new(t, cfg, shutdown.child_token());
+        let s = resume::Session::new(t, cfg, shutdown.child_token(), self.ledger.open_session());
         *resumable = Some(s.clone());
         Some(s)
     }
@@ -395,7 +413,13 @@ impl Receiver {
                 lasted: Duration::ZERO,
             },
             Ok(hello) => {
+                self.ledger.connections.fetch_add(1, Relaxed);
                 let session = self.adopt(hello.ext.clone(), resumable, shutdown).await;
+                let tally = match &session {
+                    Some(s) => s.tally().clone(),
+                    None => self.ledger.open_session(),
+                };
+                tally.attach(&conn);
                 let started = Instant::now();
                 let path = &self.path;
                 let publish = async {
@@ -411,7 +435,7 @@ impl Receiver {
                     }
                 };
                 let forwarded = tokio::select! {
-                    r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), session, shutdown.child_token()) => r,
+                    r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), session, tally.clone(), shutdown.child_token()) => r,
                     why = conn.path_gone() => {
                         // lost, not ended: open streams wait for the resume
                         conn.close(close_code::PATH_GONE, &why);
@@ -421,6 +445,7 @@ impl Receiver {
                     _ = publish => unreachable!(),
                 };
                 self.path.send_replace(None);
+                tally.detach();
                 match forwarded {
                     Ok(()) => Outcome::Shutdown,
                     Err(err) => Outcome::Ended {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     addr::ForwardAddr,
-    engine::{server, Authorizer, EngineConfig, SenderContext},
+    engine::{server, Authorizer, EngineConfig, Ledger, SenderContext},
     transport::Acceptor,
 };
 
@@ -63,6 +63,7 @@ impl SenderBuilder {
                 source: Arc::new(self.source),
                 auth: self.auth,
                 engine: Arc::new(self.engine),
+                ledger: Ledger::new(),
             }),
             max_sessions: self.max_sessions,
         }
@@ -91,6 +92,12 @@ impl Sender {
     /// The service this sender forwards to.
     pub fn source(&self) -> &ForwardAddr {
         &self.ctx.source
+    }
+
+    /// What the sender counts: its live sessions and totals (see
+    /// [`crate::status`]).
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ctx.ledger.clone()
     }
 
     /// Serve sessions from `acceptor` until `shutdown` fires or the

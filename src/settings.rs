@@ -38,6 +38,78 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// The mode's own settings.
     pub mode: ModeSettings,
+    /// How the process shows what it does.
+    pub observe: Observe,
+}
+
+/// `--name`, `--control-socket`, `--metrics`, `--dashboard`.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    /// The process's name (`None`: role-PID).
+    pub name: Option<String>,
+    /// The control socket (`None`: the default place; `Some(None)`: no socket).
+    pub control_socket: Option<Option<PathBuf>>,
+    /// Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// Dashboard address.
+    pub dashboard: Option<SocketAddr>,
+    /// The dashboard's token.
+    pub dashboard_token: Option<String>,
+}
+
+fn observe(p: &Partial) -> Result<Observe, ConfigError> {
+    let addr = |v: &Option<String>, flag: &str| -> Result<Option<SocketAddr>, ConfigError> {
+        v.as_deref()
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    invalid(format!(
+                        "{flag} `{a}` is not an address: write IP:PORT, e.g. 127.0.0.1:9090"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    if let Some(n) = &p.name {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !n.starts_with('.');
+        if !ok {
+            return Err(invalid(format!(
+                "--name `{n}`: use up to 64 letters, digits, '-', '_' or '.' (it names a socket file)"
+            )));
+        }
+    }
+    let dashboard_token = match &p.dashboard_token_file {
+        None => None,
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| invalid(format!("--dashboard-token-file {}: {e}", f.display())))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(invalid(format!(
+                    "--dashboard-token-file {}: the token must be at least 16 printable characters without spaces (e.g. `openssl rand -hex 16`)",
+                    f.display()
+                )));
+            }
+            Some(t)
+        }
+    };
+    let dashboard = addr(&p.dashboard, "--dashboard")?;
+    if p.dashboard_token_file.is_some() && dashboard.is_none() {
+        return Err(invalid("--dashboard-token-file needs --dashboard ADDR"));
+    }
+    Ok(Observe {
+        name: p.name.clone(),
+        control_socket: p
+            .control_socket
+            .as_ref()
+            .map(|c| (c.as_os_str() != "none").then(|| c.clone())),
+        metrics: addr(&p.metrics, "--metrics")?,
+        dashboard,
+        dashboard_token,
+    })
 }
 
 /// The settings only one mode has.
@@ -345,6 +417,7 @@ impl Settings {
             reconnect_wait: secs(p.reconnect_wait, Duration::from_secs(10)),
             connect_timeout,
             mode: mode_settings,
+            observe: observe(&p)?,
         })
     }
 }

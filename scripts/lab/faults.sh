@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fault lab: an ssh session through peerport while the network misbehaves.
-#   faults.sh [--quick] [--modes "iroh ice"] [--cases "loss1 blackout40"] [--out NAME]
+#   faults.sh [--quick] [--iperf] [--modes "iroh ice"] [--cases "loss1 blackout40"] [--out NAME]
 #
 # Lab: cone/cone NAT sites (netlab.sh) with a userspace wire (`peerport lab-wire`, PPLAB_WIRE=1)
 # between each router and the internet, because this kernel has no netem. Sender in site a
@@ -24,6 +24,10 @@
 #                      embedded TURN server (and the Nostr relay), or coturn in the "@coturn"
 #                      modes. Not for iroh-manual, which has no relay; the @coturn modes run
 #                      only this case.
+# --iperf (opt-in; readdr cases only): a second tunnel (tcp5201) forwards an iperf3 server in the
+# sender host (127.0.0.1:5201); an iperf3 TCP client in the receiver host sends through it for
+# 30 s (-i 1), started ~4 s before the fault. Extra result fields (iperf: exit status, sender and
+# receiver sums, longest run of 1 s intervals with no bytes at the receiving side) and columns.
 # Output: target/lab/NAME.md and NAME.json (default NAME=faults); logs in runs/NAME/MODE-CASE/.
 # Exits 1 when a case misses its expectation (every case survives and is exact, except
 # sender-restart, which must end the old session and serve a new one).
@@ -36,13 +40,16 @@ MODES="iroh iroh-manual ice nostr ice@coturn"
 CASES="loss1 loss5 rtt50 rtt200 blackout40 natflush readdr-receiver readdr-sender sender-restart relay-restart"
 OUT=faults
 CONNECT_TIMEOUT=20
+IPERF=0
+IPERF_SECS=${PPLAB_IPERF_SECS:-30}   # --iperf: the client's -t
 while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) MODES="iroh ice"; CASES="loss5 rtt200 blackout40 natflush readdr-receiver sender-restart relay-restart" ;;
     --modes) MODES=$2; shift ;;
     --cases) CASES=$2; shift ;;
     --out) OUT=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--modes LIST] [--cases LIST] [--out NAME]" >&2; exit 2 ;;
+    --iperf) IPERF=1 ;;
+    *) echo "usage: $0 [--quick] [--iperf] [--modes LIST] [--cases LIST] [--out NAME]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -68,6 +75,74 @@ inject() {  # inject CASE DIR: apply the fault (returns when it is over)
   esac
 }
 
+# ---- --iperf: iperf3 through a second tunnel during the readdr cases ----------------------------
+iperf_case() { [[ $IPERF == 1 && $1 == readdr-* ]]; }
+
+# start_iperf DIR: a one-shot iperf3 server in the sender host (127.0.0.1:5201, the tcp5201
+# tunnel's source) and a client in the receiver host (127.0.0.1:5201, the tunnel's target) sending
+# for IPERF_SECS s, both bounded by timeout(1); sets IPERF_PID (client) and IPERF_SPID (server)
+start_iperf() {
+  local dir=$1
+  ip netns exec $S timeout $(( IPERF_SECS + 90 )) iperf3 -s -1 -B 127.0.0.1 -p 5201 -J \
+    > "$dir/iperf.server.json" 2> "$dir/iperf.server.err" &
+  IPERF_SPID=$!
+  sleep 0.3
+  ( rc=0
+    ip netns exec $R timeout $(( IPERF_SECS + 60 )) iperf3 -c 127.0.0.1 -p 5201 -t $IPERF_SECS -i 1 -J \
+      --get-server-output --connect-timeout 10000 > "$dir/iperf.json" 2> "$dir/iperf.err" || rc=$?
+    echo $rc > "$dir/iperf.rc" ) &
+  IPERF_PID=$!
+}
+
+# stop_iperf: wait for the client (bounded), then the server
+stop_iperf() {
+  local end=$(( SECONDS + IPERF_SECS + 70 ))
+  while kill -0 $IPERF_PID 2>/dev/null && (( SECONDS < end )); do sleep 0.5; done
+  kill $IPERF_PID 2>/dev/null || true; wait $IPERF_PID 2>/dev/null || true
+  end=$(( SECONDS + 10 ))
+  while kill -0 $IPERF_SPID 2>/dev/null && (( SECONDS < end )); do sleep 0.5; done
+  kill $IPERF_SPID 2>/dev/null || true; wait $IPERF_SPID 2>/dev/null || true
+}
+
+jsonf() {  # jsonf FILE: the file's JSON; {} when it is missing or cut off
+  local j
+  j=$(jq -cs '.[0] // {}' "$1" 2>/dev/null) && [[ -n $j ]] || j='{}'
+  echo "$j"
+}
+
+# iperf_result DIR TUNNEL: the iperf object of result.json. zero_gap_s: the longest run of
+# intervals with 0 bytes at the receiving side (the server's own JSON, else the client's copy of
+# it), or at the sending side when neither exists (gap_from says which); zero_gap_open: that run
+# lasts to the last interval (the test ended inside it, so the real gap is longer: iperf3's server
+# gives up 40 s after the test's duration). received_bytes_intervals: the bytes in the receiver's
+# intervals (iperf3 reports no receiver sum when the end of the test fails: `error`)
+iperf_result() {
+  local dir=$1 tunnel=$2 rc note
+  rc=$(cat "$dir/iperf.rc" 2>/dev/null || true)
+  note=$( { grep -hoE 'the sender did not resume[^"]*|session resumed[^"]*|path (changed|selected)[^"]*' \
+    "$dir/tcp5201.receiver.log" 2>/dev/null || true; } | sort | uniq -c | sed 's/^ *//' | paste -sd ';' -)
+  jq -n --arg tunnel "$tunnel" --arg rc "$rc" --arg note "$note" \
+    --argjson c "$(jsonf "$dir/iperf.json")" --argjson s "$(jsonf "$dir/iperf.server.json")" '
+    def mbps: if . == null then null else ./1e6*10 | floor/10 end;
+    def gap: reduce .[] as $i ({run: 0, max: 0};
+      if ($i.bytes // 0) == 0 then .run += $i.seconds | .max = ([.max, .run] | max) else .run = 0 end)
+      | {s: (.max*10 | round/10), open: (.run > 0 and .run >= .max)};
+    (($s.intervals // $c.server_output_json.intervals // []) | map(.sum)) as $recv
+    | (($c.intervals // []) | map(.sum)) as $sent
+    | (if ($recv | length) > 0 then $recv else $sent end) as $iv
+    | ($iv | gap) as $g
+    | {tunnel: $tunnel, rc: (if $rc == "" then null else ($rc | tonumber) end),
+       error: ($c.error // ""), server_error: ($s.error // ""),
+       sent_bytes: $c.end.sum_sent.bytes, sent_mbps: ($c.end.sum_sent.bits_per_second | mbps),
+       received_bytes: $c.end.sum_received.bytes,
+       received_mbps: ($c.end.sum_received.bits_per_second | mbps),
+       received_bytes_intervals: ($recv | map(.bytes // 0) | add),
+       zero_gap_s: (if ($iv | length) > 0 then $g.s else null end),
+       zero_gap_open: (($iv | length) > 0 and $g.open),
+       gap_from: (if ($recv | length) > 0 then "receiver" elif ($sent | length) > 0 then "sender" else "" end),
+       intervals: ($iv | length), log: $note}'
+}
+
 applies() {  # applies MODE CASE: whether the case makes sense for the mode
   case $1:$2 in
     iroh-manual:relay-restart) return 1 ;;
@@ -84,6 +159,7 @@ run_case() {
   $NETLAB down >/dev/null 2>&1 || true
   $NETLAB up cone cone > "$dir/netlab.log" 2>&1 || { log "lab up failed"; cat "$dir/netlab.log" >&2; return 0; }
   local connected=no survived=no exact=no stall="" replayed=0 outage="" after=no note=""
+  local iperf_tunnel="" iperf_run=no
   $NETLAB wire b $BASE
   PAIR_EXTRA=()
   [[ $case == relay-restart ]] && PAIR_EXTRA=(--relay-only)
@@ -92,8 +168,14 @@ run_case() {
     start_pair "$mode" ssh "$dir"
     await_pair "$dir" ssh && connected=yes
   fi
+  if [[ $connected == yes ]] && iperf_case "$case"; then
+    iperf_tunnel=no
+    start_pair "$mode" tcp5201 "$dir"
+    if await_pair "$dir" tcp5201; then iperf_tunnel=yes; else log "   the iperf3 tunnel (tcp5201) did not connect"; fi
+  fi
   if [[ $connected == yes ]]; then
     [[ $mode == iroh ]] && sleep 3   # let iroh settle on its path
+    if [[ $iperf_tunnel == yes ]]; then start_iperf "$dir"; iperf_run=yes; fi
     start_ticker "$dir" 400
     local ticker=$TICKER
     sleep 3
@@ -108,6 +190,7 @@ run_case() {
     local end=$(( SECONDS + 300 ))
     while kill -0 $download 2>/dev/null && (( SECONDS < end )); do sleep 0.5; done
     kill $download 2>/dev/null || true
+    if [[ $iperf_run == yes ]]; then stop_iperf; fi
     # loss and delay stay on while the download runs; clear them before stopping the ticker
     $NETLAB wire b $BASE >/dev/null 2>&1 || true
     sleep 3
@@ -130,6 +213,11 @@ run_case() {
     '{mode:$mode, case:$case, connected:$connected, survived:$survived, exact:$exact, stall_s:$stall,
       replayed:($replayed|tonumber), outage_ms:$outage, new_session:$after, log:$note}' > "$dir/result.json"
   log "   connected=$connected survived=$survived exact=$exact stall=${stall}s replayed=$replayed new-session=$after"
+  if iperf_case "$case"; then
+    local ip; ip=$(iperf_result "$dir" "${iperf_tunnel:-no}")
+    jq --argjson ip "$ip" '. + {iperf: $ip}' "$dir/result.json" > "$dir/result.json.new" && mv "$dir/result.json.new" "$dir/result.json"
+    log "   iperf3: $(jq -r '"tunnel=\(.tunnel) rc=\(.rc) Mbit/s sent=\(.sent_mbps) received=\(.received_mbps) zero-gap=\(if .zero_gap_open then ">=" else "" end)\(.zero_gap_s)s (\(.gap_from)) \(.error) \(.server_error)"' <<< "$ip")"
+  fi
   $NETLAB down >/dev/null 2>&1 || true
 }
 
@@ -154,6 +242,18 @@ for mode in $MODES; do for c in $CASES; do
   RESULTS+=("$res")
 done; done
 jq -s . "${RESULTS[@]}" > "$OUTDIR/$OUT.json"
+if [[ $IPERF == 1 ]]; then
+{
+  echo "**peerport fault lab ($(date -u +%F\ %TZ), $((SECONDS-START)) s)**"
+  echo
+  echo "cone/cone sites; sender in a, receiver in b; the fault on b's wire unless noted. survived = the ssh ticker session ended normally with every tick; exact = the 32 MiB download (50 Mbit/s link) through ssh matched its sha256; stall = longest gap between ticks at the client; replayed = bytes resent when streams resumed; outage = the receiver's last \`stream resumed\` outage. iperf3 (--iperf, readdr cases): a second tunnel forwards an iperf3 server in a; a client in b sends for ${IPERF_SECS} s from ~4 s before the fault; rc = its exit status (124: timed out; \"err\": its JSON reports an error, iperf3 may still exit 0); Mbit/s and MB (10^6 bytes) are the sender/receiver sums as iperf3 reports them (on an error it has no receiver sum: \"-\", and (MB) counts the receiver's 1 s intervals); 0-gap = longest run of 1 s intervals without bytes at the receiving side (>=: the test ended inside it)."
+  echo
+  echo "| mode | case | survived | exact | stall s | replayed bytes | outage ms | new session | iperf rc | iperf Mbit/s snd/rcv | iperf MB snd/rcv | iperf 0-gap s | log |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  jq -r 'def mb: if . == null then "-" else ./1e5 | floor/10 | tostring end;
+    .[] | "| \(.mode) | \(.case) | \(.survived) | \(.exact) | \(.stall_s) | \(.replayed) | \(.outage_ms) | \(.new_session) | \(if .iperf == null then "-" elif .iperf.tunnel != "yes" then "no tunnel" else "\(.iperf.rc // "-")\(if (.iperf.error // "") != "" then " err" else "" end)" end) | \(if .iperf.sent_mbps == null then "-" elif (.iperf.error // "") != "" then "\(.iperf.sent_mbps)/-" else "\(.iperf.sent_mbps)/\(.iperf.received_mbps)" end) | \(if .iperf.sent_bytes == null then "-" elif (.iperf.error // "") != "" then "\(.iperf.sent_bytes|mb)/(\(.iperf.received_bytes_intervals|mb))" else "\(.iperf.sent_bytes|mb)/\(.iperf.received_bytes|mb)" end) | \(if .iperf.zero_gap_s == null then "-" else "\(if .iperf.zero_gap_open then ">=" else "" end)\(.iperf.zero_gap_s)" end) | \(.log|gsub("\\|";"/")) |"' "$OUTDIR/$OUT.json"
+} > "$OUTDIR/$OUT.md"
+else
 {
   echo "**peerport fault lab ($(date -u +%F\ %TZ), $((SECONDS-START)) s)**"
   echo
@@ -163,6 +263,7 @@ jq -s . "${RESULTS[@]}" > "$OUTDIR/$OUT.json"
   echo "|---|---|---|---|---|---|---|---|---|"
   jq -r '.[] | "| \(.mode) | \(.case) | \(.survived) | \(.exact) | \(.stall_s) | \(.replayed) | \(.outage_ms) | \(.new_session) | \(.log|gsub("\\|";"/")) |"' "$OUTDIR/$OUT.json"
 } > "$OUTDIR/$OUT.md"
+fi
 cat "$OUTDIR/$OUT.md"
 FAIL=$(jq -r "$EXPECT" "$OUTDIR/$OUT.json" | sort -u)
 if [[ -n $FAIL ]]; then

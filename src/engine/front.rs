@@ -186,7 +186,9 @@ impl UdpFront {
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    self.table.lock().expect("flow table").expire(now, self.idle_timeout);
+                    let mut t = self.table.lock().expect("flow table");
+                    t.expire(now, self.idle_timeout);
+                    self.stats.set_flows(t.len(), false);
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! * [`target`]: binding the receiver's local listener with clear errors.
 //! * [`front`]: the receiver's local side, kept across sessions.
 //! * [`resume`]: TCP streams that outlive a lost connection.
+//! * [`tally`]: what each session counts (read by [`crate::status`]).
 //! * [`server`]: the sender's session loop over an [`crate::transport::Acceptor`].
 
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod io;
 pub mod resume;
 pub mod server;
 pub mod session;
+pub mod tally;
 pub mod target;
 pub mod tcp;
 pub mod udp;
@@ -25,6 +27,7 @@ use std::time::Duration;
 pub use auth::Authorizer;
 pub use front::Front;
 pub use session::{serve_sender_session, RefusalKind, SenderContext, SessionError};
+pub use tally::{Ledger, Tally};
 pub use target::{BindError, BoundTarget};
 
 use crate::transport::{ConnError, TunnelConnection};

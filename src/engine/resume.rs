@@ -209,11 +209,18 @@ pub struct Session<C: TunnelConnection> {
     generation: AtomicU64,
     /// The sender's UDP flows, when the session forwards UDP.
     udp: std::sync::OnceLock<Arc<super::udp::SenderFlows<C>>>,
+    tally: Arc<super::Tally>,
 }
 
 impl<C: TunnelConnection> Session<C> {
-    /// A session under `ticket`; its streams stop when `cancel` fires.
-    pub fn new(ticket: Ticket, cfg: ResumeConfig, cancel: CancellationToken) -> Arc<Self> {
+    /// A session under `ticket`, counted in `tally`; its streams stop when
+    /// `cancel` fires.
+    pub fn new(
+        ticket: Ticket,
+        cfg: ResumeConfig,
+        cancel: CancellationToken,
+        tally: Arc<super::Tally>,
+    ) -> Arc<Self> {
         Arc::new(Session {
             ticket: Mutex::new(ticket),
             slots: Mutex::new(HashMap::new()),
@@ -225,13 +232,21 @@ impl<C: TunnelConnection> Session<C> {
             cancel,
             generation: AtomicU64::new(0),
             udp: std::sync::OnceLock::new(),
+            tally,
         })
+    }
+
+    /// What the session counts (it outlives each connection, and so does this).
+    pub fn tally(&self) -> &Arc<super::Tally> {
+        &self.tally
     }
 
     /// The sender's UDP flows of this session (kept across its connections).
     pub fn udp_flows(&self) -> Arc<super::udp::SenderFlows<C>> {
         self.udp
-            .get_or_init(|| super::udp::SenderFlows::new(self.cancel.child_token()))
+            .get_or_init(|| {
+                super::udp::SenderFlows::new(self.cancel.child_token(), self.tally.udp.clone())
+            })
             .clone()
     }
 
@@ -384,7 +399,14 @@ impl<C: TunnelConnection> Session<C> {
 
     /// Carry a set-up TCP connection as resumable stream `id`; the task
     /// belongs to the session and outlives the connection.
-    pub fn spawn_stream(self: &Arc<Self>, id: u64, tcp: TcpStream, sent: Bytes, first: Attach<C>) {
+    pub fn spawn_stream(
+        self: &Arc<Self>,
+        id: u64,
+        tcp: TcpStream,
+        sent: Bytes,
+        first: Attach<C>,
+        open: super::tally::StreamGuard,
+    ) {
         let (tx, rx) = mpsc::channel(4);
         let mut out = ReplayBuf::new(self.cfg.stream_buffer.max(READ_CHUNK));
         let n = sent.len();
@@ -412,6 +434,7 @@ impl<C: TunnelConnection> Session<C> {
             async move {
                 run_stream(&me, &slot, tcp, first, rx).await;
                 me.slots.lock().expect("slots").remove(&id);
+                drop(open);
             }
             .instrument(span),
         );
@@ -580,6 +603,10 @@ async fn run_stream<C: TunnelConnection>(
         };
         if let Some(replayed) = resumed {
             if let Some(t) = lost_since.take() {
+                session
+                    .tally
+                    .streams_resumed
+                    .fetch_add(1, Ordering::Relaxed);
                 info!(
                     replayed,
                     delivered = slot.delivered.load(Ordering::SeqCst),
@@ -895,7 +922,12 @@ impl<C: TunnelConnection> Registry<C> {
 
     /// Resume the session `offer` names if its secret matches, else start a
     /// new one (`None` when the sender holds too many sessions already).
-    pub fn open(&self, offer: Option<&Ticket>, peer: &str) -> Option<Opened<C>> {
+    pub fn open(
+        &self,
+        offer: Option<&Ticket>,
+        peer: &str,
+        tally: impl FnOnce() -> Arc<super::Tally>,
+    ) -> Option<Opened<C>> {
         let mut m = self.sessions.lock().expect("sessions");
         if let Some(t) = offer {
             match m.get(&t.id) {
@@ -922,7 +954,12 @@ impl<C: TunnelConnection> Registry<C> {
             return None;
         }
         let ticket = Ticket::generate();
-        let s = Session::new(ticket.clone(), self.cfg.clone(), self.cancel.child_token());
+        let s = Session::new(
+            ticket.clone(),
+            self.cfg.clone(),
+            self.cancel.child_token(),
+            tally(),
+        );
         m.insert(ticket.id, s.clone());
         Some(Opened {
             session: s,
@@ -979,11 +1016,15 @@ mod tests {
     fn only_the_current_secret_resumes_a_session() {
         let reg =
             Registry::<QuinnConnection>::new(ResumeConfig::default(), CancellationToken::new());
-        let first = reg.open(None, "peer").unwrap();
+        let first = reg
+            .open(None, "peer", super::super::Tally::unobserved)
+            .unwrap();
         assert!(!first.resumed);
         let t1 = first.session.ticket();
         // the right ticket resumes, and the secret changes
-        let again = reg.open(Some(&t1), "peer").unwrap();
+        let again = reg
+            .open(Some(&t1), "peer", super::super::Tally::unobserved)
+            .unwrap();
         assert!(again.resumed);
         assert!(Arc::ptr_eq(&again.session, &first.session));
         let t2 = again.session.ticket();
@@ -997,13 +1038,19 @@ mod tests {
                 secret: [0; 32],
             },
         ] {
-            let o = reg.open(Some(&bad), "peer").unwrap();
+            let o = reg
+                .open(Some(&bad), "peer", super::super::Tally::unobserved)
+                .unwrap();
             assert!(!o.resumed);
             assert!(!Arc::ptr_eq(&o.session, &first.session));
             assert_ne!(o.session.ticket().id, t1.id);
         }
         // the real session still resumes with its current secret
-        assert!(reg.open(Some(&t2), "peer").unwrap().resumed);
+        assert!(
+            reg.open(Some(&t2), "peer", super::super::Tally::unobserved)
+                .unwrap()
+                .resumed
+        );
     }
 
     #[test]
@@ -1012,6 +1059,7 @@ mod tests {
             Ticket::generate(),
             ResumeConfig::default(),
             CancellationToken::new(),
+            crate::engine::Tally::unobserved(),
         );
         assert!(s.check_new_stream(0).is_ok());
         assert_eq!(s.next_stream_id(), 0);

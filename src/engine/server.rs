@@ -84,6 +84,9 @@ pub async fn serve<A: Acceptor>(
         };
         let Ok(permit) = permit else {
             forget(&by_peer, &peer, id);
+            ctx.ledger
+                .refused_busy
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(parent: &span, "refusing a receiver: already serving {max_sessions} sessions (--max-sessions)");
             tasks
                 .spawn(refuse_busy(conn, max_sessions, ctx.engine.header_timeout).instrument(span));

@@ -9,7 +9,10 @@
 //! A receiver runs [`hello`] then [`forward`] per session; its local side
 //! ([`Front`]) outlives every session (see [`crate::Receiver`]).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Instant,
+};
 
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +23,7 @@ use super::{
     io::{read_reply, read_request},
     open_bi_retry,
     resume::{self, read_ext, Registry},
+    tally::{Gauge, Ledger, Tally},
     tcp, udp, Authorizer, EngineConfig, Front,
 };
 use crate::{
@@ -142,6 +146,8 @@ pub struct SenderContext {
     pub auth: Authorizer,
     /// Engine tunables.
     pub engine: Arc<EngineConfig>,
+    /// Where sessions are counted.
+    pub ledger: Arc<Ledger>,
 }
 
 /// Sender side of one session: authenticate, then forward until the
@@ -154,6 +160,8 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let peer = conn.peer_id();
+    let ledger = &ctx.ledger;
+    let handshake = Gauge::up(&ledger.handshakes);
     let hello = tokio::time::timeout(ctx.engine.header_timeout, async {
         let (send, mut recv) = conn.accept_bi().await?;
         let req = read_request(&mut recv)
@@ -165,15 +173,18 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     let (mut send, recv, req) = match hello {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
+            ledger.refused_protocol.fetch_add(1, Relaxed);
             conn.close(close_code::PROTOCOL, "no valid hello");
             return Err(e);
         }
         Err(_) => {
+            ledger.refused_protocol.fetch_add(1, Relaxed);
             conn.close(close_code::PROTOCOL, "no hello in time");
             return Err(SessionError::Protocol("peer sent no hello in time".into()));
         }
     };
     if req.kind != Some(Kind::Hello) {
+        ledger.refused_protocol.fetch_add(1, Relaxed);
         conn.close(close_code::PROTOCOL, "expected hello");
         return Err(SessionError::Protocol(
             "first stream was not a hello".into(),
@@ -181,6 +192,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     }
     if let Err(reason) = ctx.auth.check(&peer, req.token.as_deref()) {
         warn!(%peer, "refusing unauthorized peer: {reason}");
+        ledger.refused_unauthorized.fetch_add(1, Relaxed);
         let _ = send
             .write_all(&Reply::err(Status::Unauthorized, &reason).encode())
             .await;
@@ -196,6 +208,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
             "this sender forwards {} ({}), but the receiver's --target is {}: use a {}:// target",
             ctx.source.protocol, ctx.source, wanted, ctx.source.protocol
         );
+        ledger.refused_protocol.fetch_add(1, Relaxed);
         let _ = send
             .write_all(&Reply::err(Status::ProtocolMismatch, &msg).encode())
             .await;
@@ -205,7 +218,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         return Err(SessionError::Protocol(msg));
     }
     let opened = match (&req.resume, &registry, ctx.source.protocol) {
-        (Some(offer), Some(reg), _) => reg.open(offer.ticket(), &peer),
+        (Some(offer), Some(reg), _) => reg.open(offer.ticket(), &peer, || ledger.open_session()),
         _ => None,
     };
     let reply = match &opened {
@@ -222,18 +235,28 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         return Err(SessionError::ConnectionLost(conn.closed().await));
     }
     info!(%peer, software = req.software.as_deref().unwrap_or("?"), "peer authenticated");
+    drop(handshake);
+    ledger.connections.fetch_add(1, Relaxed);
     let Some(opened) = opened else {
-        return match ctx.source.protocol {
+        let tally = ledger.open_session();
+        tally.attach(&conn);
+        let (source, engine) = (ctx.source.clone(), ctx.engine.clone());
+        let r = match ctx.source.protocol {
             Protocol::Tcp => {
-                tcp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), None, cancel).await
+                tcp::serve_sender(conn, source, engine, None, tally.clone(), cancel).await
             }
             Protocol::Udp => {
-                udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), None, cancel).await
+                udp::serve_sender(conn, source, engine, None, tally.clone(), cancel).await
             }
         };
+        tally.detach();
+        return r;
     };
     let session = opened.session;
+    let tally = session.tally().clone();
+    tally.attach(&conn);
     if opened.resumed {
+        ledger.resumes.fetch_add(1, Relaxed);
         info!(
             streams = session.streams(),
             "session resumed: its open connections continue"
@@ -251,17 +274,20 @@ pub async fn serve_sender_session<C: TunnelConnection>(
                     ctx.source.clone(),
                     ctx.engine.clone(),
                     Some(session.clone()),
+                    tally.clone(),
                     cancel,
                 )
                 .await
             }
             Protocol::Udp => {
                 let flows = Some(session.udp_flows());
-                udp::serve_sender(conn, ctx.source.clone(), ctx.engine.clone(), flows, cancel).await
+                let (source, engine) = (ctx.source.clone(), ctx.engine.clone());
+                udp::serve_sender(conn, source, engine, flows, tally.clone(), cancel).await
             }
         }
     };
     let result = resume::with_control(session.clone(), generation, (send, recv), forward).await;
+    tally.detach();
     if let Some(reg) = &registry {
         reg.detached(&session, generation);
     }
@@ -361,13 +387,14 @@ pub async fn forward<C: TunnelConnection>(
     front: &mut Front,
     engine: Arc<EngineConfig>,
     resumable: Option<Arc<resume::Session<C>>>,
+    tally: Arc<Tally>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let (send, recv) = hello.stream;
     let Some(session) = resumable else {
         let _keep = (send, recv);
         return match front {
-            Front::Tcp(q) => tcp::run_receiver(conn, q, None, cancel).await,
+            Front::Tcp(q) => tcp::run_receiver(conn, q, None, tally, cancel).await,
             Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
         };
     };
@@ -381,7 +408,7 @@ pub async fn forward<C: TunnelConnection>(
     }
     let forward = async {
         match front {
-            Front::Tcp(q) => tcp::run_receiver(conn, q, Some(session.clone()), cancel).await,
+            Front::Tcp(q) => tcp::run_receiver(conn, q, Some(session.clone()), tally, cancel).await,
             Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
         }
     };

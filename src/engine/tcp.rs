@@ -26,6 +26,7 @@ use super::{
     io::{read_reply, read_request, Scratch},
     open_bi_retry,
     resume::{Attach, Session},
+    tally::{StreamGuard, Tally},
     EngineConfig, SessionError,
 };
 use crate::{
@@ -44,6 +45,7 @@ pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
     queue: &mut TcpQueue,
     session: Option<Arc<Session<C>>>,
+    tally: Arc<Tally>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
@@ -57,12 +59,12 @@ pub async fn run_receiver<C: TunnelConnection>(
             reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
             w = queue.next() => {
                 let (conn, child, requeue) = (conn.clone(), child.clone(), requeue.clone());
-                let session = session.clone();
+                let (session, tally) = (session.clone(), tally.clone());
                 let span = tracing::info_span!("tcp", client = %w.client);
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = child.cancelled() => {}
-                        r = receiver_stream(conn, w, session) => match r {
+                        r = receiver_stream(conn, w, session, tally) => match r {
                             Ok(()) => debug!("connection finished or handed to the session"),
                             Err(StreamEnd::NotStarted(w)) => {
                                 debug!("the tunnel went away before this connection started: it waits for the next session");
@@ -100,6 +102,7 @@ async fn receiver_stream<C: TunnelConnection>(
     conn: C,
     mut w: Waiting,
     session: Option<Arc<Session<C>>>,
+    tally: Arc<Tally>,
 ) -> Result<(), StreamEnd> {
     let Ok((mut send, mut recv)) = open_bi_retry(&conn).await else {
         return Err(StreamEnd::NotStarted(w));
@@ -141,16 +144,20 @@ async fn receiver_stream<C: TunnelConnection>(
         Ok(r) if r.status != Status::Ok => {
             Err(StreamEnd::Failed(format!("sender refused: {}", r.message)))
         }
-        Ok(_) => match (session, id) {
-            (Some(session), Some(id)) => {
-                let sent = bytes::Bytes::from(std::mem::take(&mut w.prefix));
-                session.spawn_stream(id, w.stream, sent, Attach::Fresh { conn, send, recv });
-                Ok(())
+        Ok(_) => {
+            let open = tally.stream_opened();
+            match (session, id) {
+                (Some(session), Some(id)) => {
+                    let sent = bytes::Bytes::from(std::mem::take(&mut w.prefix));
+                    let first = Attach::Fresh { conn, send, recv };
+                    session.spawn_stream(id, w.stream, sent, first, open);
+                    Ok(())
+                }
+                _ => pump(w.stream, send, async { Ok(recv) }, open)
+                    .await
+                    .map_err(StreamEnd::Failed),
             }
-            _ => pump(w.stream, send, async { Ok(recv) })
-                .await
-                .map_err(StreamEnd::Failed),
-        },
+        }
     }
 }
 
@@ -160,6 +167,7 @@ pub async fn serve_sender<C: TunnelConnection>(
     source: Arc<ForwardAddr>,
     config: Arc<EngineConfig>,
     session: Option<Arc<Session<C>>>,
+    tally: Arc<Tally>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
@@ -170,11 +178,11 @@ pub async fn serve_sender<C: TunnelConnection>(
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let (source, config, child) = (source.clone(), config.clone(), child.clone());
-                    let (conn, session) = (conn.clone(), session.clone());
+                    let (conn, session, tally) = (conn.clone(), session.clone(), tally.clone());
                     tasks.spawn(async move {
                         tokio::select! {
                             _ = child.cancelled() => {}
-                            r = sender_stream(conn, send, recv, &source, &config, session) => if let Err(e) = r {
+                            r = sender_stream(conn, send, recv, &source, &config, session, &tally) => if let Err(e) = r {
                                 warn!("stream closed: {e}");
                             }
                         }
@@ -197,6 +205,7 @@ async fn sender_stream<C: TunnelConnection>(
     source: &ForwardAddr,
     config: &EngineConfig,
     session: Option<Arc<Session<C>>>,
+    tally: &Arc<Tally>,
 ) -> Result<(), String> {
     let req = tokio::time::timeout(config.header_timeout, read_request(&mut recv))
         .await
@@ -251,6 +260,9 @@ async fn sender_stream<C: TunnelConnection>(
     let addrs = match source.resolve().await {
         Ok(a) => a,
         Err(e) => {
+            tally
+                .connect_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let msg = format!("cannot resolve source {}: {e}", source.host);
             refuse(&mut send, &msg).await;
             return Err(msg);
@@ -259,6 +271,9 @@ async fn sender_stream<C: TunnelConnection>(
     let tcp = match net::connect_any(&addrs, config.connect_timeout).await {
         Ok(t) => t,
         Err(e) => {
+            tally
+                .connect_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let msg = format!("cannot connect to source {source}: {e}");
             refuse(&mut send, &msg).await;
             return Err(msg);
@@ -268,17 +283,14 @@ async fn sender_stream<C: TunnelConnection>(
     send.write_all(&Reply::ok().encode())
         .await
         .map_err(|e| format!("cannot write reply: {e}"))?;
+    let open = tally.stream_opened();
     match resumable {
         Some((session, id)) => {
-            session.spawn_stream(
-                id,
-                tcp,
-                bytes::Bytes::new(),
-                Attach::Fresh { conn, send, recv },
-            );
+            let first = Attach::Fresh { conn, send, recv };
+            session.spawn_stream(id, tcp, bytes::Bytes::new(), first, open);
             Ok(())
         }
-        None => pump(tcp, send, async { Ok(recv) }).await,
+        None => pump(tcp, send, async { Ok(recv) }, open).await,
     }
 }
 
@@ -292,8 +304,14 @@ async fn refuse<S: TunnelSend>(send: &mut S, msg: &str) {
 /// Copy both ways between `tcp` and a stream pair until both directions end.
 /// `gate` must yield the receiving half before data flows towards TCP (the
 /// receiver uses it to wait for the sender's reply). On any error both
-/// sides are aborted, so the local socket closes promptly.
-async fn pump<S, R, G>(tcp: TcpStream, mut send: S, gate: G) -> Result<(), String>
+/// sides are aborted, so the local socket closes promptly. The connection
+/// counts as open (`_open`) until this returns.
+async fn pump<S, R, G>(
+    tcp: TcpStream,
+    mut send: S,
+    gate: G,
+    _open: StreamGuard,
+) -> Result<(), String>
 where
     S: TunnelSend,
     R: TunnelRecv,

@@ -51,9 +51,84 @@ pub struct UdpStats {
     pub dropped_send_error: AtomicU64,
     /// Dropped (receiver): no tunnel was up.
     pub dropped_no_tunnel: AtomicU64,
+    /// Flows open now.
+    pub flows: AtomicU64,
+    /// Flows opened so far.
+    pub flows_total: AtomicU64,
+}
+
+/// [`UdpStats`] read at one moment (plain numbers, can be added up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UdpCounts {
+    /// Packets into the tunnel.
+    pub packets_in: u64,
+    /// Packets out of the tunnel.
+    pub packets_out: u64,
+    /// Dropped: flow table full.
+    pub dropped_flow_cap: u64,
+    /// Dropped: too large for the path.
+    pub dropped_too_large: u64,
+    /// Dropped: unknown flow.
+    pub dropped_unknown_flow: u64,
+    /// Dropped: local send failed.
+    pub dropped_send_error: u64,
+    /// Dropped: no tunnel up.
+    pub dropped_no_tunnel: u64,
+    /// Flows open.
+    pub flows: u64,
+    /// Flows opened.
+    pub flows_total: u64,
+}
+
+impl UdpCounts {
+    /// Add `o` (the gauge `flows` too: the sum of open flows).
+    pub fn add(&mut self, o: &UdpCounts) {
+        self.packets_in += o.packets_in;
+        self.packets_out += o.packets_out;
+        self.dropped_flow_cap += o.dropped_flow_cap;
+        self.dropped_too_large += o.dropped_too_large;
+        self.dropped_unknown_flow += o.dropped_unknown_flow;
+        self.dropped_send_error += o.dropped_send_error;
+        self.dropped_no_tunnel += o.dropped_no_tunnel;
+        self.flows += o.flows;
+        self.flows_total += o.flows_total;
+    }
+
+    /// Drops by cause, as (cause, count).
+    pub fn drops(&self) -> [(&'static str, u64); 5] {
+        [
+            ("flow_cap", self.dropped_flow_cap),
+            ("too_large", self.dropped_too_large),
+            ("unknown_flow", self.dropped_unknown_flow),
+            ("send_error", self.dropped_send_error),
+            ("no_tunnel", self.dropped_no_tunnel),
+        ]
+    }
 }
 
 impl UdpStats {
+    /// The counters now.
+    pub fn counts(&self) -> UdpCounts {
+        UdpCounts {
+            packets_in: self.packets_in.load(Relaxed),
+            packets_out: self.packets_out.load(Relaxed),
+            dropped_flow_cap: self.dropped_flow_cap.load(Relaxed),
+            dropped_too_large: self.dropped_too_large.load(Relaxed),
+            dropped_unknown_flow: self.dropped_unknown_flow.load(Relaxed),
+            dropped_send_error: self.dropped_send_error.load(Relaxed),
+            dropped_no_tunnel: self.dropped_no_tunnel.load(Relaxed),
+            flows: self.flows.load(Relaxed),
+            flows_total: self.flows_total.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn set_flows(&self, open: usize, opened: bool) {
+        self.flows.store(open as u64, Relaxed);
+        if opened {
+            self.flows_total.fetch_add(1, Relaxed);
+        }
+    }
+
     fn total_dropped(&self) -> u64 {
         self.dropped_flow_cap.load(Relaxed)
             + self.dropped_too_large.load(Relaxed)
@@ -199,6 +274,11 @@ impl FlowTable {
         Some((id, 0, true))
     }
 
+    /// Flows in the table.
+    pub(crate) fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
     fn incoming(&mut self, id: u32, now: Instant) -> Option<SocketAddr> {
         let addr = *self.by_id.get(&id)?;
         if let Some(f) = self.by_addr.get_mut(&addr) {
@@ -246,10 +326,14 @@ pub async fn run_receiver<C: TunnelConnection>(
                     continue;
                 }
             };
-            let entry = table
-                .lock()
-                .expect("flow table")
-                .outgoing(from, Instant::now());
+            let entry = {
+                let mut t = table.lock().expect("flow table");
+                let e = t.outgoing(from, Instant::now());
+                if let Some((_, _, true)) = e {
+                    stats.set_flows(t.len(), true);
+                }
+                e
+            };
             let Some((id, seq, new)) = entry else {
                 stats.dropped_flow_cap.fetch_add(1, Relaxed);
                 continue;
@@ -285,7 +369,12 @@ pub async fn run_receiver<C: TunnelConnection>(
                 _ = tick.tick() => {
                     let now = Instant::now();
                     reasm.expire(now);
-                    let gone = table.lock().expect("flow table").expire(now, config.udp_idle_timeout);
+                    let gone = {
+                        let mut t = table.lock().expect("flow table");
+                        let g = t.expire(now, config.udp_idle_timeout);
+                        stats.set_flows(t.len(), false);
+                        g
+                    };
                     for id in gone { reasm.forget_flow(id); }
                     reporter.maybe_report(stats, reasm, now);
                 }
@@ -328,13 +417,13 @@ pub struct SenderFlows<C: TunnelConnection> {
 
 impl<C: TunnelConnection> SenderFlows<C> {
     /// No flows yet; every flow stops when `stop` fires.
-    pub fn new(stop: CancellationToken) -> Arc<Self> {
+    pub fn new(stop: CancellationToken, stats: Arc<UdpStats>) -> Arc<Self> {
         Arc::new(SenderFlows {
             flows: std::sync::Mutex::new(HashMap::new()),
             conn: tokio::sync::watch::Sender::new((0, None)),
             tasks: TaskTracker::new(),
             stop,
-            stats: Arc::new(UdpStats::default()),
+            stats,
             started: Instant::now(),
         })
     }
@@ -357,6 +446,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
     pub async fn close(&self) {
         self.stop.cancel();
         self.flows.lock().expect("flows").clear();
+        self.stats.set_flows(0, false);
         self.tasks.close();
         self.tasks.wait().await;
     }
@@ -409,6 +499,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
             .in_current_span(),
         );
         flows.insert(id, flow);
+        self.stats.set_flows(flows.len(), true);
         Some(sock)
     }
 
@@ -426,6 +517,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
             }
             keep
         });
+        self.stats.set_flows(self.len(), false);
         gone
     }
 }
@@ -443,10 +535,11 @@ pub async fn serve_sender<C: TunnelConnection>(
     source: Arc<ForwardAddr>,
     config: Arc<EngineConfig>,
     flows: Option<Arc<SenderFlows<C>>>,
+    tally: Arc<super::Tally>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let kept = flows.is_some();
-    let flows = flows.unwrap_or_else(|| SenderFlows::new(cancel.child_token()));
+    let flows = flows.unwrap_or_else(|| SenderFlows::new(cancel.child_token(), tally.udp.clone()));
     let generation = flows.conn.borrow().0 + 1;
     flows.conn.send_replace((generation, Some(conn.clone())));
     if kept && !flows.is_empty() {

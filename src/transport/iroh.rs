@@ -136,6 +136,26 @@ impl TunnelConnection for IrohConnection {
         "no path selected yet".to_string()
     }
 
+    fn stats(&self) -> super::ConnStats {
+        let all = self.0.stats();
+        let mut out = super::ConnStats {
+            sent_packets: all.sent_packets,
+            lost_packets: all.lost_packets,
+            lost_bytes: all.lost_bytes,
+            tx_bytes: all.udp_tx.bytes,
+            rx_bytes: all.udp_rx.bytes,
+            ..Default::default()
+        };
+        if let Some(p) = self.0.paths().iter().find(|p| p.is_selected()) {
+            let ps = p.stats();
+            out.rtt = ps.rtt;
+            out.cwnd = ps.cwnd;
+            out.congestion_events = ps.congestion_events;
+            out.mtu = ps.current_mtu;
+        }
+        out
+    }
+
     async fn watch_path(&self) {
         let mut events = self.0.path_events();
         while let Some(ev) = events.next().await {

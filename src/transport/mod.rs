@@ -207,6 +207,70 @@ pub enum DatagramError {
     Lost(CloseReason),
 }
 
+/// Whether a connection's packets go straight to the peer or through a
+/// relay (iroh relay, TURN).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// Straight to the peer's address (possibly through NATs).
+    Direct,
+    /// Through a relay server.
+    Relay,
+    /// Not known (no path selected yet).
+    #[default]
+    Unknown,
+}
+
+impl PathKind {
+    /// The kind a [`TunnelConnection::path_summary`] describes ("direct ...",
+    /// "relay ...").
+    pub fn of_summary(summary: &str) -> Self {
+        if summary.starts_with("direct") {
+            PathKind::Direct
+        } else if summary.starts_with("relay") {
+            PathKind::Relay
+        } else {
+            PathKind::Unknown
+        }
+    }
+
+    /// "direct", "relay" or "unknown".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::Direct => "direct",
+            PathKind::Relay => "relay",
+            PathKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the QUIC stack reports about a connection's current path: read
+/// from the stack (quinn's `Connection::stats()`, noq's per-path stats),
+/// never estimated.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConnStats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Smallest round-trip time seen (`None` where the stack does not say: noq).
+    pub min_rtt: Option<Duration>,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Congestion events (window reductions).
+    pub congestion_events: u64,
+    /// QUIC packets sent.
+    pub sent_packets: u64,
+    /// QUIC packets declared lost.
+    pub lost_packets: u64,
+    /// Bytes in lost packets.
+    pub lost_bytes: u64,
+    /// UDP payload bytes sent (every path, with QUIC overhead).
+    pub tx_bytes: u64,
+    /// UDP payload bytes received.
+    pub rx_bytes: u64,
+    /// Largest UDP payload the path carries now.
+    pub mtu: u16,
+}
+
 /// A QUIC connection as the forwarding engine sees it.
 pub trait TunnelConnection: Clone + Send + Sync + 'static {
     /// Sending half of a stream.
@@ -243,6 +307,10 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     /// Stacks that move to a new path by themselves never resolve it.
     fn path_gone(&self) -> impl Future<Output = String> + Send {
         std::future::pending()
+    }
+    /// The stack's figures for the connection (see [`ConnStats`]).
+    fn stats(&self) -> ConnStats {
+        ConnStats::default()
     }
 }
 

@@ -364,6 +364,22 @@ impl TunnelConnection for QuinnConnection {
         self.path.clone()
     }
 
+    fn stats(&self) -> super::ConnStats {
+        let s = self.conn.stats();
+        super::ConnStats {
+            rtt: s.path.rtt,
+            min_rtt: Some(s.path.min_rtt),
+            cwnd: s.path.cwnd,
+            congestion_events: s.path.congestion_events,
+            sent_packets: s.path.sent_packets,
+            lost_packets: s.path.lost_packets,
+            lost_bytes: s.path.lost_bytes,
+            tx_bytes: s.udp_tx.bytes,
+            rx_bytes: s.udp_rx.bytes,
+            mtu: s.path.current_mtu,
+        }
+    }
+
     async fn watch_path(&self) {
         // the ICE pair is fixed once selected; nothing changes until the end
         let _ = self.conn.closed().await;

@@ -19,6 +19,12 @@ use tokio::{
 
 pub const WAIT: Duration = Duration::from_secs(40);
 
+/// Where the test processes put their control sockets (not the machine's
+/// /run/peerport).
+pub fn runtime_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("peerport-tests-run")
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_peerport")
 }
@@ -90,6 +96,7 @@ impl Proc {
             .args(args)
             .env("RUST_LOG", "warn,peerport=debug")
             .env_remove("XDG_CONFIG_HOME")
+            .env("XDG_RUNTIME_DIR", runtime_dir())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -287,6 +294,7 @@ pub async fn run_to_end(args: &[&str]) -> (i32, String, String) {
         Command::new(bin())
             .args(args)
             .env_remove("XDG_CONFIG_HOME")
+            .env("XDG_RUNTIME_DIR", runtime_dir())
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),

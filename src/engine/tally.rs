@@ -1,0 +1,463 @@
+//! [`Tally`]: what one tunnel session counts, kept by the engine as it
+//! works and read by [`crate::status`] (`peerport status`, metrics, the
+//! dashboard).
+//!
+//! A session here is what a person calls "the tunnel to that peer": it
+//! begins with a connection and, when resumable, lives on across the
+//! connections that replace a lost one (its TCP streams and UDP flows go
+//! on). Stream and flow counters are atomics bumped where the work
+//! happens; the QUIC figures (RTT, window, loss, bytes) are read from the
+//! current connection when someone looks ([`Tally::sample`]).
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use super::udp::UdpStats;
+use crate::transport::{ConnStats, PathKind, TunnelConnection};
+
+/// Path changes kept per session (the oldest go first).
+pub const PATH_LOG: usize = 32;
+
+/// One change of the path a session's packets take.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PathChange {
+    /// When, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Direct or relay.
+    pub kind: PathKind,
+    /// The stack's description ("direct 10.0.0.2:4433", "relay https://...").
+    pub path: String,
+}
+
+/// Reads the current connection's figures and path.
+type Probe = Box<dyn Fn() -> (ConnStats, String) + Send + Sync>;
+
+/// Called once when a session ends, with its final counts.
+pub type OnEnd = Box<dyn Fn(&Tally) + Send + Sync>;
+
+#[derive(Default)]
+struct Current {
+    probe: Option<Probe>,
+    /// The figures of the connection last read (kept after it ends).
+    last: ConnStats,
+    /// Bytes of the connections that came before the current one.
+    earlier_tx: u64,
+    earlier_rx: u64,
+    earlier_lost_packets: u64,
+    path: Option<String>,
+    log: VecDeque<PathChange>,
+}
+
+/// Counters of one session (see the module docs).
+pub struct Tally {
+    /// Session number within the process (1, 2, ...).
+    pub id: u64,
+    /// When the session began.
+    pub started: Instant,
+    /// The same, milliseconds since the Unix epoch.
+    pub started_unix_ms: u64,
+    /// TCP connections open now.
+    pub tcp_open: AtomicU64,
+    /// TCP connections carried so far.
+    pub tcp_total: AtomicU64,
+    /// Connections to the source service that failed (sender).
+    pub connect_failures: AtomicU64,
+    /// TCP connections carried over to a new QUIC connection.
+    pub streams_resumed: AtomicU64,
+    /// QUIC connections that served the session (1 + reconnects).
+    pub connections: AtomicU64,
+    /// UDP counters (packets, drops by cause, flows).
+    pub udp: Arc<UdpStats>,
+    peer: Mutex<String>,
+    current: Mutex<Current>,
+    on_end: Option<OnEnd>,
+}
+
+impl std::fmt::Debug for Tally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tally").field("id", &self.id).finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Tally {
+    /// A session's counters; `on_end` runs once when the last reference
+    /// goes. `udp`: the counters UDP forwarding bumps (a receiver keeps
+    /// one set for its whole life).
+    pub fn new(id: u64, udp: Arc<UdpStats>, on_end: Option<OnEnd>) -> Arc<Self> {
+        Arc::new(Tally {
+            id,
+            started: Instant::now(),
+            started_unix_ms: unix_ms(),
+            tcp_open: AtomicU64::new(0),
+            tcp_total: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            streams_resumed: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            udp,
+            peer: Mutex::new(String::new()),
+            current: Mutex::new(Current::default()),
+            on_end,
+        })
+    }
+
+    /// Counters that nobody reads (a library user without a monitor).
+    pub fn unobserved() -> Arc<Self> {
+        Tally::new(0, Arc::default(), None)
+    }
+
+    /// A TCP connection starts; it counts as open until the guard drops.
+    pub fn stream_opened(self: &Arc<Self>) -> StreamGuard {
+        self.tcp_open.fetch_add(1, Relaxed);
+        self.tcp_total.fetch_add(1, Relaxed);
+        StreamGuard(self.clone())
+    }
+
+    /// The peer's identity (public key or certificate fingerprint).
+    pub fn peer(&self) -> String {
+        self.peer.lock().expect("peer").clone()
+    }
+
+    /// `conn` serves the session from now on.
+    pub fn attach<C: TunnelConnection>(&self, conn: &C) {
+        *self.peer.lock().expect("peer") = conn.peer_id();
+        self.connections.fetch_add(1, Relaxed);
+        let conn = conn.clone();
+        let probe: Probe = Box::new(move || (conn.stats(), conn.path_summary()));
+        let mut cur = self.current.lock().expect("tally");
+        let (tx, rx, lost) = (cur.last.tx_bytes, cur.last.rx_bytes, cur.last.lost_packets);
+        cur.earlier_tx += tx;
+        cur.earlier_rx += rx;
+        cur.earlier_lost_packets += lost;
+        cur.last = ConnStats::default();
+        cur.probe = Some(probe);
+        drop(cur);
+        self.sample();
+    }
+
+    /// The connection ended: keep its last figures, let it go.
+    pub fn detach(&self) {
+        self.sample();
+        let mut cur = self.current.lock().expect("tally");
+        cur.probe = None;
+        cur.path = None;
+    }
+
+    /// Whether a connection serves the session now.
+    pub fn connected(&self) -> bool {
+        self.current.lock().expect("tally").probe.is_some()
+    }
+
+    /// Read the current connection's figures (and note a path change).
+    pub fn sample(&self) -> Reading {
+        let mut cur = self.current.lock().expect("tally");
+        if let Some(probe) = &cur.probe {
+            let (stats, path) = probe();
+            cur.last = stats;
+            if cur.path.as_deref() != Some(path.as_str()) {
+                if cur.log.len() == PATH_LOG {
+                    cur.log.pop_front();
+                }
+                cur.log.push_back(PathChange {
+                    at_ms: unix_ms(),
+                    kind: PathKind::of_summary(&path),
+                    path: path.clone(),
+                });
+                cur.path = Some(path);
+            }
+        }
+        Reading {
+            connected: cur.probe.is_some(),
+            stats: cur.last.clone(),
+            path: cur.path.clone(),
+            tx_bytes: cur.earlier_tx + cur.last.tx_bytes,
+            rx_bytes: cur.earlier_rx + cur.last.rx_bytes,
+            lost_packets: cur.earlier_lost_packets + cur.last.lost_packets,
+            path_log: cur.log.iter().cloned().collect(),
+        }
+    }
+
+    /// How long the session has lasted.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(self);
+        }
+    }
+}
+
+/// A session's figures at one moment (see [`Tally::sample`]).
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// Whether a connection serves the session now.
+    pub connected: bool,
+    /// The current (or last) connection's figures.
+    pub stats: ConnStats,
+    /// The current path, `None` between connections.
+    pub path: Option<String>,
+    /// UDP bytes sent over every connection of the session.
+    pub tx_bytes: u64,
+    /// UDP bytes received over every connection of the session.
+    pub rx_bytes: u64,
+    /// Packets lost over every connection of the session.
+    pub lost_packets: u64,
+    /// Path changes, oldest first.
+    pub path_log: Vec<PathChange>,
+}
+
+/// One in a gauge (such as [`Ledger::handshakes`]) until dropped.
+#[derive(Debug)]
+pub struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    /// Count one more in `g` until the guard drops.
+    pub fn up(g: &'a AtomicU64) -> Self {
+        g.fetch_add(1, Relaxed);
+        Gauge(g)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// An open TCP connection in a [`Tally`]: dropping it closes it.
+#[derive(Debug)]
+pub struct StreamGuard(Arc<Tally>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.tcp_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts over a sender's or receiver's life, and its live sessions.
+/// `peerport status`, the metrics and the dashboard read it.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Receivers refused: wrong token or not an allowed peer.
+    pub refused_unauthorized: AtomicU64,
+    /// Receivers refused: the sender was full (`--max-sessions`).
+    pub refused_busy: AtomicU64,
+    /// Receivers refused: protocol mismatch or a broken hello.
+    pub refused_protocol: AtomicU64,
+    /// Connections in their hello now (sender).
+    pub handshakes: AtomicU64,
+    /// Connections that completed the hello.
+    pub connections: AtomicU64,
+    /// Sessions that continued on a new connection (resumed).
+    pub resumes: AtomicU64,
+    /// Connections lost and dialled again (receiver).
+    pub reconnects: AtomicU64,
+    /// Attempts to reach the sender that failed (receiver).
+    pub dial_failures: AtomicU64,
+    next_id: AtomicU64,
+    sessions: Mutex<std::collections::BTreeMap<u64, std::sync::Weak<Tally>>>,
+    ended: Mutex<Ended>,
+    shared_udp: Option<Arc<UdpStats>>,
+}
+
+/// What sessions counted, added up (ended ones in [`Ledger::ended`],
+/// every one in a status's totals).
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sums {
+    /// TCP connections open.
+    pub tcp_open: u64,
+    /// TCP connections carried.
+    pub tcp_total: u64,
+    /// Failed connects to the source.
+    pub connect_failures: u64,
+    /// TCP connections resumed.
+    pub streams_resumed: u64,
+    /// UDP bytes sent by the QUIC connections.
+    pub tx_bytes: u64,
+    /// UDP bytes received.
+    pub rx_bytes: u64,
+    /// Packets lost.
+    pub lost_packets: u64,
+    /// UDP counters (a receiver's: its whole life).
+    pub udp: super::udp::UdpCounts,
+}
+
+impl Sums {
+    /// One session's counts (`r`: a reading of it).
+    pub fn of(t: &Tally, r: &Reading) -> Self {
+        Sums {
+            tcp_open: t.tcp_open.load(Relaxed),
+            tcp_total: t.tcp_total.load(Relaxed),
+            connect_failures: t.connect_failures.load(Relaxed),
+            streams_resumed: t.streams_resumed.load(Relaxed),
+            tx_bytes: r.tx_bytes,
+            rx_bytes: r.rx_bytes,
+            lost_packets: r.lost_packets,
+            udp: t.udp.counts(),
+        }
+    }
+
+    /// Add `o`.
+    pub fn add(&mut self, o: &Sums) {
+        self.tcp_open += o.tcp_open;
+        self.tcp_total += o.tcp_total;
+        self.connect_failures += o.connect_failures;
+        self.streams_resumed += o.streams_resumed;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_bytes += o.rx_bytes;
+        self.lost_packets += o.lost_packets;
+        self.udp.add(&o.udp);
+    }
+}
+
+/// What ended sessions counted (so totals never go down).
+#[derive(Debug, Default, Clone)]
+pub struct Ended {
+    /// Sessions ended.
+    pub sessions: u64,
+    /// Their counts (UDP only when each session has its own counters).
+    pub sums: Sums,
+}
+
+impl Ledger {
+    /// A ledger whose sessions each count their own UDP packets (a sender).
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// A ledger whose sessions share one set of UDP counters kept by the
+    /// caller for its whole life (a receiver's local socket).
+    pub fn with_shared_udp(udp: Arc<UdpStats>) -> Arc<Self> {
+        Arc::new(Ledger {
+            shared_udp: Some(udp),
+            ..Default::default()
+        })
+    }
+
+    /// Start counting a new session; it leaves the ledger (its counts
+    /// added to the totals) when its last reference goes.
+    pub fn open_session(self: &Arc<Self>) -> Arc<Tally> {
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let me = Arc::downgrade(self);
+        let udp = self.shared_udp.clone().unwrap_or_default();
+        let on_end: OnEnd = Box::new(move |t: &Tally| {
+            if let Some(l) = me.upgrade() {
+                l.close_session(t);
+            }
+        });
+        let t = Tally::new(id, udp, Some(on_end));
+        self.sessions
+            .lock()
+            .expect("ledger")
+            .insert(id, Arc::downgrade(&t));
+        t
+    }
+
+    fn close_session(&self, t: &Tally) {
+        let mut sums = Sums::of(t, &t.sample());
+        if self.shared_udp.is_some() {
+            sums.udp = Default::default();
+        }
+        let mut e = self.ended.lock().expect("ledger");
+        e.sessions += 1;
+        e.sums.add(&sums);
+        drop(e);
+        self.sessions.lock().expect("ledger").remove(&t.id);
+    }
+
+    /// The live sessions, oldest first.
+    pub fn sessions(&self) -> Vec<Arc<Tally>> {
+        self.sessions
+            .lock()
+            .expect("ledger")
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
+    /// What the ended sessions counted.
+    pub fn ended(&self) -> Ended {
+        self.ended.lock().expect("ledger").clone()
+    }
+
+    /// The counts over the whole life: the ended sessions' plus `live`
+    /// (their sums); UDP from the shared counters when there are.
+    pub fn totals(&self, live: &[Sums]) -> Sums {
+        let mut total = self.ended().sums;
+        for s in live {
+            total.add(s);
+        }
+        if let Some(u) = &self.shared_udp {
+            total.udp = u.counts();
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn streams_count_open_and_total_and_end_runs_once() {
+        let ended = Arc::new(AtomicBool::new(false));
+        let e = ended.clone();
+        let t = Tally::new(
+            7,
+            Arc::default(),
+            Some(Box::new(move |t: &Tally| {
+                assert_eq!(t.tcp_total.load(Relaxed), 2);
+                assert!(!e.swap(true, Relaxed), "on_end ran twice");
+            })),
+        );
+        let a = t.stream_opened();
+        let b = t.stream_opened();
+        assert_eq!(t.tcp_open.load(Relaxed), 2);
+        drop(a);
+        assert_eq!(t.tcp_open.load(Relaxed), 1);
+        drop(b);
+        assert_eq!(t.tcp_open.load(Relaxed), 0);
+        assert!(!t.connected());
+        assert!(t.sample().path.is_none());
+        drop(t);
+        assert!(ended.load(Relaxed));
+    }
+
+    #[test]
+    fn ledger_keeps_the_counts_of_ended_sessions() {
+        let l = Ledger::new();
+        let a = l.open_session();
+        let b = l.open_session();
+        assert_eq!((a.id, b.id), (1, 2));
+        drop(a.stream_opened());
+        a.udp.packets_in.fetch_add(3, Relaxed);
+        b.udp.packets_in.fetch_add(1, Relaxed);
+        assert_eq!(l.sessions().len(), 2);
+        drop(a);
+        let live = l.sessions();
+        assert_eq!(live.len(), 1);
+        assert_eq!(l.ended().sessions, 1);
+        assert_eq!(l.ended().sums.tcp_total, 1);
+        let sums: Vec<Sums> = live.iter().map(|t| Sums::of(t, &t.sample())).collect();
+        assert_eq!(l.totals(&sums).udp.packets_in, 4);
+        assert_eq!(l.totals(&sums).tcp_total, 1);
+    }
+}
