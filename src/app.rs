@@ -52,6 +52,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             watch,
             control_socket,
         } => status_command(name, json, watch, control_socket).await,
+        Command::Run { config, name } => {
+            let (role, mode, s) = from_file(&config, name)?;
+            match role {
+                Role::Sender => run_sender(s, mode, progress).await,
+                Role::Receiver => run_receiver(s, mode, progress).await,
+            }
+        }
+        Command::Config { action } => config_command(action),
         Command::GenerateSecret { output, force } => {
             let key = SecretKey::generate();
             identity::write(&output, &key, force)?;
@@ -213,28 +221,44 @@ async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
     }
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM (see [`stop_signal`]).
-pub fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
+/// Two tokens: the first signal (SIGTERM or Ctrl-C) cancels the first
+/// (stop accepting, drain); Ctrl-C, or a second signal, also the second
+/// (close at once). See [`stop_signal`].
+pub fn stop_signals() -> (CancellationToken, CancellationToken) {
+    let (drain, now) = (CancellationToken::new(), CancellationToken::new());
+    let (d, n) = (drain.clone(), now.clone());
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).ok();
         let mut int = signal(SignalKind::interrupt()).ok();
-        let n = tokio::select! {
+        let first = tokio::select! {
             _ = recv_signal(&mut int) => 2,
             _ = recv_signal(&mut term) => 15,
         };
         let _ = STOP_SIGNAL.compare_exchange(
             0,
-            n,
+            first,
             std::sync::atomic::Ordering::SeqCst,
             std::sync::atomic::Ordering::SeqCst,
         );
         info!("shutting down");
-        t.cancel();
+        d.cancel();
+        if first == 2 {
+            n.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = recv_signal(&mut int) => {}
+            _ = recv_signal(&mut term) => {}
+        }
+        n.cancel();
     });
-    token
+    (drain, now)
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM (see [`stop_signal`]).
+pub fn shutdown_signal() -> CancellationToken {
+    stop_signals().0
 }
 
 fn load_secret(path: Option<&std::path::Path>) -> Result<SecretKey> {
@@ -323,6 +347,107 @@ async fn status_command(
     }
 }
 
+/// The settings a config file for `peerport run -c` describes: its `role`
+/// and `mode` keys say which command it is.
+fn from_file(
+    path: &std::path::Path,
+    name: Option<String>,
+) -> Result<(Role, peerport_signaling::Mode, Settings), crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let file = crate::config::load(path)?;
+    let shown = path.display().to_string();
+    let need = |what: &str, example: &str| {
+        ConfigError::Mismatch {
+        path: shown.clone(),
+        message: format!("`peerport run` needs `{what}` in the file (e.g. {example}); `peerport config init` writes an example"),
+    }
+    };
+    let role = match file.role.as_deref() {
+        Some("sender") => Role::Sender,
+        Some("receiver") => Role::Receiver,
+        Some(other) => {
+            return Err(ConfigError::Mismatch {
+                path: shown,
+                message: format!("role = \"{other}\": write \"sender\" or \"receiver\""),
+            })
+        }
+        None => return Err(need("role", "role = \"sender\"")),
+    };
+    let mode: peerport_signaling::Mode = file
+        .mode
+        .as_deref()
+        .ok_or_else(|| need("mode", "mode = \"iroh\""))?
+        .parse()
+        .map_err(|e| ConfigError::Mismatch {
+            path: shown.clone(),
+            message: format!("{e}"),
+        })?;
+    let cfg = crate::cli::ConfigArgs {
+        config: Some(path.to_owned()),
+        default_config: false,
+    };
+    let cli = crate::config::Partial {
+        name,
+        ..Default::default()
+    };
+    let s = settings::load(cli, &cfg, role, mode)?;
+    Ok((role, mode, s))
+}
+
+/// `peerport config init|check`.
+fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
+    match action {
+        crate::cli::ConfigAction::Init {
+            role,
+            mode,
+            output,
+            force,
+        } => {
+            let role = if role == "sender" {
+                Role::Sender
+            } else {
+                Role::Receiver
+            };
+            let text = crate::config_init::render(role, mode);
+            match output {
+                None => print!("{text}"),
+                Some(path) => {
+                    if path.exists() && !force {
+                        return Err(crate::config::ConfigError::Invalid(format!(
+                            "{} exists: pass --force to overwrite it",
+                            path.display()
+                        ))
+                        .into());
+                    }
+                    std::fs::write(&path, text)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!(
+                        "wrote {}: fill in the required values, then `peerport config check {}`",
+                        path.display(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(())
+        }
+        crate::cli::ConfigAction::Check { file } => {
+            let (role, mode, s) = from_file(&file, None)?;
+            println!(
+                "{}: ok: a {} in mode {mode}, {} {}",
+                file.display(),
+                role.as_str(),
+                if role == Role::Sender {
+                    "forwarding"
+                } else {
+                    "listening on"
+                },
+                s.forward
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The process's name: `--name`, else ROLE-PID.
 fn process_name(s: &Settings, role: &str) -> String {
     s.observe
@@ -333,10 +458,11 @@ fn process_name(s: &Settings, role: &str) -> String {
 
 /// Every sender: the mode's acceptor under one [`Sender`].
 async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progress) -> Result<()> {
-    let shutdown = shutdown_signal();
+    let (shutdown, now) = stop_signals();
     let sender = Sender::builder(s.forward.clone())
         .engine(s.engine.clone())
-        .max_sessions(s.max_sessions);
+        .max_sessions(s.max_sessions)
+        .drain_timeout(s.drain_timeout);
     let mut info = status::Info::new("sender", &mode.to_string(), &process_name(&s, "sender"));
     info.service = s.forward.to_string();
     let observe = |sender: &Sender| {
@@ -379,7 +505,7 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
             let sender = sender.auth(auth).build();
             let (monitor, obs) = observe(&sender).await?;
             monitor.add_metrics(status::metrics::iroh_endpoint(&ep));
-            sender.run(acceptor, shutdown).await;
+            sender.run_until(acceptor, shutdown, now).await;
             obs.stop().await;
             ep.close().await;
             Ok(())
@@ -387,14 +513,14 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
         ModeSettings::IrohManual(p) => {
             let sender = sender.build();
             let (_, obs) = observe(&sender).await?;
-            let r = manual_sender(sender, p.iroh_manual_path(), p, shutdown).await;
+            let r = manual_sender(sender, p.iroh_manual_path(), p, (shutdown, now)).await;
             obs.stop().await;
             r
         }
         ModeSettings::Ice(p) => {
             let sender = sender.build();
             let (_, obs) = observe(&sender).await?;
-            let r = manual_sender(sender, p.ice_path()?, p, shutdown).await;
+            let r = manual_sender(sender, p.ice_path()?, p, (shutdown, now)).await;
             obs.stop().await;
             r
         }
@@ -409,7 +535,7 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
                 peerport_signaling::nostr::npub_of_public(&n.peer),
                 n.relays.len()
             );
-            sender.run(acceptor, shutdown).await;
+            sender.run_until(acceptor, shutdown, now).await;
             obs.stop().await;
             Ok(())
         }
@@ -421,7 +547,7 @@ async fn manual_sender<P: ManualPath>(
     sender: Sender,
     path: P,
     p: &PathSettings,
-    shutdown: CancellationToken,
+    (shutdown, now): (CancellationToken, CancellationToken),
 ) -> Result<()> {
     eprintln!(
         "peerport sender ({}) forwarding {}",
@@ -435,7 +561,7 @@ async fn manual_sender<P: ManualPath>(
         BlobSink::from_arg(p.answer_file.as_ref(), &console),
     );
     let input_closed = acceptor.input_closed_flag();
-    sender.run(acceptor, shutdown).await;
+    sender.run_until(acceptor, shutdown, now).await;
     if input_closed.load(std::sync::atomic::Ordering::SeqCst) && stop_signal().is_none() {
         anyhow::bail!(
             "standard input closed, so no more offers could be read: keep the terminal open, or pass --offer-file FILE (and --answer-file) to run without one"
@@ -476,9 +602,10 @@ async fn run_receiver(
         .engine(s.engine.clone())
         .reconnect(s.reconnect.clone())
         .reconnect_wait(s.reconnect_wait)
+        .drain_timeout(s.drain_timeout)
         .bind()
         .await?;
-    let shutdown = shutdown_signal();
+    let (shutdown, now) = stop_signals();
     let mut info = status::Info::new("receiver", &mode.to_string(), &process_name(&s, "receiver"));
     info.service = s.forward.to_string();
     info.listen = Some(format!(
@@ -505,7 +632,9 @@ async fn run_receiver(
             monitor.add_metrics(status::metrics::iroh_endpoint(&ep));
             let peer = i.peer.clone().context("--node-id is required")?;
             let dialer = IrohDialer::new(ep, peer, s.connect_timeout);
-            receiver.run(dialer, shutdown).await
+            receiver
+                .run_until(dialer, shutdown.clone(), now.clone())
+                .await
         }
         ModeSettings::IrohManual(p) => {
             let (offers, answers) = manual(p);
@@ -516,17 +645,23 @@ async fn run_receiver(
                 MAX_BLOB_AGE,
                 rejoin_limit,
             );
-            receiver.run(dialer, shutdown).await
+            receiver
+                .run_until(dialer, shutdown.clone(), now.clone())
+                .await
         }
         ModeSettings::Ice(p) => {
             let (offers, answers) = manual(p);
             let dialer =
                 ManualDialer::new(p.ice_path()?, offers, answers, MAX_BLOB_AGE, rejoin_limit);
-            receiver.run(dialer, shutdown).await
+            receiver
+                .run_until(dialer, shutdown.clone(), now.clone())
+                .await
         }
         ModeSettings::Nostr(p, n) => {
             let dialer = NostrDialer::new(n.clone(), p.ice_path()?, s.connect_timeout);
-            receiver.run(dialer, shutdown).await
+            receiver
+                .run_until(dialer, shutdown.clone(), now.clone())
+                .await
         }
     };
     obs.stop().await;

@@ -27,6 +27,33 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `peerport config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Print (or write) a commented example config for a role and mode:
+    /// every setting with its flag's help, the required ones filled in.
+    Init {
+        /// sender or receiver.
+        #[arg(long, value_parser = ["sender", "receiver"])]
+        role: String,
+        /// iroh, iroh-manual, ice or nostr.
+        #[arg(long)]
+        mode: Mode,
+        /// Write to FILE instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite an existing FILE.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check a config file as `peerport run -c FILE` would read it, without
+    /// starting anything.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -39,6 +66,23 @@ pub enum LogFormat {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the sender or receiver a config file describes (its `role` and
+    /// `mode` keys say which): for services (contrib/systemd).
+    Run {
+        /// The config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// The process's name for `peerport status NAME` (wins over the
+        /// file's `name`; the systemd template passes its instance).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Write an example config file, or check one without starting.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Show what running senders and receivers are doing: sessions, path
     /// (direct or relay), RTT, throughput, streams (like `wg show`).
     Status {
@@ -295,6 +339,11 @@ pub struct TunnelArgs {
     /// from the local socket waits while it is full [default: 8].
     #[arg(long, value_name = "MIB")]
     pub resume_buffer: Option<u64>,
+    /// On SIGTERM, accept nothing new and let open TCP connections finish
+    /// for up to SECS before closing them; Ctrl-C or a second signal closes
+    /// at once [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
     /// Name of this process for `peerport status NAME` (its control socket
     /// is NAME.sock) [default: sender-PID or receiver-PID].
     #[arg(long, value_name = "NAME")]
@@ -327,6 +376,7 @@ impl ToPartial for TunnelArgs {
             max_udp_flows: self.max_udp_flows,
             resume_window: self.resume_window,
             resume_buffer: self.resume_buffer,
+            drain_timeout: self.drain_timeout,
             name: self.name.clone(),
             control_socket: self.control_socket.clone(),
             metrics: self.metrics.clone(),
@@ -413,7 +463,7 @@ impl ToPartial for ReceiverFlags {
     fn partial(&self) -> Partial {
         Partial {
             target: self.target.clone(),
-            reconnect: self.no_reconnect.then_some(false),
+            no_reconnect: self.no_reconnect.then_some(true),
             give_up_after: self.give_up_after,
             reconnect_wait: self.reconnect_wait,
             ..Default::default()
@@ -466,8 +516,8 @@ impl ToPartial for IrohArgs {
             relay_ca: self.relay_ca.clone(),
             relay_only: self.relay_only.then_some(true),
             dns_server: self.dns_server.clone(),
-            mdns: self.no_mdns.then_some(false),
-            portmap: self.no_portmap.then_some(false),
+            no_mdns: self.no_mdns.then_some(true),
+            no_portmap: self.no_portmap.then_some(true),
             ..Default::default()
         }
     }
@@ -565,8 +615,8 @@ impl ToPartial for PathArgs {
     fn partial(&self) -> Partial {
         Partial {
             stun_server: opt_vec(&self.stun_server),
-            stun: self.no_stun.then_some(false),
-            portmap: self.no_portmap.then_some(false),
+            no_stun: self.no_stun.then_some(true),
+            no_portmap: self.no_portmap.then_some(true),
             ..Default::default()
         }
     }
@@ -703,4 +753,45 @@ impl ToPartial for NostrFlags {
 
 impl ModeFlags for NostrFlags {
     const MODE: Mode = Mode::Nostr;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every long flag of `sender MODE` and `receiver MODE` is a config key
+    /// of that role and mode, with the same name (`-c FILE` itself aside).
+    #[test]
+    fn every_long_flag_is_a_config_key() {
+        let keys: Vec<String> = match serde_json::to_value(Partial::default()) {
+            Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+            _ => unreachable!(),
+        };
+        let cli = Cli::command();
+        let mut checked = 0;
+        for (role_name, role) in [
+            ("sender", config::Role::Sender),
+            ("receiver", config::Role::Receiver),
+        ] {
+            let role_cmd = cli.find_subcommand(role_name).unwrap();
+            for mode_cmd in role_cmd.get_subcommands() {
+                let mode: Mode = mode_cmd.get_name().parse().unwrap();
+                for arg in mode_cmd.get_arguments() {
+                    let Some(long) = arg.get_long() else { continue };
+                    if ["config", "default-config", "help", "verbose", "log-format"].contains(&long)
+                    {
+                        continue;
+                    }
+                    assert!(keys.iter().any(|k| k == long), "--{long} has no config key");
+                    assert!(
+                        config::key_applies(long, role, mode),
+                        "--{long} is a flag of `{role_name} {mode}` but not one of its config keys"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
 }

@@ -55,10 +55,10 @@ pub struct Partial {
     pub relay_only: Option<bool>,
     /// pkarr/DNS discovery server URL.
     pub dns_server: Option<String>,
-    /// mDNS on/off.
-    pub mdns: Option<bool>,
-    /// Port mapping on/off.
-    pub portmap: Option<bool>,
+    /// mDNS off (`--no-mdns`).
+    pub no_mdns: Option<bool>,
+    /// Port mapping off (`--no-portmap`).
+    pub no_portmap: Option<bool>,
     /// Local bind address.
     pub bind: Option<String>,
     /// Sender: session limit (0 = unlimited).
@@ -79,6 +79,8 @@ pub struct Partial {
     pub idle_timeout: Option<u64>,
     /// Congestion controller: `bbr` or `cubic`.
     pub congestion: Option<String>,
+    /// Longest drain on SIGTERM, seconds.
+    pub drain_timeout: Option<u64>,
     /// The process's name (`peerport status NAME`).
     pub name: Option<String>,
     /// Control socket path.
@@ -91,8 +93,8 @@ pub struct Partial {
     pub dashboard_token_file: Option<PathBuf>,
     /// How long one attempt to connect may take, seconds.
     pub connect_timeout: Option<u64>,
-    /// Receiver: reconnect after a lost tunnel.
-    pub reconnect: Option<bool>,
+    /// Receiver: do not reconnect after a lost tunnel (`--no-reconnect`).
+    pub no_reconnect: Option<bool>,
     /// Receiver: stop reconnecting after this many seconds without a tunnel (0 = never).
     pub give_up_after: Option<u64>,
     /// Receiver: how long a local TCP client waits for the tunnel, seconds.
@@ -103,8 +105,8 @@ pub struct Partial {
     pub answer_file: Option<PathBuf>,
     /// STUN servers.
     pub stun_server: Option<Vec<String>>,
-    /// STUN on/off.
-    pub stun: Option<bool>,
+    /// STUN off (`--no-stun`).
+    pub no_stun: Option<bool>,
     /// TURN servers (`turn:HOST:PORT`).
     pub turn_server: Option<Vec<String>>,
     /// TURN user.
@@ -153,11 +155,22 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Parse a config file's text.
+/// Parse a config file's text; an error says where (line and column).
 pub fn parse(path: &str, text: &str) -> Result<Partial, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_string(),
-        message: e.message().to_string(),
+    toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {col}: ")
+            })
+            .unwrap_or_default();
+        ConfigError::Parse {
+            path: path.to_string(),
+            message: format!("{at}{}", e.message().trim_end()),
+        }
     })
 }
 
@@ -195,23 +208,24 @@ pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
         | "max-udp-flows"
         | "resume-window"
         | "resume-buffer"
+        | "drain-timeout"
         | "name"
         | "control-socket"
         | "metrics"
         | "dashboard"
         | "dashboard-token-file" => true,
         "source" | "max-sessions" => sender,
-        "target" | "reconnect" | "give-up-after" | "reconnect-wait" => !sender,
-        "connect-timeout" => !(sender && mode == Iroh),
+        "target" | "no-reconnect" | "give-up-after" | "reconnect-wait" => !sender,
+        "connect-timeout" => true,
         "node-id" => !sender && mode == Iroh,
         "allowed-peer" | "authorized-peers-file" => sender && mode == Iroh,
-        "secret-file" | "relay-url" | "relay-quic-port" | "relay-ca" | "dns-server" | "mdns" => {
+        "secret-file" | "relay-url" | "relay-quic-port" | "relay-ca" | "dns-server" | "no-mdns" => {
             mode == Iroh
         }
         "relay-only" => mode != IrohManual,
-        "portmap" => true,
+        "no-portmap" => true,
         "offer-file" | "answer-file" => matches!(mode, IrohManual | Ice),
-        "stun-server" | "stun" => mode != Iroh,
+        "stun-server" | "no-stun" => mode != Iroh,
         "turn-server" | "turn-user" | "turn-password-file" => matches!(mode, Ice | Nostr),
         "nsec-file" | "peer-npub" | "relay" | "nostr-kind" => mode == Nostr,
         _ => false,
@@ -283,8 +297,8 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         relay_ca,
         relay_only,
         dns_server,
-        mdns,
-        portmap,
+        no_mdns,
+        no_portmap,
         bind,
         max_sessions,
         allowed_peer,
@@ -295,19 +309,20 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         resume_buffer,
         idle_timeout,
         congestion,
+        drain_timeout,
         name,
         control_socket,
         metrics,
         dashboard,
         dashboard_token_file,
         connect_timeout,
-        reconnect,
+        no_reconnect,
         give_up_after,
         reconnect_wait,
         offer_file,
         answer_file,
         stun_server,
-        stun,
+        no_stun,
         turn_server,
         turn_user,
         turn_password_file,
@@ -332,20 +347,28 @@ mod tests {
             source = "tcp://127.0.0.1:22"
             relay-url = ["http://a"]
             max-sessions = 3
-            mdns = false
+            no-mdns = true
             "#,
         )
         .unwrap();
         let cli = Partial {
             source: Some("tcp://127.0.0.1:2200".into()),
-            mdns: Some(true),
+            max_sessions: Some(5),
             ..Default::default()
         };
         let m = overlay(file, cli);
         assert_eq!(m.source.as_deref(), Some("tcp://127.0.0.1:2200"));
         assert_eq!(m.relay_url, Some(vec!["http://a".to_string()]));
-        assert_eq!(m.max_sessions, Some(3));
-        assert_eq!(m.mdns, Some(true));
+        assert_eq!(m.max_sessions, Some(5));
+        assert_eq!(m.no_mdns, Some(true));
+    }
+
+    #[test]
+    fn parse_errors_give_line_and_column() {
+        let e = parse("f", "source = \"tcp://x:1\"\nmax-sessions = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column 16"), "{e}");
     }
 
     #[test]

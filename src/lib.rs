@@ -50,6 +50,8 @@ pub mod cli;
 #[doc(hidden)]
 pub mod config;
 #[doc(hidden)]
+pub mod config_init;
+#[doc(hidden)]
 pub mod demo;
 #[doc(hidden)]
 pub mod labwire;

@@ -8,6 +8,8 @@ use anyhow::{Context, Result};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
+use sd_notify::NotifyState;
+
 use crate::{
     settings::Observe,
     status::{control, text, web, EventKind, Monitor},
@@ -82,15 +84,30 @@ impl Observers {
             let (m, c) = (monitor.clone(), cancel.clone());
             tasks.spawn(async move { m.run(c).await });
         }
+        let i = monitor.info();
+        let what = match &i.listen {
+            Some(l) => format!("{} {}: clients connect to {l}", i.role, i.name),
+            None => format!("{} {}: forwarding {}", i.role, i.name, i.service),
+        };
         tasks.spawn(progress_lines(monitor, progress, cancel.clone()));
+        // systemd (Type=notify): ready; nothing happens without NOTIFY_SOCKET
+        notify(&[NotifyState::Ready, NotifyState::Status(&what)]);
         Ok(Observers { tasks, cancel })
     }
 
     /// Stop every view (the control socket file is removed).
     pub async fn stop(self) {
+        notify(&[NotifyState::Stopping]);
         self.cancel.cancel();
         self.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.tasks.wait()).await;
+    }
+}
+
+/// Tell systemd (when it started us with `NOTIFY_SOCKET`).
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!("cannot notify systemd: {e}");
     }
 }
 
@@ -139,6 +156,7 @@ async fn progress_lines(monitor: Monitor, progress: Progress, cancel: Cancellati
                     Progress::Terminal => eprintln!("{line}"),
                     Progress::Log => info!(session = ev.session, "{line}"),
                 }
+                notify(&[NotifyState::Status(&line)]);
             }
             _ = tick.tick() => {
                 let Some(what) = info.waiting_for.as_deref() else { continue };

@@ -127,9 +127,17 @@ pub struct ReceiverBuilder {
     engine: EngineConfig,
     reconnect: Reconnect,
     reconnect_wait: Duration,
+    drain: Duration,
 }
 
 impl ReceiverBuilder {
+    /// On shutdown, let open TCP connections finish for up to this long
+    /// before closing them (default 0: close at once).
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain = d;
+        self
+    }
+
     /// Engine tunables (UDP flow limits, timeouts).
     pub fn engine(mut self, engine: EngineConfig) -> Self {
         self.engine = engine;
@@ -158,6 +166,7 @@ impl ReceiverBuilder {
         };
         Ok(Receiver {
             ledger,
+            drain: self.drain,
             front,
             local,
             engine: Arc::new(self.engine),
@@ -177,6 +186,7 @@ pub struct Receiver {
     reconnect: Reconnect,
     path: tokio::sync::watch::Sender<Option<String>>,
     ledger: Arc<Ledger>,
+    drain: Duration,
 }
 
 /// How one session went.
@@ -201,6 +211,7 @@ impl Receiver {
             engine: EngineConfig::default(),
             reconnect: Reconnect::default(),
             reconnect_wait: Duration::from_secs(10),
+            drain: Duration::ZERO,
         }
     }
 
@@ -225,12 +236,42 @@ impl Receiver {
     /// first session cannot be established, the sender refuses, or the
     /// reconnect policy gives up (`Err`).
     pub async fn run<D: Dialer>(
+        self,
+        dialer: D,
+        shutdown: CancellationToken,
+    ) -> Result<(), ReceiverError> {
+        self.run_until(dialer, shutdown, CancellationToken::new())
+            .await
+    }
+
+    /// As [`Receiver::run`]; on `shutdown` open TCP connections may finish
+    /// for up to the drain timeout ([`ReceiverBuilder::drain_timeout`]),
+    /// unless `now` fires.
+    pub async fn run_until<D: Dialer>(
         mut self,
         mut dialer: D,
         shutdown: CancellationToken,
+        now: CancellationToken,
     ) -> Result<(), ReceiverError> {
         let mut resumable = None;
-        let result = self.sessions(&mut dialer, &shutdown, &mut resumable).await;
+        let stop = crate::engine::server::Stop {
+            shutdown,
+            now,
+            drain: self.drain,
+        };
+        let ledger = self.ledger.clone();
+        let hard = CancellationToken::new();
+        let result = {
+            let sessions = self.sessions(&mut dialer, &hard, &mut resumable);
+            tokio::pin!(sessions);
+            tokio::select! {
+                r = &mut sessions => r,
+                _ = crate::engine::server::drain(&stop, &ledger) => {
+                    hard.cancel();
+                    sessions.await
+                }
+            }
+        };
         if let Some(s) = resumable {
             s.close().await;
         }
@@ -287,6 +328,17 @@ impl Receiver {
                         } => err.to_string(),
                         Outcome::Ended { err, lasted, .. } => {
                             was_up = true;
+                            if session::ended_on_purpose(&err) {
+                                // the sender stopped (a drain, a restart):
+                                // its side of every connection is gone
+                                if let Some(s) = resumable.take() {
+                                    let n = s.streams();
+                                    if n > 0 {
+                                        warn!("the sender ended the session (it stopped): closing {n} connection(s) that were open");
+                                    }
+                                    s.close().await;
+                                }
+                            }
                             down_since = Instant::now();
                             attempt = 0;
                             if lasted >= self.reconnect.stable_after {

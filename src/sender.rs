@@ -34,9 +34,17 @@ pub struct SenderBuilder {
     auth: Authorizer,
     engine: EngineConfig,
     max_sessions: usize,
+    drain: std::time::Duration,
 }
 
 impl SenderBuilder {
+    /// On shutdown, let open TCP connections finish for up to this long
+    /// before closing them (default 0: close at once). See [`Sender::run_until`].
+    pub fn drain_timeout(mut self, d: std::time::Duration) -> Self {
+        self.drain = d;
+        self
+    }
+
     /// Who may use the sender (default: peers pinned by the transport, as
     /// in the copy-paste and Nostr modes).
     pub fn auth(mut self, auth: Authorizer) -> Self {
@@ -66,6 +74,7 @@ impl SenderBuilder {
                 ledger: Ledger::new(),
             }),
             max_sessions: self.max_sessions,
+            drain: self.drain,
         }
     }
 }
@@ -76,6 +85,7 @@ impl SenderBuilder {
 pub struct Sender {
     ctx: Arc<SenderContext>,
     max_sessions: usize,
+    drain: std::time::Duration,
 }
 
 impl Sender {
@@ -86,6 +96,7 @@ impl Sender {
             auth: Authorizer::transport_pinned(),
             engine: EngineConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
+            drain: std::time::Duration::ZERO,
         }
     }
 
@@ -100,9 +111,27 @@ impl Sender {
         self.ctx.ledger.clone()
     }
 
-    /// Serve sessions from `acceptor` until `shutdown` fires or the
-    /// acceptor ends; every session is closed before this returns.
+    /// Serve sessions from `acceptor` until `shutdown` fires (then drain,
+    /// see [`SenderBuilder::drain_timeout`]) or the acceptor ends; every
+    /// session is closed before this returns.
     pub async fn run<A: Acceptor>(&self, acceptor: A, shutdown: CancellationToken) {
-        server::serve(acceptor, self.ctx.clone(), self.max_sessions, shutdown).await
+        self.run_until(acceptor, shutdown, CancellationToken::new())
+            .await
+    }
+
+    /// As [`Sender::run`], and `now` ends a drain at once (a second
+    /// signal).
+    pub async fn run_until<A: Acceptor>(
+        &self,
+        acceptor: A,
+        shutdown: CancellationToken,
+        now: CancellationToken,
+    ) {
+        let stop = server::Stop {
+            shutdown,
+            now,
+            drain: self.drain,
+        };
+        server::serve(acceptor, self.ctx.clone(), self.max_sessions, stop).await
     }
 }

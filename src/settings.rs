@@ -36,6 +36,8 @@ pub struct Settings {
     pub reconnect_wait: Duration,
     /// How long one attempt to connect may take.
     pub connect_timeout: Duration,
+    /// Longest drain on SIGTERM.
+    pub drain_timeout: Duration,
     /// The mode's own settings.
     pub mode: ModeSettings,
     /// How the process shows what it does.
@@ -251,8 +253,8 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
             ))
         })?);
     }
-    o.mdns = p.mdns.unwrap_or(true);
-    o.portmap = p.portmap.unwrap_or(true);
+    o.mdns = p.no_mdns != Some(true);
+    o.portmap = p.no_portmap != Some(true);
     if let Some(b) = &p.bind {
         o.bind = Some(SocketAddr::from_str(b).map_err(|_| {
             invalid(format!(
@@ -389,7 +391,7 @@ impl Settings {
             return Err(invalid("--connect-timeout must be at least 1 second"));
         }
         let reconnect = Reconnect {
-            enabled: p.reconnect.unwrap_or(true),
+            enabled: p.no_reconnect != Some(true),
             give_up_after: p.give_up_after.filter(|s| *s > 0).map(Duration::from_secs),
             ..Reconnect::default()
         };
@@ -416,6 +418,7 @@ impl Settings {
             reconnect,
             reconnect_wait: secs(p.reconnect_wait, Duration::from_secs(10)),
             connect_timeout,
+            drain_timeout: secs(p.drain_timeout, Duration::from_secs(10)),
             mode: mode_settings,
             observe: observe(&p)?,
         })
@@ -488,7 +491,7 @@ fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings,
             ))
         })?,
     };
-    let stun_servers = if p.stun == Some(false) {
+    let stun_servers = if p.no_stun == Some(true) {
         Vec::new()
     } else {
         match &p.stun_server {
@@ -504,7 +507,7 @@ fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings,
         answer_file: p.answer_file.clone().filter(|f| f.as_os_str() != "-"),
         bind,
         stun_servers,
-        portmap: p.portmap.unwrap_or(true),
+        portmap: p.no_portmap != Some(true),
         quic: iroh.quic,
         connect_timeout,
         turn_servers: turn_servers(p)?,
@@ -616,7 +619,7 @@ mod tests {
     fn reconnect_policy_from_flags() {
         let p = Partial {
             target: Some("tcp://127.0.0.1:0".into()),
-            reconnect: Some(false),
+            no_reconnect: Some(true),
             give_up_after: Some(90),
             reconnect_wait: Some(3),
             ..Default::default()

@@ -13,22 +13,6 @@ use peerport::{demo::spawn_tcp_echo, status::Snapshot};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-fn tool(name: &str) -> bool {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("PEERPORT_REQUIRE_TOOLS").is_none(),
-            "{name} is required (PEERPORT_REQUIRE_TOOLS is set)"
-        );
-        eprintln!("skipping the {name} check: {name} is not installed");
-    }
-    found
-}
-
 /// The URL a process logged for `what` ("metrics at http://...").
 async fn url_of(p: &mut Proc, what: &str) -> String {
     let line = p.wait_stderr(&format!("{what} at http://")).await;

@@ -989,6 +989,14 @@ impl<C: TunnelConnection> Registry<C> {
         });
     }
 
+    /// The receiver ended `session` on purpose (it closed the connection
+    /// normally): forget it and close its streams now, not after the window.
+    pub async fn end(&self, session: &Arc<Session<C>>) {
+        let id = session.ticket().id;
+        self.sessions.lock().expect("sessions").remove(&id);
+        session.close().await;
+    }
+
     /// Stop every session and wait (bounded).
     pub async fn shutdown(&self) {
         self.cancel.cancel();

@@ -20,14 +20,55 @@ use crate::{
     transport::{Acceptor, TunnelConnection},
 };
 
-/// Serve sessions until `cancel` fires or the acceptor ends.
+/// How a sender stops: on `shutdown` it accepts no more receivers and lets
+/// open TCP connections finish for up to `drain`, unless `now` fires.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    /// Stop accepting, then drain.
+    pub shutdown: CancellationToken,
+    /// Close everything at once (a drain in progress ends).
+    pub now: CancellationToken,
+    /// Longest drain.
+    pub drain: std::time::Duration,
+}
+
+/// Wait for `stop.shutdown`, then drain (see [`Stop`]); returns when
+/// everything must close.
+pub async fn drain(stop: &Stop, ledger: &super::Ledger) {
+    stop.shutdown.cancelled().await;
+    if stop.drain.is_zero() || stop.now.is_cancelled() {
+        return;
+    }
+    let open = ledger.open_streams();
+    if open == 0 {
+        return;
+    }
+    info!(
+        open,
+        "draining: accepting nothing new; open connections may finish for up to {} s (--drain-timeout; a second signal stops at once)",
+        stop.drain.as_secs()
+    );
+    if ledger.drained(stop.drain, &stop.now).await {
+        info!("drained: every connection finished");
+    } else {
+        info!(
+            open = ledger.open_streams(),
+            "drain over: closing the connections still open"
+        );
+    }
+}
+
+/// Serve sessions until `stop` says (see [`Stop`]) or the acceptor ends.
 /// `max_sessions == 0` means unlimited.
 pub async fn serve<A: Acceptor>(
     mut acceptor: A,
     ctx: Arc<SenderContext>,
     max_sessions: usize,
-    cancel: CancellationToken,
+    stop: Stop,
 ) {
+    let cancel = stop.shutdown.clone();
+    // sessions and their streams end on `hard`, after the drain
+    let hard = CancellationToken::new();
     let limit = if max_sessions == 0 {
         Semaphore::MAX_PERMITS
     } else {
@@ -44,7 +85,7 @@ pub async fn serve<A: Acceptor>(
         .engine
         .resume
         .enabled()
-        .then(|| Registry::<A::Conn>::new(ctx.engine.resume.clone(), cancel.child_token()));
+        .then(|| Registry::<A::Conn>::new(ctx.engine.resume.clone(), hard.child_token()));
     loop {
         let conn = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -92,7 +133,7 @@ pub async fn serve<A: Acceptor>(
                 .spawn(refuse_busy(conn, max_sessions, ctx.engine.header_timeout).instrument(span));
             continue;
         };
-        let (ctx, cancel, by_peer) = (ctx.clone(), cancel.child_token(), by_peer.clone());
+        let (ctx, cancel, by_peer) = (ctx.clone(), hard.child_token(), by_peer.clone());
         let registry = registry.clone();
         tasks.spawn(
             async move {
@@ -118,6 +159,17 @@ pub async fn serve<A: Acceptor>(
         );
     }
     tasks.close();
+    if cancel.is_cancelled() {
+        drain(&stop, &ctx.ledger).await;
+    } else {
+        // the acceptor ended by itself: sessions go on until they end, or
+        // until told to stop
+        tokio::select! {
+            _ = tasks.wait() => {}
+            _ = drain(&stop, &ctx.ledger) => {}
+        }
+    }
+    hard.cancel();
     tasks.wait().await;
     if let Some(r) = registry {
         r.shutdown().await;

@@ -289,9 +289,26 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     let result = resume::with_control(session.clone(), generation, (send, recv), forward).await;
     tally.detach();
     if let Some(reg) = &registry {
-        reg.detached(&session, generation);
+        if result.as_ref().err().is_some_and(ended_on_purpose) {
+            info!("the receiver ended the session: closing its connections");
+            reg.end(&session).await;
+        } else {
+            reg.detached(&session, generation);
+        }
     }
     result
+}
+
+/// Whether the peer closed the connection normally (it stopped, or ended
+/// the session): nothing is left to resume.
+pub fn ended_on_purpose(e: &SessionError) -> bool {
+    matches!(
+        e,
+        SessionError::ConnectionLost(CloseReason::Peer {
+            code: close_code::NORMAL,
+            ..
+        })
+    )
 }
 
 /// The receiver's open hello stream: kept for the life of the session

@@ -392,6 +392,36 @@ impl Ledger {
             .collect()
     }
 
+    /// TCP connections open now, over every live session.
+    pub fn open_streams(&self) -> u64 {
+        self.sessions()
+            .iter()
+            .map(|t| t.tcp_open.load(Relaxed))
+            .sum()
+    }
+
+    /// Wait until no TCP connection is open, `limit` has passed, or `stop`
+    /// fires (how a sender or receiver drains); says whether none is open.
+    pub async fn drained(
+        &self,
+        limit: Duration,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.open_streams() == 0 {
+                return true;
+            }
+            if stop.is_cancelled() || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
     /// What the ended sessions counted.
     pub fn ended(&self) -> Ended {
         self.ended.lock().expect("ledger").clone()

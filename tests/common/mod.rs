@@ -25,6 +25,25 @@ pub fn runtime_dir() -> std::path::PathBuf {
     std::env::temp_dir().join("peerport-tests-run")
 }
 
+/// Whether an outside tool (promtool, chromium, systemd-analyze) is
+/// installed; a missing one skips its check, saying so, unless
+/// PEERPORT_REQUIRE_TOOLS=1 (CI) makes it a failure.
+pub fn tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("PEERPORT_REQUIRE_TOOLS").is_none(),
+            "{name} is required (PEERPORT_REQUIRE_TOOLS is set)"
+        );
+        eprintln!("skipping the {name} check: {name} is not installed");
+    }
+    found
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_peerport")
 }

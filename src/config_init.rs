@@ -1,0 +1,161 @@
+//! `peerport config init`: a commented example config for a role and mode,
+//! written from the command line's own definitions, so every key is a long
+//! flag of that command and its comment is the flag's help.
+
+use clap::CommandFactory;
+use peerport_signaling::Mode;
+
+use crate::{cli::Cli, config::Role};
+
+/// Flags that are not settings.
+const NOT_KEYS: [&str; 5] = ["config", "default-config", "help", "verbose", "log-format"];
+
+/// A value to show for `key` (TOML), and whether a config needs it.
+fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
+    let sender = role == Role::Sender;
+    Some(match key {
+        "source" => ("\"tcp://127.0.0.1:22\"", true),
+        "target" => ("\"tcp://127.0.0.1:2222\"", true),
+        "node-id" => ("\"ppt1... (the ticket the sender printed)\"", true),
+        "secret-file" if sender => ("\"/var/lib/peerport/sender.key\"", false),
+        "secret-file" => ("\"/var/lib/peerport/receiver.key\"", false),
+        "offer-file" => ("\"/run/peerport/offers.txt\"", false),
+        "answer-file" => ("\"/run/peerport/answers.txt\"", false),
+        "nsec-file" => ("\"/etc/peerport/nostr.nsec\"", true),
+        "peer-npub" => ("\"npub1... (the other side's `peerport show-npub`)\"", true),
+        "relay" if mode == Mode::Nostr => ("[\"wss://relay.example.org\"]", true),
+        "relay-url" => ("[\"https://relay.example.org\"]", false),
+        "stun-server" => ("[\"stun.example.org:3478\"]", false),
+        "turn-server" => ("[\"turn:turn.example.org:3478\"]", false),
+        "allowed-peer" => ("[\"<endpoint id of a receiver>\"]", false),
+        "metrics" => ("\"127.0.0.1:9090\"", false),
+        "dashboard" => ("\"127.0.0.1:8080\"", false),
+        "bind" => ("\"0.0.0.0:0\"", false),
+        "name" => ("\"ssh\"", false),
+        _ => return None,
+    })
+}
+
+/// The example file for `role` in `mode`.
+pub fn render(role: Role, mode: Mode) -> String {
+    let cli = Cli::command();
+    let cmd = cli
+        .find_subcommand(role.as_str())
+        .and_then(|r| r.find_subcommand(mode.to_string()))
+        .expect("every role has every mode");
+    let mut out = format!(
+        "# peerport {role} in mode {mode}: `peerport run -c THIS_FILE`.\n\
+         # Keys are the long flags of `peerport {role} {mode}` (see --help); a flag\n\
+         # given on a command line wins over the file. Uncomment what you need.\n\n\
+         role = \"{role}\"\nmode = \"{mode}\"\n",
+        role = role.as_str()
+    );
+    for arg in cmd.get_arguments() {
+        let Some(key) = arg.get_long() else { continue };
+        if NOT_KEYS.contains(&key) {
+            continue;
+        }
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out.push('\n');
+        for line in wrap(&help, 76) {
+            out.push_str("# ");
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let flag = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let list = matches!(arg.get_action(), clap::ArgAction::Append);
+        let (value, needed) = match example(key, role, mode) {
+            Some(v) => (v.0.to_string(), v.1),
+            None if flag => ("true".to_string(), false),
+            None => {
+                let name = arg
+                    .get_value_names()
+                    .and_then(|v| v.first().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "VALUE".into());
+                let number = |d: &str| {
+                    let first = d.split_whitespace().next().unwrap_or("");
+                    first.parse::<f64>().is_ok().then(|| first.to_string())
+                };
+                let value = match default_in(&help) {
+                    Some(d) if number(&d).is_some() => number(&d).unwrap_or_default(),
+                    Some(d) => format!("\"{d}\""),
+                    None if ["N", "SECS", "MIB", "PORT", "KIND"].contains(&name.as_str()) => {
+                        "0".into()
+                    }
+                    None => format!("\"{name}\""),
+                };
+                if list {
+                    (format!("[{value}]"), false)
+                } else {
+                    (value, false)
+                }
+            }
+        };
+        if !needed {
+            out.push_str("# ");
+        }
+        out.push_str(&format!("{key} = {value}\n"));
+    }
+    out
+}
+
+/// The `[default: X]` of a help text.
+fn default_in(help: &str) -> Option<String> {
+    let rest = help.split("[default: ").nth(1)?;
+    Some(rest.split(']').next()?.to_string())
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for para in text.lines() {
+        let mut line = String::new();
+        for word in para.split_whitespace() {
+            if !line.is_empty() && line.len() + 1 + word.len() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn every_example_parses_and_belongs_to_its_role_and_mode() {
+        for role in [Role::Sender, Role::Receiver] {
+            for mode in [Mode::Iroh, Mode::IrohManual, Mode::Ice, Mode::Nostr] {
+                let text = render(role, mode);
+                let p = config::parse("example", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+                config::check_file("example", &p, role, mode)
+                    .unwrap_or_else(|e| panic!("{e}\n{text}"));
+                // uncommenting every line must still parse and belong
+                let is_setting = |l: &str| {
+                    l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    })
+                };
+                let all: String = text
+                    .lines()
+                    .map(|l| l.strip_prefix("# ").filter(|l| is_setting(l)).unwrap_or(l))
+                    .filter(|l| !l.starts_with('#'))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let p = config::parse("all", &all).unwrap_or_else(|e| panic!("{e}\n{all}"));
+                config::check_file("all", &p, role, mode).unwrap_or_else(|e| panic!("{e}\n{all}"));
+            }
+        }
+    }
+}
