@@ -508,15 +508,18 @@ impl Receiver {
                 }
             }
         };
-        // a lost connection keeps its reason; anything else is closed here
-        if !matches!(
-            outcome,
+        // a lost connection keeps its reason; anything else is closed here:
+        // NORMAL only when this side is done on purpose (the sender then
+        // ends the session), else the session may resume
+        match &outcome {
             Outcome::Ended {
                 err: SessionError::ConnectionLost(_),
                 ..
+            } => {}
+            Outcome::Ended { .. } => conn.close(close_code::SESSION_ERROR, "session failed"),
+            Outcome::Shutdown | Outcome::Refused(..) => {
+                conn.close(close_code::NORMAL, "receiver done")
             }
-        ) {
-            conn.close(close_code::NORMAL, "receiver done");
         }
         conn.shutdown().await;
         outcome

@@ -81,6 +81,9 @@ pub mod close_code {
     /// This side's path can never work again (its address is gone); the
     /// session is lost, not ended: streams wait for a resume.
     pub const PATH_GONE: u32 = 5;
+    /// The session failed (a protocol error, not a refusal): the peer
+    /// may reconnect and resume.
+    pub const SESSION_ERROR: u32 = 6;
     /// Stream aborted because the local socket failed.
     pub const STREAM_ABORT: u32 = 10;
 }

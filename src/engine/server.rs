@@ -147,9 +147,13 @@ pub async fn serve<A: Acceptor>(
                     Err(SessionError::ConnectionLost(r)) => info!("session ended: {r}"),
                     Err(e) => warn!("session ended: {e}"),
                 }
-                // a lost connection keeps its reason (a back-end may look at it)
-                if !matches!(result, Err(SessionError::ConnectionLost(_))) {
-                    conn.close(close_code::NORMAL, "session over");
+                // a lost connection keeps its reason (a back-end may look at
+                // it); NORMAL only when the sender stops on purpose (the
+                // receiver then ends the session), else it may resume
+                match &result {
+                    Err(SessionError::ConnectionLost(_)) => {}
+                    Ok(()) => conn.close(close_code::NORMAL, "the sender is stopping"),
+                    Err(_) => conn.close(close_code::SESSION_ERROR, "session failed"),
                 }
                 conn.shutdown().await;
                 forget(&by_peer, &peer, id);
