@@ -258,15 +258,24 @@ impl Receiver {
             shutdown,
             now,
             drain: self.drain,
+            stopping: None,
         };
         let ledger = self.ledger.clone();
+        let listener = self.front.accept_handle();
         let hard = CancellationToken::new();
         let result = {
             let sessions = self.sessions(&mut dialer, &hard, &mut resumable);
             tokio::pin!(sessions);
             tokio::select! {
                 r = &mut sessions => r,
-                _ = crate::engine::server::drain(&stop, &ledger) => {
+                _ = async {
+                    stop.shutdown.cancelled().await;
+                    // accept no new local clients while open ones finish
+                    if let Some(l) = &listener {
+                        l.abort();
+                    }
+                    crate::engine::server::drain(&stop, &ledger).await
+                } => {
                     hard.cancel();
                     sessions.await
                 }

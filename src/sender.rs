@@ -72,6 +72,7 @@ impl SenderBuilder {
                 auth: self.auth,
                 engine: Arc::new(self.engine),
                 ledger: Ledger::new(),
+                stopping: CancellationToken::new(),
             }),
             max_sessions: self.max_sessions,
             drain: self.drain,
@@ -131,6 +132,7 @@ impl Sender {
             shutdown,
             now,
             drain: self.drain,
+            stopping: Some(self.ctx.stopping.clone()),
         };
         server::serve(acceptor, self.ctx.clone(), self.max_sessions, stop).await
     }

@@ -225,6 +225,24 @@ async fn slow_echo(n: usize) -> std::net::SocketAddr {
     addr
 }
 
+/// Connect to `local` and send `data` in 64 KiB pieces, 100 ms apart, then
+/// half-close; returns the reading half and the writer.
+async fn send_slowly(
+    local: std::net::SocketAddr,
+    data: Vec<u8>,
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::task::JoinHandle<()>) {
+    let c = tokio::net::TcpStream::connect(local).await.unwrap();
+    let (r, mut w) = c.into_split();
+    let writer = tokio::spawn(async move {
+        for chunk in data.chunks(64 << 10) {
+            w.write_all(chunk).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        w.shutdown().await.unwrap();
+    });
+    (r, writer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_open_transfer_finish_then_exits() {
     const N: usize = 1 << 20;
@@ -234,19 +252,22 @@ async fn sigterm_lets_an_open_transfer_finish_then_exits() {
     let mut s = manual_sender("ice", &format!("tcp://{svc}"), dir.path(), &drain);
     let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &[]).await;
     let data = pattern(N, 5);
-    let c = tokio::net::TcpStream::connect(local).await.unwrap();
-    let (mut r, mut w) = c.into_split();
-    let d = data.clone();
-    let writer = tokio::spawn(async move {
-        for chunk in d.chunks(64 << 10) {
-            w.write_all(chunk).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        w.shutdown().await.unwrap();
-    });
+    let (mut r, writer) = send_slowly(local, data.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.signal(libc::SIGTERM);
     s.wait_stderr("draining").await;
+    // a new connection during the drain is refused, and nothing reaches the service
+    let mut late = tokio::net::TcpStream::connect(local).await.unwrap();
+    let _ = late.write_all(b"late").await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, late.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "a connection opened during the drain got data"
+    );
+    s.wait_stderr("the sender is stopping").await;
     let mut got = Vec::new();
     tokio::time::timeout(WAIT, r.read_to_end(&mut got))
         .await
@@ -372,4 +393,46 @@ async fn the_unit_files_pass_systemd_analyze_verify() {
             "systemd-analyze verify {unit}:\n{said}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_drains_too_and_stops_listening() {
+    const N: usize = 512 << 10;
+    let svc = slow_echo(N).await;
+    let dir = tempfile::tempdir().unwrap();
+    let _s = manual_sender("ice", &format!("tcp://{svc}"), dir.path(), &[]);
+    let drain = ["--drain-timeout".to_string(), "20".to_string()];
+    let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &drain).await;
+    let data = pattern(N, 6);
+    let (mut r, writer) = send_slowly(local, data.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rx.signal(libc::SIGTERM);
+    rx.wait_stderr("draining").await;
+    // the local port no longer accepts (the listener closes right after)
+    let mut refused = false;
+    for _ in 0..20 {
+        if tokio::net::TcpStream::connect(local).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the receiver still accepts during its drain");
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
+        .await
+        .expect("transfer in time")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(
+        got == data,
+        "cut during the drain: {} of {N} bytes",
+        got.len()
+    );
+    assert_eq!(
+        rx.wait_exit(Duration::from_secs(10)).await,
+        Some(143),
+        "{}",
+        rx.stderr_text()
+    );
 }

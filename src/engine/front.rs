@@ -48,7 +48,7 @@ pub struct TcpQueue {
     tx: mpsc::Sender<Waiting>,
     held: VecDeque<Waiting>,
     wait: Duration,
-    _accept: AbortOnDropHandle<()>,
+    accept: AbortOnDropHandle<()>,
 }
 
 impl TcpQueue {
@@ -60,7 +60,7 @@ impl TcpQueue {
             tx,
             held: VecDeque::new(),
             wait,
-            _accept: AbortOnDropHandle::new(task),
+            accept: AbortOnDropHandle::new(task),
         }
     }
 
@@ -226,6 +226,15 @@ impl Front {
             }),
         };
         Ok((front, local))
+    }
+
+    /// What stops accepting local TCP clients (closing the listener), for
+    /// a drain; `None` for UDP.
+    pub fn accept_handle(&self) -> Option<tokio::task::AbortHandle> {
+        match self {
+            Front::Tcp(q) => Some(q.accept.abort_handle()),
+            Front::Udp(_) => None,
+        }
     }
 
     /// TCP or UDP.

@@ -30,12 +30,17 @@ pub struct Stop {
     pub now: CancellationToken,
     /// Longest drain.
     pub drain: std::time::Duration,
+    /// Cancelled when the drain starts (new TCP connections are refused).
+    pub stopping: Option<CancellationToken>,
 }
 
 /// Wait for `stop.shutdown`, then drain (see [`Stop`]); returns when
 /// everything must close.
 pub async fn drain(stop: &Stop, ledger: &super::Ledger) {
     stop.shutdown.cancelled().await;
+    if let Some(s) = &stop.stopping {
+        s.cancel();
+    }
     if stop.drain.is_zero() || stop.now.is_cancelled() {
         return;
     }

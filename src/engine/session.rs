@@ -148,6 +148,9 @@ pub struct SenderContext {
     pub engine: Arc<EngineConfig>,
     /// Where sessions are counted.
     pub ledger: Arc<Ledger>,
+    /// Fires when the sender starts to stop (drain): new TCP connections
+    /// are refused, open ones go on.
+    pub stopping: CancellationToken,
 }
 
 /// Sender side of one session: authenticate, then forward until the
@@ -243,7 +246,8 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         let (source, engine) = (ctx.source.clone(), ctx.engine.clone());
         let r = match ctx.source.protocol {
             Protocol::Tcp => {
-                tcp::serve_sender(conn, source, engine, None, tally.clone(), cancel).await
+                let stopping = ctx.stopping.clone();
+                tcp::serve_sender(conn, source, engine, None, tally.clone(), stopping, cancel).await
             }
             Protocol::Udp => {
                 udp::serve_sender(conn, source, engine, None, tally.clone(), cancel).await
@@ -275,6 +279,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
                     ctx.engine.clone(),
                     Some(session.clone()),
                     tally.clone(),
+                    ctx.stopping.clone(),
                     cancel,
                 )
                 .await

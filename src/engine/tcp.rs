@@ -168,6 +168,7 @@ pub async fn serve_sender<C: TunnelConnection>(
     config: Arc<EngineConfig>,
     session: Option<Arc<Session<C>>>,
     tally: Arc<Tally>,
+    stopping: CancellationToken,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
@@ -179,10 +180,12 @@ pub async fn serve_sender<C: TunnelConnection>(
                 Ok((send, recv)) => {
                     let (source, config, child) = (source.clone(), config.clone(), child.clone());
                     let (conn, session, tally) = (conn.clone(), session.clone(), tally.clone());
+                    let stopping = stopping.is_cancelled();
+                    let stream = Incoming { send, recv, stopping };
                     tasks.spawn(async move {
                         tokio::select! {
                             _ = child.cancelled() => {}
-                            r = sender_stream(conn, send, recv, &source, &config, session, &tally) => if let Err(e) = r {
+                            r = sender_stream(conn, stream, &source, &config, session, &tally) => if let Err(e) = r {
                                 warn!("stream closed: {e}");
                             }
                         }
@@ -198,15 +201,26 @@ pub async fn serve_sender<C: TunnelConnection>(
     result
 }
 
+/// A stream the receiver opened, and whether the sender was stopping then.
+struct Incoming<C: TunnelConnection> {
+    send: C::Send,
+    recv: C::Recv,
+    stopping: bool,
+}
+
 async fn sender_stream<C: TunnelConnection>(
     conn: C,
-    mut send: C::Send,
-    mut recv: C::Recv,
+    incoming: Incoming<C>,
     source: &ForwardAddr,
     config: &EngineConfig,
     session: Option<Arc<Session<C>>>,
     tally: &Arc<Tally>,
 ) -> Result<(), String> {
+    let Incoming {
+        mut send,
+        mut recv,
+        stopping,
+    } = incoming;
     let req = tokio::time::timeout(config.header_timeout, read_request(&mut recv))
         .await
         .map_err(|_| "no stream header in time".to_string())?
@@ -249,6 +263,11 @@ async fn sender_stream<C: TunnelConnection>(
             send.reset(close_code::PROTOCOL);
             return Err(e);
         }
+    }
+    if stopping && req.kind == Some(Kind::Tcp) {
+        let msg = "the sender is stopping: its open connections may finish, new ones are refused";
+        refuse(&mut send, msg).await;
+        return Err(msg.into());
     }
     if req.kind != Some(Kind::Tcp) {
         let _ = send
