@@ -97,6 +97,19 @@ impl ControlSocket {
                     .mode(0o700)
                     .create(dir)
                     .map_err(create)?;
+            } else if dir == default_dir() {
+                // a directory someone else made could hand our clients a
+                // socket of theirs
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::metadata(dir).map_err(create)?;
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if m.uid() != me || m.mode() & 0o022 != 0 {
+                    return Err(create(std::io::Error::other(format!(
+                        "{} belongs to another user or others may write to it",
+                        dir.display()
+                    ))));
+                }
             }
         }
         if path.exists() {
