@@ -779,8 +779,7 @@ mod tests {
                 let mode: Mode = mode_cmd.get_name().parse().unwrap();
                 for arg in mode_cmd.get_arguments() {
                     let Some(long) = arg.get_long() else { continue };
-                    if ["config", "default-config", "help", "verbose", "log-format"].contains(&long)
-                    {
+                    if crate::config_init::NOT_KEYS.contains(&long) {
                         continue;
                     }
                     assert!(keys.iter().any(|k| k == long), "--{long} has no config key");

@@ -8,7 +8,7 @@ use peerport_signaling::Mode;
 use crate::{cli::Cli, config::Role};
 
 /// Flags that are not settings.
-const NOT_KEYS: [&str; 5] = ["config", "default-config", "help", "verbose", "log-format"];
+pub const NOT_KEYS: [&str; 5] = ["config", "default-config", "help", "verbose", "log-format"];
 
 /// A value to show for `key` (TOML), and whether a config needs it.
 fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {

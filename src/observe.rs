@@ -63,9 +63,8 @@ impl Observers {
             tasks.spawn(web::serve_metrics(l, monitor.clone(), cancel.clone()));
         }
         if let Some(addr) = o.dashboard {
-            if o.dashboard_token.is_none() && !addr.ip().is_loopback() {
-                return Err(web::WebError::NeedsToken(addr).into());
-            }
+            // before binding: a refused address fails the start, not later
+            web::token_rule(addr, o.dashboard_token.as_deref())?;
             let l = web::bind("--dashboard", addr).await?;
             let at = l.local_addr().context("--dashboard")?;
             let url = match &o.dashboard_token {

@@ -243,6 +243,27 @@ async fn send_slowly(
     (r, writer)
 }
 
+/// Read the echo of a [`send_slowly`] transfer to its end: it must be
+/// `data`, whole (the drain did not cut it).
+async fn received_intact(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    writer: tokio::task::JoinHandle<()>,
+    data: &[u8],
+) {
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
+        .await
+        .expect("transfer in time")
+        .unwrap();
+    writer.await.unwrap();
+    assert!(
+        got == data,
+        "the transfer was cut during the drain: {} of {} bytes",
+        got.len(),
+        data.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_open_transfer_finish_then_exits() {
     const N: usize = 1 << 20;
@@ -252,7 +273,7 @@ async fn sigterm_lets_an_open_transfer_finish_then_exits() {
     let mut s = manual_sender("ice", &format!("tcp://{svc}"), dir.path(), &drain);
     let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &[]).await;
     let data = pattern(N, 5);
-    let (mut r, writer) = send_slowly(local, data.clone()).await;
+    let (r, writer) = send_slowly(local, data.clone()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     s.signal(libc::SIGTERM);
     s.wait_stderr("draining").await;
@@ -268,17 +289,7 @@ async fn sigterm_lets_an_open_transfer_finish_then_exits() {
         "a connection opened during the drain got data"
     );
     s.wait_stderr("the sender is stopping").await;
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
-        .await
-        .expect("transfer in time")
-        .unwrap();
-    writer.await.unwrap();
-    assert!(
-        got == data,
-        "the transfer was cut during the drain: {} of {N} bytes",
-        got.len()
-    );
+    received_intact(r, writer, &data).await;
     assert_eq!(
         s.wait_exit(Duration::from_secs(10)).await,
         Some(143),
@@ -404,7 +415,7 @@ async fn a_receiver_drains_too_and_stops_listening() {
     let drain = ["--drain-timeout".to_string(), "20".to_string()];
     let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &drain).await;
     let data = pattern(N, 6);
-    let (mut r, writer) = send_slowly(local, data.clone()).await;
+    let (r, writer) = send_slowly(local, data.clone()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     rx.signal(libc::SIGTERM);
     rx.wait_stderr("draining").await;
@@ -418,17 +429,7 @@ async fn a_receiver_drains_too_and_stops_listening() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(refused, "the receiver still accepts during its drain");
-    let mut got = Vec::new();
-    tokio::time::timeout(WAIT, r.read_to_end(&mut got))
-        .await
-        .expect("transfer in time")
-        .unwrap();
-    writer.await.unwrap();
-    assert!(
-        got == data,
-        "cut during the drain: {} of {N} bytes",
-        got.len()
-    );
+    received_intact(r, writer, &data).await;
     assert_eq!(
         rx.wait_exit(Duration::from_secs(10)).await,
         Some(143),

@@ -485,16 +485,16 @@ fn sessions(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
     )
 }
 
-/// Check that `text` ends as OpenMetrics requires (for tests).
-pub fn well_terminated(text: &str) -> bool {
-    text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{engine::Ledger, status::Info};
     use std::fmt::Write;
+
+    /// Ends as OpenMetrics requires: one `# EOF`, last.
+    fn well_terminated(text: &str) -> bool {
+        text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1
+    }
 
     #[test]
     fn exposition_has_conventional_names_and_one_eof() {

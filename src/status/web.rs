@@ -46,6 +46,14 @@ pub enum WebError {
     NeedsToken(SocketAddr),
 }
 
+/// The dashboard's rule: an address other than loopback needs a token.
+pub fn token_rule(addr: SocketAddr, token: Option<&str>) -> Result<(), WebError> {
+    if token.is_none() && !addr.ip().is_loopback() {
+        return Err(WebError::NeedsToken(addr));
+    }
+    Ok(())
+}
+
 /// Bind `addr` for `flag`, with an error that says what to do.
 pub async fn bind(flag: &'static str, addr: SocketAddr) -> Result<TcpListener, WebError> {
     TcpListener::bind(addr)
@@ -130,9 +138,7 @@ pub async fn serve_dashboard(
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
     })?;
-    if token.is_none() && !addr.ip().is_loopback() {
-        return Err(WebError::NeedsToken(addr));
-    }
+    token_rule(addr, token.as_deref())?;
     let state = Dash {
         monitor,
         token,
