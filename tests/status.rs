@@ -176,9 +176,16 @@ async fn status_metrics_and_dashboard_show_a_live_direct_tunnel() {
             assert!(ok, "promtool check metrics: {out}\n{text}");
         }
     }
-    if tool("python3") {
+    // Debian's python3-prometheus-client lands in /usr/bin/python3's
+    // dist-packages; a python3 earlier on PATH (pyenv) would not see it.
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    if tool(python) {
         let parse = "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\nn = sum(1 for _ in p(sys.stdin.read()))\nprint(n)";
-        let (ok, out) = pipe("python3", &["-c", parse], &om).await;
+        let (ok, out) = pipe(python, &["-c", parse], &om).await;
         if out.contains("No module named") {
             assert!(
                 std::env::var_os("PEERPORT_REQUIRE_TOOLS").is_none(),
