@@ -151,9 +151,182 @@ impl ForwardAddr {
     }
 }
 
+/// A sender's `--source [NAME=]URL`: a named service, or (no name) the
+/// default service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// Service name (`""`: the default service).
+    pub name: String,
+    /// Where its connections go.
+    pub source: ForwardAddr,
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, String> {
+        let s = input.trim();
+        let (name, url) = match s.split_once('=') {
+            Some((n, u)) if !n.contains("://") => (n.trim(), u),
+            _ => ("", s),
+        };
+        if !name.is_empty() || s.starts_with('=') {
+            crate::engine::policy::check_service_name(name)
+                .map_err(|e| format!("--source `{input}`: {e}"))?;
+        }
+        let source: ForwardAddr = url.parse().map_err(|e| format!("--source: {e}"))?;
+        if source.port == 0 {
+            return Err(format!("--source `{input}` needs a real port, not 0"));
+        }
+        Ok(SourceSpec {
+            name: name.to_string(),
+            source,
+        })
+    }
+}
+
+/// A receiver's `--target`: a local listener and what it reaches on the
+/// sender's side.
+///
+/// * `tcp://127.0.0.1:2222`: the sender's default service;
+/// * `ssh=tcp://127.0.0.1:2222`: the sender's service `ssh`;
+/// * `tcp://127.0.0.1:2222=10.0.0.5:22`: the destination `10.0.0.5:22`
+///   as the sender resolves and reaches it (its `--allow` rules decide).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    /// The local listener.
+    pub local: ForwardAddr,
+    /// What it reaches.
+    pub want: crate::proto::header::Wanted,
+}
+
+impl FromStr for TargetSpec {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, String> {
+        use crate::proto::header::Wanted;
+        let s = input.trim();
+        let (name, rest) = match s.split_once('=') {
+            Some((n, r)) if !n.contains("://") => (Some(n.trim()), r),
+            _ => (None, s),
+        };
+        let (url, dest) = match rest.split_once('=') {
+            Some((u, d)) => (u, Some(d.trim())),
+            None => (rest, None),
+        };
+        let local: ForwardAddr = url.parse().map_err(|e| format!("--target: {e}"))?;
+        let want = match (name, dest) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "--target `{input}`: name a service (NAME=URL) or a destination (URL=HOST:PORT), not both"
+                ))
+            }
+            (Some(n), None) => {
+                crate::engine::policy::check_service_name(n)
+                    .map_err(|e| format!("--target `{input}`: {e}"))?;
+                Wanted::Service(n.to_string())
+            }
+            (None, Some(d)) => {
+                let (host, port) = split_host_port(d).ok_or_else(|| {
+                    format!(
+                        "--target `{input}`: the destination `{d}` must be HOST:PORT (IPv6 as [ADDR]:PORT), e.g. tcp://127.0.0.1:2222=10.0.0.5:22"
+                    )
+                })?;
+                Wanted::Destination { host, port }
+            }
+            (None, None) => Wanted::Service(String::new()),
+        };
+        Ok(TargetSpec { local, want })
+    }
+}
+
+impl fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::proto::header::Wanted;
+        match &self.want {
+            Wanted::Service(n) if n.is_empty() => write!(f, "{}", self.local),
+            Wanted::Service(n) => write!(f, "{n}={}", self.local),
+            Wanted::Destination { host, port } if host.contains(':') => {
+                write!(f, "{}=[{host}]:{port}", self.local)
+            }
+            Wanted::Destination { host, port } => write!(f, "{}={host}:{port}", self.local),
+        }
+    }
+}
+
+/// `HOST:PORT` or `[IPV6]:PORT`, port 1 to 65535, host without spaces.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(after) => {
+            let (h, p) = after.split_once(']')?;
+            (h, p.strip_prefix(':')?)
+        }
+        None => {
+            let (h, p) = s.rsplit_once(':')?;
+            if h.contains(':') {
+                return None;
+            }
+            (h, p)
+        }
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    ok.then(|| (host.to_string(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::header::Wanted;
+
+    #[test]
+    fn service_and_destination_syntax() {
+        let s: SourceSpec = "ssh=tcp://127.0.0.1:22".parse().unwrap();
+        assert_eq!((s.name.as_str(), s.source.port), ("ssh", 22));
+        let d: SourceSpec = "udp://127.0.0.1:53".parse().unwrap();
+        assert_eq!(d.name, "");
+        assert!("bad name=tcp://127.0.0.1:22".parse::<SourceSpec>().is_err());
+        assert!("=tcp://127.0.0.1:22".parse::<SourceSpec>().is_err());
+        assert!("tcp://127.0.0.1:0".parse::<SourceSpec>().is_err());
+
+        let t: TargetSpec = "tcp://127.0.0.1:2222".parse().unwrap();
+        assert_eq!(t.want, Wanted::Service(String::new()));
+        let t: TargetSpec = "web=tcp://127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            (t.want, t.local.port),
+            (Wanted::Service("web".into()), 8080)
+        );
+        let t: TargetSpec = "tcp://127.0.0.1:2222=10.0.0.5:22".parse().unwrap();
+        assert_eq!(
+            t.want,
+            Wanted::Destination {
+                host: "10.0.0.5".into(),
+                port: 22
+            }
+        );
+        let t: TargetSpec = "udp://[::1]:5353=[fd00::53]:53".parse().unwrap();
+        assert_eq!(
+            (t.local.host.as_str(), t.want),
+            (
+                "::1",
+                Wanted::Destination {
+                    host: "fd00::53".into(),
+                    port: 53
+                }
+            )
+        );
+        for bad in [
+            "ssh=tcp://127.0.0.1:2222=10.0.0.5:22",
+            "tcp://127.0.0.1:2222=10.0.0.5",
+            "tcp://127.0.0.1:2222=fd00::1:22",
+            "tcp://127.0.0.1:2222=h:0",
+            "no way=tcp://127.0.0.1:1",
+        ] {
+            let e = bad.parse::<TargetSpec>().unwrap_err();
+            assert!(e.contains("--target"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_good() {

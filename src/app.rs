@@ -38,8 +38,13 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sender { mode } => {
             let (mode, partial, cfg) = mode.parts();
-            let s = settings::load(partial, cfg, Role::Sender, mode)?;
-            run_sender(s, mode, progress).await
+            let s = settings::load(partial.clone(), cfg, Role::Sender, mode)?;
+            let cfg = cfg.clone();
+            let reload: Option<Reload> = (cfg.config.is_some() || cfg.default_config).then(|| {
+                Box::new(move || settings::load(partial.clone(), &cfg, Role::Sender, mode))
+                    as Reload
+            });
+            run_sender(s, mode, progress, reload).await
         }
         Command::Receiver { mode } => {
             let (mode, partial, cfg) = mode.parts();
@@ -53,9 +58,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             control_socket,
         } => status_command(name, json, watch, control_socket).await,
         Command::Run { config, name } => {
-            let (role, mode, s) = from_file(&config, name)?;
+            let (role, mode, s) = from_file(&config, name.clone())?;
             match role {
-                Role::Sender => run_sender(s, mode, progress).await,
+                Role::Sender => {
+                    let reload: Reload = Box::new(move || {
+                        let (r, m, s) = from_file(&config, name.clone())?;
+                        if (r, m) != (role, mode) {
+                            return Err(crate::config::ConfigError::Invalid(
+                                "role or mode changed in the file: restart the process to apply that".into(),
+                            ));
+                        }
+                        Ok(s)
+                    });
+                    run_sender(s, mode, progress, Some(reload)).await
+                }
                 Role::Receiver => run_receiver(s, mode, progress).await,
             }
         }
@@ -441,7 +457,7 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
                 } else {
                     "listening on"
                 },
-                s.forward
+                s.describe()
             );
             Ok(())
         }
@@ -456,15 +472,104 @@ fn process_name(s: &Settings, role: &str) -> String {
         .unwrap_or_else(|| format!("{role}-{}", std::process::id()))
 }
 
+/// Re-reads the settings from the config file (SIGHUP).
+type Reload = Box<dyn Fn() -> Result<Settings, crate::config::ConfigError> + Send + Sync>;
+
+/// On every SIGHUP: re-read the config file and serve its services and
+/// rules (sessions that still comply go on); a bad file keeps the old ones.
+fn reload_on_hangup(sender: Sender, reload: Option<Reload>, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            let Some(reload) = &reload else {
+                info!("SIGHUP: nothing to re-read (started without a config file)");
+                continue;
+            };
+            match reload().map(|s| s.catalog) {
+                Ok(Some(new)) => {
+                    let old = sender.catalog();
+                    if *old == new {
+                        info!("SIGHUP: configuration re-read, services and rules unchanged");
+                    } else {
+                        info!(services = %new.summary(), "SIGHUP: configuration re-read: serving these services and rules now (other settings need a restart)");
+                        sender.reload(new);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => warn!(
+                    "SIGHUP: the config file has an error, keeping the running configuration: {e}"
+                ),
+            }
+        }
+    });
+}
+
+/// What a receiver does on SIGHUP: nothing but say so (its listeners are
+/// bound once), instead of the default of dying.
+fn ignore_hangup(stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = hup.recv() => if r.is_none() { return },
+            }
+            info!("SIGHUP: a receiver re-reads nothing; restart it to change its targets");
+        }
+    });
+}
+
+/// The `--target` lines that reach each of the sender's services.
+fn target_hint(catalog: &crate::engine::policy::Catalog) -> String {
+    let mut lines: Vec<String> = catalog
+        .services()
+        .iter()
+        .map(|svc| {
+            let name = if svc.name.is_empty() {
+                String::new()
+            } else {
+                format!("{}=", svc.name)
+            };
+            format!("--target {name}{}://127.0.0.1:PORT", svc.source.protocol)
+        })
+        .collect();
+    if !catalog.allow_rules().is_empty() {
+        lines.push(
+            "--target tcp://127.0.0.1:PORT=HOST:PORT (a destination the --allow rules cover)"
+                .into(),
+        );
+    }
+    lines.join(" ")
+}
+
 /// Every sender: the mode's acceptor under one [`Sender`].
-async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progress) -> Result<()> {
+async fn run_sender(
+    s: Settings,
+    mode: peerport_signaling::Mode,
+    progress: Progress,
+    reload: Option<Reload>,
+) -> Result<()> {
     let (shutdown, now) = stop_signals();
-    let sender = Sender::builder(s.forward.clone())
+    let catalog = s.catalog.clone().context("a sender needs services")?;
+    let hint = target_hint(&catalog);
+    let sender = Sender::serving(catalog)
         .engine(s.engine.clone())
         .max_sessions(s.max_sessions)
         .drain_timeout(s.drain_timeout);
     let mut info = status::Info::new("sender", &mode.to_string(), &process_name(&s, "sender"));
-    info.service = s.forward.to_string();
+    info.service = s.describe();
+    let hangup =
+        |sender: &Sender, reload| reload_on_hangup(sender.clone(), reload, shutdown.clone());
     let observe = |sender: &Sender| {
         let monitor = status::Monitor::new(info.clone(), sender.ledger());
         let o = s.observe.clone();
@@ -489,11 +594,13 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
             println!("{ticket}");
             eprintln!(
                 "peerport sender (iroh) forwarding {} as endpoint {}",
-                s.forward,
+                s.describe(),
                 ep.id()
             );
             if i.allowed_peers.is_empty() {
-                eprintln!("on the receiver, run:\n  peerport receiver iroh --node-id {ticket} --target {}://127.0.0.1:PORT", s.forward.protocol);
+                eprintln!(
+                    "on the receiver, run:\n  peerport receiver iroh --node-id {ticket} {hint}"
+                );
             } else {
                 eprintln!(
                     "admitting only {} pinned receiver id(s); they connect with --node-id {}",
@@ -503,6 +610,7 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
             }
             let acceptor = IrohAcceptor::new(ep.clone());
             let sender = sender.auth(auth).build();
+            hangup(&sender, reload);
             let (monitor, obs) = observe(&sender).await?;
             monitor.add_metrics(status::metrics::iroh_endpoint(&ep));
             sender.run_until(acceptor, shutdown, now).await;
@@ -512,6 +620,7 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
         }
         ModeSettings::IrohManual(p) => {
             let sender = sender.build();
+            hangup(&sender, reload);
             let (_, obs) = observe(&sender).await?;
             let r = manual_sender(sender, p.iroh_manual_path(), p, (shutdown, now)).await;
             obs.stop().await;
@@ -519,6 +628,7 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
         }
         ModeSettings::Ice(p) => {
             let sender = sender.build();
+            hangup(&sender, reload);
             let (_, obs) = observe(&sender).await?;
             let r = manual_sender(sender, p.ice_path()?, p, (shutdown, now)).await;
             obs.stop().await;
@@ -526,11 +636,12 @@ async fn run_sender(s: Settings, mode: peerport_signaling::Mode, progress: Progr
         }
         ModeSettings::Nostr(p, n) => {
             let sender = sender.build();
+            hangup(&sender, reload);
             let (_, obs) = observe(&sender).await?;
             let acceptor = NostrAcceptor::start(n, Arc::new(p.ice_path()?), s.max_sessions).await?;
             eprintln!(
                 "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
-                s.forward,
+                s.describe(),
                 peerport_signaling::nostr::npub_of(&n.secret)?,
                 peerport_signaling::nostr::npub_of_public(&n.peer),
                 n.relays.len()
@@ -552,7 +663,7 @@ async fn manual_sender<P: ManualPath>(
     eprintln!(
         "peerport sender ({}) forwarding {}",
         P::MODE,
-        sender.source()
+        sender.catalog().summary()
     );
     let console = Terminal::shared();
     let acceptor = ManualAcceptor::start(
@@ -598,7 +709,9 @@ async fn run_receiver(
     mode: peerport_signaling::Mode,
     progress: Progress,
 ) -> Result<()> {
-    let receiver = Receiver::builder(s.forward.clone())
+    let first = s.targets.first().context("a receiver needs a --target")?;
+    let receiver = Receiver::builder(first.local.clone())
+        .targets(s.targets.clone())
         .engine(s.engine.clone())
         .reconnect(s.reconnect.clone())
         .reconnect_wait(s.reconnect_wait)
@@ -607,12 +720,15 @@ async fn run_receiver(
         .await?;
     let (shutdown, now) = stop_signals();
     let mut info = status::Info::new("receiver", &mode.to_string(), &process_name(&s, "receiver"));
-    info.service = s.forward.to_string();
-    info.listen = Some(format!(
-        "{}://{}",
-        s.forward.protocol,
-        receiver.local_addr()
-    ));
+    info.service = s.describe();
+    let listen: Vec<String> = s
+        .targets
+        .iter()
+        .zip(receiver.local_addrs())
+        .map(|(t, a)| format!("{}://{a}", t.local.protocol))
+        .collect();
+    info.listen = Some(listen.join(", "));
+    ignore_hangup(shutdown.clone());
     info.waiting_for = waiting_for(&s);
     let monitor = status::Monitor::new(info, receiver.ledger());
     let obs = Observers::start(&s.observe, monitor.clone(), progress).await?;

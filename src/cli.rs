@@ -424,9 +424,14 @@ pub type ReceiverArgs<M> = RoleArgs<ReceiverFlags, M>;
 /// Flags of every sender.
 #[derive(Debug, Args, Clone, Default)]
 pub struct SenderFlags {
-    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 's', value_name = "URL")]
-    pub source: Option<String>,
+    /// Service to forward: tcp://HOST:PORT or udp://HOST:PORT, or a named
+    /// service NAME=URL (repeatable: one session carries them all).
+    #[arg(long, short = 's', value_name = "[NAME=]URL")]
+    pub source: Vec<String>,
+    /// Let receivers ask for destinations HOST_OR_CIDR:PORTS (repeatable;
+    /// e.g. 10.0.0.0/24:22,443 or db.internal:5432; default: none).
+    #[arg(long, value_name = "HOST_OR_CIDR:PORTS")]
+    pub allow: Vec<String>,
     /// Most receivers served at once (0 = unlimited) [default: 10].
     #[arg(long, value_name = "N")]
     pub max_sessions: Option<usize>,
@@ -435,7 +440,8 @@ pub struct SenderFlags {
 impl ToPartial for SenderFlags {
     fn partial(&self) -> Partial {
         Partial {
-            source: self.source.clone(),
+            source: opt_vec(&self.source),
+            allow: opt_vec(&self.allow),
             max_sessions: self.max_sessions,
             ..Default::default()
         }
@@ -445,9 +451,11 @@ impl ToPartial for SenderFlags {
 /// Flags of every receiver.
 #[derive(Debug, Args, Clone, Default)]
 pub struct ReceiverFlags {
-    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT.
-    #[arg(long, short = 't', value_name = "URL")]
-    pub target: Option<String>,
+    /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT for
+    /// the sender's default service, NAME=URL for its service NAME, or
+    /// URL=HOST:PORT for a destination the sender allows (repeatable).
+    #[arg(long, short = 't', value_name = "[NAME=]URL[=HOST:PORT]")]
+    pub target: Vec<String>,
     /// End when the tunnel is lost instead of reconnecting.
     #[arg(long)]
     pub no_reconnect: bool,
@@ -462,7 +470,7 @@ pub struct ReceiverFlags {
 impl ToPartial for ReceiverFlags {
     fn partial(&self) -> Partial {
         Partial {
-            target: self.target.clone(),
+            target: opt_vec(&self.target),
             no_reconnect: self.no_reconnect.then_some(true),
             give_up_after: self.give_up_after,
             reconnect_wait: self.reconnect_wait,

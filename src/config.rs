@@ -37,10 +37,16 @@ pub struct Partial {
     pub role: Option<String>,
     /// Mode name (files only).
     pub mode: Option<String>,
-    /// Sender: service to forward.
-    pub source: Option<String>,
-    /// Receiver: local listen address.
-    pub target: Option<String>,
+    /// Sender: services to forward (`[NAME=]URL`; a string or a list).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub source: Option<Vec<String>>,
+    /// Receiver: local targets (`[NAME=]URL[=HOST:PORT]`; a string or a list).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub target: Option<Vec<String>>,
+    /// Sender: destinations receivers may ask for (`HOST_OR_CIDR:PORTS`).
+    pub allow: Option<Vec<String>>,
+    /// Sender: `[[service]]` tables (files only).
+    pub service: Option<Vec<ServiceTable>>,
     /// Receiver: sender's ticket or endpoint id.
     pub node_id: Option<String>,
     /// Persistent identity file.
@@ -121,6 +127,33 @@ pub struct Partial {
     pub relay: Option<Vec<String>>,
     /// Nostr event kind.
     pub nostr_kind: Option<u16>,
+}
+
+/// A sender's `[[service]]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceTable {
+    /// The service's name (what receivers write before `=` in `--target`).
+    pub name: String,
+    /// Where its connections go: tcp://HOST:PORT or udp://HOST:PORT.
+    pub source: String,
+    /// Only these receiver ids may use it (mode iroh; absent: every
+    /// receiver the sender admits).
+    pub allowed_peer: Option<Vec<String>>,
+}
+
+/// A string or a list of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 /// Configuration errors.
@@ -214,7 +247,7 @@ pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
         | "metrics"
         | "dashboard"
         | "dashboard-token-file" => true,
-        "source" | "max-sessions" => sender,
+        "source" | "max-sessions" | "allow" | "service" => sender,
         "target" | "no-reconnect" | "give-up-after" | "reconnect-wait" => !sender,
         "connect-timeout" => true,
         "node-id" => !sender && mode == Iroh,
@@ -290,6 +323,8 @@ pub fn overlay(file: Partial, cli: Partial) -> Partial {
         mode,
         source,
         target,
+        allow,
+        service,
         node_id,
         secret_file,
         relay_url,
@@ -352,12 +387,12 @@ mod tests {
         )
         .unwrap();
         let cli = Partial {
-            source: Some("tcp://127.0.0.1:2200".into()),
+            source: Some(vec!["tcp://127.0.0.1:2200".into()]),
             max_sessions: Some(5),
             ..Default::default()
         };
         let m = overlay(file, cli);
-        assert_eq!(m.source.as_deref(), Some("tcp://127.0.0.1:2200"));
+        assert_eq!(m.source, Some(vec!["tcp://127.0.0.1:2200".to_string()]));
         assert_eq!(m.relay_url, Some(vec!["http://a".to_string()]));
         assert_eq!(m.max_sessions, Some(5));
         assert_eq!(m.no_mdns, Some(true));

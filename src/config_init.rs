@@ -16,6 +16,7 @@ fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
     Some(match key {
         "source" => ("\"tcp://127.0.0.1:22\"", true),
         "target" => ("\"tcp://127.0.0.1:2222\"", true),
+        "allow" => ("[\"10.0.0.0/24:22,443\", \"db.internal:5432\"]", false),
         "node-id" => ("\"ppt1... (the ticket the sender printed)\"", true),
         "secret-file" if sender => ("\"/var/lib/peerport/sender.key\"", false),
         "secret-file" => ("\"/var/lib/peerport/receiver.key\"", false),
@@ -100,8 +101,25 @@ pub fn render(role: Role, mode: Mode) -> String {
         }
         out.push_str(&format!("{key} = {value}\n"));
     }
+    if role == Role::Sender {
+        out.push_str(SERVICES);
+    }
     out
 }
+
+/// How a sender names several services (after every key: TOML tables last).
+const SERVICES: &str = "
+# Several services in one tunnel: `source = [\"ssh=tcp://127.0.0.1:22\", ...]`,
+# or one table each (receivers reach them with --target NAME=URL).
+# `allowed-peer` (mode iroh) limits a service to some receiver ids.
+# [[service]]
+# name = \"ssh\"
+# source = \"tcp://127.0.0.1:22\"
+# [[service]]
+# name = \"dns\"
+# source = \"udp://127.0.0.1:53\"
+# allowed-peer = [\"<endpoint id of a receiver>\"]
+";
 
 /// The `[default: X]` of a help text.
 fn default_in(help: &str) -> Option<String> {
@@ -142,10 +160,11 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}\n{text}"));
                 // uncommenting every line must still parse and belong
                 let is_setting = |l: &str| {
-                    l.split_once(" = ").is_some_and(|(k, _)| {
-                        k.chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                    })
+                    l == "[[service]]"
+                        || l.split_once(" = ").is_some_and(|(k, _)| {
+                            k.chars()
+                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                        })
                 };
                 let all: String = text
                     .lines()

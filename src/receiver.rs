@@ -29,12 +29,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::{
-    addr::ForwardAddr,
+    addr::{ForwardAddr, TargetSpec},
     engine::{
-        close_code, resume, session, BindError, EngineConfig, Front, Ledger, RefusalKind,
-        SessionError,
+        close_code, resume, session, udp::UdpStats, BindError, EngineConfig, Front, Ledger,
+        RefusalKind, SessionError,
     },
-    proto::{header::ResumeOffer, resume::ReplyExt},
+    proto::{
+        header::{ResumeOffer, Want, Wanted},
+        resume::ReplyExt,
+    },
     transport::{CloseReason, DialError, Dialer, TunnelConnection},
 };
 
@@ -123,7 +126,7 @@ pub enum ReceiverError {
 /// Builds a [`Receiver`].
 #[derive(Debug, Clone)]
 pub struct ReceiverBuilder {
-    target: ForwardAddr,
+    targets: Vec<TargetSpec>,
     engine: EngineConfig,
     reconnect: Reconnect,
     reconnect_wait: Duration,
@@ -156,19 +159,55 @@ impl ReceiverBuilder {
         self
     }
 
-    /// Bind the local target (a busy port fails here, before any network work).
+    /// Several local targets, each reaching a named service or a
+    /// destination (see [`TargetSpec`]), all carried by one session.
+    pub fn targets(mut self, targets: Vec<TargetSpec>) -> Self {
+        self.targets = targets;
+        self
+    }
+
+    /// Bind every local target (a busy port fails here, before any network work).
     pub async fn bind(self) -> Result<Receiver, BindError> {
-        let (front, local) = Front::bind(&self.target, &self.engine, self.reconnect_wait).await?;
-        info!(listen = %local, "listening for local clients");
-        let ledger = match &front {
-            Front::Udp(u) => Ledger::with_shared_udp(u.stats.clone()),
-            Front::Tcp(_) => Ledger::new(),
+        let udp_stats = Arc::new(UdpStats::default());
+        let (mut fronts, mut locals, mut wants) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, t) in self.targets.iter().enumerate() {
+            let index = u8::try_from(i).unwrap_or(u8::MAX);
+            let (front, local) = Front::bind(
+                &t.local,
+                index,
+                &self.engine,
+                self.reconnect_wait,
+                udp_stats.clone(),
+            )
+            .await?;
+            let want = Want {
+                protocol: t.local.protocol,
+                what: t.want.clone(),
+            };
+            match &t.want {
+                Wanted::Service(n) if n.is_empty() => {
+                    info!(listen = %local, "listening for local clients")
+                }
+                _ => info!(listen = %local, to = %want, "listening for local clients"),
+            }
+            fronts.push(front);
+            locals.push(local);
+            wants.push(want);
+        }
+        let ledger = if fronts
+            .iter()
+            .any(|f| f.protocol() == crate::addr::Protocol::Udp)
+        {
+            Ledger::with_shared_udp(udp_stats)
+        } else {
+            Ledger::new()
         };
         Ok(Receiver {
             ledger,
             drain: self.drain,
-            front,
-            local,
+            fronts,
+            locals,
+            wants,
             engine: Arc::new(self.engine),
             reconnect: self.reconnect,
             path: tokio::sync::watch::Sender::new(None),
@@ -180,8 +219,9 @@ impl ReceiverBuilder {
 /// that carry it to the sender.
 #[derive(Debug)]
 pub struct Receiver {
-    front: Front,
-    local: SocketAddr,
+    fronts: Vec<Front>,
+    locals: Vec<SocketAddr>,
+    wants: Vec<Want>,
     engine: Arc<EngineConfig>,
     reconnect: Reconnect,
     path: tokio::sync::watch::Sender<Option<String>>,
@@ -207,7 +247,10 @@ impl Receiver {
     /// Start building a receiver that listens on `target`.
     pub fn builder(target: ForwardAddr) -> ReceiverBuilder {
         ReceiverBuilder {
-            target,
+            targets: vec![TargetSpec {
+                local: target,
+                want: Wanted::Service(String::new()),
+            }],
             engine: EngineConfig::default(),
             reconnect: Reconnect::default(),
             reconnect_wait: Duration::from_secs(10),
@@ -215,9 +258,14 @@ impl Receiver {
         }
     }
 
-    /// The bound local address (useful with port 0).
+    /// The first bound local address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.locals[0]
+    }
+
+    /// Every bound local address, in the order of the targets.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.locals
     }
 
     /// What the receiver counts: its session and totals (see
@@ -261,7 +309,11 @@ impl Receiver {
             stopping: None,
         };
         let ledger = self.ledger.clone();
-        let listener = self.front.accept_handle();
+        let listeners: Vec<_> = self
+            .fronts
+            .iter()
+            .filter_map(Front::accept_handle)
+            .collect();
         let hard = CancellationToken::new();
         let result = {
             let sessions = self.sessions(&mut dialer, &hard, &mut resumable);
@@ -271,7 +323,7 @@ impl Receiver {
                 _ = async {
                     stop.shutdown.cancelled().await;
                     // accept no new local clients while open ones finish
-                    if let Some(l) = &listener {
+                    for l in &listeners {
                         l.abort();
                     }
                     crate::engine::server::drain(&stop, &ledger).await
@@ -303,7 +355,7 @@ impl Receiver {
             attempt += 1;
             let dialed = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = self.front.hold() => unreachable!("hold never returns"),
+                _ = hold(&mut self.fronts) => unreachable!("hold never returns"),
                 r = dialer.dial() => r,
             };
             if dialed.is_err() {
@@ -400,10 +452,15 @@ impl Receiver {
             );
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                _ = self.front.hold() => unreachable!("hold never returns"),
+                _ = hold(&mut self.fronts) => unreachable!("hold never returns"),
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Whether the hello lists no wants (one default target).
+    fn legacy(&self) -> bool {
+        matches!(self.wants.as_slice(), [Want { what: Wanted::Service(n), .. }] if n.is_empty())
     }
 
     /// After a hello: continue the resumable session the sender resumed, or
@@ -465,7 +522,7 @@ impl Receiver {
                 Some(s) => ResumeOffer::Resume(s.ticket()),
                 None => ResumeOffer::New,
             });
-        let hello = session::hello(&conn, token, self.front.protocol(), &self.engine, offer).await;
+        let hello = session::hello(&conn, token, &self.wants, &self.engine, offer).await;
         let outcome = match hello {
             Err(SessionError::Refused { kind, message }) => Outcome::Refused(kind, message),
             Err(err) => Outcome::Ended {
@@ -495,8 +552,9 @@ impl Receiver {
                         });
                     }
                 };
+                let legacy = self.legacy();
                 let forwarded = tokio::select! {
-                    r = session::forward(conn.clone(), hello, &mut self.front, self.engine.clone(), session, tally.clone(), shutdown.child_token()) => r,
+                    r = session::forward(conn.clone(), hello, &mut self.fronts, legacy, self.engine.clone(), session, tally.clone(), shutdown.child_token()) => r,
                     why = conn.path_gone() => {
                         // lost, not ended: open streams wait for the resume
                         conn.close(close_code::PATH_GONE, &why);
@@ -533,6 +591,11 @@ impl Receiver {
         conn.shutdown().await;
         outcome
     }
+}
+
+/// While no session is up: every front holds its clients. Never returns.
+async fn hold(fronts: &mut [Front]) {
+    futures::future::join_all(fronts.iter_mut().map(Front::hold)).await;
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     addr::ForwardAddr,
-    engine::{server, Authorizer, EngineConfig, Ledger, SenderContext},
+    engine::{policy::Catalog, server, Authorizer, EngineConfig, Ledger, SenderContext},
     transport::Acceptor,
 };
 
@@ -30,7 +30,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 10;
 /// Builds a [`Sender`].
 #[derive(Debug, Clone)]
 pub struct SenderBuilder {
-    source: ForwardAddr,
+    catalog: Catalog,
     auth: Authorizer,
     engine: EngineConfig,
     max_sessions: usize,
@@ -42,6 +42,12 @@ impl SenderBuilder {
     /// before closing them (default 0: close at once). See [`Sender::run_until`].
     pub fn drain_timeout(mut self, d: std::time::Duration) -> Self {
         self.drain = d;
+        self
+    }
+
+    /// Several named services and destination rules instead of one source.
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
         self
     }
 
@@ -68,7 +74,7 @@ impl SenderBuilder {
     pub fn build(self) -> Sender {
         Sender {
             ctx: Arc::new(SenderContext {
-                source: Arc::new(self.source),
+                catalog: Arc::new(tokio::sync::watch::Sender::new(Arc::new(self.catalog))),
                 auth: self.auth,
                 engine: Arc::new(self.engine),
                 ledger: Ledger::new(),
@@ -90,10 +96,20 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// Start building a sender that serves `catalog`: named services and
+    /// destination rules.
+    pub fn serving(catalog: Catalog) -> SenderBuilder {
+        Sender::builder_inner(catalog)
+    }
+
     /// Start building a sender that forwards to `source`.
     pub fn builder(source: ForwardAddr) -> SenderBuilder {
+        Sender::builder_inner(Catalog::single(source))
+    }
+
+    fn builder_inner(catalog: Catalog) -> SenderBuilder {
         SenderBuilder {
-            source,
+            catalog,
             auth: Authorizer::transport_pinned(),
             engine: EngineConfig::default(),
             max_sessions: DEFAULT_MAX_SESSIONS,
@@ -101,9 +117,16 @@ impl Sender {
         }
     }
 
-    /// The service this sender forwards to.
-    pub fn source(&self) -> &ForwardAddr {
-        &self.ctx.source
+    /// What this sender serves now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.ctx.catalog.borrow().clone()
+    }
+
+    /// Serve `catalog` from now on (a reload): new streams and flows use
+    /// it at once; a session it no longer allows is closed with the reason
+    /// (close code [`crate::engine::close_code::FORBIDDEN`]), the others go on.
+    pub fn reload(&self, catalog: Catalog) {
+        self.ctx.catalog.send_replace(Arc::new(catalog));
     }
 
     /// What the sender counts: its live sessions and totals (see

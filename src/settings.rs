@@ -9,9 +9,10 @@ use peerport_signaling::Mode;
 
 pub use crate::sender::DEFAULT_MAX_SESSIONS;
 use crate::{
-    addr::ForwardAddr,
+    addr::{ForwardAddr, SourceSpec, TargetSpec},
     cli::ConfigArgs,
     config::{self, ConfigError, Partial, Role},
+    engine::policy::{self, AllowRule, Catalog, Service},
     engine::EngineConfig,
     modes::iroh::{IrohOptions, PeerSpec},
     receiver::Reconnect,
@@ -24,8 +25,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Validated settings of a sender or receiver in any mode.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Sender: the service (`--source`). Receiver: the local listener (`--target`).
-    pub forward: ForwardAddr,
+    /// Sender: its services and destination rules (`--source`, `[[service]]`, `--allow`).
+    pub catalog: Option<Catalog>,
+    /// Receiver: its local targets (`--target`, at least one).
+    pub targets: Vec<TargetSpec>,
     /// Engine tunables.
     pub engine: EngineConfig,
     /// Sender: most sessions at once (0 = unlimited).
@@ -306,12 +309,82 @@ fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
     Ok(e)
 }
 
-fn forward(value: &Option<String>, flag: &str, example: &str) -> Result<ForwardAddr, ConfigError> {
-    let v = value
-        .as_deref()
-        .ok_or_else(|| invalid(format!("{flag} is required, e.g. {flag} {example}")))?;
-    v.parse::<ForwardAddr>()
-        .map_err(|e| invalid(format!("{flag}: {e}")))
+/// The sender's services and rules: `--source` (repeatable), `[[service]]`
+/// tables, `--allow`.
+fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
+    let mut services = Vec::new();
+    for v in p.source.iter().flatten() {
+        let spec: SourceSpec = v.parse().map_err(invalid)?;
+        services.push(Service::new(spec.name, spec.source));
+    }
+    for t in p.service.iter().flatten() {
+        let what = format!("[[service]] `{}`", t.name);
+        policy::check_service_name(&t.name).map_err(|e| invalid(format!("{what}: {e}")))?;
+        let source: ForwardAddr = t
+            .source
+            .parse()
+            .map_err(|e| invalid(format!("{what}: source: {e}")))?;
+        if source.port == 0 {
+            return Err(invalid(format!("{what}: source needs a real port, not 0")));
+        }
+        let mut svc = Service::new(t.name.clone(), source);
+        if let Some(ids) = &t.allowed_peer {
+            if mode != Mode::Iroh {
+                return Err(invalid(format!(
+                    "{what}: allowed-peer needs mode iroh (in mode {mode} the exchange itself pins the one peer)"
+                )));
+            }
+            svc.peers = Some(
+                ids.iter()
+                    .map(|i| normalize_peer(i))
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        services.push(svc);
+    }
+    let allow = p
+        .allow
+        .iter()
+        .flatten()
+        .map(|r| r.parse::<AllowRule>().map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    if services.is_empty() && allow.is_empty() {
+        return Err(invalid(
+            "--source is required, e.g. --source tcp://127.0.0.1:22 (or NAME=URL, repeatable; or [[service]] tables, or --allow rules for destinations receivers choose)",
+        ));
+    }
+    Catalog::new(services, allow).map_err(invalid)
+}
+
+/// The receiver's `--target`s (at least one; ports unique).
+fn targets(p: &Partial) -> Result<Vec<TargetSpec>, ConfigError> {
+    let list = p.target.as_deref().unwrap_or_default();
+    if list.is_empty() {
+        return Err(invalid(
+            "--target is required, e.g. --target tcp://127.0.0.1:2222",
+        ));
+    }
+    if list.len() > policy::MAX_WANTS {
+        return Err(invalid(format!(
+            "{} --target values: one receiver carries at most {}",
+            list.len(),
+            policy::MAX_WANTS
+        )));
+    }
+    let specs = list
+        .iter()
+        .map(|t| t.parse::<TargetSpec>().map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, a) in specs.iter().enumerate() {
+        if a.local.port != 0
+            && specs[..i].iter().any(|b| {
+                b.local.protocol == a.local.protocol && b.local.host_port() == a.local.host_port()
+            })
+        {
+            return Err(invalid(format!("--target {} is given twice", a.local)));
+        }
+    }
+    Ok(specs)
 }
 
 /// A file that grants access must not be writable by others: whoever can
@@ -374,17 +447,23 @@ fn secs(v: Option<u64>, default: Duration) -> Duration {
 }
 
 impl Settings {
+    /// What the process forwards, in one line: the sender's services and
+    /// rules, or the receiver's targets.
+    pub fn describe(&self) -> String {
+        match &self.catalog {
+            Some(c) => c.summary(),
+            None => {
+                let all: Vec<String> = self.targets.iter().map(|t| t.to_string()).collect();
+                all.join(", ")
+            }
+        }
+    }
+
     /// Validate merged settings for `role` in `mode`.
     pub fn from_partial(p: Partial, role: Role, mode: Mode) -> Result<Self, ConfigError> {
-        let forward = match role {
-            Role::Sender => {
-                let f = forward(&p.source, "--source", "tcp://127.0.0.1:22")?;
-                if f.port == 0 {
-                    return Err(invalid("--source needs a real port, not 0"));
-                }
-                f
-            }
-            Role::Receiver => forward(&p.target, "--target", "tcp://127.0.0.1:2222")?,
+        let (catalog, targets) = match role {
+            Role::Sender => (Some(catalog(&p, mode)?), Vec::new()),
+            Role::Receiver => (None, targets(&p)?),
         };
         let connect_timeout = secs(p.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         if connect_timeout.is_zero() {
@@ -412,7 +491,8 @@ impl Settings {
             }
         };
         Ok(Settings {
-            forward,
+            catalog,
+            targets,
             engine: engine(&p)?,
             max_sessions: p.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
             reconnect,
@@ -579,13 +659,13 @@ mod tests {
         let e = sender(Partial::default()).unwrap_err();
         assert!(e.to_string().contains("--source is required"));
         let e = sender(Partial {
-            source: Some("127.0.0.1:22".into()),
+            source: Some(vec!["127.0.0.1:22".into()]),
             ..Default::default()
         })
         .unwrap_err();
         assert!(e.to_string().contains("tcp://"), "{e}");
         let s = sender(Partial {
-            source: Some("udp://127.0.0.1:53".into()),
+            source: Some(vec!["udp://127.0.0.1:53".into()]),
             max_sessions: Some(0),
             ..Default::default()
         })
@@ -594,10 +674,84 @@ mod tests {
     }
 
     #[test]
+    fn services_tables_and_allow_rules() {
+        let file = crate::config::parse(
+            "x.toml",
+            r#"
+            source = ["ssh=tcp://127.0.0.1:22", "udp://127.0.0.1:53"]
+            allow = ["10.0.0.0/24:22,443"]
+            [[service]]
+            name = "web"
+            source = "tcp://127.0.0.1:80"
+            "#,
+        )
+        .unwrap();
+        let s = sender(file.clone()).unwrap();
+        let c = s.catalog.as_ref().unwrap();
+        assert_eq!(c.services().len(), 3);
+        assert_eq!(c.default_service().unwrap().source.port, 53);
+        assert_eq!(
+            s.describe(),
+            "ssh=tcp://127.0.0.1:22, udp://127.0.0.1:53, web=tcp://127.0.0.1:80, allow 10.0.0.0/24:22,443"
+        );
+        // a name used twice, a bad rule, per-service peers outside iroh
+        let twice = Partial {
+            source: Some(vec!["web=tcp://127.0.0.1:81".into()]),
+            ..file.clone()
+        };
+        assert!(sender(twice)
+            .unwrap_err()
+            .to_string()
+            .contains("`web` is defined twice"));
+        let bad = Partial {
+            allow: Some(vec!["10.0.0.0/24".into()]),
+            ..Default::default()
+        };
+        assert!(sender(bad)
+            .unwrap_err()
+            .to_string()
+            .contains("HOST_OR_CIDR:PORTS"));
+        let pinned = crate::config::parse(
+            "x.toml",
+            "[[service]]\nname = \"ssh\"\nsource = \"tcp://127.0.0.1:22\"\nallowed-peer = [\"x\"]\n",
+        )
+        .unwrap();
+        let e = Settings::from_partial(pinned, Role::Sender, Mode::Ice).unwrap_err();
+        assert!(e.to_string().contains("needs mode iroh"), "{e}");
+        // receivers: several targets, each port once
+        let r = Settings::from_partial(
+            Partial {
+                target: Some(vec![
+                    "ssh=tcp://127.0.0.1:2222".into(),
+                    "udp://127.0.0.1:5353=10.0.0.53:53".into(),
+                ]),
+                ..Default::default()
+            },
+            Role::Receiver,
+            Mode::Ice,
+        )
+        .unwrap();
+        assert_eq!(r.targets.len(), 2);
+        let e = Settings::from_partial(
+            Partial {
+                target: Some(vec![
+                    "tcp://127.0.0.1:1".into(),
+                    "a=tcp://127.0.0.1:1".into(),
+                ]),
+                ..Default::default()
+            },
+            Role::Receiver,
+            Mode::Ice,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("given twice"), "{e}");
+    }
+
+    #[test]
     fn receiver_rejects_bad_ticket_and_bind() {
         let e = Settings::from_partial(
             Partial {
-                target: Some("tcp://127.0.0.1:2222".into()),
+                target: Some(vec!["tcp://127.0.0.1:2222".into()]),
                 node_id: Some("garbage".into()),
                 ..Default::default()
             },
@@ -607,7 +761,7 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("--node-id"), "{e}");
         let e = sender(Partial {
-            source: Some("tcp://127.0.0.1:22".into()),
+            source: Some(vec!["tcp://127.0.0.1:22".into()]),
             bind: Some("localhost".into()),
             ..Default::default()
         })
@@ -618,7 +772,7 @@ mod tests {
     #[test]
     fn reconnect_policy_from_flags() {
         let p = Partial {
-            target: Some("tcp://127.0.0.1:0".into()),
+            target: Some(vec!["tcp://127.0.0.1:0".into()]),
             no_reconnect: Some(true),
             give_up_after: Some(90),
             reconnect_wait: Some(3),

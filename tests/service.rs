@@ -14,43 +14,6 @@ use tokio::{
     task::JoinSet,
 };
 
-/// Keys whose config value is a list (repeatable flags).
-const LISTS: [&str; 5] = [
-    "relay-url",
-    "allowed-peer",
-    "stun-server",
-    "turn-server",
-    "relay",
-];
-
-/// A config file saying what `peerport ROLE MODE FLAGS...` says.
-fn toml_of(role: &str, mode: &str, flags: &[String]) -> String {
-    let mut out = format!("role = \"{role}\"\nmode = \"{mode}\"\n");
-    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
-    let mut i = 0;
-    while i < flags.len() {
-        let key = flags[i].strip_prefix("--").expect("a flag").to_string();
-        let value = flags.get(i + 1).filter(|v| !v.starts_with("--")).cloned();
-        i += if value.is_some() { 2 } else { 1 };
-        match value {
-            None => out.push_str(&format!("{key} = true\n")),
-            Some(v) if LISTS.contains(&key.as_str()) => {
-                match lists.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, l)) => l.push(v),
-                    None => lists.push((key, vec![v])),
-                }
-            }
-            Some(v) if v.parse::<u64>().is_ok() => out.push_str(&format!("{key} = {v}\n")),
-            Some(v) => out.push_str(&format!("{key} = \"{v}\"\n")),
-        }
-    }
-    for (k, l) in lists {
-        let items: Vec<String> = l.iter().map(|v| format!("\"{v}\"")).collect();
-        out.push_str(&format!("{k} = [{}]\n", items.join(", ")));
-    }
-    out
-}
-
 fn write(path: &Path, text: &str) -> String {
     std::fs::write(path, text).unwrap();
     path.display().to_string()

@@ -165,12 +165,18 @@ pub struct UdpFront {
     pub sock: Arc<UdpSocket>,
     /// Client address <-> flow id.
     pub(crate) table: Arc<Mutex<FlowTable>>,
-    /// Counters over the receiver's life.
+    /// Counters over the receiver's life (shared by every UDP front).
     pub stats: Arc<UdpStats>,
     idle_timeout: Duration,
+    index: u8,
 }
 
 impl UdpFront {
+    /// The `--target`'s index in the hello (the flow ids' high byte).
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
     /// While no session is up: drop and count packets, expire idle flows.
     async fn hold(&mut self) {
         let mut buf = vec![0u8; 65_536];
@@ -186,9 +192,9 @@ impl UdpFront {
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    let mut t = self.table.lock().expect("flow table");
-                    t.expire(now, self.idle_timeout);
-                    self.stats.set_flows(t.len(), false);
+                    let gone = self.table.lock().expect("flow table").expire(now, self.idle_timeout);
+                    let n = gone.len() as u64;
+                    let _ = self.stats.flows.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
                 }
             }
         }
@@ -205,11 +211,15 @@ pub enum Front {
 }
 
 impl Front {
-    /// Bind `target` (fails fast with a clear message on a busy port).
+    /// Bind `target` (fails fast with a clear message on a busy port);
+    /// `index` is its place in the receiver's list, UDP fronts share
+    /// `udp_stats`.
     pub async fn bind(
         target: &ForwardAddr,
+        index: u8,
         engine: &EngineConfig,
         reconnect_wait: Duration,
+        udp_stats: Arc<UdpStats>,
     ) -> Result<(Self, SocketAddr), BindError> {
         let bound = BoundTarget::bind(target).await?;
         let local = bound.local_addr().map_err(|source| BindError::Other {
@@ -220,9 +230,10 @@ impl Front {
             BoundTarget::Tcp(l) => Front::Tcp(TcpQueue::start(l, reconnect_wait)),
             BoundTarget::Udp(s) => Front::Udp(UdpFront {
                 sock: Arc::new(s),
-                table: Arc::new(Mutex::new(FlowTable::new(engine.max_udp_flows))),
-                stats: Arc::default(),
+                table: Arc::new(Mutex::new(FlowTable::new(engine.max_udp_flows, index))),
+                stats: udp_stats,
                 idle_timeout: engine.udp_idle_timeout,
+                index,
             }),
         };
         Ok((front, local))

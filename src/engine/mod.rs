@@ -5,6 +5,8 @@
 //! * [`tcp`]: one QUIC stream per TCP connection, half-close both ways.
 //! * [`udp`]: one flow per client address, packets as (fragmented) datagrams.
 //! * [`auth`]: who may use a sender.
+//! * [`policy`]: the sender's services and `--allow` destination rules.
+//! * [`routes`]: a session's services, checked per stream and on reload.
 //! * [`target`]: binding the receiver's local listener with clear errors.
 //! * [`front`]: the receiver's local side, kept across sessions.
 //! * [`resume`]: TCP streams that outlive a lost connection.
@@ -14,7 +16,9 @@
 pub mod auth;
 pub mod front;
 pub mod io;
+pub mod policy;
 pub mod resume;
+pub mod routes;
 pub mod server;
 pub mod session;
 pub mod tally;
@@ -84,6 +88,9 @@ pub mod close_code {
     /// The session failed (a protocol error, not a refusal): the peer
     /// may reconnect and resume.
     pub const SESSION_ERROR: u32 = 6;
+    /// The sender's reloaded configuration no longer allows a service or
+    /// destination the session uses (the reason says which).
+    pub const FORBIDDEN: u32 = 7;
     /// Stream aborted because the local socket failed.
     pub const STREAM_ABORT: u32 = 10;
 }

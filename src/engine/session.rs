@@ -22,14 +22,16 @@ use super::{
     close_code,
     io::{read_reply, read_request},
     open_bi_retry,
+    policy::Catalog,
     resume::{self, read_ext, Registry},
+    routes::Routes,
     tally::{Gauge, Ledger, Tally},
     tcp, udp, Authorizer, EngineConfig, Front,
 };
 use crate::{
-    addr::{ForwardAddr, Protocol},
+    addr::Protocol,
     proto::{
-        header::{Kind, Reply, Request, ResumeOffer, Status},
+        header::{Kind, Reply, Request, ResumeOffer, Status, Want, Wanted},
         resume::ReplyExt,
     },
     transport::{CloseReason, ConnError, TunnelConnection},
@@ -70,7 +72,7 @@ impl RefusalKind {
     pub fn from_close(reason: &CloseReason) -> Option<Self> {
         match reason {
             CloseReason::Peer { code, .. } => match *code {
-                close_code::UNAUTHORIZED => Some(RefusalKind::Unauthorized),
+                close_code::UNAUTHORIZED | close_code::FORBIDDEN => Some(RefusalKind::Unauthorized),
                 close_code::PROTOCOL => Some(RefusalKind::ProtocolMismatch),
                 close_code::BUSY => Some(RefusalKind::Busy),
                 close_code::SUPERSEDED => Some(RefusalKind::Superseded),
@@ -140,8 +142,8 @@ impl From<ConnError> for SessionError {
 /// What a sender needs to serve sessions.
 #[derive(Debug, Clone)]
 pub struct SenderContext {
-    /// The service to forward to.
-    pub source: Arc<ForwardAddr>,
+    /// The services and destination rules (replaced on reload).
+    pub catalog: Arc<tokio::sync::watch::Sender<Arc<Catalog>>>,
     /// Who may connect.
     pub auth: Authorizer,
     /// Engine tunables.
@@ -196,40 +198,45 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if let Err(reason) = ctx.auth.check(&peer, req.token.as_deref()) {
         warn!(%peer, "refusing unauthorized peer: {reason}");
         ledger.refused_unauthorized.fetch_add(1, Relaxed);
-        let _ = send
-            .write_all(&Reply::err(Status::Unauthorized, &reason).encode())
-            .await;
-        let _ = send.shutdown().await;
-        // give the reply a moment to leave before closing the connection
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        conn.close(close_code::UNAUTHORIZED, "unauthorized");
+        refuse_hello(&conn, &mut send, Status::Unauthorized, &reason).await;
         return Err(SessionError::Unauthorized { peer, reason });
     }
-    let wanted = req.protocol.unwrap_or(Protocol::Tcp);
-    if wanted != ctx.source.protocol {
-        let msg = format!(
-            "this sender forwards {} ({}), but the receiver's --target is {}: use a {}:// target",
-            ctx.source.protocol, ctx.source, wanted, ctx.source.protocol
-        );
-        ledger.refused_protocol.fetch_add(1, Relaxed);
-        let _ = send
-            .write_all(&Reply::err(Status::ProtocolMismatch, &msg).encode())
-            .await;
-        let _ = send.shutdown().await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        conn.close(close_code::PROTOCOL, "protocol mismatch");
-        return Err(SessionError::Protocol(msg));
-    }
-    let opened = match (&req.resume, &registry, ctx.source.protocol) {
-        (Some(offer), Some(reg), _) => reg.open(offer.ticket(), &peer, || ledger.open_session()),
+    let routes = match Routes::from_hello(&req, &peer, ctx.catalog.subscribe()) {
+        Ok(r) => Arc::new(r),
+        Err(refusal) => {
+            warn!(%peer, "refusing the receiver: {}", refusal.message);
+            let counter = match refusal.status {
+                Status::Unauthorized => &ledger.refused_unauthorized,
+                _ => &ledger.refused_protocol,
+            };
+            counter.fetch_add(1, Relaxed);
+            refuse_hello(&conn, &mut send, refusal.status, &refusal.message).await;
+            return Err(match refusal.status {
+                Status::Unauthorized => SessionError::Unauthorized {
+                    peer,
+                    reason: refusal.message,
+                },
+                _ => SessionError::Protocol(refusal.message),
+            });
+        }
+    };
+    let opened = match (&req.resume, &registry) {
+        (Some(offer), Some(reg)) => reg.open(offer.ticket(), &peer, || ledger.open_session()),
         _ => None,
     };
+    let services = (!routes.legacy()).then_some(routes.len() as u16);
     let reply = match &opened {
         Some(o) => ReplyExt {
             ticket: Some(o.session.ticket()),
             resumed: Some(o.resumed),
             window_secs: Some(o.session.window().as_secs().min(u32::MAX as u64) as u32),
             delivered: None,
+            services,
+        }
+        .reply_ok(),
+        None if services.is_some() => ReplyExt {
+            services,
+            ..Default::default()
         }
         .reply_ok(),
         None => Reply::ok().encode(),
@@ -237,22 +244,17 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if send.write_all(&reply).await.is_err() {
         return Err(SessionError::ConnectionLost(conn.closed().await));
     }
-    info!(%peer, software = req.software.as_deref().unwrap_or("?"), "peer authenticated");
+    if routes.legacy() {
+        info!(%peer, software = req.software.as_deref().unwrap_or("?"), "peer authenticated");
+    } else {
+        info!(%peer, software = req.software.as_deref().unwrap_or("?"), services = %routes.summary(), "peer authenticated");
+    }
     drop(handshake);
     ledger.connections.fetch_add(1, Relaxed);
     let Some(opened) = opened else {
         let tally = ledger.open_session();
         tally.attach(&conn);
-        let (source, engine) = (ctx.source.clone(), ctx.engine.clone());
-        let r = match ctx.source.protocol {
-            Protocol::Tcp => {
-                let stopping = ctx.stopping.clone();
-                tcp::serve_sender(conn, source, engine, None, tally.clone(), stopping, cancel).await
-            }
-            Protocol::Udp => {
-                udp::serve_sender(conn, source, engine, None, tally.clone(), cancel).await
-            }
-        };
+        let r = serve_routes(conn, &ctx, routes, None, tally.clone(), cancel).await;
         tally.detach();
         return r;
     };
@@ -270,38 +272,111 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if opened.resumed {
         session.abandon_unclaimed(generation, ctx.engine.header_timeout * 3);
     }
-    let forward = async {
-        match ctx.source.protocol {
-            Protocol::Tcp => {
-                tcp::serve_sender(
-                    conn,
-                    ctx.source.clone(),
-                    ctx.engine.clone(),
-                    Some(session.clone()),
-                    tally.clone(),
-                    ctx.stopping.clone(),
-                    cancel,
-                )
-                .await
-            }
-            Protocol::Udp => {
-                let flows = Some(session.udp_flows());
-                let (source, engine) = (ctx.source.clone(), ctx.engine.clone());
-                udp::serve_sender(conn, source, engine, flows, tally.clone(), cancel).await
-            }
-        }
-    };
+    let forward = serve_routes(
+        conn,
+        &ctx,
+        routes,
+        Some(session.clone()),
+        tally.clone(),
+        cancel,
+    );
     let result = resume::with_control(session.clone(), generation, (send, recv), forward).await;
     tally.detach();
     if let Some(reg) = &registry {
-        if result.as_ref().err().is_some_and(ended_on_purpose) {
-            info!("the receiver ended the session: closing its connections");
-            reg.end(&session).await;
-        } else {
-            reg.detached(&session, generation);
+        match &result {
+            Err(e) if ended_on_purpose(e) => {
+                info!("the receiver ended the session: closing its connections");
+                reg.end(&session).await;
+            }
+            Err(SessionError::Unauthorized { .. }) => reg.end(&session).await,
+            _ => reg.detached(&session, generation),
         }
     }
     result
+}
+
+/// Refuse a hello: the reply with its status and message, then close the
+/// connection with the matching code once the reply had a moment to leave.
+async fn refuse_hello<C: TunnelConnection>(
+    conn: &C,
+    send: &mut C::Send,
+    status: Status,
+    message: &str,
+) {
+    let _ = send.write_all(&Reply::err(status, message).encode()).await;
+    let _ = send.shutdown().await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (code, why) = match status {
+        Status::Unauthorized => (close_code::UNAUTHORIZED, "unauthorized"),
+        Status::ProtocolMismatch => (close_code::PROTOCOL, "protocol mismatch"),
+        _ => (close_code::PROTOCOL, "refused"),
+    };
+    conn.close(code, why);
+}
+
+/// Serve a session's routes: TCP streams and UDP flows as its wants ask,
+/// side by side, until the connection ends, `cancel` fires, or a reload
+/// no longer allows one of them (the connection is then closed with
+/// [`close_code::FORBIDDEN`] and the reason).
+async fn serve_routes<C: TunnelConnection>(
+    conn: C,
+    ctx: &SenderContext,
+    routes: Arc<Routes>,
+    session: Option<Arc<resume::Session<C>>>,
+    tally: Arc<Tally>,
+    cancel: CancellationToken,
+) -> Result<(), SessionError> {
+    let stop = cancel.child_token();
+    // the watcher first: when it closes the connection, its reason is the result
+    let policy = async {
+        tokio::select! {
+            _ = stop.cancelled() => Ok(()),
+            r = routes.no_longer_allowed() => {
+                warn!(peer = %conn.peer_id(), "the reloaded configuration no longer allows this session: {}", r.message);
+                conn.close(close_code::FORBIDDEN, &r.message);
+                Err(SessionError::Unauthorized { peer: conn.peer_id(), reason: r.message })
+            }
+        }
+    };
+    let mut parts: Vec<Part<'_>> = vec![Box::pin(policy)];
+    if routes.carries(Protocol::Tcp) {
+        parts.push(Box::pin(tcp::serve_sender(
+            conn.clone(),
+            routes.clone(),
+            ctx.engine.clone(),
+            session.clone(),
+            tally.clone(),
+            ctx.stopping.clone(),
+            stop.clone(),
+        )));
+    }
+    if routes.carries(Protocol::Udp) {
+        parts.push(Box::pin(udp::serve_sender(
+            conn.clone(),
+            routes.clone(),
+            ctx.engine.clone(),
+            session.as_ref().map(|s| s.udp_flows()),
+            tally.clone(),
+            stop.clone(),
+        )));
+    }
+    first_error(parts, &stop).await
+}
+
+/// One part of a session (TCP, UDP, a watcher).
+type Part<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SessionError>> + Send + 'a>>;
+
+/// Run `parts` (each stops when `stop` fires) to the end; the first to end
+/// stops the others. The first error, if any, is the result.
+async fn first_error(parts: Vec<Part<'_>>, stop: &CancellationToken) -> Result<(), SessionError> {
+    let results = futures::future::join_all(parts.into_iter().map(|p| async move {
+        let r = p.await;
+        stop.cancel();
+        r
+    }))
+    .await;
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
 /// Whether the peer closed the connection normally (it stopped, or ended
@@ -330,11 +405,22 @@ pub struct Hello<C: TunnelConnection> {
 pub async fn hello<C: TunnelConnection>(
     conn: &C,
     token: Option<&[u8]>,
-    protocol: Protocol,
+    wants: &[Want],
     engine: &EngineConfig,
     resume: Option<ResumeOffer>,
 ) -> Result<Hello<C>, SessionError> {
     let started = Instant::now();
+    let asked_resume = resume.is_some();
+    let protocol = wants.first().map_or(Protocol::Tcp, |w| w.protocol);
+    // one default service: today's hello, which every sender understands
+    let listed = match wants {
+        [Want {
+            what: Wanted::Service(name),
+            ..
+        }] if name.is_empty() => Vec::new(),
+        _ => wants.to_vec(),
+    };
+    let listed_n = listed.len();
     let (mut send, mut recv) = open_bi_retry(conn).await?;
     let lost = |conn: &C| {
         let conn = conn.clone();
@@ -353,7 +439,12 @@ pub async fn hello<C: TunnelConnection>(
         }
     };
     if send
-        .write_all(&Request::hello(token, protocol).with_resume(resume).encode())
+        .write_all(
+            &Request::hello(token, protocol)
+                .with_resume(resume)
+                .with_wants(listed)
+                .encode(),
+        )
         .await
         .is_err()
     {
@@ -372,7 +463,7 @@ pub async fn hello<C: TunnelConnection>(
         Status::Ok => None,
         Status::OkExt => {
             match tokio::time::timeout(engine.header_timeout, read_ext(&mut recv)).await {
-                Ok(Ok(e)) if e.ticket.is_some() => Some(e),
+                Ok(Ok(e)) if e.ticket.is_some() || !asked_resume => Some(e),
                 Ok(Ok(_)) => {
                     return Err(SessionError::Protocol(
                         "the sender's hello reply has no session ticket".into(),
@@ -389,6 +480,12 @@ pub async fn hello<C: TunnelConnection>(
             })
         }
     };
+    if listed_n > 0 && ext.as_ref().and_then(|e| e.services) != Some(listed_n as u16) {
+        return Err(SessionError::Refused {
+            kind: RefusalKind::Other,
+            message: "the sender runs an older peerport that serves one service only: upgrade it to reach named services or destinations".into(),
+        });
+    }
     info!(
         path = %conn.path_summary(),
         ms = started.elapsed().as_millis() as u64,
@@ -400,39 +497,63 @@ pub async fn hello<C: TunnelConnection>(
     })
 }
 
-/// Receiver side of an established session: forward the receiver's local
-/// side until the connection ends or `cancel` fires. The local side stays
-/// with the caller for the next session.
+/// Receiver side of an established session: forward every local front
+/// (front `i` is the hello's want `i`; `legacy`: the hello listed none)
+/// until the connection ends or `cancel` fires. The fronts stay with the
+/// caller for the next session.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward<C: TunnelConnection>(
     conn: C,
     hello: Hello<C>,
-    front: &mut Front,
+    fronts: &mut [Front],
+    legacy: bool,
     engine: Arc<EngineConfig>,
     resumable: Option<Arc<resume::Session<C>>>,
     tally: Arc<Tally>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let (send, recv) = hello.stream;
-    let Some(session) = resumable else {
-        let _keep = (send, recv);
-        return match front {
-            Front::Tcp(q) => tcp::run_receiver(conn, q, None, tally, cancel).await,
-            Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
-        };
-    };
-    let generation = session.attach_connection();
-    let resumed = session.resume_all(&conn);
-    if resumed > 0 {
-        info!(
-            streams = resumed,
-            "session resumed: resuming its open connections"
-        );
-    }
-    let forward = async {
-        match front {
-            Front::Tcp(q) => tcp::run_receiver(conn, q, Some(session.clone()), tally, cancel).await,
-            Front::Udp(u) => udp::run_receiver(conn, u, engine, cancel).await,
+    let generation = resumable.as_ref().map(|s| {
+        let generation = s.attach_connection();
+        let resumed = s.resume_all(&conn);
+        if resumed > 0 {
+            info!(
+                streams = resumed,
+                "session resumed: resuming its open connections"
+            );
         }
-    };
-    resume::with_control(session.clone(), generation, (send, recv), forward).await
+        generation
+    });
+    let stop = cancel.child_token();
+    let mut udp = Vec::new();
+    let mut parts: Vec<Part<'_>> = Vec::new();
+    for (i, f) in fronts.iter_mut().enumerate() {
+        match f {
+            Front::Tcp(q) => parts.push(Box::pin(tcp::run_receiver(
+                conn.clone(),
+                q,
+                (!legacy).then_some(i as u16),
+                resumable.clone(),
+                tally.clone(),
+                stop.clone(),
+            ))),
+            Front::Udp(u) => udp.push(&*u),
+        }
+    }
+    if !udp.is_empty() {
+        parts.push(Box::pin(udp::run_receiver(
+            conn.clone(),
+            &udp,
+            engine,
+            stop.clone(),
+        )));
+    }
+    let all = first_error(parts, &stop);
+    match (resumable, generation) {
+        (Some(s), Some(g)) => resume::with_control(s, g, (send, recv), all).await,
+        _ => {
+            let _keep = (send, recv);
+            all.await
+        }
+    }
 }

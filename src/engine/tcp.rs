@@ -26,11 +26,14 @@ use super::{
     io::{read_reply, read_request, Scratch},
     open_bi_retry,
     resume::{Attach, Session},
+    routes::Routes,
     tally::{StreamGuard, Tally},
     EngineConfig, SessionError,
 };
+use std::sync::atomic::Ordering::Relaxed;
+
 use crate::{
-    addr::ForwardAddr,
+    addr::Protocol,
     net,
     proto::header::{Kind, Reply, Request, Status},
     transport::{TunnelConnection, TunnelRecv, TunnelSend},
@@ -44,6 +47,7 @@ const COPY_BUF: usize = 256 * 1024;
 pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
     queue: &mut TcpQueue,
+    service: Option<u16>,
     session: Option<Arc<Session<C>>>,
     tally: Arc<Tally>,
     cancel: CancellationToken,
@@ -64,7 +68,7 @@ pub async fn run_receiver<C: TunnelConnection>(
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = child.cancelled() => {}
-                        r = receiver_stream(conn, w, session, tally) => match r {
+                        r = receiver_stream(conn, w, service, session, tally) => match r {
                             Ok(()) => debug!("connection finished or handed to the session"),
                             Err(StreamEnd::NotStarted(w)) => {
                                 debug!("the tunnel went away before this connection started: it waits for the next session");
@@ -101,6 +105,7 @@ const START_BUF: usize = 64 * 1024;
 async fn receiver_stream<C: TunnelConnection>(
     conn: C,
     mut w: Waiting,
+    service: Option<u16>,
     session: Option<Arc<Session<C>>>,
     tally: Arc<Tally>,
 ) -> Result<(), StreamEnd> {
@@ -109,9 +114,11 @@ async fn receiver_stream<C: TunnelConnection>(
     };
     let id = session.as_ref().map(|s| s.next_stream_id());
     let mut head = match id {
-        Some(id) => Request::tcp_stream(id).encode(),
-        None => Request::tcp().encode(),
-    };
+        Some(id) => Request::tcp_stream(id),
+        None => Request::tcp(),
+    }
+    .with_service(service)
+    .encode();
     head.extend_from_slice(&w.prefix);
     if send.write_all(&head).await.is_err() {
         return Err(StreamEnd::NotStarted(w));
@@ -161,10 +168,11 @@ async fn receiver_stream<C: TunnelConnection>(
     }
 }
 
-/// Sender: accept the receiver's streams and connect each to `source`.
+/// Sender: accept the receiver's streams and connect each to the service
+/// or destination its header names (checked against the routes now).
 pub async fn serve_sender<C: TunnelConnection>(
     conn: C,
-    source: Arc<ForwardAddr>,
+    routes: Arc<Routes>,
     config: Arc<EngineConfig>,
     session: Option<Arc<Session<C>>>,
     tally: Arc<Tally>,
@@ -178,14 +186,14 @@ pub async fn serve_sender<C: TunnelConnection>(
             _ = cancel.cancelled() => break Ok(()),
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    let (source, config, child) = (source.clone(), config.clone(), child.clone());
+                    let (routes, config, child) = (routes.clone(), config.clone(), child.clone());
                     let (conn, session, tally) = (conn.clone(), session.clone(), tally.clone());
                     let stopping = stopping.is_cancelled();
                     let stream = Incoming { send, recv, stopping };
                     tasks.spawn(async move {
                         tokio::select! {
                             _ = child.cancelled() => {}
-                            r = sender_stream(conn, stream, &source, &config, session, &tally) => if let Err(e) = r {
+                            r = sender_stream(conn, stream, &routes, &config, session, &tally) => if let Err(e) = r {
                                 warn!("stream closed: {e}");
                             }
                         }
@@ -211,7 +219,7 @@ struct Incoming<C: TunnelConnection> {
 async fn sender_stream<C: TunnelConnection>(
     conn: C,
     incoming: Incoming<C>,
-    source: &ForwardAddr,
+    routes: &Routes,
     config: &EngineConfig,
     session: Option<Arc<Session<C>>>,
     tally: &Arc<Tally>,
@@ -266,7 +274,7 @@ async fn sender_stream<C: TunnelConnection>(
     }
     if stopping && req.kind == Some(Kind::Tcp) {
         let msg = "the sender is stopping: its open connections may finish, new ones are refused";
-        refuse(&mut send, msg).await;
+        refuse(&mut send, Status::ConnectFailed, msg).await;
         return Err(msg.into());
     }
     if req.kind != Some(Kind::Tcp) {
@@ -276,29 +284,27 @@ async fn sender_stream<C: TunnelConnection>(
         send.reset(close_code::PROTOCOL);
         return Err("unexpected stream kind".into());
     }
-    let addrs = match source.resolve().await {
-        Ok(a) => a,
-        Err(e) => {
-            tally
-                .connect_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let msg = format!("cannot resolve source {}: {e}", source.host);
-            refuse(&mut send, &msg).await;
-            return Err(msg);
+    let index = req.service.unwrap_or(0) as usize;
+    let (route, addrs) = match routes.resolve(index, Protocol::Tcp).await {
+        Ok(r) => r,
+        Err(refusal) => {
+            if refusal.status == Status::ConnectFailed {
+                tally.connect_failures.fetch_add(1, Relaxed);
+            }
+            refuse(&mut send, refusal.status, &refusal.message).await;
+            return Err(refusal.message);
         }
     };
     let tcp = match net::connect_any(&addrs, config.connect_timeout).await {
         Ok(t) => t,
         Err(e) => {
-            tally
-                .connect_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let msg = format!("cannot connect to source {source}: {e}");
-            refuse(&mut send, &msg).await;
+            tally.connect_failures.fetch_add(1, Relaxed);
+            let msg = format!("cannot connect to {route}: {e}");
+            refuse(&mut send, Status::ConnectFailed, &msg).await;
             return Err(msg);
         }
     };
-    info!(source = %source, "stream connected to source");
+    info!(to = %route, "stream connected");
     send.write_all(&Reply::ok().encode())
         .await
         .map_err(|e| format!("cannot write reply: {e}"))?;
@@ -313,10 +319,8 @@ async fn sender_stream<C: TunnelConnection>(
     }
 }
 
-async fn refuse<S: TunnelSend>(send: &mut S, msg: &str) {
-    let _ = send
-        .write_all(&Reply::err(Status::ConnectFailed, msg).encode())
-        .await;
+async fn refuse<S: TunnelSend>(send: &mut S, status: Status, msg: &str) {
+    let _ = send.write_all(&Reply::err(status, msg).encode()).await;
     let _ = send.shutdown().await;
 }
 

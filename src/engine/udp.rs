@@ -21,9 +21,9 @@ use tokio::net::UdpSocket;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
-use super::{front::UdpFront, EngineConfig, SessionError};
+use super::{front::UdpFront, routes::Routes, EngineConfig, SessionError};
 use crate::{
-    addr::ForwardAddr,
+    addr::Protocol,
     net,
     proto::datagram::{fragment, Reassembler},
     transport::{DatagramError, TunnelConnection},
@@ -237,15 +237,21 @@ pub(crate) struct FlowTable {
     by_addr: HashMap<SocketAddr, Flow>,
     by_id: HashMap<u32, SocketAddr>,
     next_id: u32,
+    /// The `--target`'s index in the hello, in the flow ids' high byte.
+    index: u8,
     max: usize,
 }
 
+/// Flow ids count in the low 24 bits; the high byte names the service.
+const FLOW_MASK: u32 = 0x00ff_ffff;
+
 impl FlowTable {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, index: u8) -> Self {
         FlowTable {
             by_addr: HashMap::new(),
             by_id: HashMap::new(),
             next_id: 1,
+            index,
             max: max.max(1),
         }
     }
@@ -260,8 +266,8 @@ impl FlowTable {
         if self.by_addr.len() >= self.max {
             return None;
         }
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
+        let id = (self.index as u32) << 24 | self.next_id;
+        self.next_id = (self.next_id % FLOW_MASK) + 1;
         self.by_addr.insert(
             from,
             Flow {
@@ -304,46 +310,20 @@ impl FlowTable {
     }
 }
 
-/// Receiver: forward packets from local clients through the tunnel and
-/// back. The socket, flow table and counters stay with the caller.
+/// Receiver: forward packets from the local clients of every UDP front
+/// through the tunnel and back (replies find their front by the flow id's
+/// high byte). Sockets, flow tables and counters stay with the caller.
 pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
-    front: &mut UdpFront,
+    fronts: &[&UdpFront],
     config: Arc<EngineConfig>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
-    let UdpFront {
-        sock, table, stats, ..
-    } = &*front;
-    let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
-    let uplink = async {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            let (n, from) = match sock.recv_from(&mut buf).await {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!("udp recv error (ignored): {e}");
-                    continue;
-                }
-            };
-            let entry = {
-                let mut t = table.lock().expect("flow table");
-                let e = t.outgoing(from, Instant::now());
-                if let Some((_, _, true)) = e {
-                    stats.set_flows(t.len(), true);
-                }
-                e
-            };
-            let Some((id, seq, new)) = entry else {
-                stats.dropped_flow_cap.fetch_add(1, Relaxed);
-                continue;
-            };
-            if new {
-                info!(client = %from, flow = id, "new udp flow");
-            }
-            send_packet(&conn, id, seq, &buf[..n], stats).await?;
-        }
+    let Some(stats) = fronts.first().map(|f| f.stats.clone()) else {
+        return Ok(());
     };
+    let mut reasm = Reassembler::new(MAX_PARTIAL, REASSEMBLY_TIMEOUT);
+    let uplinks = futures::future::try_join_all(fronts.iter().map(|f| uplink(&conn, f)));
     let downlink = async {
         let reasm = &mut reasm;
         let mut tick = tokio::time::interval(TICK);
@@ -354,9 +334,10 @@ pub async fn run_receiver<C: TunnelConnection>(
                     let d = d?;
                     let now = Instant::now();
                     let Some((flow, pkt)) = reasm.push(d, now) else { continue };
-                    let addr = table.lock().expect("flow table").incoming(flow, now);
-                    match addr {
-                        Some(a) => match sock.send_to(&pkt, a).await {
+                    let front = fronts.iter().find(|f| f.index() == (flow >> 24) as u8);
+                    let to = front.and_then(|f| Some((f, f.table.lock().expect("flow table").incoming(flow, now)?)));
+                    match to {
+                        Some((f, a)) => match f.sock.send_to(&pkt, a).await {
                             Ok(_) => { stats.packets_out.fetch_add(1, Relaxed); }
                             Err(e) => {
                                 stats.dropped_send_error.fetch_add(1, Relaxed);
@@ -369,14 +350,16 @@ pub async fn run_receiver<C: TunnelConnection>(
                 _ = tick.tick() => {
                     let now = Instant::now();
                     reasm.expire(now);
-                    let gone = {
-                        let mut t = table.lock().expect("flow table");
-                        let g = t.expire(now, config.udp_idle_timeout);
-                        stats.set_flows(t.len(), false);
-                        g
-                    };
-                    for id in gone { reasm.forget_flow(id); }
-                    reporter.maybe_report(stats, reasm, now);
+                    let mut open = 0;
+                    for f in fronts {
+                        let mut t = f.table.lock().expect("flow table");
+                        for id in t.expire(now, config.udp_idle_timeout) {
+                            reasm.forget_flow(id);
+                        }
+                        open += t.len();
+                    }
+                    stats.set_flows(open, false);
+                    reporter.maybe_report(&stats, reasm, now);
                 }
             }
         }
@@ -384,11 +367,45 @@ pub async fn run_receiver<C: TunnelConnection>(
     let result: Result<(), SessionError> = tokio::select! {
         _ = cancel.cancelled() => Ok(()),
         reason = conn.closed() => Err(SessionError::ConnectionLost(reason)),
-        r = uplink => r,
+        r = uplinks => r.map(|_| ()),
         r = downlink => r,
     };
     info!("udp session ended: {}", stats.summary(&reasm));
     result
+}
+
+/// Packets from one front's clients into the tunnel; ends only on error.
+async fn uplink<C: TunnelConnection>(conn: &C, front: &UdpFront) -> Result<(), SessionError> {
+    let UdpFront {
+        sock, table, stats, ..
+    } = front;
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("udp recv error (ignored): {e}");
+                continue;
+            }
+        };
+        let entry = {
+            let mut t = table.lock().expect("flow table");
+            let e = t.outgoing(from, Instant::now());
+            if let Some((_, _, true)) = e {
+                stats.flows_total.fetch_add(1, Relaxed);
+                stats.flows.fetch_add(1, Relaxed);
+            }
+            e
+        };
+        let Some((id, seq, new)) = entry else {
+            stats.dropped_flow_cap.fetch_add(1, Relaxed);
+            continue;
+        };
+        if new {
+            info!(client = %from, flow = id, "new udp flow");
+        }
+        send_packet(conn, id, seq, &buf[..n], stats).await?;
+    }
 }
 
 // ---------------------------------------------------------------- sender
@@ -406,6 +423,8 @@ struct SenderFlow {
 /// end with the connection.
 pub struct SenderFlows<C: TunnelConnection> {
     flows: std::sync::Mutex<HashMap<u32, SenderFlow>>,
+    /// Flows the routes refused, with when they were last seen.
+    refused: std::sync::Mutex<HashMap<u32, u64>>,
     /// The connection replies go out on: `None` between connections (the
     /// generation says whose it is).
     conn: tokio::sync::watch::Sender<(u64, Option<C>)>,
@@ -420,6 +439,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
     pub fn new(stop: CancellationToken, stats: Arc<UdpStats>) -> Arc<Self> {
         Arc::new(SenderFlows {
             flows: std::sync::Mutex::new(HashMap::new()),
+            refused: std::sync::Mutex::new(HashMap::new()),
             conn: tokio::sync::watch::Sender::new((0, None)),
             tasks: TaskTracker::new(),
             stop,
@@ -456,22 +476,32 @@ impl<C: TunnelConnection> SenderFlows<C> {
     async fn socket(
         &self,
         id: u32,
-        source: &ForwardAddr,
+        routes: &Routes,
         config: &EngineConfig,
     ) -> Option<Arc<UdpSocket>> {
         if let Some(f) = self.flows.lock().expect("flows").get(&id) {
             f.last_seen.store(self.millis(), Relaxed);
             return Some(f.sock.clone());
         }
+        if let Some(since) = self.refused.lock().expect("refused").get_mut(&id) {
+            *since = self.millis();
+            self.stats.dropped_send_error.fetch_add(1, Relaxed);
+            return None;
+        }
         if self.len() >= config.max_udp_flows {
             self.stats.dropped_flow_cap.fetch_add(1, Relaxed);
             return None;
         }
-        let sock = match open_flow_socket(source).await {
+        let sock = match open_flow_socket(routes, routes.index_of_flow(id)).await {
             Ok(s) => Arc::new(s),
             Err(e) => {
-                warn!(flow = id, "cannot open a socket to source {source}: {e}");
+                // remembered (bounded), so a refused flow costs no lookup per packet
+                warn!(flow = id, "udp flow refused: {e}");
                 self.stats.dropped_send_error.fetch_add(1, Relaxed);
+                let mut refused = self.refused.lock().expect("refused");
+                if refused.len() < config.max_udp_flows {
+                    refused.insert(id, self.millis());
+                }
                 return None;
             }
         };
@@ -508,6 +538,10 @@ impl<C: TunnelConnection> SenderFlows<C> {
         let now = self.millis();
         let idle_ms = idle.as_millis() as u64;
         let mut gone = Vec::new();
+        self.refused
+            .lock()
+            .expect("refused")
+            .retain(|_, since| now.saturating_sub(*since) < idle_ms);
         self.flows.lock().expect("flows").retain(|id, f| {
             let keep = now.saturating_sub(f.last_seen.load(Relaxed)) < idle_ms;
             if !keep {
@@ -528,11 +562,12 @@ impl<C: TunnelConnection> Drop for SenderFlows<C> {
     }
 }
 
-/// Sender: one socket per flow towards `source`. With `flows` (a resumable
-/// session's) the flows outlive this connection; without, they end with it.
+/// Sender: one socket per flow towards the service or destination of its
+/// route. With `flows` (a resumable session's) the flows outlive this
+/// connection; without, they end with it.
 pub async fn serve_sender<C: TunnelConnection>(
     conn: C,
-    source: Arc<ForwardAddr>,
+    routes: Arc<Routes>,
     config: Arc<EngineConfig>,
     flows: Option<Arc<SenderFlows<C>>>,
     tally: Arc<super::Tally>,
@@ -562,7 +597,7 @@ pub async fn serve_sender<C: TunnelConnection>(
                     Err(e) => break Err(e.into()),
                 };
                 let Some((id, pkt)) = reasm.push(d, Instant::now()) else { continue };
-                let Some(sock) = flows.socket(id, &source, &config).await else { continue };
+                let Some(sock) = flows.socket(id, &routes, &config).await else { continue };
                 match sock.send(&pkt).await {
                     Ok(_) => { stats.packets_out.fetch_add(1, Relaxed); }
                     Err(e) => {
@@ -596,9 +631,16 @@ pub async fn serve_sender<C: TunnelConnection>(
     result
 }
 
-async fn open_flow_socket(source: &ForwardAddr) -> std::io::Result<UdpSocket> {
-    let addrs = source.resolve().await?;
-    net::udp_socket_to(addrs[0]).await
+async fn open_flow_socket(routes: &Routes, index: usize) -> Result<UdpSocket, String> {
+    let (route, addrs) = routes
+        .resolve(index, Protocol::Udp)
+        .await
+        .map_err(|r| r.message)?;
+    let sock = net::udp_socket_to(addrs[0])
+        .await
+        .map_err(|e| format!("cannot open a socket to {route}: {e}"))?;
+    debug!(to = %route, "udp flow opened");
+    Ok(sock)
 }
 
 /// Replies from the service for one flow, sent on whichever connection is
@@ -656,7 +698,7 @@ mod tests {
 
     #[test]
     fn flow_table_caps_and_expires() {
-        let mut t = FlowTable::new(2);
+        let mut t = FlowTable::new(2, 3);
         let now = Instant::now();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
@@ -667,6 +709,8 @@ mod tests {
         assert_eq!((ia, 1, false), (ia2, seq, new));
         let (ib, _, _) = t.outgoing(b, now).unwrap();
         assert_ne!(ia, ib);
+        // the service index is the high byte
+        assert_eq!((ia >> 24, ib >> 24), (3, 3));
         assert!(t.outgoing(c, now).is_none());
         assert_eq!(t.incoming(ib, now), Some(b));
         let later = now + Duration::from_secs(61);

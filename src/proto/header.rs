@@ -36,6 +36,89 @@ const TAG_SOFTWARE: u8 = 3;
 const TAG_RESUME: u8 = 4;
 const TAG_STREAM: u8 = 5;
 const TAG_DELIVERED: u8 = 6;
+const TAG_WANT: u8 = 7;
+const TAG_SERVICE: u8 = 8;
+
+/// What a receiver asks a sender for (a hello lists one per `--target`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// A service or a destination.
+    pub what: Wanted,
+}
+
+/// A named service or a receiver-chosen destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wanted {
+    /// A service by name (`""`: the default service).
+    Service(String),
+    /// A destination the sender's `--allow` rules must cover.
+    Destination {
+        /// Host name or IP literal (IPv6 without brackets).
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl Want {
+    /// `protocol u8 | 0 | name` or `protocol u8 | 1 | port u16 BE | host`.
+    fn encode(&self) -> Vec<u8> {
+        let mut v = vec![protocol_byte(self.protocol)];
+        match &self.what {
+            Wanted::Service(name) => {
+                v.push(0);
+                v.extend_from_slice(name.as_bytes());
+            }
+            Wanted::Destination { host, port } => {
+                v.push(1);
+                v.extend_from_slice(&port.to_be_bytes());
+                v.extend_from_slice(host.as_bytes());
+            }
+        }
+        v
+    }
+
+    fn decode(v: &[u8]) -> Result<Self, HeaderError> {
+        let protocol = match v.first() {
+            Some(0) => Protocol::Tcp,
+            Some(1) => Protocol::Udp,
+            _ => return Err(HeaderError::Malformed),
+        };
+        let text = |b: &[u8]| {
+            std::str::from_utf8(b)
+                .map(str::to_string)
+                .map_err(|_| HeaderError::Malformed)
+        };
+        let what = match v.get(1) {
+            Some(0) => Wanted::Service(text(&v[2..])?),
+            Some(1) if v.len() > 4 => Wanted::Destination {
+                port: u16::from_be_bytes([v[2], v[3]]),
+                host: text(&v[4..])?,
+            },
+            _ => return Err(HeaderError::Malformed),
+        };
+        Ok(Want { protocol, what })
+    }
+}
+
+impl std::fmt::Display for Want {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.what {
+            Wanted::Service(n) if n.is_empty() => {
+                write!(f, "the default service ({})", self.protocol)
+            }
+            Wanted::Service(n) => write!(f, "service `{n}` ({})", self.protocol),
+            Wanted::Destination { host, port } if host.contains(':') => {
+                write!(f, "destination {}://[{host}]:{port}", self.protocol)
+            }
+            Wanted::Destination { host, port } => {
+                write!(f, "destination {}://{host}:{port}", self.protocol)
+            }
+        }
+    }
+}
 
 /// What a stream is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +167,11 @@ pub struct Request {
     pub stream: Option<u64>,
     /// Bytes the receiver delivered, and whether the FIN too (Resume).
     pub delivered: Option<(u64, bool)>,
+    /// What the receiver asks for, one per `--target` (Hello; empty: the
+    /// default service, with `protocol`).
+    pub wants: Vec<Want>,
+    /// Which of the hello's wants this stream is for (Tcp; absent: 0).
+    pub service: Option<u16>,
 }
 
 /// Header decoding errors.
@@ -124,6 +212,18 @@ impl Request {
     /// Ask for resumption.
     pub fn with_resume(mut self, offer: Option<ResumeOffer>) -> Self {
         self.resume = offer;
+        self
+    }
+
+    /// Ask for these services and destinations.
+    pub fn with_wants(mut self, wants: Vec<Want>) -> Self {
+        self.wants = wants;
+        self
+    }
+
+    /// For the hello's want number `index` (`None`: the default).
+    pub fn with_service(mut self, index: Option<u16>) -> Self {
+        self.service = index;
         self
     }
 
@@ -177,6 +277,12 @@ impl Request {
         }
         if let Some(d) = self.delivered {
             tlv(TAG_DELIVERED, &encode_delivered(d));
+        }
+        for w in &self.wants {
+            tlv(TAG_WANT, &w.encode());
+        }
+        if let Some(i) = self.service {
+            tlv(TAG_SERVICE, &i.to_be_bytes());
         }
         let mut out = Vec::with_capacity(6 + body.len());
         out.extend_from_slice(MAGIC);
@@ -249,6 +355,12 @@ impl Request {
                     ))
                 }
                 TAG_DELIVERED => req.delivered = Some(decode_delivered(v)?),
+                TAG_WANT => req.wants.push(Want::decode(v)?),
+                TAG_SERVICE => {
+                    req.service = Some(u16::from_be_bytes(
+                        v.try_into().map_err(|_| HeaderError::Malformed)?,
+                    ))
+                }
                 _ => {} // unknown tags are skipped: forward compatibility
             }
         }
@@ -416,6 +528,38 @@ mod tests {
         let (d, n) = Request::decode(&more).unwrap().unwrap();
         assert_eq!(n, bytes.len());
         assert_eq!(d, h);
+    }
+
+    #[test]
+    fn wants_and_service_index_roundtrip() {
+        let wants = vec![
+            Want {
+                protocol: Protocol::Tcp,
+                what: Wanted::Service("ssh".into()),
+            },
+            Want {
+                protocol: Protocol::Udp,
+                what: Wanted::Service(String::new()),
+            },
+            Want {
+                protocol: Protocol::Tcp,
+                what: Wanted::Destination {
+                    host: "fd00::5".into(),
+                    port: 22,
+                },
+            },
+        ];
+        let h = Request::hello(None, Protocol::Tcp).with_wants(wants.clone());
+        let (d, _) = Request::decode(&h.encode()).unwrap().unwrap();
+        assert_eq!(d.wants, wants);
+        assert_eq!(wants[2].to_string(), "destination tcp://[fd00::5]:22");
+        let t = Request::tcp_stream(9).with_service(Some(2));
+        let (d, _) = Request::decode(&t.encode()).unwrap().unwrap();
+        assert_eq!((d.stream, d.service), (Some(9), Some(2)));
+        // malformed wants are errors, not panics
+        for bad in [&[][..], &[2, 0], &[0, 1, 0, 22], &[0, 2], &[0, 0, 0xff]] {
+            assert!(Want::decode(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -240,6 +240,7 @@ const EXT_TICKET: u8 = 1;
 const EXT_RESUMED: u8 = 2;
 const EXT_WINDOW: u8 = 3;
 const EXT_DELIVERED: u8 = 4;
+const EXT_SERVICES: u8 = 5;
 
 /// Reply extension: what a resume-aware sender adds after its reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -252,6 +253,9 @@ pub struct ReplyExt {
     pub window_secs: Option<u32>,
     /// Resume stream: bytes the sender delivered, and whether the FIN too.
     pub delivered: Option<(u64, bool)>,
+    /// Hello: how many of the hello's wants the sender granted (all of
+    /// them; present only when the hello listed wants).
+    pub services: Option<u16>,
 }
 
 impl ReplyExt {
@@ -276,6 +280,9 @@ impl ReplyExt {
         }
         if let Some(d) = self.delivered {
             put_tlv(&mut body, EXT_DELIVERED, &encode_delivered(d));
+        }
+        if let Some(n) = self.services {
+            put_tlv(&mut body, EXT_SERVICES, &n.to_be_bytes());
         }
         let mut out = (body.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&body);
@@ -307,6 +314,11 @@ impl ReplyExt {
                     ))
                 }
                 EXT_DELIVERED => ext.delivered = Some(decode_delivered(v)?),
+                EXT_SERVICES => {
+                    ext.services = Some(u16::from_be_bytes(
+                        v.try_into().map_err(|_| HeaderError::Malformed)?,
+                    ))
+                }
                 _ => {}
             }
         }
@@ -391,6 +403,7 @@ mod tests {
             resumed: Some(true),
             window_secs: Some(300),
             delivered: Some((12345, false)),
+            services: Some(3),
         };
         let b = e.encode();
         assert_eq!(u16::from_be_bytes([b[0], b[1]]) as usize, b.len() - 2);

@@ -110,8 +110,21 @@ impl Proc {
         (p, stdin)
     }
 
+    /// Spawn the binary under `wrapper` (e.g. `unshare -m sh -c ... --`):
+    /// the wrapper's arguments come first, then the binary and `args`.
+    pub fn spawn_wrapped(wrapper: &[String], args: &[String]) -> Proc {
+        let mut all: Vec<String> = wrapper[1..].to_vec();
+        all.push(bin().to_string());
+        all.extend(args.iter().cloned());
+        Self::spawn_program(&wrapper[0], &all, Stdio::null())
+    }
+
     fn spawn_with(args: &[String], stdin: Stdio) -> Proc {
-        let mut child = Command::new(bin())
+        Self::spawn_program(bin(), args, stdin)
+    }
+
+    fn spawn_program(program: &str, args: &[String], stdin: Stdio) -> Proc {
+        let mut child = Command::new(program)
             .args(args)
             .env("RUST_LOG", "warn,peerport=debug")
             .env_remove("XDG_CONFIG_HOME")
@@ -594,4 +607,44 @@ impl Held {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
+}
+
+/// Keys whose config value is a list (repeatable flags).
+pub const LISTS: [&str; 8] = [
+    "source",
+    "target",
+    "allow",
+    "relay-url",
+    "allowed-peer",
+    "stun-server",
+    "turn-server",
+    "relay",
+];
+
+/// A config file saying what `peerport ROLE MODE FLAGS...` says.
+pub fn toml_of(role: &str, mode: &str, flags: &[String]) -> String {
+    let mut out = format!("role = \"{role}\"\nmode = \"{mode}\"\n");
+    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+    let mut i = 0;
+    while i < flags.len() {
+        let key = flags[i].strip_prefix("--").expect("a flag").to_string();
+        let value = flags.get(i + 1).filter(|v| !v.starts_with("--")).cloned();
+        i += if value.is_some() { 2 } else { 1 };
+        match value {
+            None => out.push_str(&format!("{key} = true\n")),
+            Some(v) if LISTS.contains(&key.as_str()) => {
+                match lists.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, l)) => l.push(v),
+                    None => lists.push((key, vec![v])),
+                }
+            }
+            Some(v) if v.parse::<u64>().is_ok() => out.push_str(&format!("{key} = {v}\n")),
+            Some(v) => out.push_str(&format!("{key} = \"{v}\"\n")),
+        }
+    }
+    for (k, l) in lists {
+        let items: Vec<String> = l.iter().map(|v| format!("\"{v}\"")).collect();
+        out.push_str(&format!("{k} = [{}]\n", items.join(", ")));
+    }
+    out
 }

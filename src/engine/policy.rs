@@ -1,0 +1,628 @@
+//! What a sender lets receivers reach: its named services, and the
+//! destinations receivers may ask for under `--allow` rules.
+//!
+//! * A **service** is a name and a source (`--source ssh=tcp://127.0.0.1:22`);
+//!   a bare `--source URL` is the default service (name `""`). A service may
+//!   pin which receivers may use it (`allowed-peer` in its `[[service]]`
+//!   table).
+//! * A **destination** is a `HOST:PORT` the receiver names (like `ssh -L`).
+//!   Default deny: only what an `--allow HOST_OR_CIDR:PORTS` rule covers.
+//!   Names resolve on the sender, and every resolved address must be
+//!   allowed; the connection then goes to exactly the addresses checked, so
+//!   a name that changes its answer between check and connect (DNS
+//!   rebinding) cannot reach anything else. A rule that names a host
+//!   (`db.internal:5432`) allows that name whatever it resolves to: the
+//!   sender's operator chose it.
+//!
+//! Everything here is plain data and checks (no IO but the resolver call in
+//! [`Catalog::resolve`]), unit-tested below.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    ops::RangeInclusive,
+    str::FromStr,
+    sync::Arc,
+};
+
+use ipnet::IpNet;
+
+use crate::{
+    addr::{ForwardAddr, Protocol},
+    proto::header::{Status, Want, Wanted},
+};
+
+/// Most services or destinations one receiver may ask for in a session
+/// (UDP flows carry the index in one byte).
+pub const MAX_WANTS: usize = 64;
+
+/// A service name: 1 to 32 letters, digits, '-' or '_'; `""` is the
+/// default service.
+pub fn check_service_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service name `{name}`: use 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// One `--allow HOST_OR_CIDR:PORTS` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    host: HostMatch,
+    /// Empty: every port.
+    ports: Vec<RangeInclusive<u16>>,
+    text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Net(IpNet),
+    Name(String),
+}
+
+impl fmt::Display for AllowRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+const ALLOW_SYNTAX: &str = "write HOST_OR_CIDR:PORTS, e.g. 10.0.0.0/24:22,443 or db.internal:5432 or [fd00::/64]:8000-8100 (ports `*` = all)";
+
+impl FromStr for AllowRule {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, String> {
+        let s = input.trim();
+        let bad = |why: &str| format!("--allow `{input}`: {why}; {ALLOW_SYNTAX}");
+        let (host, ports) = s.rsplit_once(':').ok_or_else(|| bad("no ports"))?;
+        let host = match host.strip_prefix('[') {
+            Some(h) => h.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?,
+            None if host.contains(':') => {
+                return Err(bad("write an IPv6 address or network in brackets"))
+            }
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let host = if let Ok(net) = host.parse::<IpNet>() {
+            HostMatch::Net(net.trunc())
+        } else if let Ok(ip) = host.parse::<IpAddr>() {
+            HostMatch::Net(IpNet::from(ip.to_canonical()))
+        } else if host.contains('/') {
+            return Err(bad(&format!("`{host}` is not a network")));
+        } else {
+            HostMatch::Name(normalize_name(host).map_err(|e| bad(&e))?)
+        };
+        Ok(AllowRule {
+            host,
+            ports: parse_ports(ports).map_err(|e| bad(&e))?,
+            text: s.to_string(),
+        })
+    }
+}
+
+fn parse_ports(s: &str) -> Result<Vec<RangeInclusive<u16>>, String> {
+    if s.trim() == "*" {
+        return Ok(Vec::new());
+    }
+    let port = |p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("`{p}` is not a port from 1 to 65535")),
+        }
+    };
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let r = match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (port(a)?, port(b)?);
+                if a > b {
+                    return Err(format!("port range `{part}` runs backwards"));
+                }
+                a..=b
+            }
+            None => {
+                let p = port(part)?;
+                p..=p
+            }
+        };
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Lower case, no trailing dot; letters, digits, '-', '_' and '.' only.
+fn normalize_name(host: &str) -> Result<String, String> {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(h)
+    } else {
+        Err(format!(
+            "`{host}` is not a host name, IP address or network"
+        ))
+    }
+}
+
+impl AllowRule {
+    fn port_ok(&self, port: u16) -> bool {
+        self.ports.is_empty() || self.ports.iter().any(|r| r.contains(&port))
+    }
+
+    fn allows_addr(&self, ip: IpAddr, port: u16) -> bool {
+        matches!(&self.host, HostMatch::Net(n) if n.contains(&ip.to_canonical()))
+            && self.port_ok(port)
+    }
+
+    fn allows_name(&self, name: &str, port: u16) -> bool {
+        matches!(&self.host, HostMatch::Name(n) if *n == name) && self.port_ok(port)
+    }
+}
+
+/// A refusal: the reply status and a message that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Status for the reply.
+    pub status: Status,
+    /// What the receiver (and the sender's log) is told.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: Status, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// One service a sender exposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Its name (`""`: the default service).
+    pub name: String,
+    /// Where its connections go.
+    pub source: ForwardAddr,
+    /// Receivers that may use it (`None`: every receiver the sender admits).
+    pub peers: Option<HashSet<String>>,
+}
+
+impl Service {
+    /// A service open to every admitted receiver.
+    pub fn new(name: impl Into<String>, source: ForwardAddr) -> Self {
+        Service {
+            name: name.into(),
+            source,
+            peers: None,
+        }
+    }
+
+    /// How logs and messages name it.
+    pub fn label(&self) -> String {
+        if self.name.is_empty() {
+            format!("source {}", self.source)
+        } else {
+            format!("service `{}` (source {})", self.name, self.source)
+        }
+    }
+}
+
+/// Everything a sender serves: its services and its destination rules.
+/// Replaced as a whole on reload (SIGHUP).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    services: Vec<Service>,
+    allow: Vec<AllowRule>,
+}
+
+/// Where a granted want goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A service's source.
+    Service(Arc<Service>),
+    /// A receiver-chosen destination, allowed by the rules.
+    Destination {
+        /// TCP or UDP.
+        protocol: Protocol,
+        /// Host (name or IP literal).
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Route::Service(s) => f.write_str(&s.label()),
+            Route::Destination {
+                protocol,
+                host,
+                port,
+            } => write!(f, "destination {protocol}://{}", host_port(host, *port)),
+        }
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl Catalog {
+    /// Services (names unique) and destination rules.
+    pub fn new(services: Vec<Service>, allow: Vec<AllowRule>) -> Result<Self, String> {
+        let mut seen = HashSet::new();
+        for s in &services {
+            if !s.name.is_empty() {
+                check_service_name(&s.name)?;
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err(if s.name.is_empty() {
+                    "more than one default service: name them (--source NAME=URL)".into()
+                } else {
+                    format!("service `{}` is defined twice", s.name)
+                });
+            }
+        }
+        if services.is_empty() && allow.is_empty() {
+            return Err(
+                "nothing to serve: give --source URL (or NAME=URL, or [[service]] tables) or --allow rules"
+                    .into(),
+            );
+        }
+        Ok(Catalog { services, allow })
+    }
+
+    /// One default service, no destinations (today's single `--source`).
+    pub fn single(source: ForwardAddr) -> Self {
+        Catalog {
+            services: vec![Service::new("", source)],
+            allow: Vec::new(),
+        }
+    }
+
+    /// The services.
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// The destination rules.
+    pub fn allow_rules(&self) -> &[AllowRule] {
+        &self.allow
+    }
+
+    /// The service a receiver gets when it names none: the one named `""`,
+    /// or the only service there is.
+    pub fn default_service(&self) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.name.is_empty())
+            .or(match self.services.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            })
+    }
+
+    /// A one-line description for logs and status: `ssh=tcp://..., web=...`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| {
+                if s.name.is_empty() {
+                    s.source.to_string()
+                } else {
+                    format!("{}={}", s.name, s.source)
+                }
+            })
+            .collect();
+        for r in &self.allow {
+            parts.push(format!("allow {r}"));
+        }
+        parts.join(", ")
+    }
+
+    fn names(&self) -> String {
+        let names: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|s| !s.name.is_empty())
+            .map(|s| s.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "none by name".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Whether `peer` may have `want`, and where it goes. Destinations are
+    /// checked as far as possible without resolving (an IP literal, or a
+    /// name a rule names); [`Catalog::resolve`] checks every address.
+    pub fn grant(&self, want: &Want, peer: &str) -> Result<Route, Refusal> {
+        match &want.what {
+            Wanted::Service(name) => {
+                let svc = if name.is_empty() {
+                    self.default_service().ok_or_else(|| {
+                        Refusal::new(
+                            Status::BadRequest,
+                            format!(
+                                "this sender has no default service: name one with --target NAME=URL (its services: {})",
+                                self.names()
+                            ),
+                        )
+                    })?
+                } else {
+                    self.services
+                        .iter()
+                        .find(|s| s.name == *name)
+                        .ok_or_else(|| {
+                            Refusal::new(
+                                Status::BadRequest,
+                                format!(
+                                    "this sender has no service `{name}` (its services: {})",
+                                    self.names()
+                                ),
+                            )
+                        })?
+                };
+                if let Some(peers) = &svc.peers {
+                    if !peers.contains(peer) {
+                        return Err(Refusal::new(
+                            Status::Unauthorized,
+                            format!(
+                                "peer {peer} may not use {} (not in its allowed-peer list)",
+                                svc.label()
+                            ),
+                        ));
+                    }
+                }
+                if svc.source.protocol != want.protocol {
+                    let p = svc.source.protocol;
+                    return Err(Refusal::new(
+                        Status::ProtocolMismatch,
+                        format!(
+                            "this sender's {} forwards {p}, but the receiver's --target for it is {}: use a {p}:// target",
+                            svc.label(),
+                            want.protocol
+                        ),
+                    ));
+                }
+                Ok(Route::Service(Arc::new(svc.clone())))
+            }
+            Wanted::Destination { host, port } => {
+                let route = Route::Destination {
+                    protocol: want.protocol,
+                    host: host.clone(),
+                    port: *port,
+                };
+                if self.allow.is_empty() {
+                    return Err(Refusal::new(
+                        Status::Unauthorized,
+                        format!("{route} refused: this sender allows no receiver-chosen destinations (it has no --allow rules)"),
+                    ));
+                }
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    if !self.addr_allowed(ip, *port) {
+                        return Err(self.forbidden(&route, SocketAddr::new(ip, *port)));
+                    }
+                }
+                Ok(route)
+            }
+        }
+    }
+
+    fn addr_allowed(&self, ip: IpAddr, port: u16) -> bool {
+        self.allow.iter().any(|r| r.allows_addr(ip, port))
+    }
+
+    fn forbidden(&self, route: &Route, addr: SocketAddr) -> Refusal {
+        Refusal::new(
+            Status::Unauthorized,
+            format!("{route} refused: {addr} is not allowed by the sender's --allow rules"),
+        )
+    }
+
+    /// The addresses to connect to for `route`: a service's resolved
+    /// source, or a destination's addresses, every one of them allowed.
+    pub async fn resolve(&self, route: &Route) -> Result<Vec<SocketAddr>, Refusal> {
+        let unreachable = |what: String, e: std::io::Error| {
+            Refusal::new(Status::ConnectFailed, format!("cannot resolve {what}: {e}"))
+        };
+        match route {
+            Route::Service(s) => s
+                .source
+                .resolve()
+                .await
+                .map_err(|e| unreachable(s.label(), e)),
+            Route::Destination { host, port, .. } => {
+                if let Ok(ip) = host.parse::<IpAddr>() {
+                    let a = SocketAddr::new(ip, *port);
+                    return if self.addr_allowed(ip, *port) {
+                        Ok(vec![a])
+                    } else {
+                        Err(self.forbidden(route, a))
+                    };
+                }
+                let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port(host, *port))
+                    .await
+                    .map_err(|e| unreachable(route.to_string(), e))?
+                    .collect();
+                if addrs.is_empty() {
+                    return Err(Refusal::new(
+                        Status::ConnectFailed,
+                        format!("{route}: the name has no address"),
+                    ));
+                }
+                let name = normalize_name(host).unwrap_or_default();
+                if self.allow.iter().any(|r| r.allows_name(&name, *port)) {
+                    return Ok(addrs);
+                }
+                match addrs.iter().find(|a| !self.addr_allowed(a.ip(), *port)) {
+                    Some(bad) => {
+                        let all: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                        Err(Refusal::new(
+                            Status::Unauthorized,
+                            format!(
+                                "{route} refused: the name resolves to {}, and {bad} is not allowed by the sender's --allow rules (every address must be)",
+                                all.join(", ")
+                            ),
+                        ))
+                    }
+                    None => Ok(addrs),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn want(p: Protocol, what: Wanted) -> Want {
+        Want { protocol: p, what }
+    }
+
+    fn svc(name: &str) -> Wanted {
+        Wanted::Service(name.into())
+    }
+
+    fn dest(host: &str, port: u16) -> Wanted {
+        Wanted::Destination {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn allow_rules_parse_and_match() {
+        let r: AllowRule = "10.0.0.0/24:22,443".parse().unwrap();
+        assert!(r.allows_addr("10.0.0.5".parse().unwrap(), 22));
+        assert!(r.allows_addr("10.0.0.5".parse().unwrap(), 443));
+        assert!(!r.allows_addr("10.0.0.5".parse().unwrap(), 80));
+        assert!(!r.allows_addr("10.0.1.5".parse().unwrap(), 22));
+        // an IPv4-mapped IPv6 address is the IPv4 address
+        assert!(r.allows_addr("::ffff:10.0.0.9".parse().unwrap(), 22));
+        let r: AllowRule = "[fd00::/64]:8000-8100".parse().unwrap();
+        assert!(r.allows_addr("fd00::1".parse().unwrap(), 8050));
+        assert!(!r.allows_addr("fd00::1".parse().unwrap(), 8101));
+        let r: AllowRule = "DB.Internal.:5432".parse().unwrap();
+        assert!(r.allows_name("db.internal", 5432));
+        assert!(!r.allows_addr("10.0.0.1".parse().unwrap(), 5432));
+        let r: AllowRule = "127.0.0.1:*".parse().unwrap();
+        assert!(r.allows_addr("127.0.0.1".parse().unwrap(), 1));
+        for bad in [
+            "10.0.0.0/24",
+            "10.0.0.0/33:22",
+            "fd00::1:22",
+            "10.0.0.1:0",
+            "10.0.0.1:22-21",
+            "10.0.0.1:ssh",
+            ":22",
+            "a b:22",
+        ] {
+            let e = bad.parse::<AllowRule>().unwrap_err();
+            assert!(
+                e.contains("--allow") && e.contains("HOST_OR_CIDR"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn services_by_name_default_peers_and_protocol() {
+        let tcp = |p: u16| format!("tcp://127.0.0.1:{p}").parse().unwrap();
+        let mut web = Service::new("web", tcp(80));
+        web.peers = Some(["alice".to_string()].into());
+        let c = Catalog::new(vec![Service::new("ssh", tcp(22)), web], vec![]).unwrap();
+        assert!(c.default_service().is_none());
+        let g = c.grant(&want(Protocol::Tcp, svc("ssh")), "bob").unwrap();
+        assert!(matches!(g, Route::Service(s) if s.source.port == 22));
+        let e = c.grant(&want(Protocol::Tcp, svc("")), "bob").unwrap_err();
+        assert!(e.message.contains("no default service") && e.message.contains("ssh, web"));
+        let e = c
+            .grant(&want(Protocol::Tcp, svc("dns")), "bob")
+            .unwrap_err();
+        assert_eq!(e.status, Status::BadRequest);
+        assert!(e.message.contains("no service `dns`"));
+        let e = c
+            .grant(&want(Protocol::Tcp, svc("web")), "bob")
+            .unwrap_err();
+        assert_eq!(e.status, Status::Unauthorized);
+        assert!(c.grant(&want(Protocol::Tcp, svc("web")), "alice").is_ok());
+        let e = c
+            .grant(&want(Protocol::Udp, svc("ssh")), "bob")
+            .unwrap_err();
+        assert_eq!(e.status, Status::ProtocolMismatch);
+        // the only service is the default one
+        let one = Catalog::new(vec![Service::new("ssh", tcp(22))], vec![]).unwrap();
+        assert!(one.grant(&want(Protocol::Tcp, svc("")), "x").is_ok());
+        assert!(Catalog::new(
+            vec![Service::new("a", tcp(1)), Service::new("a", tcp(2))],
+            vec![]
+        )
+        .is_err());
+        assert!(Catalog::new(vec![], vec![]).is_err());
+        assert!(Catalog::new(vec![Service::new("no spaces", tcp(1))], vec![]).is_err());
+    }
+
+    #[tokio::test]
+    async fn destinations_are_default_deny_and_every_address_is_checked() {
+        let rules = vec![
+            "127.0.0.1/32:1000-2000".parse().unwrap(),
+            "localhost:7".parse().unwrap(),
+        ];
+        let c = Catalog::new(vec![], rules).unwrap();
+        let ok = c
+            .grant(&want(Protocol::Tcp, dest("127.0.0.1", 1500)), "p")
+            .unwrap();
+        assert_eq!(
+            c.resolve(&ok).await.unwrap(),
+            vec!["127.0.0.1:1500".parse().unwrap()]
+        );
+        let e = c
+            .grant(&want(Protocol::Tcp, dest("127.0.0.2", 1500)), "p")
+            .unwrap_err();
+        assert!(
+            e.message.contains("127.0.0.2:1500 is not allowed"),
+            "{}",
+            e.message
+        );
+        assert!(c
+            .grant(&want(Protocol::Tcp, dest("127.0.0.1", 22)), "p")
+            .is_err());
+        // a name a rule names is allowed as it resolves
+        let named = c
+            .grant(&want(Protocol::Tcp, dest("LOCALHOST", 7)), "p")
+            .unwrap();
+        assert!(!c.resolve(&named).await.unwrap().is_empty());
+        // no rules: nothing
+        let none = Catalog::new(
+            vec![Service::new("", "tcp://127.0.0.1:1".parse().unwrap())],
+            vec![],
+        )
+        .unwrap();
+        let e = none
+            .grant(&want(Protocol::Tcp, dest("127.0.0.1", 1500)), "p")
+            .unwrap_err();
+        assert!(e.message.contains("no --allow rules"));
+    }
+}

@@ -1,0 +1,144 @@
+//! A session's routes: what the receiver asked for in its hello, granted
+//! against the sender's current [`Catalog`]. Every TCP stream and UDP flow
+//! is checked again when it starts (the catalog may have been reloaded),
+//! and [`Routes::no_longer_allowed`] ends a session a reload no longer
+//! allows.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::sync::watch;
+
+use super::policy::{Catalog, Refusal, Route, MAX_WANTS};
+use crate::{
+    addr::Protocol,
+    proto::header::{Request, Status, Want, Wanted},
+};
+
+/// The sender's catalog as it is now and after every reload.
+pub type CatalogWatch = watch::Receiver<Arc<Catalog>>;
+
+/// What one session may reach.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    wants: Vec<Want>,
+    /// The hello listed no wants (a receiver with one default `--target`,
+    /// or an older one): one route, the default service, and UDP flow ids
+    /// carry no index.
+    legacy: bool,
+    peer: String,
+    catalog: CatalogWatch,
+}
+
+impl Routes {
+    /// Check every want of a hello against the catalog now.
+    pub fn from_hello(req: &Request, peer: &str, catalog: CatalogWatch) -> Result<Self, Refusal> {
+        let legacy = req.wants.is_empty();
+        let wants = if legacy {
+            vec![Want {
+                protocol: req.protocol.unwrap_or(Protocol::Tcp),
+                what: Wanted::Service(String::new()),
+            }]
+        } else {
+            req.wants.clone()
+        };
+        if wants.len() > MAX_WANTS {
+            return Err(Refusal {
+                status: Status::BadRequest,
+                message: format!(
+                    "the receiver asks for {} services or destinations; a session carries at most {MAX_WANTS}",
+                    wants.len()
+                ),
+            });
+        }
+        let routes = Routes {
+            wants,
+            legacy,
+            peer: peer.to_string(),
+            catalog,
+        };
+        let now = routes.catalog.borrow().clone();
+        routes.check_all(&now)?;
+        Ok(routes)
+    }
+
+    /// Whether the hello listed no wants.
+    pub fn legacy(&self) -> bool {
+        self.legacy
+    }
+
+    /// How many wants the hello listed.
+    pub fn len(&self) -> usize {
+        self.wants.len()
+    }
+
+    /// Whether there are none (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.wants.is_empty()
+    }
+
+    /// Whether any want is for `protocol`.
+    pub fn carries(&self, protocol: Protocol) -> bool {
+        self.wants.iter().any(|w| w.protocol == protocol)
+    }
+
+    /// The want a UDP flow id belongs to (its high byte).
+    pub fn index_of_flow(&self, flow: u32) -> usize {
+        if self.legacy {
+            0
+        } else {
+            (flow >> 24) as usize
+        }
+    }
+
+    /// What the session's wants are, for logs.
+    pub fn summary(&self) -> String {
+        let all: Vec<String> = self.wants.iter().map(|w| w.to_string()).collect();
+        all.join(", ")
+    }
+
+    fn check_all(&self, catalog: &Catalog) -> Result<(), Refusal> {
+        for w in &self.wants {
+            catalog.grant(w, &self.peer)?;
+        }
+        Ok(())
+    }
+
+    /// Where want `index` goes now, and the addresses to connect to (for
+    /// a destination, every one allowed).
+    pub async fn resolve(
+        &self,
+        index: usize,
+        protocol: Protocol,
+    ) -> Result<(Route, Vec<SocketAddr>), Refusal> {
+        let want = self
+            .wants
+            .get(index)
+            .filter(|w| w.protocol == protocol)
+            .ok_or_else(|| Refusal {
+                status: Status::BadRequest,
+                message: format!("no {protocol} service number {index} in this session's hello"),
+            })?;
+        let catalog = self.catalog.borrow().clone();
+        let route = catalog.grant(want, &self.peer)?;
+        let addrs = catalog.resolve(&route).await?;
+        Ok((route, addrs))
+    }
+
+    /// Resolves when a reloaded catalog no longer allows one of the wants
+    /// (with the refusal); pending forever otherwise.
+    pub async fn no_longer_allowed(&self) -> Refusal {
+        let mut rx = self.catalog.clone();
+        loop {
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = rx.borrow_and_update().clone();
+            match self.check_all(&now) {
+                Ok(()) => tracing::info!(
+                    "configuration reloaded: this session's services are still allowed"
+                ),
+                Err(r) => return r,
+            }
+        }
+    }
+}
