@@ -140,6 +140,9 @@ pub struct ServiceTable {
     /// Only these receiver ids may use it (mode iroh; absent: every
     /// receiver the sender admits).
     pub allowed_peer: Option<Vec<String>>,
+    /// Start each TCP connection to the service with a PROXY protocol v2
+    /// header, so it sees the receiver-side client's address.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// A string or a list of strings.

@@ -111,10 +111,13 @@ pub fn render(role: Role, mode: Mode) -> String {
 const SERVICES: &str = "
 # Several services in one tunnel: `source = [\"ssh=tcp://127.0.0.1:22\", ...]`,
 # or one table each (receivers reach them with --target NAME=URL).
-# `allowed-peer` (mode iroh) limits a service to some receiver ids.
+# `allowed-peer` (mode iroh) limits a service to some receiver ids;
+# `proxy-protocol` starts each connection with a PROXY v2 header (the
+# receiver-side client's address).
 # [[service]]
 # name = \"ssh\"
 # source = \"tcp://127.0.0.1:22\"
+# proxy-protocol = false
 # [[service]]
 # name = \"dns\"
 # source = \"udp://127.0.0.1:53\"

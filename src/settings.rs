@@ -328,6 +328,12 @@ fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
             return Err(invalid(format!("{what}: source needs a real port, not 0")));
         }
         let mut svc = Service::new(t.name.clone(), source);
+        svc.proxy_protocol = t.proxy_protocol == Some(true);
+        if svc.proxy_protocol && svc.source.protocol != crate::addr::Protocol::Tcp {
+            return Err(invalid(format!(
+                "{what}: proxy-protocol is for tcp services"
+            )));
+        }
         if let Some(ids) = &t.allowed_peer {
             if mode != Mode::Iroh {
                 return Err(invalid(format!(

@@ -241,6 +241,7 @@ async fn forbidden_services_and_destinations_reach_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut tasks = JoinSet::new();
     let echo = spawn_tcp_echo(&mut tasks).await.unwrap();
+    let udp = spawn_udp_echo(&mut tasks).await.unwrap();
     // an allowed destination, and the same port on an address no rule allows
     let (allowed, allowed_conns, allowed_bytes) =
         counting_echo(&mut tasks, "127.0.0.1:0".parse().unwrap()).await;
@@ -272,6 +273,8 @@ async fn forbidden_services_and_destinations_reach_nothing() {
         format!("ssh=tcp://{echo}"),
         "--allow".into(),
         format!("127.0.0.1/32:{}", allowed.port()),
+        "--allow".into(),
+        format!("127.0.0.1:{}", udp.port()),
     ];
     args.extend(local_flags(&r));
     let wrapper = wrapper_with_hosts(&hosts);
@@ -298,11 +301,20 @@ async fn forbidden_services_and_destinations_reach_nothing() {
         assert!(tx.stderr_text().contains(says), "{target}: sender said:\n{}", tx.stderr_text());
     }
 
-    // allowed: reached, byte-exact
-    let mut rx = receiver_of(&r, &ticket, &[&format!("tcp://127.0.0.1:0={allowed}")]);
-    let a = listen_addrs(&mut rx, 1).await;
+    // allowed: reached, byte-exact (a TCP and a UDP destination in one session)
+    let mut rx = receiver_of(
+        &r,
+        &ticket,
+        &[
+            &format!("tcp://127.0.0.1:0={allowed}"),
+            &format!("udp://127.0.0.1:0={udp}"),
+        ],
+    );
+    let a = listen_addrs(&mut rx, 2).await;
     rx.wait_stderr("session established").await;
     tcp_echo_check(a[0], 256 * 1024, 3).await;
+    let (sent, got) = udp_exchange(a[1], 50).await;
+    assert_eq!(sent, got, "udp destination");
     assert_eq!(allowed_conns.load(SeqCst), 1);
     drop(rx);
 
@@ -428,4 +440,74 @@ async fn sighup_changes_services_without_dropping_sessions_that_comply() {
     tx.wait_stderr("the reloaded configuration no longer allows this session")
         .await;
     assert_eq!(count_stderr(&b, "session established"), 1);
+}
+
+/// A service that reads a PROXY v2 header and answers with the source
+/// address it names.
+async fn proxy_reader(tasks: &mut JoinSet<()>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tasks.spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 16];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+                head.resize(16 + len, 0);
+                if s.read_exact(&mut head[16..]).await.is_err() {
+                    return;
+                }
+                let answer = match ppp::v2::Header::try_from(head.as_slice()) {
+                    Ok(h) => match h.addresses {
+                        ppp::v2::Addresses::IPv4(a) => {
+                            format!(
+                                "{}:{} -> {}:{}",
+                                a.source_address,
+                                a.source_port,
+                                a.destination_address,
+                                a.destination_port
+                            )
+                        }
+                        other => format!("{other:?}"),
+                    },
+                    Err(e) => format!("bad header: {e}"),
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_tells_the_service_the_client_address() {
+    let r = rendezvous().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = JoinSet::new();
+    let svc = proxy_reader(&mut tasks).await;
+    let cfg = dir.path().join("sender.toml");
+    let base = toml_of("sender", "iroh", &local_flags(&r));
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}[[service]]\nname = \"web\"\nsource = \"tcp://{svc}\"\nproxy-protocol = true\n"
+        ),
+    )
+    .unwrap();
+    let mut tx = Proc::spawn(&["run".into(), "-c".into(), cfg.display().to_string()]);
+    let ticket = tx.first_stdout_line().await;
+    let mut rx = receiver_of(&r, &ticket, &["web=tcp://127.0.0.1:0"]);
+    let local = listen_addrs(&mut rx, 1).await[0];
+    rx.wait_stderr("session established").await;
+    let mut c = TcpStream::connect(local).await.unwrap();
+    let me = c.local_addr().unwrap();
+    let mut got = String::new();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut got))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    assert_eq!(got, format!("{me} -> {local}"));
 }

@@ -198,6 +198,9 @@ pub struct Service {
     pub source: ForwardAddr,
     /// Receivers that may use it (`None`: every receiver the sender admits).
     pub peers: Option<HashSet<String>>,
+    /// Start each TCP connection with a PROXY protocol v2 header (the
+    /// receiver-side client's address).
+    pub proxy_protocol: bool,
 }
 
 impl Service {
@@ -207,6 +210,7 @@ impl Service {
             name: name.into(),
             source,
             peers: None,
+            proxy_protocol: false,
         }
     }
 
@@ -359,6 +363,12 @@ impl Catalog {
     pub fn grant(&self, want: &Want, peer: &str) -> Result<Route, Refusal> {
         match &want.what {
             Wanted::Service(name) => {
+                if self.services.is_empty() {
+                    return Err(Refusal::new(
+                        Status::BadRequest,
+                        "this sender has no services, only destinations its --allow rules cover: ask for one with --target URL=HOST:PORT",
+                    ));
+                }
                 let svc = if name.is_empty() {
                     self.default_service().ok_or_else(|| {
                         Refusal::new(

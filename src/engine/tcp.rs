@@ -25,6 +25,7 @@ use super::{
     front::{TcpQueue, Waiting},
     io::{read_reply, read_request, Scratch},
     open_bi_retry,
+    policy::Route,
     resume::{Attach, Session},
     routes::Routes,
     tally::{StreamGuard, Tally},
@@ -118,6 +119,7 @@ async fn receiver_stream<C: TunnelConnection>(
         None => Request::tcp(),
     }
     .with_service(service)
+    .with_client(w.stream.local_addr().ok().map(|local| (w.client, local)))
     .encode();
     head.extend_from_slice(&w.prefix);
     if send.write_all(&head).await.is_err() {
@@ -304,6 +306,17 @@ async fn sender_stream<C: TunnelConnection>(
             return Err(msg);
         }
     };
+    let mut tcp = tcp;
+    if let Route::Service(svc) = &route {
+        if svc.proxy_protocol {
+            let header = proxy_header(req.client);
+            if let Err(e) = tcp.write_all(&header).await {
+                let msg = format!("cannot write the PROXY header to {route}: {e}");
+                refuse(&mut send, Status::ConnectFailed, &msg).await;
+                return Err(msg);
+            }
+        }
+    }
     info!(to = %route, "stream connected");
     send.write_all(&Reply::ok().encode())
         .await
@@ -317,6 +330,26 @@ async fn sender_stream<C: TunnelConnection>(
         }
         None => pump(tcp, send, async { Ok(recv) }, open).await,
     }
+}
+
+/// A PROXY protocol v2 header: the receiver-side client's address and
+/// the address it connected to, or LOCAL when the receiver did not say
+/// (an older one).
+fn proxy_header(client: Option<(std::net::SocketAddr, std::net::SocketAddr)>) -> Vec<u8> {
+    use ppp::v2;
+    let built = match client {
+        Some((from, to)) if from.is_ipv4() == to.is_ipv4() => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (from, to),
+        ),
+        _ => v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Local,
+            v2::Protocol::Unspecified,
+            v2::Addresses::Unspecified,
+        ),
+    };
+    built.build().unwrap_or_default()
 }
 
 async fn refuse<S: TunnelSend>(send: &mut S, status: Status, msg: &str) {
@@ -400,4 +433,21 @@ where
     }
     writer.shutdown().await?;
     Ok(total)
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::proxy_header;
+
+    #[test]
+    fn proxy_v2_headers_parse_back() {
+        let from = "192.0.2.7:40000".parse().unwrap();
+        let to = "127.0.0.1:2222".parse().unwrap();
+        let h = proxy_header(Some((from, to)));
+        let parsed = ppp::v2::Header::try_from(h.as_slice()).unwrap();
+        assert_eq!(parsed.addresses, ppp::v2::Addresses::from((from, to)));
+        let local = proxy_header(None);
+        let parsed = ppp::v2::Header::try_from(local.as_slice()).unwrap();
+        assert_eq!(parsed.command, ppp::v2::Command::Local);
+    }
 }

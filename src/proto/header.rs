@@ -38,6 +38,7 @@ const TAG_STREAM: u8 = 5;
 const TAG_DELIVERED: u8 = 6;
 const TAG_WANT: u8 = 7;
 const TAG_SERVICE: u8 = 8;
+const TAG_CLIENT: u8 = 9;
 
 /// What a receiver asks a sender for (a hello lists one per `--target`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,6 +173,9 @@ pub struct Request {
     pub wants: Vec<Want>,
     /// Which of the hello's wants this stream is for (Tcp; absent: 0).
     pub service: Option<u16>,
+    /// The local client's address and the address it connected to, on
+    /// the receiver (Tcp; for PROXY protocol headers towards a service).
+    pub client: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 /// Header decoding errors.
@@ -224,6 +228,15 @@ impl Request {
     /// For the hello's want number `index` (`None`: the default).
     pub fn with_service(mut self, index: Option<u16>) -> Self {
         self.service = index;
+        self
+    }
+
+    /// With the local client's address and the address it connected to.
+    pub fn with_client(
+        mut self,
+        client: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    ) -> Self {
+        self.client = client;
         self
     }
 
@@ -283,6 +296,9 @@ impl Request {
         }
         if let Some(i) = self.service {
             tlv(TAG_SERVICE, &i.to_be_bytes());
+        }
+        if let Some((from, to)) = self.client {
+            tlv(TAG_CLIENT, format!("{from} {to}").as_bytes());
         }
         let mut out = Vec::with_capacity(6 + body.len());
         out.extend_from_slice(MAGIC);
@@ -356,6 +372,12 @@ impl Request {
                 }
                 TAG_DELIVERED => req.delivered = Some(decode_delivered(v)?),
                 TAG_WANT => req.wants.push(Want::decode(v)?),
+                TAG_CLIENT => {
+                    let text = std::str::from_utf8(v).map_err(|_| HeaderError::Malformed)?;
+                    let (a, b) = text.split_once(' ').ok_or(HeaderError::Malformed)?;
+                    let parse = |t: &str| t.parse().map_err(|_| HeaderError::Malformed);
+                    req.client = Some((parse(a)?, parse(b)?));
+                }
                 TAG_SERVICE => {
                     req.service = Some(u16::from_be_bytes(
                         v.try_into().map_err(|_| HeaderError::Malformed)?,
@@ -553,9 +575,15 @@ mod tests {
         let (d, _) = Request::decode(&h.encode()).unwrap().unwrap();
         assert_eq!(d.wants, wants);
         assert_eq!(wants[2].to_string(), "destination tcp://[fd00::5]:22");
-        let t = Request::tcp_stream(9).with_service(Some(2));
+        let client = Some((
+            "127.0.0.1:5000".parse().unwrap(),
+            "[::1]:2222".parse().unwrap(),
+        ));
+        let t = Request::tcp_stream(9)
+            .with_service(Some(2))
+            .with_client(client);
         let (d, _) = Request::decode(&t.encode()).unwrap().unwrap();
-        assert_eq!((d.stream, d.service), (Some(9), Some(2)));
+        assert_eq!((d.stream, d.service, d.client), (Some(9), Some(2), client));
         // malformed wants are errors, not panics
         for bad in [&[][..], &[2, 0], &[0, 1, 0, 22], &[0, 2], &[0, 0, 0xff]] {
             assert!(Want::decode(bad).is_err(), "{bad:?}");
