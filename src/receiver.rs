@@ -169,21 +169,31 @@ impl ReceiverBuilder {
     /// Bind every local target (a busy port fails here, before any network work).
     pub async fn bind(self) -> Result<Receiver, BindError> {
         let udp_stats = Arc::new(UdpStats::default());
+        let ledger = if self
+            .targets
+            .iter()
+            .any(|t| t.local.protocol == crate::addr::Protocol::Udp)
+        {
+            Ledger::with_shared_udp(udp_stats.clone())
+        } else {
+            Ledger::new()
+        };
         let (mut fronts, mut locals, mut wants) = (Vec::new(), Vec::new(), Vec::new());
         for (i, t) in self.targets.iter().enumerate() {
             let index = u8::try_from(i).unwrap_or(u8::MAX);
+            let want = Want {
+                protocol: t.local.protocol,
+                what: t.want.clone(),
+            };
             let (front, local) = Front::bind(
                 &t.local,
                 index,
                 &self.engine,
                 self.reconnect_wait,
                 udp_stats.clone(),
+                ledger.service(&want.short()),
             )
             .await?;
-            let want = Want {
-                protocol: t.local.protocol,
-                what: t.want.clone(),
-            };
             match &t.want {
                 Wanted::Service(n) if n.is_empty() => {
                     info!(listen = %local, "listening for local clients")
@@ -194,14 +204,6 @@ impl ReceiverBuilder {
             locals.push(local);
             wants.push(want);
         }
-        let ledger = if fronts
-            .iter()
-            .any(|f| f.protocol() == crate::addr::Protocol::Udp)
-        {
-            Ledger::with_shared_udp(udp_stats)
-        } else {
-            Ledger::new()
-        };
         Ok(Receiver {
             ledger,
             drain: self.drain,

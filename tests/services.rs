@@ -145,6 +145,7 @@ async fn udp_exchange(local: SocketAddr, count: usize) -> (String, String) {
 async fn three_services_share_one_session_each_byte_exact() {
     let r = rendezvous().await;
     let mut tasks = JoinSet::new();
+    let name = format!("services-{}", std::process::id());
     let echo = spawn_tcp_echo(&mut tasks).await.unwrap();
     const WEB: usize = 3 << 20;
     let web = greeter(&mut tasks, WEB, 7).await;
@@ -157,6 +158,8 @@ async fn three_services_share_one_session_each_byte_exact() {
             &format!("web=tcp://{web}"),
             "--source",
             &format!("dns=udp://{dns}"),
+            "--name",
+            &name,
         ],
     )
     .await;
@@ -203,6 +206,28 @@ async fn three_services_share_one_session_each_byte_exact() {
         tx.stderr_text()
     );
     assert_eq!(count_stderr(&rx, "session established"), 1);
+
+    // status counts each service
+    let (code, out, err) = run_to_end(&["status", &name, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let svc = |n: &str, k: &str| {
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .map(|s| s[k].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no service {n} in {out}"))
+    };
+    assert_eq!(
+        (svc("ssh", "tcp_total"), svc("web", "tcp_total")),
+        (1, 1),
+        "{out}"
+    );
+    assert_eq!(svc("dns", "udp_flows_total"), 1, "{out}");
+    let (_, text, _) = run_to_end(&["status", &name]).await;
+    assert!(text.contains("service web: tcp 0 open / 1 total"), "{text}");
     for p in [&tx, &rx] {
         let text = p.stderr_text();
         assert!(!text.contains("ERROR") && !text.contains("WARN"), "{text}");

@@ -19,6 +19,7 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use super::{
+    tally::ServiceCounts,
     target::BoundTarget,
     udp::{FlowTable, UdpStats},
     BindError, EngineConfig,
@@ -49,10 +50,12 @@ pub struct TcpQueue {
     held: VecDeque<Waiting>,
     wait: Duration,
     accept: AbortOnDropHandle<()>,
+    /// This target's counts.
+    pub(crate) counts: Arc<ServiceCounts>,
 }
 
 impl TcpQueue {
-    fn start(listener: TcpListener, wait: Duration) -> Self {
+    fn start(listener: TcpListener, wait: Duration, counts: Arc<ServiceCounts>) -> Self {
         let (tx, rx) = mpsc::channel(MAX_WAITING);
         let task = tokio::spawn(accept_loop(listener, tx.clone()));
         TcpQueue {
@@ -61,6 +64,7 @@ impl TcpQueue {
             held: VecDeque::new(),
             wait,
             accept: AbortOnDropHandle::new(task),
+            counts,
         }
     }
 
@@ -169,6 +173,8 @@ pub struct UdpFront {
     pub stats: Arc<UdpStats>,
     idle_timeout: Duration,
     index: u8,
+    /// This target's counts.
+    pub(crate) counts: Arc<ServiceCounts>,
 }
 
 impl UdpFront {
@@ -213,13 +219,14 @@ pub enum Front {
 impl Front {
     /// Bind `target` (fails fast with a clear message on a busy port);
     /// `index` is its place in the receiver's list, UDP fronts share
-    /// `udp_stats`.
+    /// `udp_stats`; `counts` are the target's own.
     pub async fn bind(
         target: &ForwardAddr,
         index: u8,
         engine: &EngineConfig,
         reconnect_wait: Duration,
         udp_stats: Arc<UdpStats>,
+        counts: Arc<ServiceCounts>,
     ) -> Result<(Self, SocketAddr), BindError> {
         let bound = BoundTarget::bind(target).await?;
         let local = bound.local_addr().map_err(|source| BindError::Other {
@@ -227,13 +234,14 @@ impl Front {
             source,
         })?;
         let front = match bound {
-            BoundTarget::Tcp(l) => Front::Tcp(TcpQueue::start(l, reconnect_wait)),
+            BoundTarget::Tcp(l) => Front::Tcp(TcpQueue::start(l, reconnect_wait, counts)),
             BoundTarget::Udp(s) => Front::Udp(UdpFront {
                 sock: Arc::new(s),
                 table: Arc::new(Mutex::new(FlowTable::new(engine.max_udp_flows, index))),
                 stats: udp_stats,
                 idle_timeout: engine.udp_idle_timeout,
                 index,
+                counts,
             }),
         };
         Ok((front, local))

@@ -8,7 +8,10 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tokio::sync::watch;
 
-use super::policy::{Catalog, Refusal, Route, MAX_WANTS};
+use super::{
+    policy::{Catalog, Refusal, Route, MAX_WANTS},
+    tally::{Ledger, ServiceCounts},
+};
 use crate::{
     addr::Protocol,
     proto::header::{Request, Status, Want, Wanted},
@@ -27,11 +30,17 @@ pub struct Routes {
     legacy: bool,
     peer: String,
     catalog: CatalogWatch,
+    ledger: Arc<Ledger>,
 }
 
 impl Routes {
     /// Check every want of a hello against the catalog now.
-    pub fn from_hello(req: &Request, peer: &str, catalog: CatalogWatch) -> Result<Self, Refusal> {
+    pub fn from_hello(
+        req: &Request,
+        peer: &str,
+        catalog: CatalogWatch,
+        ledger: Arc<Ledger>,
+    ) -> Result<Self, Refusal> {
         let legacy = req.wants.is_empty();
         let wants = if legacy {
             vec![Want {
@@ -55,6 +64,7 @@ impl Routes {
             legacy,
             peer: peer.to_string(),
             catalog,
+            ledger,
         };
         let now = routes.catalog.borrow().clone();
         routes.check_all(&now)?;
@@ -88,6 +98,13 @@ impl Routes {
         } else {
             (flow >> 24) as usize
         }
+    }
+
+    /// The counts of want `index`'s service or destination.
+    pub fn counts(&self, index: usize) -> Option<Arc<ServiceCounts>> {
+        self.wants
+            .get(index)
+            .map(|w| self.ledger.service(&w.short()))
     }
 
     /// What the session's wants are, for logs.

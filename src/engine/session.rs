@@ -201,7 +201,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
         refuse_hello(&conn, &mut send, Status::Unauthorized, &reason).await;
         return Err(SessionError::Unauthorized { peer, reason });
     }
-    let routes = match Routes::from_hello(&req, &peer, ctx.catalog.subscribe()) {
+    let routes = match Routes::from_hello(&req, &peer, ctx.catalog.subscribe(), ledger.clone()) {
         Ok(r) => Arc::new(r),
         Err(refusal) => {
             warn!(%peer, "refusing the receiver: {}", refusal.message);

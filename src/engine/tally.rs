@@ -121,9 +121,18 @@ impl Tally {
 
     /// A TCP connection starts; it counts as open until the guard drops.
     pub fn stream_opened(self: &Arc<Self>) -> StreamGuard {
+        self.stream_opened_for(None)
+    }
+
+    /// The same, counted for its service too.
+    pub fn stream_opened_for(self: &Arc<Self>, service: Option<Arc<ServiceCounts>>) -> StreamGuard {
         self.tcp_open.fetch_add(1, Relaxed);
         self.tcp_total.fetch_add(1, Relaxed);
-        StreamGuard(self.clone())
+        if let Some(s) = &service {
+            s.tcp_open.fetch_add(1, Relaxed);
+            s.tcp_total.fetch_add(1, Relaxed);
+        }
+        StreamGuard(self.clone(), service)
     }
 
     /// The peer's identity (public key or certificate fingerprint).
@@ -241,15 +250,57 @@ impl Drop for Gauge<'_> {
     }
 }
 
-/// An open TCP connection in a [`Tally`]: dropping it closes it.
+/// An open TCP connection in a [`Tally`] (and its service's counts):
+/// dropping it closes it.
 #[derive(Debug)]
-pub struct StreamGuard(Arc<Tally>);
+pub struct StreamGuard(Arc<Tally>, Option<Arc<ServiceCounts>>);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.tcp_open.fetch_sub(1, Relaxed);
+        if let Some(s) = &self.1 {
+            s.tcp_open.fetch_sub(1, Relaxed);
+        }
     }
 }
+
+/// What one service counted over the process's life: a sender's service
+/// or destination, a receiver's target.
+#[derive(Debug, Default)]
+pub struct ServiceCounts {
+    /// TCP connections open now.
+    pub tcp_open: AtomicU64,
+    /// TCP connections carried.
+    pub tcp_total: AtomicU64,
+    /// Connections to it that failed (sender: connect; receiver: the
+    /// sender could not).
+    pub connect_failures: AtomicU64,
+    /// Connections and flows refused by the sender's policy.
+    pub refused: AtomicU64,
+    /// UDP flows opened.
+    pub udp_flows_total: AtomicU64,
+}
+
+/// [`ServiceCounts`] read at one moment, with the service's name.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceStatus {
+    /// Service name (`default`), or a destination (`tcp://HOST:PORT`).
+    pub name: String,
+    /// TCP connections open now.
+    pub tcp_open: u64,
+    /// TCP connections carried.
+    pub tcp_total: u64,
+    /// Failed connections.
+    pub connect_failures: u64,
+    /// Refused by policy.
+    pub refused: u64,
+    /// UDP flows opened.
+    pub udp_flows_total: u64,
+}
+
+/// Most services and destinations counted by name in one process; the
+/// rest are counted together as `other`.
+pub const MAX_SERVICES: usize = 64;
 
 /// Counts over a sender's or receiver's life, and its live sessions.
 /// `peerport status`, the metrics and the dashboard read it.
@@ -275,6 +326,7 @@ pub struct Ledger {
     sessions: Mutex<std::collections::BTreeMap<u64, std::sync::Weak<Tally>>>,
     ended: Mutex<Ended>,
     shared_udp: Option<Arc<UdpStats>>,
+    services: Mutex<std::collections::BTreeMap<String, Arc<ServiceCounts>>>,
 }
 
 /// What sessions counted, added up (ended ones in [`Ledger::ended`],
@@ -380,6 +432,38 @@ impl Ledger {
         e.sums.add(&sums);
         drop(e);
         self.sessions.lock().expect("ledger").remove(&t.id);
+    }
+
+    /// The counts of service `name` (made on first use; past
+    /// [`MAX_SERVICES`] names, those of `other`).
+    pub fn service(&self, name: &str) -> Arc<ServiceCounts> {
+        let mut m = self.services.lock().expect("ledger");
+        if let Some(c) = m.get(name) {
+            return c.clone();
+        }
+        let key = if m.len() >= MAX_SERVICES {
+            "other"
+        } else {
+            name
+        };
+        m.entry(key.to_string()).or_default().clone()
+    }
+
+    /// Every service's counts, by name.
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        self.services
+            .lock()
+            .expect("ledger")
+            .iter()
+            .map(|(name, c)| ServiceStatus {
+                name: name.clone(),
+                tcp_open: c.tcp_open.load(Relaxed),
+                tcp_total: c.tcp_total.load(Relaxed),
+                connect_failures: c.connect_failures.load(Relaxed),
+                refused: c.refused.load(Relaxed),
+                udp_flows_total: c.udp_flows_total.load(Relaxed),
+            })
+            .collect()
     }
 
     /// The live sessions, oldest first.

@@ -28,7 +28,7 @@ use super::{
     policy::Route,
     resume::{Attach, Session},
     routes::Routes,
-    tally::{StreamGuard, Tally},
+    tally::{ServiceCounts, StreamGuard, Tally},
     EngineConfig, SessionError,
 };
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,12 +64,12 @@ pub async fn run_receiver<C: TunnelConnection>(
             reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
             w = queue.next() => {
                 let (conn, child, requeue) = (conn.clone(), child.clone(), requeue.clone());
-                let (session, tally) = (session.clone(), tally.clone());
+                let (session, tally, counts) = (session.clone(), tally.clone(), queue.counts.clone());
                 let span = tracing::info_span!("tcp", client = %w.client);
                 tasks.spawn(async move {
                     tokio::select! {
                         _ = child.cancelled() => {}
-                        r = receiver_stream(conn, w, service, session, tally) => match r {
+                        r = receiver_stream(conn, w, service, session, tally, counts) => match r {
                             Ok(()) => debug!("connection finished or handed to the session"),
                             Err(StreamEnd::NotStarted(w)) => {
                                 debug!("the tunnel went away before this connection started: it waits for the next session");
@@ -109,6 +109,7 @@ async fn receiver_stream<C: TunnelConnection>(
     service: Option<u16>,
     session: Option<Arc<Session<C>>>,
     tally: Arc<Tally>,
+    counts: Arc<ServiceCounts>,
 ) -> Result<(), StreamEnd> {
     let Ok((mut send, mut recv)) = open_bi_retry(&conn).await else {
         return Err(StreamEnd::NotStarted(w));
@@ -151,10 +152,15 @@ async fn receiver_stream<C: TunnelConnection>(
     match reply {
         Err(_) => Err(StreamEnd::NotStarted(w)),
         Ok(r) if r.status != Status::Ok => {
+            let n = match r.status {
+                Status::ConnectFailed => &counts.connect_failures,
+                _ => &counts.refused,
+            };
+            n.fetch_add(1, Relaxed);
             Err(StreamEnd::Failed(format!("sender refused: {}", r.message)))
         }
         Ok(_) => {
-            let open = tally.stream_opened();
+            let open = tally.stream_opened_for(Some(counts));
             match (session, id) {
                 (Some(session), Some(id)) => {
                     let sent = bytes::Bytes::from(std::mem::take(&mut w.prefix));
@@ -287,11 +293,21 @@ async fn sender_stream<C: TunnelConnection>(
         return Err("unexpected stream kind".into());
     }
     let index = req.service.unwrap_or(0) as usize;
+    let counts = routes.counts(index);
     let (route, addrs) = match routes.resolve(index, Protocol::Tcp).await {
         Ok(r) => r,
         Err(refusal) => {
-            if refusal.status == Status::ConnectFailed {
+            let failed = refusal.status == Status::ConnectFailed;
+            if failed {
                 tally.connect_failures.fetch_add(1, Relaxed);
+            }
+            if let Some(c) = &counts {
+                let n = if failed {
+                    &c.connect_failures
+                } else {
+                    &c.refused
+                };
+                n.fetch_add(1, Relaxed);
             }
             refuse(&mut send, refusal.status, &refusal.message).await;
             return Err(refusal.message);
@@ -301,6 +317,9 @@ async fn sender_stream<C: TunnelConnection>(
         Ok(t) => t,
         Err(e) => {
             tally.connect_failures.fetch_add(1, Relaxed);
+            if let Some(c) = &counts {
+                c.connect_failures.fetch_add(1, Relaxed);
+            }
             let msg = format!("cannot connect to {route}: {e}");
             refuse(&mut send, Status::ConnectFailed, &msg).await;
             return Err(msg);
@@ -321,7 +340,7 @@ async fn sender_stream<C: TunnelConnection>(
     send.write_all(&Reply::ok().encode())
         .await
         .map_err(|e| format!("cannot write reply: {e}"))?;
-    let open = tally.stream_opened();
+    let open = tally.stream_opened_for(counts);
     match resumable {
         Some((session, id)) => {
             let first = Attach::Fresh { conn, send, recv };

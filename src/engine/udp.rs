@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
-use super::{front::UdpFront, routes::Routes, EngineConfig, SessionError};
+use super::{front::UdpFront, policy::Refusal, routes::Routes, EngineConfig, SessionError};
 use crate::{
     addr::Protocol,
     net,
@@ -402,6 +402,7 @@ async fn uplink<C: TunnelConnection>(conn: &C, front: &UdpFront) -> Result<(), S
             continue;
         };
         if new {
+            front.counts.udp_flows_total.fetch_add(1, Relaxed);
             info!(client = %from, flow = id, "new udp flow");
         }
         send_packet(conn, id, seq, &buf[..n], stats).await?;
@@ -492,9 +493,24 @@ impl<C: TunnelConnection> SenderFlows<C> {
             self.stats.dropped_flow_cap.fetch_add(1, Relaxed);
             return None;
         }
-        let sock = match open_flow_socket(routes, routes.index_of_flow(id)).await {
-            Ok(s) => Arc::new(s),
+        let index = routes.index_of_flow(id);
+        let counts = routes.counts(index);
+        let sock = match open_flow_socket(routes, index).await {
+            Ok(s) => {
+                if let Some(c) = &counts {
+                    c.udp_flows_total.fetch_add(1, Relaxed);
+                }
+                Arc::new(s)
+            }
             Err(e) => {
+                if let Some(c) = &counts {
+                    let n = match e.status {
+                        crate::proto::header::Status::ConnectFailed => &c.connect_failures,
+                        _ => &c.refused,
+                    };
+                    n.fetch_add(1, Relaxed);
+                }
+                let e = e.message;
                 // remembered (bounded), so a refused flow costs no lookup per packet
                 warn!(flow = id, "udp flow refused: {e}");
                 self.stats.dropped_send_error.fetch_add(1, Relaxed);
@@ -631,14 +647,12 @@ pub async fn serve_sender<C: TunnelConnection>(
     result
 }
 
-async fn open_flow_socket(routes: &Routes, index: usize) -> Result<UdpSocket, String> {
-    let (route, addrs) = routes
-        .resolve(index, Protocol::Udp)
-        .await
-        .map_err(|r| r.message)?;
-    let sock = net::udp_socket_to(addrs[0])
-        .await
-        .map_err(|e| format!("cannot open a socket to {route}: {e}"))?;
+async fn open_flow_socket(routes: &Routes, index: usize) -> Result<UdpSocket, Refusal> {
+    let (route, addrs) = routes.resolve(index, Protocol::Udp).await?;
+    let sock = net::udp_socket_to(addrs[0]).await.map_err(|e| Refusal {
+        status: crate::proto::header::Status::ConnectFailed,
+        message: format!("cannot open a socket to {route}: {e}"),
+    })?;
     debug!(to = %route, "udp flow opened");
     Ok(sock)
 }

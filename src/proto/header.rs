@@ -104,6 +104,21 @@ impl Want {
     }
 }
 
+impl Want {
+    /// A short name for counters: the service's name (`default` for
+    /// the default service), or `PROTO://HOST:PORT` for a destination.
+    pub fn short(&self) -> String {
+        match &self.what {
+            Wanted::Service(n) if n.is_empty() => "default".into(),
+            Wanted::Service(n) => n.clone(),
+            Wanted::Destination { host, port } if host.contains(':') => {
+                format!("{}://[{host}]:{port}", self.protocol)
+            }
+            Wanted::Destination { host, port } => format!("{}://{host}:{port}", self.protocol),
+        }
+    }
+}
+
 impl std::fmt::Display for Want {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.what {

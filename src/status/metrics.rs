@@ -19,6 +19,7 @@ use prometheus_client::{
 };
 
 use super::{text::short, Monitor, Snapshot};
+use crate::engine::tally::ServiceStatus;
 
 /// A back-end's own metrics, written as OpenMetrics text (without `# EOF`).
 pub type Extra = Box<dyn Fn(&mut String) -> std::fmt::Result + Send + Sync>;
@@ -173,6 +174,7 @@ impl Collector for Scrape {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
         let s = self.0.snapshot();
         process(&mut e, &s)?;
+        services(&mut e, &s)?;
         sessions(&mut e, &s)
     }
 }
@@ -338,6 +340,59 @@ fn process(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         "UDP flows opened",
         u.flows_total,
     )
+}
+
+/// One number of a service.
+type Field = fn(&ServiceStatus) -> u64;
+
+fn services(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
+    let per = |f: Field| -> Vec<(Labels, ConstCounter<u64>)> {
+        s.services
+            .iter()
+            .map(|v| (vec![("service", v.name.clone())], ConstCounter::new(f(v))))
+            .collect()
+    };
+    family(
+        e,
+        "peerport_service_tcp_connections_open",
+        "TCP connections open now, per service (or destination, or receiver target)",
+        MetricType::Gauge,
+        s.services
+            .iter()
+            .map(|v| {
+                (
+                    vec![("service", v.name.clone())],
+                    ConstGauge::new(v.tcp_open as i64),
+                )
+            })
+            .collect(),
+    )?;
+    let counters: [(&str, &str, Field); 4] = [
+        (
+            "peerport_service_tcp_connections_total",
+            "TCP connections carried, per service",
+            |v| v.tcp_total,
+        ),
+        (
+            "peerport_service_connect_failures_total",
+            "Connections that failed, per service",
+            |v| v.connect_failures,
+        ),
+        (
+            "peerport_service_refused_total",
+            "Connections and flows refused by the sender's policy, per service",
+            |v| v.refused,
+        ),
+        (
+            "peerport_service_udp_flows_total",
+            "UDP flows opened, per service",
+            |v| v.udp_flows_total,
+        ),
+    ];
+    for (name, help, f) in counters {
+        family(e, name, help, MetricType::Counter, per(f))?;
+    }
+    Ok(())
 }
 
 fn sessions(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     engine::{
-        tally::{unix_ms, PathChange, Sums},
+        tally::{unix_ms, PathChange, ServiceStatus, Sums},
         Ledger,
     },
     transport::PathKind,
@@ -257,6 +257,9 @@ pub struct Snapshot {
     pub sessions: Vec<SessionStatus>,
     /// Counts over the process's life.
     pub totals: Totals,
+    /// Per service (sender: service or destination; receiver: target).
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
     /// Recent events, oldest first.
     pub events: Vec<Event>,
 }
@@ -516,6 +519,7 @@ impl Monitor {
             state_secs: since.map_or(0.0, |s| now.duration_since(s).as_secs_f64()),
             sessions,
             totals,
+            services: ledger.services(),
             events: st.events.iter().cloned().collect(),
         }
     }

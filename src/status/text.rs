@@ -102,6 +102,25 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
     let _ = writeln!(o);
+    // one line per service when there is more than the default one
+    let plain =
+        matches!(s.services.as_slice(), [] | [_]) && s.services.iter().all(|v| v.name == "default");
+    if !plain {
+        for v in &s.services {
+            let _ = write!(
+                o,
+                "  service {}: tcp {} open / {} total",
+                v.name, v.tcp_open, v.tcp_total
+            );
+            if v.udp_flows_total > 0 {
+                let _ = write!(o, ", udp {} flow(s)", v.udp_flows_total);
+            }
+            if v.connect_failures + v.refused > 0 {
+                let _ = write!(o, ", {} failed, {} refused", v.connect_failures, v.refused);
+            }
+            let _ = writeln!(o);
+        }
+    }
     if let Some(e) = s.events.last() {
         let _ = writeln!(o, "  last event: {e}");
     }
