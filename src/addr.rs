@@ -204,6 +204,21 @@ impl FromStr for TargetSpec {
     fn from_str(input: &str) -> Result<Self, String> {
         use crate::proto::header::Wanted;
         let s = input.trim();
+        if let Some(addr) = s
+            .get(..9)
+            .filter(|p| p.eq_ignore_ascii_case("socks5://"))
+            .map(|_| &s[9..])
+        {
+            let local: ForwardAddr = format!("tcp://{addr}").parse().map_err(|_| {
+                format!(
+                    "--target `{input}`: write socks5://HOST:PORT, e.g. socks5://127.0.0.1:1080"
+                )
+            })?;
+            return Ok(TargetSpec {
+                local,
+                want: Wanted::Dynamic,
+            });
+        }
         let (name, rest) = match s.split_once('=') {
             Some((n, r)) if !n.contains("://") => (Some(n.trim()), r),
             _ => (None, s),
@@ -248,6 +263,7 @@ impl fmt::Display for TargetSpec {
                 write!(f, "{}=[{host}]:{port}", self.local)
             }
             Wanted::Destination { host, port } => write!(f, "{}={host}:{port}", self.local),
+            Wanted::Dynamic => write!(f, "socks5://{}", self.local.host_port()),
         }
     }
 }
@@ -316,7 +332,11 @@ mod tests {
                 }
             )
         );
+        let t: TargetSpec = "SOCKS5://127.0.0.1:1080".parse().unwrap();
+        assert_eq!((t.want.clone(), t.local.port), (Wanted::Dynamic, 1080));
+        assert_eq!(t.to_string(), "socks5://127.0.0.1:1080");
         for bad in [
+            "socks5://127.0.0.1",
             "ssh=tcp://127.0.0.1:2222=10.0.0.5:22",
             "tcp://127.0.0.1:2222=10.0.0.5",
             "tcp://127.0.0.1:2222=fd00::1:22",

@@ -187,6 +187,7 @@ impl ReceiverBuilder {
             };
             let (front, local) = Front::bind(
                 &t.local,
+                t.want == Wanted::Dynamic,
                 index,
                 &self.engine,
                 self.reconnect_wait,
@@ -199,6 +200,9 @@ impl ReceiverBuilder {
                     info!(listen = %local, "listening for local clients")
                 }
                 _ => info!(listen = %local, to = %want, "listening for local clients"),
+            }
+            if t.want == Wanted::Dynamic && !local.ip().is_loopback() {
+                warn!(listen = %local, "this SOCKS5 listener takes no password: anyone who can reach it may use every destination the sender's --allow rules cover");
             }
             fronts.push(front);
             locals.push(local);

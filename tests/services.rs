@@ -536,3 +536,82 @@ async fn proxy_protocol_tells_the_service_the_client_address() {
         .unwrap();
     assert_eq!(got, format!("{me} -> {local}"));
 }
+
+/// A SOCKS5 CONNECT to `to` through the proxy at `proxy`; the reply code
+/// and the connection (for the data that follows).
+async fn socks_connect(proxy: SocketAddr, to: SocketAddr) -> (u8, TcpStream) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(&[5, 1, 0]).await.unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await.unwrap();
+    assert_eq!(m, [5, 0], "the proxy takes no authentication");
+    let std::net::IpAddr::V4(ip) = to.ip() else {
+        unreachable!()
+    };
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&ip.octets());
+    req.extend_from_slice(&to.port().to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    tokio::time::timeout(WAIT, s.read_exact(&mut reply))
+        .await
+        .expect("a SOCKS5 reply in time")
+        .unwrap();
+    (reply[1], s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks5_destinations_follow_the_senders_rules() {
+    let r = rendezvous().await;
+    let mut tasks = JoinSet::new();
+    let (allowed, conns, _) = counting_echo(&mut tasks, "127.0.0.1:0".parse().unwrap()).await;
+    let (forbidden, f_conns, f_bytes) = counting_echo(
+        &mut tasks,
+        SocketAddr::new("127.0.0.2".parse().unwrap(), allowed.port()),
+    )
+    .await;
+    // a sender with destinations only, no service
+    let mut args: Vec<String> = vec![
+        "sender".into(),
+        "iroh".into(),
+        "--allow".into(),
+        format!("127.0.0.1/32:{}", allowed.port()),
+    ];
+    args.extend(local_flags(&r));
+    let mut tx = Proc::spawn(&args);
+    let ticket = tx.first_stdout_line().await;
+    let mut rx = receiver_of(&r, &ticket, &["socks5://127.0.0.1:0"]);
+    let proxy = listen_addrs(&mut rx, 1).await[0];
+    rx.wait_stderr("session established").await;
+
+    let (code, mut s) = socks_connect(proxy, allowed).await;
+    assert_eq!(code, 0, "CONNECT to an allowed destination succeeds");
+    let data = pattern(300 * 1024, 4);
+    let (mut rd, mut wr) = s.split();
+    let mut back = vec![0u8; data.len()];
+    let (w, r2) = tokio::join!(wr.write_all(&data), rd.read_exact(&mut back));
+    w.unwrap();
+    r2.unwrap();
+    assert_eq!(sha(&back), sha(&data));
+    assert_eq!(conns.load(SeqCst), 1);
+
+    let (code, mut s) = socks_connect(proxy, forbidden).await;
+    assert_eq!(code, 2, "SOCKS5 'connection not allowed by ruleset'");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+    assert!(rest.is_empty());
+    rx.wait_stderr("is not allowed by the sender's --allow rules")
+        .await;
+    assert_eq!((f_conns.load(SeqCst), f_bytes.load(SeqCst)), (0, 0));
+
+    // a legacy receiver (one plain target) is told what this sender offers
+    let mut plain = receiver_proc(&r, "tcp", &ticket, &[]);
+    assert_eq!(plain.wait_exit(WAIT).await, Some(4));
+    assert!(
+        plain
+            .stderr_text()
+            .contains("this sender has no services, only destinations"),
+        "{}",
+        plain.stderr_text()
+    );
+}

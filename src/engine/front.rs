@@ -16,9 +16,10 @@ use tokio::{
     sync::mpsc,
 };
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use super::{
+    socks,
     tally::ServiceCounts,
     target::BoundTarget,
     udp::{FlowTable, UdpStats},
@@ -39,6 +40,8 @@ pub struct Waiting {
     /// Bytes the client already sent through a session that went away
     /// before the sender answered: the next session sends them first.
     pub(crate) prefix: Vec<u8>,
+    /// Where a SOCKS5 client asked to go.
+    pub(crate) dest: Option<(String, u16)>,
     since: Instant,
 }
 
@@ -55,9 +58,14 @@ pub struct TcpQueue {
 }
 
 impl TcpQueue {
-    fn start(listener: TcpListener, wait: Duration, counts: Arc<ServiceCounts>) -> Self {
+    fn start(
+        listener: TcpListener,
+        wait: Duration,
+        counts: Arc<ServiceCounts>,
+        socks: bool,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_WAITING);
-        let task = tokio::spawn(accept_loop(listener, tx.clone()));
+        let task = tokio::spawn(accept_loop(listener, tx.clone(), socks));
         TcpQueue {
             rx,
             tx,
@@ -132,25 +140,39 @@ impl TcpQueue {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Waiting>) {
+/// Accept local clients into the queue; on a SOCKS5 front each first says
+/// where it goes (at most [`MAX_WAITING`] at a time, each within
+/// [`socks::HANDSHAKE_TIMEOUT`]; the handshakes end with this loop).
+async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Waiting>, socks: bool) {
+    let mut handshakes = tokio::task::JoinSet::new();
     loop {
+        while handshakes.try_join_next().is_some() {}
         match listener.accept().await {
-            Ok((stream, client)) => {
+            Ok((mut stream, client)) => {
                 let _ = stream.set_nodelay(true);
-                let w = Waiting {
-                    stream,
-                    client,
-                    prefix: Vec::new(),
-                    since: Instant::now(),
-                };
-                match tx.try_send(w) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(w)) => warn!(
-                        client = %w.client,
-                        "{MAX_WAITING} local connections already wait for the tunnel: closing this one"
-                    ),
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                if !socks {
+                    if !queue(&tx, waiting(stream, client, None)) {
+                        return;
+                    }
+                    continue;
                 }
+                if handshakes.len() >= MAX_WAITING {
+                    warn!(client = %client, "{MAX_WAITING} SOCKS5 clients are still negotiating: closing this one");
+                    continue;
+                }
+                let tx = tx.clone();
+                handshakes.spawn(
+                    async move {
+                        match socks::accept(&mut stream).await {
+                            Ok(dest) => {
+                                debug!(client = %client, to = %format!("{}:{}", dest.0, dest.1), "SOCKS5 CONNECT");
+                                queue(&tx, waiting(stream, client, Some(dest)));
+                            }
+                            Err(e) => info!(client = %client, "SOCKS5 client refused: {e}"),
+                        }
+                    }
+                    .in_current_span(),
+                );
             }
             Err(e) => {
                 // e.g. EMFILE: back off instead of spinning
@@ -158,6 +180,31 @@ async fn accept_loop(listener: TcpListener, tx: mpsc::Sender<Waiting>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+fn waiting(stream: TcpStream, client: SocketAddr, dest: Option<(String, u16)>) -> Waiting {
+    Waiting {
+        stream,
+        client,
+        prefix: Vec::new(),
+        dest,
+        since: Instant::now(),
+    }
+}
+
+/// Queue a client for the next session; false when the queue is gone.
+fn queue(tx: &mpsc::Sender<Waiting>, w: Waiting) -> bool {
+    match tx.try_send(w) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(w)) => {
+            warn!(
+                client = %w.client,
+                "{MAX_WAITING} local connections already wait for the tunnel: closing this one"
+            );
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -219,9 +266,12 @@ pub enum Front {
 impl Front {
     /// Bind `target` (fails fast with a clear message on a busy port);
     /// `index` is its place in the receiver's list, UDP fronts share
-    /// `udp_stats`; `counts` are the target's own.
+    /// `udp_stats`; `counts` are the target's own; `socks`: a SOCKS5
+    /// listener (TCP).
+    #[allow(clippy::too_many_arguments)]
     pub async fn bind(
         target: &ForwardAddr,
+        socks: bool,
         index: u8,
         engine: &EngineConfig,
         reconnect_wait: Duration,
@@ -234,7 +284,7 @@ impl Front {
             source,
         })?;
         let front = match bound {
-            BoundTarget::Tcp(l) => Front::Tcp(TcpQueue::start(l, reconnect_wait, counts)),
+            BoundTarget::Tcp(l) => Front::Tcp(TcpQueue::start(l, reconnect_wait, counts, socks)),
             BoundTarget::Udp(s) => Front::Udp(UdpFront {
                 sock: Arc::new(s),
                 table: Arc::new(Mutex::new(FlowTable::new(engine.max_udp_flows, index))),

@@ -7,6 +7,7 @@
 //! * [`auth`]: who may use a sender.
 //! * [`policy`]: the sender's services and `--allow` destination rules.
 //! * [`routes`]: a session's services, checked per stream and on reload.
+//! * [`socks`]: the receiver's SOCKS5 front for destinations chosen per connection.
 //! * [`target`]: binding the receiver's local listener with clear errors.
 //! * [`front`]: the receiver's local side, kept across sessions.
 //! * [`resume`]: TCP streams that outlive a lost connection.
@@ -21,6 +22,7 @@ pub mod resume;
 pub mod routes;
 pub mod server;
 pub mod session;
+pub mod socks;
 pub mod tally;
 pub mod target;
 pub mod tcp;

@@ -237,6 +237,8 @@ pub struct Catalog {
 pub enum Route {
     /// A service's source.
     Service(Arc<Service>),
+    /// Destinations each connection names (SOCKS5), each checked then.
+    Dynamic,
     /// A receiver-chosen destination, allowed by the rules.
     Destination {
         /// TCP or UDP.
@@ -252,6 +254,7 @@ impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Route::Service(s) => f.write_str(&s.label()),
+            Route::Dynamic => f.write_str("destinations named by SOCKS5 clients"),
             Route::Destination {
                 protocol,
                 host,
@@ -417,6 +420,11 @@ impl Catalog {
                 }
                 Ok(Route::Service(Arc::new(svc.clone())))
             }
+            Wanted::Dynamic if self.allow.is_empty() => Err(Refusal::new(
+                Status::Unauthorized,
+                "a SOCKS5 target refused: this sender allows no receiver-chosen destinations (it has no --allow rules)",
+            )),
+            Wanted::Dynamic => Ok(Route::Dynamic),
             Wanted::Destination { host, port } => {
                 let route = Route::Destination {
                     protocol: want.protocol,
@@ -457,6 +465,10 @@ impl Catalog {
             Refusal::new(Status::ConnectFailed, format!("cannot resolve {what}: {e}"))
         };
         match route {
+            Route::Dynamic => Err(Refusal::new(
+                Status::BadRequest,
+                "a SOCKS5 connection without a destination",
+            )),
             Route::Service(s) => s
                 .source
                 .resolve()

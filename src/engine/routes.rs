@@ -126,6 +126,7 @@ impl Routes {
         &self,
         index: usize,
         protocol: Protocol,
+        dest: Option<&(String, u16)>,
     ) -> Result<(Route, Vec<SocketAddr>), Refusal> {
         let want = self
             .wants
@@ -135,6 +136,21 @@ impl Routes {
                 status: Status::BadRequest,
                 message: format!("no {protocol} service number {index} in this session's hello"),
             })?;
+        let named;
+        let want = match (&want.what, dest) {
+            // a SOCKS5 connection: its destination, under the same rules
+            (Wanted::Dynamic, Some((host, port))) => {
+                named = Want {
+                    protocol,
+                    what: Wanted::Destination {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                };
+                &named
+            }
+            _ => want,
+        };
         let catalog = self.catalog.borrow().clone();
         let route = catalog.grant(want, &self.peer)?;
         let addrs = catalog.resolve(&route).await?;

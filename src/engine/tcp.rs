@@ -28,6 +28,7 @@ use super::{
     policy::Route,
     resume::{Attach, Session},
     routes::Routes,
+    socks,
     tally::{ServiceCounts, StreamGuard, Tally},
     EngineConfig, SessionError,
 };
@@ -121,6 +122,7 @@ async fn receiver_stream<C: TunnelConnection>(
     }
     .with_service(service)
     .with_client(w.stream.local_addr().ok().map(|local| (w.client, local)))
+    .with_dest(w.dest.clone())
     .encode();
     head.extend_from_slice(&w.prefix);
     if send.write_all(&head).await.is_err() {
@@ -157,9 +159,17 @@ async fn receiver_stream<C: TunnelConnection>(
                 _ => &counts.refused,
             };
             n.fetch_add(1, Relaxed);
+            if w.dest.is_some() {
+                let _ = socks::reply(&mut w.stream, Some(r.status)).await;
+            }
             Err(StreamEnd::Failed(format!("sender refused: {}", r.message)))
         }
         Ok(_) => {
+            if w.dest.is_some() {
+                if let Err(e) = socks::reply(&mut w.stream, None).await {
+                    return Err(StreamEnd::Failed(format!("SOCKS5 reply failed: {e}")));
+                }
+            }
             let open = tally.stream_opened_for(Some(counts));
             match (session, id) {
                 (Some(session), Some(id)) => {
@@ -294,7 +304,10 @@ async fn sender_stream<C: TunnelConnection>(
     }
     let index = req.service.unwrap_or(0) as usize;
     let counts = routes.counts(index);
-    let (route, addrs) = match routes.resolve(index, Protocol::Tcp).await {
+    let (route, addrs) = match routes
+        .resolve(index, Protocol::Tcp, req.dest.as_ref())
+        .await
+    {
         Ok(r) => r,
         Err(refusal) => {
             let failed = refusal.status == Status::ConnectFailed;

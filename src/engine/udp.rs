@@ -648,7 +648,7 @@ pub async fn serve_sender<C: TunnelConnection>(
 }
 
 async fn open_flow_socket(routes: &Routes, index: usize) -> Result<UdpSocket, Refusal> {
-    let (route, addrs) = routes.resolve(index, Protocol::Udp).await?;
+    let (route, addrs) = routes.resolve(index, Protocol::Udp, None).await?;
     let sock = net::udp_socket_to(addrs[0]).await.map_err(|e| Refusal {
         status: crate::proto::header::Status::ConnectFailed,
         message: format!("cannot open a socket to {route}: {e}"),

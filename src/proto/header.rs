@@ -39,6 +39,7 @@ const TAG_DELIVERED: u8 = 6;
 const TAG_WANT: u8 = 7;
 const TAG_SERVICE: u8 = 8;
 const TAG_CLIENT: u8 = 9;
+const TAG_DEST: u8 = 10;
 
 /// What a receiver asks a sender for (a hello lists one per `--target`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub enum Wanted {
         /// Port.
         port: u16,
     },
+    /// Destinations named per connection (a SOCKS5 front), each under the
+    /// `--allow` rules.
+    Dynamic,
 }
 
 impl Want {
@@ -77,6 +81,7 @@ impl Want {
                 v.extend_from_slice(&port.to_be_bytes());
                 v.extend_from_slice(host.as_bytes());
             }
+            Wanted::Dynamic => v.push(2),
         }
         v
     }
@@ -98,6 +103,7 @@ impl Want {
                 port: u16::from_be_bytes([v[2], v[3]]),
                 host: text(&v[4..])?,
             },
+            Some(2) if v.len() == 2 => Wanted::Dynamic,
             _ => return Err(HeaderError::Malformed),
         };
         Ok(Want { protocol, what })
@@ -115,6 +121,7 @@ impl Want {
                 format!("{}://[{host}]:{port}", self.protocol)
             }
             Wanted::Destination { host, port } => format!("{}://{host}:{port}", self.protocol),
+            Wanted::Dynamic => "socks5".into(),
         }
     }
 }
@@ -132,6 +139,11 @@ impl std::fmt::Display for Want {
             Wanted::Destination { host, port } => {
                 write!(f, "destination {}://{host}:{port}", self.protocol)
             }
+            Wanted::Dynamic => write!(
+                f,
+                "destinations named by SOCKS5 clients ({})",
+                self.protocol
+            ),
         }
     }
 }
@@ -191,6 +203,8 @@ pub struct Request {
     /// The local client's address and the address it connected to, on
     /// the receiver (Tcp; for PROXY protocol headers towards a service).
     pub client: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// The destination a SOCKS5 client named (Tcp, for a `Dynamic` want).
+    pub dest: Option<(String, u16)>,
 }
 
 /// Header decoding errors.
@@ -255,6 +269,12 @@ impl Request {
         self
     }
 
+    /// For a destination named with this connection (SOCKS5).
+    pub fn with_dest(mut self, dest: Option<(String, u16)>) -> Self {
+        self.dest = dest;
+        self
+    }
+
     /// A TCP stream header of resumable stream `id`.
     pub fn tcp_stream(id: u64) -> Self {
         Request {
@@ -311,6 +331,11 @@ impl Request {
         }
         if let Some(i) = self.service {
             tlv(TAG_SERVICE, &i.to_be_bytes());
+        }
+        if let Some((host, port)) = &self.dest {
+            let mut v = port.to_be_bytes().to_vec();
+            v.extend_from_slice(host.as_bytes());
+            tlv(TAG_DEST, &v);
         }
         if let Some((from, to)) = self.client {
             tlv(TAG_CLIENT, format!("{from} {to}").as_bytes());
@@ -387,6 +412,13 @@ impl Request {
                 }
                 TAG_DELIVERED => req.delivered = Some(decode_delivered(v)?),
                 TAG_WANT => req.wants.push(Want::decode(v)?),
+                TAG_DEST => {
+                    if v.len() < 3 {
+                        return Err(HeaderError::Malformed);
+                    }
+                    let host = std::str::from_utf8(&v[2..]).map_err(|_| HeaderError::Malformed)?;
+                    req.dest = Some((host.to_string(), u16::from_be_bytes([v[0], v[1]])));
+                }
                 TAG_CLIENT => {
                     let text = std::str::from_utf8(v).map_err(|_| HeaderError::Malformed)?;
                     let (a, b) = text.split_once(' ').ok_or(HeaderError::Malformed)?;
@@ -596,11 +628,25 @@ mod tests {
         ));
         let t = Request::tcp_stream(9)
             .with_service(Some(2))
-            .with_client(client);
+            .with_client(client)
+            .with_dest(Some(("db.internal".into(), 5432)));
         let (d, _) = Request::decode(&t.encode()).unwrap().unwrap();
         assert_eq!((d.stream, d.service, d.client), (Some(9), Some(2), client));
+        assert_eq!(d.dest, Some(("db.internal".to_string(), 5432)));
+        let dynamic = Want {
+            protocol: Protocol::Tcp,
+            what: Wanted::Dynamic,
+        };
+        assert_eq!(Want::decode(&dynamic.encode()).unwrap(), dynamic);
         // malformed wants are errors, not panics
-        for bad in [&[][..], &[2, 0], &[0, 1, 0, 22], &[0, 2], &[0, 0, 0xff]] {
+        for bad in [
+            &[][..],
+            &[2, 0],
+            &[0, 1, 0, 22],
+            &[0, 3],
+            &[0, 2, 1],
+            &[0, 0, 0xff],
+        ] {
             assert!(Want::decode(bad).is_err(), "{bad:?}");
         }
     }
