@@ -452,8 +452,9 @@ impl ToPartial for SenderFlags {
 #[derive(Debug, Args, Clone, Default)]
 pub struct ReceiverFlags {
     /// Local address to listen on: tcp://HOST:PORT or udp://HOST:PORT for
-    /// the sender's default service, NAME=URL for its service NAME, or
-    /// URL=HOST:PORT for a destination the sender allows (repeatable).
+    /// the sender's default service, NAME=URL for its service NAME,
+    /// URL=HOST:PORT for a destination the sender allows, or
+    /// socks5://HOST:PORT for a SOCKS5 proxy to such destinations (repeatable).
     #[arg(long, short = 't', value_name = "[NAME=]URL[=HOST:PORT]")]
     pub target: Vec<String>,
     /// End when the tunnel is lost instead of reconnecting.

@@ -420,6 +420,12 @@ impl Receiver {
                                         "the sender closed this session: another receiver with the same identity (--secret-file) connected, and a sender keeps only the newest session per identity".into(),
                                     ))
                                 }
+                                Some(_) if forbidden(&err).is_some() => {
+                                    return Err(ReceiverError::Refused(format!(
+                                        "the sender's reloaded configuration no longer allows this receiver: {}",
+                                        forbidden(&err).unwrap_or_default()
+                                    )))
+                                }
                                 Some(kind) if !kind.retryable() => {
                                     return Err(ReceiverError::Refused(format!(
                                         "the sender refused this receiver ({err})"
@@ -596,6 +602,17 @@ impl Receiver {
         }
         conn.shutdown().await;
         outcome
+    }
+}
+
+/// The reason the sender gave when a reload no longer allowed the session.
+fn forbidden(err: &SessionError) -> Option<&str> {
+    match err {
+        SessionError::ConnectionLost(CloseReason::Peer {
+            code: close_code::FORBIDDEN,
+            reason,
+        }) => Some(reason),
+        _ => None,
     }
 }
 

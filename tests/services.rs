@@ -456,7 +456,9 @@ async fn sighup_changes_services_without_dropping_sessions_that_comply() {
     tx.signal(1);
     assert_eq!(a.wait_exit(WAIT).await, Some(4), "{}", a.stderr_text());
     assert!(
-        a.stderr_text().contains("no service `ssh`"),
+        a.stderr_text().contains(
+            "the sender's reloaded configuration no longer allows this receiver: this sender has no service `ssh`"
+        ),
         "{}",
         a.stderr_text()
     );
