@@ -475,9 +475,9 @@ fn process_name(s: &Settings, role: &str) -> String {
 /// Re-reads the settings from the config file (SIGHUP).
 type Reload = Box<dyn Fn() -> Result<Settings, crate::config::ConfigError> + Send + Sync>;
 
-/// On every SIGHUP: re-read the config file and serve its services and
-/// rules (sessions that still comply go on); a bad file keeps the old ones.
-fn reload_on_hangup(sender: Sender, reload: Option<Reload>, stop: CancellationToken) {
+/// Run `f` on every SIGHUP until `stop` fires (and no longer die of it,
+/// which is SIGHUP's default).
+fn on_hangup(stop: CancellationToken, mut f: impl FnMut() + Send + 'static) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -488,44 +488,40 @@ fn reload_on_hangup(sender: Sender, reload: Option<Reload>, stop: CancellationTo
                 _ = stop.cancelled() => return,
                 r = hup.recv() => if r.is_none() { return },
             }
-            let Some(reload) = &reload else {
-                info!("SIGHUP: nothing to re-read (started without a config file)");
-                continue;
-            };
-            match reload().map(|s| s.catalog) {
-                Ok(Some(new)) => {
-                    let old = sender.catalog();
-                    if *old == new {
-                        info!("SIGHUP: configuration re-read, services and rules unchanged");
-                    } else {
-                        info!(services = %new.summary(), "SIGHUP: configuration re-read: serving these services and rules now (other settings need a restart)");
-                        sender.reload(new);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => warn!(
-                    "SIGHUP: the config file has an error, keeping the running configuration: {e}"
-                ),
+            f();
+        }
+    });
+}
+
+/// On every SIGHUP: re-read the config file and serve its services and
+/// rules (sessions that still comply go on); a bad file keeps the old ones.
+fn reload_on_hangup(sender: Sender, reload: Option<Reload>, stop: CancellationToken) {
+    on_hangup(stop, move || {
+        let Some(reload) = &reload else {
+            info!("SIGHUP: nothing to re-read (started without a config file)");
+            return;
+        };
+        match reload().map(|s| s.catalog) {
+            Ok(Some(new)) if *sender.catalog() == new => {
+                info!("SIGHUP: configuration re-read, services and rules unchanged")
             }
+            Ok(Some(new)) => {
+                info!(services = %new.summary(), "SIGHUP: configuration re-read: serving these services and rules now (other settings need a restart)");
+                sender.reload(new);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(
+                "SIGHUP: the config file has an error, keeping the running configuration: {e}"
+            ),
         }
     });
 }
 
 /// What a receiver does on SIGHUP: nothing but say so (its listeners are
-/// bound once), instead of the default of dying.
+/// bound once).
 fn ignore_hangup(stop: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = hup.recv() => if r.is_none() { return },
-            }
-            info!("SIGHUP: a receiver re-reads nothing; restart it to change its targets");
-        }
+    on_hangup(stop, || {
+        info!("SIGHUP: a receiver re-reads nothing; restart it to change its targets")
     });
 }
 
