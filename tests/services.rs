@@ -238,8 +238,19 @@ async fn three_services_share_one_session_each_byte_exact() {
 /// namespace) by `hosts`, so a name resolves to chosen addresses without
 /// DNS. `None` when this machine cannot (not root, no unshare).
 fn wrapper_with_hosts(hosts: &std::path::Path) -> Option<Vec<String>> {
-    let works = std::process::Command::new("unshare")
-        .args(["-m", "true"])
+    let wrapper: Vec<String> = vec![
+        "unshare".into(),
+        "-m".into(),
+        "sh".into(),
+        "-c".into(),
+        format!("mount --bind {} /etc/hosts && exec \"$@\"", hosts.display()),
+        "sh".into(),
+    ];
+    // the whole wrapper, around `true`: unshare and the bind mount must work
+    let works = std::process::Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg("true")
+        .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !works {
@@ -250,14 +261,7 @@ fn wrapper_with_hosts(hosts: &std::path::Path) -> Option<Vec<String>> {
         eprintln!("skipping the two-address name check: `unshare -m` does not work here");
         return None;
     }
-    Some(vec![
-        "unshare".into(),
-        "-m".into(),
-        "sh".into(),
-        "-c".into(),
-        format!("mount --bind {} /etc/hosts && exec \"$@\"", hosts.display()),
-        "sh".into(),
-    ])
+    Some(wrapper)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
