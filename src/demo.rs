@@ -371,8 +371,7 @@ async fn udp_traffic(local: SocketAddr, t0: Instant) -> Result<(Duration, String
     let mut setup = None;
     for _ in 0..1000 {
         s.send(b"hello").await?;
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), s.recv(&mut buf)).await
-        {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), s.recv(&mut buf)).await {
             setup = Some(t0.elapsed());
             break;
         }
