@@ -169,16 +169,24 @@ impl FromStr for SourceSpec {
             Some((n, u)) if !n.contains("://") => (n.trim(), u),
             _ => ("", s),
         };
-        if !name.is_empty() || s.starts_with('=') {
-            crate::engine::policy::check_service_name(name)
-                .map_err(|e| format!("--source `{input}`: {e}"))?;
+        let named = !name.is_empty() || s.starts_with('=');
+        SourceSpec::new(named.then_some(name), url).map_err(|e| format!("--source `{input}`: {e}"))
+    }
+}
+
+impl SourceSpec {
+    /// A service `name` (`None`: the default one) forwarding to `url`, a
+    /// real port; the same checks for `--source` and `[[service]]`.
+    pub fn new(name: Option<&str>, url: &str) -> Result<Self, String> {
+        if let Some(n) = name {
+            crate::engine::policy::check_service_name(n)?;
         }
-        let source: ForwardAddr = url.parse().map_err(|e| format!("--source: {e}"))?;
+        let source: ForwardAddr = url.parse().map_err(|e| format!("{e}"))?;
         if source.port == 0 {
-            return Err(format!("--source `{input}` needs a real port, not 0"));
+            return Err(format!("{source} needs a real port, not 0"));
         }
         Ok(SourceSpec {
-            name: name.to_string(),
+            name: name.unwrap_or_default().to_string(),
             source,
         })
     }

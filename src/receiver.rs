@@ -414,17 +414,16 @@ impl Receiver {
                             if !self.reconnect.enabled {
                                 return Err(ReceiverError::Ended(err.to_string()));
                             }
+                            if let Some(reason) = forbidden(&err) {
+                                return Err(ReceiverError::Refused(format!(
+                                    "the sender's reloaded configuration no longer allows this receiver: {reason}"
+                                )));
+                            }
                             match err.refusal() {
                                 Some(RefusalKind::Superseded) => {
                                     return Err(ReceiverError::Refused(
                                         "the sender closed this session: another receiver with the same identity (--secret-file) connected, and a sender keeps only the newest session per identity".into(),
                                     ))
-                                }
-                                Some(_) if forbidden(&err).is_some() => {
-                                    return Err(ReceiverError::Refused(format!(
-                                        "the sender's reloaded configuration no longer allows this receiver: {}",
-                                        forbidden(&err).unwrap_or_default()
-                                    )))
                                 }
                                 Some(kind) if !kind.retryable() => {
                                     return Err(ReceiverError::Refused(format!(
@@ -468,11 +467,6 @@ impl Receiver {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-    }
-
-    /// Whether the hello lists no wants (one default target).
-    fn legacy(&self) -> bool {
-        matches!(self.wants.as_slice(), [Want { what: Wanted::Service(n), .. }] if n.is_empty())
     }
 
     /// After a hello: continue the resumable session the sender resumed, or
@@ -564,7 +558,7 @@ impl Receiver {
                         });
                     }
                 };
-                let legacy = self.legacy();
+                let legacy = Want::default_only(&self.wants);
                 let forwarded = tokio::select! {
                     r = session::forward(conn.clone(), hello, &mut self.fronts, legacy, self.engine.clone(), session, tally.clone(), shutdown.child_token()) => r,
                     why = conn.path_gone() => {

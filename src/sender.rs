@@ -99,15 +99,6 @@ impl Sender {
     /// Start building a sender that serves `catalog`: named services and
     /// destination rules.
     pub fn serving(catalog: Catalog) -> SenderBuilder {
-        Sender::builder_inner(catalog)
-    }
-
-    /// Start building a sender that forwards to `source`.
-    pub fn builder(source: ForwardAddr) -> SenderBuilder {
-        Sender::builder_inner(Catalog::single(source))
-    }
-
-    fn builder_inner(catalog: Catalog) -> SenderBuilder {
         SenderBuilder {
             catalog,
             auth: Authorizer::transport_pinned(),
@@ -115,6 +106,11 @@ impl Sender {
             max_sessions: DEFAULT_MAX_SESSIONS,
             drain: std::time::Duration::ZERO,
         }
+    }
+
+    /// Start building a sender that forwards to `source`.
+    pub fn builder(source: ForwardAddr) -> SenderBuilder {
+        Sender::serving(Catalog::single(source))
     }
 
     /// What this sender serves now.

@@ -9,7 +9,7 @@ use peerport_signaling::Mode;
 
 pub use crate::sender::DEFAULT_MAX_SESSIONS;
 use crate::{
-    addr::{ForwardAddr, SourceSpec, TargetSpec},
+    addr::{SourceSpec, TargetSpec},
     cli::ConfigArgs,
     config::{self, ConfigError, Partial, Role},
     engine::policy::{self, AllowRule, Catalog, Service},
@@ -319,15 +319,9 @@ fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
     }
     for t in p.service.iter().flatten() {
         let what = format!("[[service]] `{}`", t.name);
-        policy::check_service_name(&t.name).map_err(|e| invalid(format!("{what}: {e}")))?;
-        let source: ForwardAddr = t
-            .source
-            .parse()
-            .map_err(|e| invalid(format!("{what}: source: {e}")))?;
-        if source.port == 0 {
-            return Err(invalid(format!("{what}: source needs a real port, not 0")));
-        }
-        let mut svc = Service::new(t.name.clone(), source);
+        let spec = SourceSpec::new(Some(&t.name), &t.source)
+            .map_err(|e| invalid(format!("{what}: {e}")))?;
+        let mut svc = Service::new(spec.name, spec.source);
         svc.proxy_protocol = t.proxy_protocol == Some(true);
         if svc.proxy_protocol && svc.source.protocol != crate::addr::Protocol::Tcp {
             return Err(invalid(format!(

@@ -103,14 +103,7 @@ fn receiver_of(r: &peerport::rendezvous::Rendezvous, ticket: &str, targets: &[&s
 async fn listen_addrs(p: &mut Proc, n: usize) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for i in 1..=n {
-        let line = p.wait_stderr_nth("listening for local clients", i).await;
-        out.push(
-            line.split("listen=")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("no listen address in `{line}`")),
-        );
+        out.push(listen_addr_nth(p, i).await);
     }
     out
 }

@@ -228,7 +228,8 @@ impl Service {
 /// Replaced as a whole on reload (SIGHUP).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
-    services: Vec<Service>,
+    /// Shared with the routes that grant them (no copy per stream).
+    services: Vec<Arc<Service>>,
     allow: Vec<AllowRule>,
 }
 
@@ -294,19 +295,22 @@ impl Catalog {
                     .into(),
             );
         }
-        Ok(Catalog { services, allow })
+        Ok(Catalog {
+            services: services.into_iter().map(Arc::new).collect(),
+            allow,
+        })
     }
 
     /// One default service, no destinations (today's single `--source`).
     pub fn single(source: ForwardAddr) -> Self {
         Catalog {
-            services: vec![Service::new("", source)],
+            services: vec![Arc::new(Service::new("", source))],
             allow: Vec::new(),
         }
     }
 
     /// The services.
-    pub fn services(&self) -> &[Service] {
+    pub fn services(&self) -> &[Arc<Service>] {
         &self.services
     }
 
@@ -317,7 +321,7 @@ impl Catalog {
 
     /// The service a receiver gets when it names none: the one named `""`,
     /// or the only service there is.
-    pub fn default_service(&self) -> Option<&Service> {
+    pub fn default_service(&self) -> Option<&Arc<Service>> {
         self.services
             .iter()
             .find(|s| s.name.is_empty())
@@ -418,7 +422,7 @@ impl Catalog {
                         ),
                     ));
                 }
-                Ok(Route::Service(Arc::new(svc.clone())))
+                Ok(Route::Service(svc.clone()))
             }
             Wanted::Dynamic if self.allow.is_empty() => Err(Refusal::new(
                 Status::Unauthorized,

@@ -30,7 +30,8 @@ pub struct Routes {
     legacy: bool,
     peer: String,
     catalog: CatalogWatch,
-    ledger: Arc<Ledger>,
+    /// Each want's counts, looked up once per session (not per stream).
+    counts: Vec<Arc<ServiceCounts>>,
 }
 
 impl Routes {
@@ -59,15 +60,20 @@ impl Routes {
                 ),
             });
         }
-        let routes = Routes {
+        let mut routes = Routes {
             wants,
             legacy,
             peer: peer.to_string(),
             catalog,
-            ledger,
+            counts: Vec::new(),
         };
         let now = routes.catalog.borrow().clone();
         routes.check_all(&now)?;
+        routes.counts = routes
+            .wants
+            .iter()
+            .map(|w| ledger.service(&w.short()))
+            .collect();
         Ok(routes)
     }
 
@@ -102,9 +108,12 @@ impl Routes {
 
     /// The counts of want `index`'s service or destination.
     pub fn counts(&self, index: usize) -> Option<Arc<ServiceCounts>> {
-        self.wants
-            .get(index)
-            .map(|w| self.ledger.service(&w.short()))
+        self.counts.get(index).cloned()
+    }
+
+    /// The catalog in force now (a reload replaces it).
+    pub fn catalog_now(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
     }
 
     /// What the session's wants are, for logs.
@@ -151,7 +160,7 @@ impl Routes {
             }
             _ => want,
         };
-        let catalog = self.catalog.borrow().clone();
+        let catalog = self.catalog_now();
         let route = catalog.grant(want, &self.peer)?;
         let addrs = catalog.resolve(&route).await?;
         Ok((route, addrs))

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     addr::Protocol,
     proto::{
-        header::{Kind, Reply, Request, ResumeOffer, Status, Want, Wanted},
+        header::{Kind, Reply, Request, ResumeOffer, Status, Want},
         resume::ReplyExt,
     },
     transport::{CloseReason, ConnError, TunnelConnection},
@@ -244,11 +244,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if send.write_all(&reply).await.is_err() {
         return Err(SessionError::ConnectionLost(conn.closed().await));
     }
-    if routes.legacy() {
-        info!(%peer, software = req.software.as_deref().unwrap_or("?"), "peer authenticated");
-    } else {
-        info!(%peer, software = req.software.as_deref().unwrap_or("?"), services = %routes.summary(), "peer authenticated");
-    }
+    info!(%peer, software = req.software.as_deref().unwrap_or("?"), services = %routes.summary(), "peer authenticated");
     drop(handshake);
     ledger.connections.fetch_add(1, Relaxed);
     let Some(opened) = opened else {
@@ -413,12 +409,10 @@ pub async fn hello<C: TunnelConnection>(
     let asked_resume = resume.is_some();
     let protocol = wants.first().map_or(Protocol::Tcp, |w| w.protocol);
     // one default service: today's hello, which every sender understands
-    let listed = match wants {
-        [Want {
-            what: Wanted::Service(name),
-            ..
-        }] if name.is_empty() => Vec::new(),
-        _ => wants.to_vec(),
+    let listed = if Want::default_only(wants) {
+        Vec::new()
+    } else {
+        wants.to_vec()
     };
     let listed_n = listed.len();
     let (mut send, mut recv) = open_bi_retry(conn).await?;

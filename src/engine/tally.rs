@@ -281,6 +281,18 @@ pub struct ServiceCounts {
     pub udp_flows_total: AtomicU64,
 }
 
+impl ServiceCounts {
+    /// Count a connection or flow the sender did not carry: a failed
+    /// connect (`ConnectFailed`) or a refusal by its policy (any other).
+    pub fn failed(&self, status: crate::proto::header::Status) {
+        let n = match status {
+            crate::proto::header::Status::ConnectFailed => &self.connect_failures,
+            _ => &self.refused,
+        };
+        n.fetch_add(1, Relaxed);
+    }
+}
+
 /// [`ServiceCounts`] read at one moment, with the service's name.
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceStatus {

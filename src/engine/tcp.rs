@@ -154,11 +154,7 @@ async fn receiver_stream<C: TunnelConnection>(
     match reply {
         Err(_) => Err(StreamEnd::NotStarted(w)),
         Ok(r) if r.status != Status::Ok => {
-            let n = match r.status {
-                Status::ConnectFailed => &counts.connect_failures,
-                _ => &counts.refused,
-            };
-            n.fetch_add(1, Relaxed);
+            counts.failed(r.status);
             if w.dest.is_some() {
                 let _ = socks::reply(&mut w.stream, Some(r.status)).await;
             }
@@ -304,41 +300,35 @@ async fn sender_stream<C: TunnelConnection>(
     }
     let index = req.service.unwrap_or(0) as usize;
     let counts = routes.counts(index);
+    // a connection not carried: counted (session and service), refused
+    let not_carried = |status: Status| {
+        if status == Status::ConnectFailed {
+            tally.connect_failures.fetch_add(1, Relaxed);
+        }
+        if let Some(c) = &counts {
+            c.failed(status);
+        }
+    };
     let (route, addrs) = match routes
         .resolve(index, Protocol::Tcp, req.dest.as_ref())
         .await
     {
         Ok(r) => r,
         Err(refusal) => {
-            let failed = refusal.status == Status::ConnectFailed;
-            if failed {
-                tally.connect_failures.fetch_add(1, Relaxed);
-            }
-            if let Some(c) = &counts {
-                let n = if failed {
-                    &c.connect_failures
-                } else {
-                    &c.refused
-                };
-                n.fetch_add(1, Relaxed);
-            }
+            not_carried(refusal.status);
             refuse(&mut send, refusal.status, &refusal.message).await;
             return Err(refusal.message);
         }
     };
-    let tcp = match net::connect_any(&addrs, config.connect_timeout).await {
+    let mut tcp = match net::connect_any(&addrs, config.connect_timeout).await {
         Ok(t) => t,
         Err(e) => {
-            tally.connect_failures.fetch_add(1, Relaxed);
-            if let Some(c) = &counts {
-                c.connect_failures.fetch_add(1, Relaxed);
-            }
+            not_carried(Status::ConnectFailed);
             let msg = format!("cannot connect to {route}: {e}");
             refuse(&mut send, Status::ConnectFailed, &msg).await;
             return Err(msg);
         }
     };
-    let mut tcp = tcp;
     if let Route::Service(svc) = &route {
         if svc.proxy_protocol {
             let header = proxy_header(req.client);

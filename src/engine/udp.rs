@@ -21,7 +21,12 @@ use tokio::net::UdpSocket;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
-use super::{front::UdpFront, policy::Refusal, routes::Routes, EngineConfig, SessionError};
+use super::{
+    front::UdpFront,
+    policy::{Catalog, Refusal},
+    routes::Routes,
+    EngineConfig, SessionError,
+};
 use crate::{
     addr::Protocol,
     net,
@@ -424,8 +429,9 @@ struct SenderFlow {
 /// end with the connection.
 pub struct SenderFlows<C: TunnelConnection> {
     flows: std::sync::Mutex<HashMap<u32, SenderFlow>>,
-    /// Flows the routes refused, with when they were last seen.
-    refused: std::sync::Mutex<HashMap<u32, u64>>,
+    /// Flows the routes refused, with when they were last seen and under
+    /// which catalog (a reload decides again).
+    refused: std::sync::Mutex<HashMap<u32, (u64, Arc<Catalog>)>>,
     /// The connection replies go out on: `None` between connections (the
     /// generation says whose it is).
     conn: tokio::sync::watch::Sender<(u64, Option<C>)>,
@@ -484,10 +490,20 @@ impl<C: TunnelConnection> SenderFlows<C> {
             f.last_seen.store(self.millis(), Relaxed);
             return Some(f.sock.clone());
         }
-        if let Some(since) = self.refused.lock().expect("refused").get_mut(&id) {
-            *since = self.millis();
-            self.stats.dropped_send_error.fetch_add(1, Relaxed);
-            return None;
+        let catalog = routes.catalog_now();
+        {
+            let mut refused = self.refused.lock().expect("refused");
+            match refused.get_mut(&id) {
+                Some((since, under)) if Arc::ptr_eq(under, &catalog) => {
+                    *since = self.millis();
+                    self.stats.dropped_send_error.fetch_add(1, Relaxed);
+                    return None;
+                }
+                Some(_) => {
+                    refused.remove(&id);
+                }
+                None => {}
+            }
         }
         if self.len() >= config.max_udp_flows {
             self.stats.dropped_flow_cap.fetch_add(1, Relaxed);
@@ -504,11 +520,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
             }
             Err(e) => {
                 if let Some(c) = &counts {
-                    let n = match e.status {
-                        crate::proto::header::Status::ConnectFailed => &c.connect_failures,
-                        _ => &c.refused,
-                    };
-                    n.fetch_add(1, Relaxed);
+                    c.failed(e.status);
                 }
                 let e = e.message;
                 // remembered (bounded), so a refused flow costs no lookup per packet
@@ -516,7 +528,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
                 self.stats.dropped_send_error.fetch_add(1, Relaxed);
                 let mut refused = self.refused.lock().expect("refused");
                 if refused.len() < config.max_udp_flows {
-                    refused.insert(id, self.millis());
+                    refused.insert(id, (self.millis(), catalog));
                 }
                 return None;
             }
@@ -557,7 +569,7 @@ impl<C: TunnelConnection> SenderFlows<C> {
         self.refused
             .lock()
             .expect("refused")
-            .retain(|_, since| now.saturating_sub(*since) < idle_ms);
+            .retain(|_, (since, _)| now.saturating_sub(*since) < idle_ms);
         self.flows.lock().expect("flows").retain(|id, f| {
             let keep = now.saturating_sub(f.last_seen.load(Relaxed)) < idle_ms;
             if !keep {

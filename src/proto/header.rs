@@ -111,6 +111,12 @@ impl Want {
 }
 
 impl Want {
+    /// Whether `wants` is one target for the default service: a hello
+    /// then lists nothing (the protocol every sender understands).
+    pub fn default_only(wants: &[Want]) -> bool {
+        matches!(wants, [Want { what: Wanted::Service(n), .. }] if n.is_empty())
+    }
+
     /// A short name for counters: the service's name (`default` for
     /// the default service), or `PROTO://HOST:PORT` for a destination.
     pub fn short(&self) -> String {

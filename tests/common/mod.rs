@@ -264,13 +264,7 @@ pub async fn receiver(
     extra: &[&str],
 ) -> (Proc, SocketAddr) {
     let mut p = receiver_proc(r, proto, ticket, extra);
-    let line = p.wait_stderr("listening for local clients").await;
-    let addr = line
-        .split("listen=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in `{line}`"));
+    let addr = listen_addr(&mut p).await;
     p.wait_stderr("session established").await;
     (p, addr)
 }
@@ -420,7 +414,12 @@ pub fn manual_receiver_proc(
 }
 
 pub async fn listen_addr(p: &mut Proc) -> SocketAddr {
-    let line = p.wait_stderr("listening for local clients").await;
+    listen_addr_nth(p, 1).await
+}
+
+/// The local address of the receiver's `n`-th target (1-based, in order).
+pub async fn listen_addr_nth(p: &mut Proc, n: usize) -> SocketAddr {
+    let line = p.wait_stderr_nth("listening for local clients", n).await;
     line.split("listen=")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
