@@ -316,9 +316,10 @@ pub struct TunnelArgs {
     /// Close the tunnel after this many seconds without hearing from the peer [default: 30].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
-    /// Congestion controller of the tunnel: bbr keeps its rate through
-    /// random loss (Wi-Fi, mobile, long paths) but recovers slowly when the
-    /// path's delay grows; cubic halves its rate at every loss [default: cubic].
+    /// Congestion controller of the tunnel: bbr paces at the path's
+    /// measured rate and keeps it through random loss (Wi-Fi, mobile, long
+    /// paths); cubic halves its rate at every loss [default: bbr in ice and
+    /// nostr, cubic in the iroh modes].
     #[arg(long, value_name = "bbr|cubic")]
     pub congestion: Option<String>,
     /// Forget a UDP client after this many idle seconds [default: 60].

@@ -275,7 +275,7 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
         let c = c
             .parse()
             .map_err(|e| invalid(format!("--congestion: {e}")))?;
-        o.quic.congestion = c;
+        o.quic.congestion = Some(c);
     }
     Ok(o)
 }

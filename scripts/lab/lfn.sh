@@ -64,7 +64,14 @@ run_one() {  # run_one MODE WINDOW
   if await_pair "$dir" tcp5201; then
     ip netns exec $S timeout $((SECS + 20)) iperf3 -s -1 -p 5201 > "$dir/server" 2>&1 &
     sleep 0.5
+    # the data's QUIC sender is the receiver: sample its path (rtt, cwnd, loss) every second
+    ( for _ in $(seq "$SECS"); do
+        "$PP" status --json 2>/dev/null | jq -c --arg t "$(date +%s.%N)" '(if type=="array" then .[] else . end) | select(.info.role=="receiver") | .sessions[]? | {t:($t|tonumber), rtt_ms, min_rtt_ms, cwnd_bytes, congestion_events, lost_bytes, tx_bps}' 2>/dev/null
+        sleep 1
+      done > "$dir/path.jsonl" ) &
+    local sampler=$!
     ip netns exec $R timeout $((SECS + 15)) iperf3 -c 127.0.0.1 -p 5201 -t "$SECS" -J > "$dir/iperf.json" 2>&1 || true
+    kill "$sampler" 2>/dev/null || true
     mbps=$(iperf_mbps "$dir/iperf.json")
     note=$(grep -hoE 'too many gaps[^"]*|tunnel lost[^(]*' "$dir"/tcp5201.*.log | sort -u | paste -sd ';' - || true)
   else

@@ -103,7 +103,7 @@ pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
     let keep_alive = crate::transport::quinn::keep_alive_for(q.idle_timeout);
     let idle = IdleTimeout::try_from(q.idle_timeout)
         .unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
-    let bbr = q.bbr();
+    let bbr = q.bbr(crate::transport::Congestion::Cubic);
     let mut b = QuicTransportConfig::builder()
         .keep_alive_interval(keep_alive)
         .max_idle_timeout(Some(idle))
@@ -112,7 +112,7 @@ pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
         .datagram_send_buffer_size(8 << 20);
     if bbr {
         b = b.congestion_controller_factory(std::sync::Arc::new(
-            noq::congestion::Bbr3Config::default(),
+            crate::transport::congestion::noq_cc::ModelBbrConfig,
         ));
     }
     let windows = match bbr {

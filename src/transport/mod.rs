@@ -5,6 +5,8 @@
 //! [`TunnelConnection`] once (see [`iroh`] and [`quinn`]); TCP and UDP forwarding,
 //! keepalive handling and stream retry in [`crate::engine`] are generic over it.
 
+pub mod bbr;
+pub mod congestion;
 pub mod gate;
 pub mod iroh;
 pub mod quinn;
@@ -15,18 +17,19 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Congestion controller of the tunnel's QUIC connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Congestion {
-    /// Cubic, the stacks' own default: shrinks its window at every loss, so
-    /// 1 % random loss on a 100 ms path leaves about 1.5 Mbit/s. The default.
-    #[default]
+    /// Cubic, the stacks' own: shrinks its window at every loss, so 1 %
+    /// random loss on a 100 ms path leaves about 1.5 Mbit/s. The default of
+    /// the iroh modes.
     Cubic,
-    /// BBR (quinn: BBRv1, iroh's noq: BBRv3): paces at the measured
-    /// bottleneck rate and keeps it through random loss (71 % of a
-    /// 200 Mbit/s, 100 ms path with 1 % loss in `ice`). Not the default:
-    /// quinn's BBRv1 crawls for minutes after the path's RTT grows, and
-    /// noq's BBRv3 costs a quarter of the loopback throughput
-    /// (docs/benchmarks.md, "Long fat path").
+    /// peerport's model-based controller ([`bbr`]): paces at the measured
+    /// bottleneck rate, ignores random loss below 2 % and follows a path
+    /// whose RTT grows. 82-86 % of a 200 Mbit/s, 100 ms path with 1 % loss
+    /// in `ice`, Cubic's loopback throughput. The default of the quinn
+    /// modes (`ice`, `nostr`); in the iroh modes noq's reassembly limit
+    /// caps the stream window, so it gains less there (docs/benchmarks.md,
+    /// "Long fat path").
     Bbr,
 }
 
@@ -48,27 +51,29 @@ impl std::str::FromStr for Congestion {
 pub struct QuicSettings {
     /// Close the connection after this long without a packet from the peer.
     pub idle_timeout: Duration,
-    /// Congestion controller.
-    pub congestion: Congestion,
+    /// Congestion controller; `None`: the stack's default
+    /// ([`QuicSettings::bbr`]).
+    pub congestion: Option<Congestion>,
 }
 
 impl Default for QuicSettings {
     fn default() -> Self {
         QuicSettings {
             idle_timeout: Duration::from_secs(30),
-            congestion: Congestion::default(),
+            congestion: None,
         }
     }
 }
 
 impl QuicSettings {
-    /// Whether to run BBR; `PEERPORT_CC=bbr|cubic` overrides the setting
-    /// (experiments such as `scripts/lab/lfn.sh`).
-    pub fn bbr(&self) -> bool {
+    /// Whether to run BBR, where the stack's default is `default`;
+    /// `PEERPORT_CC=bbr|cubic` overrides the setting (experiments such as
+    /// `scripts/lab/lfn.sh`).
+    pub fn bbr(&self, default: Congestion) -> bool {
         let env = std::env::var("PEERPORT_CC")
             .ok()
             .and_then(|v| v.parse::<Congestion>().ok());
-        env.unwrap_or(self.congestion) == Congestion::Bbr
+        env.or(self.congestion).unwrap_or(default) == Congestion::Bbr
     }
 }
 

@@ -159,8 +159,8 @@ pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
     t.datagram_send_buffer_size(8 << 20);
-    if q.bbr() {
-        t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    if q.bbr(super::Congestion::Bbr) {
+        t.congestion_controller_factory(Arc::new(super::congestion::ModelBbrConfig));
     }
     let (stream, conn) = super::windows(WINDOWS);
     t.stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX));
