@@ -78,6 +78,18 @@ pub fn address_gone(ip: std::net::IpAddr) -> bool {
         )
 }
 
+/// The local address the kernel would send from to reach `to` (a
+/// connected UDP socket sends nothing), or `None` without a route.
+pub fn route_source(to: std::net::SocketAddr) -> Option<std::net::IpAddr> {
+    let any: std::net::SocketAddr = match to {
+        std::net::SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        std::net::SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(to).ok()?;
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
+}
+
 /// Resolves when this host has lost `ip` (polled every second); the
 /// reason, for the log.
 pub async fn watch_address(ip: std::net::IpAddr) -> String {
@@ -100,6 +112,12 @@ mod tests {
         assert!(!address_gone("0.0.0.0".parse().unwrap()));
         // TEST-NET-1: on no interface of a test machine
         assert!(address_gone("192.0.2.77".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_route_to_loopback_leaves_from_loopback() {
+        let to = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(super::route_source(to), Some("127.0.0.1".parse().unwrap()));
     }
 
     #[test]

@@ -140,7 +140,10 @@ impl ManualPath for IrohManualPath {
         let now = tokio::time::Instant::now();
         let until = peer_deadline.unwrap_or(now).max(now + self.connect_timeout);
         match tokio::time::timeout_at(until, race(&state)).await {
-            Ok(conn) => Ok((IrohConnection::new(conn), Some(state))),
+            Ok(conn) => Ok((
+                IrohConnection::new(conn).watching_local_address(),
+                Some(state),
+            )),
             Err(_) => {
                 state.ep.close().await;
                 let waited = now.elapsed().as_secs();
@@ -162,16 +165,36 @@ impl ManualPath for IrohManualPath {
         _side: Side,
         limit: Duration,
     ) -> Result<IrohConnection, RejoinError> {
+        // This host lost the address the path left from (renumbered): the
+        // peer's NAT may not let the new one in, so one short try, then a
+        // fresh exchange rather than the full tries.
+        let gone = state
+            .sources
+            .iter()
+            .find(|ip| crate::net::address_gone(**ip));
+        let limit = match gone {
+            Some(_) => limit.min(RENUMBERED_TRY),
+            None => limit,
+        };
         match tokio::time::timeout(limit, race(state)).await {
             Ok(conn) => {
                 info!(peer = %state.peer.id.fmt_short(), "reconnected to the same peer endpoint");
-                Ok(IrohConnection::new(conn))
+                Ok(IrohConnection::new(conn).watching_local_address())
             }
-            Err(_) => Err(RejoinError::again(format!(
-                "the peer endpoint {} did not answer within {} s",
-                state.peer.id.fmt_short(),
-                limit.as_secs()
-            ))),
+            Err(_) => {
+                let message = format!(
+                    "the peer endpoint {} did not answer within {} s",
+                    state.peer.id.fmt_short(),
+                    limit.as_secs()
+                );
+                Err(match gone {
+                    Some(ip) => RejoinError {
+                        message: format!("{message}, and this host no longer has the address {ip} the path used (renumbered?)"),
+                        permanent: true,
+                    },
+                    None => RejoinError::again(message),
+                })
+            }
         }
     }
 
@@ -189,13 +212,27 @@ pub struct IrohRejoin {
     peer: EndpointAddr,
     from_peer: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Connection>>,
     _accept: tokio_util::task::AbortOnDropHandle<()>,
+    /// The local addresses this host reaches the peer's direct addresses
+    /// from (as routed when the session began).
+    sources: Vec<std::net::IpAddr>,
 }
+
+/// How long a reconnect tries the old path after this host was renumbered.
+const RENUMBERED_TRY: Duration = Duration::from_secs(3);
 
 impl IrohRejoin {
     fn new(ep: Endpoint, peer: EndpointAddr) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let task = tokio::spawn(accept_peer(ep.clone(), peer.id, tx).in_current_span());
+        let mut sources: Vec<std::net::IpAddr> = peer
+            .ip_addrs()
+            .filter_map(|a| crate::net::route_source(*a))
+            .filter(|ip| !ip.is_loopback())
+            .collect();
+        sources.sort();
+        sources.dedup();
         IrohRejoin {
+            sources,
             ep,
             peer,
             from_peer: tokio::sync::Mutex::new(rx),

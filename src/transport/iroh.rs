@@ -15,7 +15,13 @@ use super::{
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
 #[derive(Clone, Debug)]
-pub struct IrohConnection(pub Connection, Option<Owned>);
+pub struct IrohConnection(pub Connection, Option<Owned>, WatchLocal);
+
+/// Whether [`TunnelConnection::path_gone`] watches the local address of
+/// the selected path (the copy-paste mode: no relay to fall back on, and
+/// iroh does not move a direct path to a new local address by itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct WatchLocal(bool);
 
 /// An endpoint that exists only for one connection, and the task that
 /// ignores other attempts to it (ends with the last clone).
@@ -28,7 +34,28 @@ struct Owned {
 impl IrohConnection {
     /// Wrap a connection of a shared endpoint.
     pub fn new(conn: Connection) -> Self {
-        IrohConnection(conn, None)
+        IrohConnection(conn, None, WatchLocal(false))
+    }
+
+    /// Resolve [`TunnelConnection::path_gone`] when this host loses the
+    /// address the selected direct path leaves from, so that the receiver
+    /// reconnects at once (from its new address) instead of after the idle
+    /// timeout.
+    pub fn watching_local_address(mut self) -> Self {
+        self.2 = WatchLocal(true);
+        self
+    }
+
+    /// The remote address of the selected direct path.
+    fn selected_direct(&self) -> Option<std::net::SocketAddr> {
+        self.0
+            .paths()
+            .iter()
+            .find(|p| p.is_selected())
+            .and_then(|p| match p.remote_addr() {
+                TransportAddr::Ip(a) => Some(*a),
+                _ => None,
+            })
     }
 
     /// Wrap a connection whose endpoint exists only for it.
@@ -42,6 +69,7 @@ impl IrohConnection {
                 ep: endpoint,
                 _ignore: std::sync::Arc::new(tokio_util::task::AbortOnDropHandle::new(ignore)),
             }),
+            WatchLocal(false),
         )
     }
 }
@@ -154,6 +182,32 @@ impl TunnelConnection for IrohConnection {
             out.mtu = ps.current_mtu;
         }
         out
+    }
+
+    async fn path_gone(&self) -> String {
+        if self.2 != WatchLocal(true) {
+            return std::future::pending().await;
+        }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        // (remote, the local address the kernel routes it from)
+        let mut watched: Option<(std::net::SocketAddr, std::net::IpAddr)> = None;
+        loop {
+            tick.tick().await;
+            // (noq drops a path whose address vanished: none may be selected now)
+            if let Some((remote, ip)) = watched {
+                if crate::net::address_gone(ip) {
+                    return format!(
+                        "this host no longer has the address {ip} the path to {remote} used (renumbered?)"
+                    );
+                }
+            }
+            let Some(remote) = self.selected_direct() else {
+                continue;
+            };
+            if watched.is_none_or(|(r, _)| r != remote) {
+                watched = crate::net::route_source(remote).map(|ip| (remote, ip));
+            }
+        }
     }
 
     async fn watch_path(&self) {

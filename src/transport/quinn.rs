@@ -143,9 +143,10 @@ pub fn keep_alive_for(idle: Duration) -> Duration {
 }
 
 /// Flow-control windows of the quinn modes (per stream, per connection):
-/// 8 MiB lets one stream fill about 70 % of a 200 Mbit/s path with 100 ms
-/// RTT and 1 % loss (with BBR); much more lets a lossy burst exceed quinn's
-/// 1024 reassembly gaps per stream, which aborts the connection
+/// 8 MiB lets one stream fill 82-84 % of a 200 Mbit/s path with 100 ms
+/// RTT and 1 % loss (with the default `bbr`); much more lets a lossy burst
+/// exceed quinn's 1024 reassembly gaps per stream, which aborts the
+/// connection
 /// (docs/benchmarks.md, "Long fat path").
 pub const WINDOWS: (u64, u64) = (8 << 20, 32 << 20);
 

@@ -304,8 +304,11 @@ impl ManualPath for IcePath {
         let conn = match &r.role {
             Role::Client(cfg) => r.redial(cfg, limit).await,
             Role::Server(cfg) => r.await_peer(cfg, limit).await,
-        }
-        .map_err(RejoinError::again)?;
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.why_rejoin_failed(r, e).await),
+        };
         info!(
             "reconnected to the same peer over {} (no new exchange)",
             r.path
@@ -464,6 +467,36 @@ impl IcePath {
         let found =
             crate::stun::query_all(&probe, &self.stun_servers, Duration::from_secs(3)).await;
         Ok(found.into_iter().map(|m| m.mapped).collect())
+    }
+
+    /// A failed rejoin over a relay pair: when a TURN server answers a
+    /// fresh allocation now, the server is up, so the pair's allocation
+    /// is what is gone (the server restarted and forgot it): no use trying
+    /// it again, the next step is a fresh exchange. Otherwise (a direct
+    /// pair, or no TURN server answers yet) the rejoin may be tried again.
+    async fn why_rejoin_failed(&self, r: &IceRejoin, e: String) -> RejoinError {
+        if r.relay_agent.is_none() || self.turn_servers.is_empty() {
+            return RejoinError::again(e);
+        }
+        let ip = self.bind.ip();
+        let probes = self
+            .turn_servers
+            .iter()
+            .map(|t| turn_probe::probe(t, ip, Duration::from_secs(3)));
+        let answered = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .any(|p| p.is_ok());
+        if answered {
+            RejoinError {
+                message: format!(
+                    "{e}; the TURN server answers, so the relay allocation this path used is gone (the server restarted?)"
+                ),
+                permanent: true,
+            }
+        } else {
+            RejoinError::again(format!("{e}; no TURN server answers yet"))
+        }
     }
 
     /// Why TURN servers gave no relay candidate: each is tried directly.
