@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: one tunnel for a long time, a fault every few minutes, steady traffic; are memory and
 # open files flat, and does every transfer stay exact?
-#   soak.sh [--mode ice] [--minutes 60] [--every 180] [--out NAME]
+#   soak.sh [--mode ice] [--minutes 60] [--every 180] [--faults "loss5 natflush"] [--out NAME]
 #
 # Lab: cone/cone NAT sites with the userspace wire (as faults.sh), 50 Mbit/s link. Sender in
 # site a (sshd), receiver in site b. Traffic for the whole run:
@@ -10,7 +10,7 @@
 #              (ok; bad = complete but wrong, must never happen; failed = ssh failed, which a
 #              new connection may during a blackout)
 # Faults, in turn, one every --every seconds: loss5 (60 s), rtt200 (60 s), blackout40, natflush,
-# readdr-receiver (the receiver host alternates between two addresses).
+# readdr-receiver (the receiver host alternates between two addresses); --faults picks some.
 # Every 30 s: RSS (VmRSS) and open fds of the sender and the receiver (samples.csv).
 # Output: target/lab/NAME.md and NAME.json (default NAME=soak-MODE); logs in runs/NAME/.
 # Reports figures; exits 1 when the ticker died or a download was not exact.
@@ -26,8 +26,9 @@ while [[ $# -gt 0 ]]; do
     --mode) MODE=$2; shift ;;
     --minutes) MINUTES=$2; shift ;;
     --every) EVERY=$2; shift ;;
+    --faults) read -r -a FAULTS_ARG <<< "$2"; shift ;;
     --out) OUT=$2; shift ;;
-    *) echo "usage: $0 [--mode MODE] [--minutes N] [--every SECS] [--out NAME]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--mode MODE] [--minutes N] [--every SECS] [--faults LIST] [--out NAME]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -72,6 +73,7 @@ echo "t_s,sender_rss_kb,sender_fds,receiver_rss_kb,receiver_fds,event" > "$DIR/s
 sample() { echo "$(( SECONDS - START )),$(rss_kb $SPID),$(nfds $SPID),$(rss_kb $RPID),$(nfds $RPID),$1" >> "$DIR/samples.csv"; }
 
 FAULTS=(loss5 rtt200 blackout40 natflush readdr-receiver)
+if [[ -n ${FAULTS_ARG+x} ]]; then FAULTS=("${FAULTS_ARG[@]}"); fi
 ADDRS=(10.0.2.3 10.0.2.2)
 START=$SECONDS
 END=$(( START + MINUTES * 60 ))
