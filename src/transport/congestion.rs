@@ -9,6 +9,32 @@ use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 
 use super::bbr::Model;
 
+/// The controller methods both stacks' interfaces share, delegated to the
+/// model (`$controller`: the stack's trait, for `clone_box`).
+macro_rules! model_delegation {
+    ($controller:ident) => {
+        fn on_mtu_update(&mut self, new_mtu: u16) {
+            self.0.set_mtu(new_mtu)
+        }
+
+        fn window(&self) -> u64 {
+            self.0.window()
+        }
+
+        fn clone_box(&self) -> Box<dyn $controller> {
+            Box::new(self.clone())
+        }
+
+        fn initial_window(&self) -> u64 {
+            INITIAL_WINDOW
+        }
+
+        fn into_any(self: Box<Self>) -> Box<dyn Any> {
+            self
+        }
+    };
+}
+
 /// Initial window: quinn's own default for its controllers (10 packets of
 /// 1200 bytes, at least 14720 bytes).
 const INITIAL_WINDOW: u64 = 14_720;
@@ -70,14 +96,6 @@ impl Controller for ModelBbr {
             .on_loss(now, sent, lost_bytes, is_persistent_congestion)
     }
 
-    fn on_mtu_update(&mut self, new_mtu: u16) {
-        self.0.set_mtu(new_mtu)
-    }
-
-    fn window(&self) -> u64 {
-        self.0.window()
-    }
-
     fn metrics(&self) -> ControllerMetrics {
         let mut m = ControllerMetrics::default();
         m.congestion_window = self.0.window();
@@ -85,17 +103,7 @@ impl Controller for ModelBbr {
         m
     }
 
-    fn clone_box(&self) -> Box<dyn Controller> {
-        Box::new(self.clone())
-    }
-
-    fn initial_window(&self) -> u64 {
-        INITIAL_WINDOW
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
-    }
+    model_delegation!(Controller);
 }
 
 /// The same model for iroh's QUIC stack (noq), whose interface adds packet
@@ -161,14 +169,6 @@ pub mod noq_cc {
                 .on_loss(now, sent, lost_bytes, is_persistent_congestion)
         }
 
-        fn on_mtu_update(&mut self, new_mtu: u16) {
-            self.0.set_mtu(new_mtu)
-        }
-
-        fn window(&self) -> u64 {
-            self.0.window()
-        }
-
         fn metrics(&self) -> NoqMetrics {
             let mut m = NoqMetrics::default();
             m.congestion_window = self.0.window();
@@ -176,16 +176,6 @@ pub mod noq_cc {
             m
         }
 
-        fn clone_box(&self) -> Box<dyn NoqController> {
-            Box::new(self.clone())
-        }
-
-        fn initial_window(&self) -> u64 {
-            INITIAL_WINDOW
-        }
-
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
-        }
+        model_delegation!(NoqController);
     }
 }
