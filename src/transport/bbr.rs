@@ -195,6 +195,8 @@ pub struct Model {
     inflight_hi: Option<u64>,
     /// When the window last backed off for loss.
     backoff_at: Option<Instant>,
+    /// When the state was last logged (debug, once a second).
+    logged_at: Instant,
 }
 
 impl Model {
@@ -225,6 +227,7 @@ impl Model {
             epoch_acked: 0,
             inflight_hi: None,
             backoff_at: None,
+            logged_at: now,
         }
     }
 
@@ -331,6 +334,12 @@ impl Model {
         self.update_extra_acked(now);
         self.advance_phase(now);
         self.set_window();
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && now.saturating_duration_since(self.logged_at) >= Duration::from_secs(1)
+        {
+            self.logged_at = now;
+            tracing::debug!("bbr: {}", self.describe());
+        }
     }
 
     /// `bytes` were declared lost at `now`, the latest of them sent at

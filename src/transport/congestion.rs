@@ -1,5 +1,5 @@
-//! `--congestion bbr` for the quinn modes: [`bbr::Model`](super::bbr::Model)
-//! behind quinn's congestion-controller interface.
+//! `--congestion bbr`: [`bbr::Model`](super::bbr::Model) behind quinn's
+//! and noq's congestion-controller interfaces.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -45,13 +45,13 @@ pub struct ModelBbrConfig;
 
 impl ControllerFactory for ModelBbrConfig {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        Box::new(ModelBbr(Model::new(now, INITIAL_WINDOW, current_mtu), now))
+        Box::new(ModelBbr(Model::new(now, INITIAL_WINDOW, current_mtu)))
     }
 }
 
 /// The model as a quinn controller.
 #[derive(Debug, Clone)]
-pub struct ModelBbr(Model, Instant);
+pub struct ModelBbr(Model);
 
 impl Controller for ModelBbr {
     fn on_sent(&mut self, now: Instant, bytes: u64, _last_packet_number: u64) {
@@ -76,13 +76,7 @@ impl Controller for ModelBbr {
         _app_limited: bool,
         _largest_packet_num_acked: Option<u64>,
     ) {
-        self.0.on_end_acks(now, in_flight);
-        if tracing::enabled!(tracing::Level::DEBUG)
-            && now.saturating_duration_since(self.1) >= std::time::Duration::from_secs(1)
-        {
-            self.1 = now;
-            tracing::debug!(app_limited = _app_limited, "bbr: {}", self.0.describe());
-        }
+        self.0.on_end_acks(now, in_flight)
     }
 
     fn on_congestion_event(

@@ -188,26 +188,15 @@ impl TunnelConnection for IrohConnection {
         if self.2 != WatchLocal(true) {
             return std::future::pending().await;
         }
+        // the local address the kernel routes the first selected direct path from
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        // (remote, the local address the kernel routes it from)
-        let mut watched: Option<(std::net::SocketAddr, std::net::IpAddr)> = None;
-        loop {
+        let ip = loop {
             tick.tick().await;
-            // (noq drops a path whose address vanished: none may be selected now)
-            if let Some((remote, ip)) = watched {
-                if crate::net::address_gone(ip) {
-                    return format!(
-                        "this host no longer has the address {ip} the path to {remote} used (renumbered?)"
-                    );
-                }
+            if let Some(ip) = self.selected_direct().and_then(crate::net::route_source) {
+                break ip;
             }
-            let Some(remote) = self.selected_direct() else {
-                continue;
-            };
-            if watched.is_none_or(|(r, _)| r != remote) {
-                watched = crate::net::route_source(remote).map(|ip| (remote, ip));
-            }
-        }
+        };
+        crate::net::watch_address(ip).await
     }
 
     async fn watch_path(&self) {

@@ -478,14 +478,10 @@ impl IcePath {
         if r.relay_agent.is_none() || self.turn_servers.is_empty() {
             return RejoinError::again(e);
         }
-        let ip = self.bind.ip();
-        let probes = self
-            .turn_servers
-            .iter()
-            .map(|t| turn_probe::probe(t, ip, Duration::from_secs(3)));
-        let answered = futures::future::join_all(probes)
+        let answered = self
+            .probe_turn_servers(Duration::from_secs(3))
             .await
-            .into_iter()
+            .iter()
             .any(|p| p.is_ok());
         if answered {
             RejoinError {
@@ -499,14 +495,19 @@ impl IcePath {
         }
     }
 
-    /// Why TURN servers gave no relay candidate: each is tried directly.
-    async fn turn_problems(&self) -> Vec<String> {
+    /// A fresh allocation on every TURN server at once, each within `limit`.
+    async fn probe_turn_servers(&self, limit: Duration) -> Vec<Result<SocketAddr, String>> {
         let ip = self.bind.ip();
         let probes = self
             .turn_servers
             .iter()
-            .map(|t| turn_probe::probe(t, ip, Duration::from_secs(4)));
-        futures::future::join_all(probes)
+            .map(|t| turn_probe::probe(t, ip, limit));
+        futures::future::join_all(probes).await
+    }
+
+    /// Why TURN servers gave no relay candidate: each is tried directly.
+    async fn turn_problems(&self) -> Vec<String> {
+        self.probe_turn_servers(Duration::from_secs(4))
             .await
             .into_iter()
             .filter_map(|r| r.err())
