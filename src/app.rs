@@ -626,7 +626,7 @@ async fn run_sender(
             let sender = sender.build();
             hangup(&sender, reload);
             let (_, obs) = observe(&sender).await?;
-            let r = manual_sender(sender, p.ice_path()?, p, (shutdown, now)).await;
+            let r = manual_sender(sender, p.ice_path(), p, (shutdown, now)).await;
             obs.stop().await;
             r
         }
@@ -634,7 +634,7 @@ async fn run_sender(
             let sender = sender.build();
             hangup(&sender, reload);
             let (_, obs) = observe(&sender).await?;
-            let acceptor = NostrAcceptor::start(n, Arc::new(p.ice_path()?), s.max_sessions).await?;
+            let acceptor = NostrAcceptor::start(n, Arc::new(p.ice_path()), s.max_sessions).await?;
             eprintln!(
                 "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
                 s.describe(),
@@ -764,13 +764,13 @@ async fn run_receiver(
         ModeSettings::Ice(p) => {
             let (offers, answers) = manual(p);
             let dialer =
-                ManualDialer::new(p.ice_path()?, offers, answers, MAX_BLOB_AGE, rejoin_limit);
+                ManualDialer::new(p.ice_path(), offers, answers, MAX_BLOB_AGE, rejoin_limit);
             receiver
                 .run_until(dialer, shutdown.clone(), now.clone())
                 .await
         }
         ModeSettings::Nostr(p, n) => {
-            let dialer = NostrDialer::new(n.clone(), p.ice_path()?, s.connect_timeout);
+            let dialer = NostrDialer::new(n.clone(), p.ice_path(), s.connect_timeout);
             receiver
                 .run_until(dialer, shutdown.clone(), now.clone())
                 .await

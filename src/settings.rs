@@ -168,18 +168,15 @@ pub struct PathSettings {
 
 impl PathSettings {
     /// The ICE path of the `ice` and `nostr` modes.
-    pub fn ice_path(&self) -> Result<crate::modes::ice::IcePath, ConfigError> {
-        if self.relay_only && self.turn_servers.is_empty() {
-            return Err(invalid("--relay-only needs a --turn-server"));
-        }
-        Ok(crate::modes::ice::IcePath {
+    pub fn ice_path(&self) -> crate::modes::ice::IcePath {
+        crate::modes::ice::IcePath {
             bind: self.bind,
             stun_servers: self.stun_servers.clone(),
             turn_servers: self.turn_servers.clone(),
             relay_only: self.relay_only,
             quic: self.quic,
             connect_timeout: self.connect_timeout,
-        })
+        }
     }
 
     /// The path of the `iroh-manual` mode.
@@ -582,6 +579,12 @@ fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings,
                 .collect(),
         }
     };
+    let relay_only = p.relay_only.unwrap_or(false);
+    let turn_servers = turn_servers(p)?;
+    // checked before anything binds, so the error comes first and alone
+    if relay_only && turn_servers.is_empty() {
+        return Err(invalid("--relay-only needs a --turn-server"));
+    }
     Ok(PathSettings {
         offer_file: p.offer_file.clone().filter(|f| f.as_os_str() != "-"),
         answer_file: p.answer_file.clone().filter(|f| f.as_os_str() != "-"),
@@ -590,8 +593,8 @@ fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings,
         portmap: p.no_portmap != Some(true),
         quic: iroh.quic,
         connect_timeout,
-        turn_servers: turn_servers(p)?,
-        relay_only: p.relay_only.unwrap_or(false),
+        turn_servers,
+        relay_only,
     })
 }
 
@@ -767,6 +770,22 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("--bind"), "{e}");
+    }
+
+    #[test]
+    fn relay_only_needs_a_turn_server_before_anything_binds() {
+        let p = Partial {
+            target: Some(vec!["tcp://127.0.0.1:0".into()]),
+            relay_only: Some(true),
+            ..Default::default()
+        };
+        for mode in [Mode::Ice, Mode::Nostr] {
+            let e = Settings::from_partial(p.clone(), Role::Receiver, mode).unwrap_err();
+            assert!(
+                e.to_string().contains("--relay-only needs a --turn-server"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

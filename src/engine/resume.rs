@@ -207,6 +207,9 @@ pub struct Session<C: TunnelConnection> {
     tasks: TaskTracker,
     cancel: CancellationToken,
     generation: AtomicU64,
+    /// Cancelled when a newer connection takes over the current one's place
+    /// (see [`TunnelConnection::superseded`]).
+    superseded: Mutex<Option<CancellationToken>>,
     /// The sender's UDP flows, when the session forwards UDP.
     udp: std::sync::OnceLock<Arc<super::udp::SenderFlows<C>>>,
     tally: Arc<super::Tally>,
@@ -231,6 +234,7 @@ impl<C: TunnelConnection> Session<C> {
             tasks: TaskTracker::new(),
             cancel,
             generation: AtomicU64::new(0),
+            superseded: Mutex::new(None),
             udp: std::sync::OnceLock::new(),
             tally,
         })
@@ -292,8 +296,17 @@ impl<C: TunnelConnection> Session<C> {
     }
 
     /// A new connection serves this session from now on: returns its
-    /// generation, which its control tasks carry.
-    pub fn attach_connection(&self) -> u64 {
+    /// generation, which its control tasks carry. The connection it
+    /// replaces is told it is superseded.
+    pub fn attach_connection(&self, conn: &C) -> u64 {
+        let old = self
+            .superseded
+            .lock()
+            .expect("superseded")
+            .replace(conn.superseded());
+        if let Some(old) = old {
+            old.cancel();
+        }
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.acks.pending.lock().expect("acks").0 = g;
         self.acks.notify.notify_waiters();
@@ -1059,6 +1072,25 @@ mod tests {
                 .unwrap()
                 .resumed
         );
+    }
+
+    #[tokio::test]
+    async fn a_newer_connection_supersedes_the_one_before() {
+        let s = Session::<QuinnConnection>::new(
+            Ticket::generate(),
+            ResumeConfig::default(),
+            CancellationToken::new(),
+            crate::engine::Tally::unobserved(),
+        );
+        let (first, _a) = crate::benchquic::quinn_pair().await.unwrap();
+        let (second, _b) = crate::benchquic::quinn_pair().await.unwrap();
+        let g1 = s.attach_connection(&first);
+        assert!(!first.superseded().is_cancelled());
+        let g2 = s.attach_connection(&second);
+        assert!(g2 > g1 && s.is_current(g2));
+        // every clone of the old connection sees it; the new one is current
+        assert!(first.clone().superseded().is_cancelled());
+        assert!(!second.superseded().is_cancelled());
     }
 
     #[test]

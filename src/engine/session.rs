@@ -264,7 +264,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
             "session resumed: its open connections continue"
         );
     }
-    let generation = session.attach_connection();
+    let generation = session.attach_connection(&conn);
     if opened.resumed {
         session.abandon_unclaimed(generation, ctx.engine.header_timeout * 3);
     }
@@ -508,7 +508,7 @@ pub async fn forward<C: TunnelConnection>(
 ) -> Result<(), SessionError> {
     let (send, recv) = hello.stream;
     let generation = resumable.as_ref().map(|s| {
-        let generation = s.attach_connection();
+        let generation = s.attach_connection(&conn);
         let resumed = s.resume_all(&conn);
         if resumed > 0 {
             info!(

@@ -28,7 +28,7 @@ use peerport_signaling::{blob::Body, Mode};
 use tokio::net::UdpSocket;
 use tracing::{debug, info, Instrument};
 
-use super::manual::{ManualPath, RejoinError, Side};
+use super::manual::{ManualPath, PathError, RejoinError, Side};
 use crate::{
     stun,
     transport::{iroh::IrohConnection, QuicSettings},
@@ -59,12 +59,14 @@ impl ManualPath for IrohManualPath {
     type Rejoin = IrohRejoin;
     const MODE: Mode = Mode::IrohManual;
 
-    async fn prepare(&self, _side: Side) -> Result<(Endpoint, Body), String> {
+    async fn prepare(&self, _side: Side) -> Result<(Endpoint, Body), PathError> {
         // STUN from the port the endpoint will use
         let probe = UdpSocket::bind(self.bind)
             .await
-            .map_err(|e| format!("cannot bind {}: {e}", self.bind))?;
-        let local = probe.local_addr().map_err(|e| e.to_string())?;
+            .map_err(|e| PathError::Unreachable(format!("cannot bind {}: {e}", self.bind)))?;
+        let local = probe
+            .local_addr()
+            .map_err(|e| PathError::Unreachable(e.to_string()))?;
         let mappings = stun::query_all(&probe, &self.stun_servers, Duration::from_secs(3)).await;
         drop(probe);
         let mut b = Endpoint::builder(presets::Minimal)
@@ -75,7 +77,7 @@ impl ManualPath for IrohManualPath {
             // exactly the address asked for (no default socket on the other family)
             .clear_ip_transports()
             .bind_addr(local)
-            .map_err(|e| format!("cannot bind {local}: {e}"))?;
+            .map_err(|e| PathError::Setup(format!("cannot bind {local}: {e}")))?;
         if !self.portmap {
             b = b.portmapper_config(PortmapperConfig::Disabled);
         }
@@ -85,7 +87,7 @@ impl ManualPath for IrohManualPath {
         let ep = b
             .bind()
             .await
-            .map_err(|e| format!("cannot start the iroh endpoint: {e}"))?;
+            .map_err(|e| PathError::Unreachable(format!("cannot start the iroh endpoint: {e}")))?;
         let mut addrs: Vec<SocketAddr> = Vec::new();
         // local interface addresses, as iroh sees them (bounded wait)
         for _ in 0..20 {
@@ -124,14 +126,18 @@ impl ManualPath for IrohManualPath {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Result<(IrohConnection, Option<IrohRejoin>), String> {
+    ) -> Result<(IrohConnection, Option<IrohRejoin>), PathError> {
         let Body::Iroh { endpoint_id, addrs } = peer else {
             ep.close().await;
-            return Err("the peer's blob is not an iroh-manual blob".into());
+            return Err(PathError::Blob(
+                "the peer's blob is not an iroh-manual blob".into(),
+            ));
         };
         let Ok(id) = EndpointId::from_bytes(&endpoint_id) else {
             ep.close().await;
-            return Err("the peer's endpoint id is not a valid key: exchange fresh blobs".into());
+            return Err(PathError::Blob(
+                "the peer's endpoint id is not a valid key: exchange fresh blobs".into(),
+            ));
         };
         let addr = EndpointAddr::from_parts(id, addrs.into_iter().map(TransportAddr::Ip));
         let state = IrohRejoin::new(ep, addr);
@@ -147,14 +153,14 @@ impl ManualPath for IrohManualPath {
             Err(_) => {
                 state.ep.close().await;
                 let waited = now.elapsed().as_secs();
-                Err(match side {
+                Err(PathError::Unreachable(match side {
                     Side::Answerer => format!(
                         "the receiver did not connect within {waited} s of answering: it did not get this ANSWER while its offer was valid, or it stopped; if it did paste the answer, no direct path exists (a symmetric NAT, or UDP blocked): iroh-manual has no relay, use the `ice` mode with a TURN server"
                     ),
                     Side::Offerer => format!(
                         "could not reach the sender within {waited} s: check that it still runs and answered this offer; if it does, no direct path exists (a symmetric NAT on one side, or UDP blocked): iroh-manual has no relay, use the `ice` mode with a TURN server"
                     ),
-                })
+                }))
             }
         }
     }

@@ -61,7 +61,7 @@ pub trait ManualPath: Send + Sync + 'static {
     fn prepare(
         &self,
         side: Side,
-    ) -> impl Future<Output = Result<(Self::Prepared, Body), String>> + Send;
+    ) -> impl Future<Output = Result<(Self::Prepared, Body), PathError>> + Send;
     /// Connect to the peer described by `peer` (authenticating it by what the blob pins).
     ///
     /// `peer_deadline`: until when the peer may take to show up at all (a
@@ -74,7 +74,7 @@ pub trait ManualPath: Send + Sync + 'static {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> impl Future<Output = Result<(Self::Conn, Option<Self::Rejoin>), String>> + Send;
+    ) -> impl Future<Output = Result<(Self::Conn, Option<Self::Rejoin>), PathError>> + Send;
     /// Connect again to the same peer through `rejoin`, within `limit`.
     fn rejoin(
         &self,
@@ -84,6 +84,38 @@ pub trait ManualPath: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Conn, RejoinError>> + Send;
     /// Release what `rejoin` holds (an endpoint).
     fn release(&self, rejoin: Self::Rejoin) -> impl Future<Output = ()> + Send;
+}
+
+/// Why a copy-paste path could not prepare its side or connect: typed, so
+/// that a receiver stops on settings that can never work and tries again
+/// on a failure that may pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// This host's settings cannot work (a `--stun-server` or
+    /// `--turn-server` that does not parse, `--relay-only` without a TURN
+    /// server, a QUIC configuration the stack refuses): a person must fix
+    /// them.
+    #[error("{0}")]
+    Setup(String),
+    /// The peer's blob does not fit this mode (another mode's body, an
+    /// invalid key): exchange fresh blobs.
+    #[error("{0}")]
+    Blob(String),
+    /// No connection this time (a port in use, no candidate, ICE or the
+    /// QUIC handshake failed or timed out, the peer never showed up):
+    /// trying again may work.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+impl From<PathError> for DialError {
+    fn from(e: PathError) -> Self {
+        match e {
+            PathError::Setup(m) => DialError::Fatal(m),
+            // a new offer is a fresh exchange
+            PathError::Blob(m) | PathError::Unreachable(m) => DialError::Unreachable(m),
+        }
+    }
 }
 
 /// Why connecting again without a new exchange failed.
@@ -470,11 +502,7 @@ impl<P: ManualPath> Dialer for ManualDialer<P> {
         if let Some(r) = self.try_rejoin().await {
             return r;
         }
-        let (prepared, body) = self
-            .path
-            .prepare(Side::Offerer)
-            .await
-            .map_err(DialError::Unreachable)?;
+        let (prepared, body) = self.path.prepare(Side::Offerer).await?;
         let session: [u8; 8] = rand::random();
         let offer = Blob {
             kind: Kind::Offer,
@@ -519,8 +547,7 @@ impl<P: ManualPath> Dialer for ManualDialer<P> {
         let (conn, rejoin) = self
             .path
             .connect(prepared, answer.body, Side::Offerer, None)
-            .await
-            .map_err(DialError::Unreachable)?;
+            .await?;
         self.rejoin = rejoin.map(|r| (r, 0));
         Ok(conn)
     }
@@ -693,7 +720,7 @@ async fn answer_offers<P: ManualPath>(
                 drop(slot);
                 let (result, rejoin) = match r {
                     Ok((conn, rejoin)) => (Ok(conn), rejoin),
-                    Err(e) => (Err(e), None),
+                    Err(e) => (Err(e.to_string()), None),
                 };
                 let watch = result.as_ref().ok().cloned();
                 let handed_over = tx.send(result).await.is_ok();
@@ -724,8 +751,16 @@ async fn keep_rejoining<P: ManualPath>(
     stop: &tokio_util::sync::CancellationToken,
 ) {
     loop {
+        // a resume over a newer connection (a fresh exchange) leaves this
+        // one nothing to come back for: its endpoint goes now, not after
+        // the window (each holds megabytes of receive buffers)
+        let superseded = conn.superseded();
         let reason = tokio::select! {
             r = conn.closed() => r,
+            _ = superseded.cancelled() => {
+                info!("the session continues on a newer connection: releasing this one's endpoint");
+                break;
+            }
             _ = stop.cancelled() => break,
         };
         if matches!(
@@ -740,6 +775,10 @@ async fn keep_rejoining<P: ManualPath>(
         );
         let again = tokio::select! {
             r = path.rejoin(&rejoin, Side::Answerer, REJOIN_WINDOW) => r,
+            _ = superseded.cancelled() => {
+                info!("the session continues on a newer connection: its receiver will not come back here");
+                break;
+            }
             _ = stop.cancelled() => break,
         };
         match again {
@@ -762,7 +801,7 @@ async fn setup_session<P: ManualPath>(
     path: &P,
     offer: Blob,
     answers: &Mutex<BlobSink>,
-) -> Result<(P::Conn, Option<P::Rejoin>), String> {
+) -> Result<(P::Conn, Option<P::Rejoin>), PathError> {
     let (prepared, body) = path.prepare(Side::Answerer).await?;
     let answer = Blob {
         kind: Kind::Answer,
@@ -777,7 +816,7 @@ async fn setup_session<P: ManualPath>(
         }
         sink.write(&answer)
             .await
-            .map_err(|e| format!("cannot write the answer: {e}"))?;
+            .map_err(|e| PathError::Setup(format!("cannot write the answer: {e}")))?;
     }
     // the person may take minutes to carry the answer back: wait for the
     // receiver as long as its offer is valid
@@ -790,6 +829,18 @@ async fn setup_session<P: ManualPath>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_that_cannot_work_stop_a_receiver_other_failures_retry() {
+        let m = || "x".to_string();
+        assert!(matches!(
+            DialError::from(PathError::Setup(m())),
+            DialError::Fatal(_)
+        ));
+        for e in [PathError::Blob(m()), PathError::Unreachable(m())] {
+            assert!(matches!(DialError::from(e), DialError::Unreachable(_)));
+        }
+    }
 
     #[test]
     fn invalid_utf8_is_skipped_and_split_characters_wait() {

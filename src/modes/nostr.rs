@@ -102,7 +102,7 @@ async fn receiver_connect(
         Ok(x) => x,
         Err(e) => {
             sig.shutdown().await;
-            return Err(DialError::Unreachable(e));
+            return Err(e.into());
         }
     };
     let session: [u8; 8] = rand::random();
@@ -155,9 +155,9 @@ async fn receiver_connect(
     sig.shutdown().await;
     let blob = decode(&answer.data, Kind::Answer, Some(session))
         .map_err(|e| DialError::Unreachable(format!("the sender's answer is unusable: {e}")))?;
-    ice.connect_ice(prepared, blob.body, Side::Offerer, None)
-        .await
-        .map_err(DialError::Unreachable)
+    Ok(ice
+        .connect_ice(prepared, blob.body, Side::Offerer, None)
+        .await?)
 }
 
 /// Our own npub, for messages.
@@ -324,6 +324,7 @@ async fn answer_requests(
                     );
                     ice.connect_ice(prepared, offer.body, Side::Answerer, None)
                         .await
+                        .map_err(|e| e.to_string())
                 }
                 .await;
                 match result {

@@ -15,7 +15,12 @@ use super::{
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
 #[derive(Clone, Debug)]
-pub struct IrohConnection(pub Connection, Option<Owned>, WatchLocal);
+pub struct IrohConnection {
+    conn: Connection,
+    owned: Option<Owned>,
+    watch_local: WatchLocal,
+    superseded: tokio_util::sync::CancellationToken,
+}
 
 /// Whether [`TunnelConnection::path_gone`] watches the local address of
 /// the selected path (the copy-paste mode: no relay to fall back on, and
@@ -34,7 +39,12 @@ struct Owned {
 impl IrohConnection {
     /// Wrap a connection of a shared endpoint.
     pub fn new(conn: Connection) -> Self {
-        IrohConnection(conn, None, WatchLocal(false))
+        IrohConnection {
+            conn,
+            owned: None,
+            watch_local: WatchLocal(false),
+            superseded: Default::default(),
+        }
     }
 
     /// Resolve [`TunnelConnection::path_gone`] when this host loses the
@@ -42,13 +52,13 @@ impl IrohConnection {
     /// reconnects at once (from its new address) instead of after the idle
     /// timeout.
     pub fn watching_local_address(mut self) -> Self {
-        self.2 = WatchLocal(true);
+        self.watch_local = WatchLocal(true);
         self
     }
 
     /// The remote address of the selected direct path.
     fn selected_direct(&self) -> Option<std::net::SocketAddr> {
-        self.0
+        self.conn
             .paths()
             .iter()
             .find(|p| p.is_selected())
@@ -63,14 +73,13 @@ impl IrohConnection {
     /// kept for them) until it closes.
     pub fn owning(conn: Connection, endpoint: Endpoint) -> Self {
         let ignore = tokio::spawn(super::gate::ignore_all(endpoint.clone()));
-        IrohConnection(
-            conn,
-            Some(Owned {
+        IrohConnection {
+            owned: Some(Owned {
                 ep: endpoint,
                 _ignore: std::sync::Arc::new(tokio_util::task::AbortOnDropHandle::new(ignore)),
             }),
-            WatchLocal(false),
-        )
+            ..IrohConnection::new(conn)
+        }
     }
 }
 
@@ -104,58 +113,65 @@ impl TunnelConnection for IrohConnection {
     type Recv = RecvStream;
 
     async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
-        self.0
+        self.conn
             .open_bi()
             .await
             .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
-        self.0
+        self.conn
             .accept_bi()
             .await
             .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     async fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
-        self.0.send_datagram_wait(data).await.map_err(|e| match e {
-            SendDatagramError::TooLarge => DatagramError::TooLarge,
-            SendDatagramError::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
-            _ => DatagramError::Unsupported,
-        })
+        self.conn
+            .send_datagram_wait(data)
+            .await
+            .map_err(|e| match e {
+                SendDatagramError::TooLarge => DatagramError::TooLarge,
+                SendDatagramError::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
+                _ => DatagramError::Unsupported,
+            })
     }
 
     async fn read_datagram(&self) -> Result<Bytes, ConnError> {
-        self.0
+        self.conn
             .read_datagram()
             .await
             .map_err(|e| ConnError::Lost(close_reason(e)))
     }
 
     fn max_datagram_size(&self) -> Option<usize> {
-        self.0.max_datagram_size()
+        self.conn.max_datagram_size()
     }
 
     async fn closed(&self) -> CloseReason {
-        close_reason(self.0.closed().await)
+        close_reason(self.conn.closed().await)
     }
 
     fn close(&self, code: u32, reason: &str) {
-        self.0.close(VarInt::from_u32(code), reason.as_bytes());
+        self.conn.close(VarInt::from_u32(code), reason.as_bytes());
     }
 
     async fn shutdown(&self) {
-        if let Some(o) = &self.1 {
+        if let Some(o) = &self.owned {
             o.ep.close().await;
         }
     }
 
+    fn superseded(&self) -> tokio_util::sync::CancellationToken {
+        self.superseded.clone()
+    }
+
     fn peer_id(&self) -> String {
-        self.0.remote_id().to_string()
+        self.conn.remote_id().to_string()
     }
 
     fn path_summary(&self) -> String {
-        let paths = self.0.paths();
+        let paths = self.conn.paths();
         for p in paths.iter() {
             if p.is_selected() {
                 return describe(p.remote_addr());
@@ -165,7 +181,7 @@ impl TunnelConnection for IrohConnection {
     }
 
     fn stats(&self) -> super::ConnStats {
-        let all = self.0.stats();
+        let all = self.conn.stats();
         let mut out = super::ConnStats {
             sent_packets: all.sent_packets,
             lost_packets: all.lost_packets,
@@ -174,7 +190,7 @@ impl TunnelConnection for IrohConnection {
             rx_bytes: all.udp_rx.bytes,
             ..Default::default()
         };
-        if let Some(p) = self.0.paths().iter().find(|p| p.is_selected()) {
+        if let Some(p) = self.conn.paths().iter().find(|p| p.is_selected()) {
             let ps = p.stats();
             out.rtt = ps.rtt;
             out.cwnd = ps.cwnd;
@@ -185,7 +201,7 @@ impl TunnelConnection for IrohConnection {
     }
 
     async fn path_gone(&self) -> String {
-        if self.2 != WatchLocal(true) {
+        if self.watch_local != WatchLocal(true) {
             return std::future::pending().await;
         }
         // the local address the kernel routes the first selected direct path from
@@ -200,7 +216,7 @@ impl TunnelConnection for IrohConnection {
     }
 
     async fn watch_path(&self) {
-        let mut events = self.0.path_events();
+        let mut events = self.conn.path_events();
         while let Some(ev) = events.next().await {
             match ev {
                 PathEvent::Selected { remote_addr, .. } => {

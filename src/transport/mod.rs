@@ -302,6 +302,11 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     fn shutdown(&self) -> impl Future<Output = ()> + Send;
     /// Stable identifier of the authenticated peer (public key or certificate fingerprint).
     fn peer_id(&self) -> String;
+    /// Cancelled (by the engine) once the session this connection served
+    /// continues on a newer connection, after a resume. Whatever is kept to
+    /// bring this connection back (a copy-paste rejoin's endpoint) can then
+    /// go. Clones share it.
+    fn superseded(&self) -> tokio_util::sync::CancellationToken;
     /// Human-readable description of the path in use ("direct 1.2.3.4:5" or "relay URL").
     fn path_summary(&self) -> String;
     /// Log every change of the path in use until the connection closes.

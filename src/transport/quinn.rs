@@ -243,6 +243,7 @@ pub struct QuinnConnection {
     path: String,
     keep: Option<KeepAlive>,
     on_close: Option<Arc<tokio_util::sync::CancellationToken>>,
+    superseded: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for QuinnConnection {
@@ -270,6 +271,7 @@ impl QuinnConnection {
             path,
             keep,
             on_close: on_close.map(Arc::new),
+            superseded: Default::default(),
         }
     }
 
@@ -359,6 +361,10 @@ impl TunnelConnection for QuinnConnection {
 
     fn peer_id(&self) -> String {
         self.peer.clone()
+    }
+
+    fn superseded(&self) -> tokio_util::sync::CancellationToken {
+        self.superseded.clone()
     }
 
     fn path_summary(&self) -> String {

@@ -32,7 +32,7 @@ use webrtc_ice::{
 };
 
 use self::socket::{DynConn, IceSocket, StunFilter, FAKE_PEER};
-use super::manual::{ManualPath, RejoinError, Side};
+use super::manual::{ManualPath, PathError, RejoinError, Side};
 use crate::transport::{
     quinn::{self as q, Identity, QuinnConnection},
     QuicSettings,
@@ -95,7 +95,9 @@ fn turn_url(t: &TurnServer) -> Result<Url, String> {
 }
 
 impl IcePath {
-    async fn agent(&self, controlling: bool) -> Result<Agent, String> {
+    /// The ICE agent for one session; every failure is a setting that
+    /// cannot work.
+    async fn agent(&self, controlling: bool) -> Result<Agent, PathError> {
         let mut urls = Vec::new();
         let mut types = Vec::new();
         if !self.relay_only {
@@ -103,18 +105,20 @@ impl IcePath {
             if !self.stun_servers.is_empty() {
                 types.push(CandidateType::ServerReflexive);
                 for s in &self.stun_servers {
-                    urls.push(stun_url(s)?);
+                    urls.push(stun_url(s).map_err(PathError::Setup)?);
                 }
             }
         }
         if !self.turn_servers.is_empty() {
             types.push(CandidateType::Relay);
             for t in &self.turn_servers {
-                urls.push(turn_url(t)?);
+                urls.push(turn_url(t).map_err(PathError::Setup)?);
             }
         }
         if types.is_empty() {
-            return Err("--relay-only needs at least one --turn-server".into());
+            return Err(PathError::Setup(
+                "--relay-only needs at least one --turn-server".into(),
+            ));
         }
         let ip = self.bind.ip();
         // that family only; `[::]` means both, as a dual-stack socket would
@@ -127,7 +131,8 @@ impl IcePath {
         let udp_network = match self.bind.port() {
             0 => UDPNetwork::default(),
             p => UDPNetwork::Ephemeral(
-                EphemeralUDP::new(p, p).map_err(|e| format!("--bind port {p}: {e}"))?,
+                EphemeralUDP::new(p, p)
+                    .map_err(|e| PathError::Setup(format!("--bind port {p}: {e}")))?,
             ),
         };
         let cfg = AgentConfig {
@@ -160,7 +165,7 @@ impl IcePath {
         };
         Agent::new(cfg)
             .await
-            .map_err(|e| format!("cannot create the ICE agent: {e}"))
+            .map_err(|e| PathError::Setup(format!("cannot create the ICE agent: {e}")))
     }
 }
 
@@ -220,11 +225,14 @@ impl ManualPath for IcePath {
     type Rejoin = IceRejoin;
     const MODE: Mode = Mode::Ice;
 
-    async fn prepare(&self, side: Side) -> Result<(Prepared, Body), String> {
-        let identity = Identity::generate()?;
+    async fn prepare(&self, side: Side) -> Result<(Prepared, Body), PathError> {
+        let identity = Identity::generate().map_err(PathError::Setup)?;
         // With a fixed port, webrtc-ice cannot open its separate STUN socket
         // on that port: learn the public mapping from the port itself first.
-        let fixed_port_mappings = self.fixed_port_mappings().await?;
+        let fixed_port_mappings = self
+            .fixed_port_mappings()
+            .await
+            .map_err(PathError::Unreachable)?;
         let agent = self.agent(side == Side::Offerer).await?;
         let t0 = Instant::now();
         let candidates = match gather(&agent, Duration::from_secs(10)).await {
@@ -234,11 +242,14 @@ impl ManualPath for IcePath {
             }
             Err(e) if !self.turn_servers.is_empty() => {
                 let _ = agent.close().await;
-                return Err(format!("{e}: {}", self.turn_problems().await.join("; ")));
+                return Err(PathError::Unreachable(format!(
+                    "{e}: {}",
+                    self.turn_problems().await.join("; ")
+                )));
             }
             Err(e) => {
                 let _ = agent.close().await;
-                return Err(e);
+                return Err(PathError::Unreachable(e));
             }
         };
         let (ufrag, pwd) = agent.get_local_user_credentials().await;
@@ -283,7 +294,7 @@ impl ManualPath for IcePath {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Result<(QuinnConnection, Option<IceRejoin>), String> {
+    ) -> Result<(QuinnConnection, Option<IceRejoin>), PathError> {
         let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
         let conn = rejoin.connection(conn).sharing_endpoint();
         Ok((conn, Some(rejoin)))
@@ -330,7 +341,7 @@ impl IcePath {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Result<QuinnConnection, String> {
+    ) -> Result<QuinnConnection, PathError> {
         let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
         Ok(rejoin.into_connection(conn))
     }
@@ -343,7 +354,7 @@ impl IcePath {
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Result<(quinn::Connection, IceRejoin), String> {
+    ) -> Result<(quinn::Connection, IceRejoin), PathError> {
         let Body::Ice {
             ufrag,
             pwd,
@@ -351,7 +362,7 @@ impl IcePath {
             candidates,
         } = peer
         else {
-            return Err("the peer's blob is not an ice blob".into());
+            return Err(PathError::Blob("the peer's blob is not an ice blob".into()));
         };
         debug_assert_eq!(side, p.side);
         let agent = p.agent.clone();
@@ -378,15 +389,15 @@ impl IcePath {
             };
             match tokio::time::timeout_at(until, &mut work).await {
                 Ok(r) => r,
-                Err(_) => Err(format!(
+                Err(_) => Err(PathError::Unreachable(format!(
                     "ICE/QUIC setup did not finish within {} s although the peer answered: no candidate pair works{}",
                     self.connect_timeout.as_secs(),
                     p.relay_hint(&self.turn_servers)
-                )),
+                ))),
             }
         } else {
             let waited = start.elapsed().as_secs();
-            Err(match side {
+            Err(PathError::Unreachable(match side {
                 Side::Answerer => format!(
                     "the receiver never showed up: no connectivity check arrived within {waited} s of answering (it did not get this ANSWER while its offer was valid, or it stopped); if it did paste the answer, no path exists between the hosts{}",
                     p.relay_hint(&self.turn_servers)
@@ -395,14 +406,14 @@ impl IcePath {
                     "the sender never answered a connectivity check within {waited} s: check that it still runs and answered this offer; if it does, no path exists between the hosts{}",
                     p.relay_hint(&self.turn_servers)
                 ),
-            })
+            }))
         };
         close_on_error(r, &agent).await
     }
 }
 
 /// Close the agent when setting up failed (its TURN allocations go with it).
-async fn close_on_error<T>(r: Result<T, String>, agent: &Agent) -> Result<T, String> {
+async fn close_on_error<T>(r: Result<T, PathError>, agent: &Agent) -> Result<T, PathError> {
     if r.is_err() {
         let _ = agent.close().await;
     }
@@ -521,7 +532,7 @@ impl IcePath {
         pwd: String,
         peer_fp: [u8; 32],
         candidates: Vec<String>,
-    ) -> Result<(quinn::Connection, IceRejoin), String> {
+    ) -> Result<(quinn::Connection, IceRejoin), PathError> {
         let agent = &p.agent;
         // With a TURN relay, keep the peer's private host addresses only
         // when they are on one of our networks (see `remote_filter`).
@@ -567,7 +578,7 @@ impl IcePath {
                 .await
                 .map(|c| c as DynConn)
         }
-        .map_err(|e| format!("ICE failed: {e}"))?;
+        .map_err(|e| PathError::Unreachable(format!("ICE failed: {e}")))?;
         let mut pair = None;
         for _ in 0..100 {
             pair = agent.get_selected_candidate_pair();
@@ -576,7 +587,9 @@ impl IcePath {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let pair = pair.ok_or("ICE connected but selected no candidate pair")?;
+        let pair = pair.ok_or_else(|| {
+            PathError::Unreachable("ICE connected but selected no candidate pair".into())
+        })?;
         let relayed = pair.local.candidate_type() == CandidateType::Relay;
         let path = format!(
             "{} {} -> {}",
@@ -615,9 +628,9 @@ impl IcePath {
                 // a second handle on the socket, to open our NAT towards the
                 // peer while waiting for it to reconnect
                 let punch = std_sock.try_clone().ok();
-                let native = quinn::TokioRuntime
-                    .wrap_udp_socket(std_sock)
-                    .map_err(|e| format!("cannot use the selected socket: {e}"))?;
+                let native = quinn::TokioRuntime.wrap_udp_socket(std_sock).map_err(|e| {
+                    PathError::Unreachable(format!("cannot use the selected socket: {e}"))
+                })?;
                 (StunFilter::new(native, early), remote, None, punch)
             }
             _ => (
@@ -628,9 +641,13 @@ impl IcePath {
             ),
         };
         let role = if controlling {
-            Role::Client(q::client_config(&p.identity, peer_fp, &self.quic)?)
+            Role::Client(
+                q::client_config(&p.identity, peer_fp, &self.quic).map_err(PathError::Setup)?,
+            )
         } else {
-            Role::Server(q::server_config(&p.identity, peer_fp, &self.quic)?)
+            Role::Server(
+                q::server_config(&p.identity, peer_fp, &self.quic).map_err(PathError::Setup)?,
+            )
         };
         let server = match &role {
             Role::Server(cfg) => Some(cfg.clone()),
@@ -642,7 +659,7 @@ impl IcePath {
             socket,
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|e| format!("cannot start QUIC: {e}"))?;
+        .map_err(|e| PathError::Setup(format!("cannot start QUIC: {e}")))?;
         let state = IceRejoin {
             endpoint,
             peer_addr,
@@ -658,11 +675,13 @@ impl IcePath {
             Role::Client(cfg) => state
                 .endpoint
                 .connect_with(cfg.clone(), peer_addr, q::SERVER_NAME)
-                .map_err(|e| format!("QUIC connect failed: {e}"))?
+                .map_err(|e| PathError::Unreachable(format!("QUIC connect failed: {e}")))?
                 .await
-                .map_err(|e| format!("QUIC handshake failed: {e}"))?,
+                .map_err(|e| PathError::Unreachable(format!("QUIC handshake failed: {e}")))?,
             Role::Server(_) => {
-                let c = accept_peer(&state.endpoint).await?;
+                let c = accept_peer(&state.endpoint)
+                    .await
+                    .map_err(PathError::Unreachable)?;
                 // the one peer is in: later attempts are dropped without state
                 state.endpoint.set_server_config(None);
                 c
