@@ -9,6 +9,13 @@
 //! allocator to release its free pages (`malloc_trim`). A steady load never
 //! triggers it; an idle process costs one `mallinfo2` call per interval.
 //! Other allocators than glibc's: nothing to do, [`reclaim`] just waits.
+//!
+//! Buffers of a megabyte or more (each QUIC endpoint's receive buffer is
+//! about 3 MB) get pages of their own that go back to the system when they
+//! are freed: glibc would otherwise, after the first such buffer is freed,
+//! serve the next ones from its heaps, where each freed buffer leaves a hole
+//! the RSS keeps (a renumbering soak grew the `ice` sender by 1-2 MB per
+//! fresh offer that way; docs/benchmarks.md, "Soak").
 
 use std::time::Duration;
 
@@ -18,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 const INTERVAL: Duration = Duration::from_secs(2);
 /// Release once the bytes in use fell this far below their peak since the last release.
 const DROP: usize = 16 << 20;
+/// Allocations of this size or more get pages of their own (`mmap`).
+const OWN_PAGES_FROM: usize = 1 << 20;
 
 /// The pure decision: release when use fell `DROP` below the peak since
 /// the last release.
@@ -52,6 +61,14 @@ mod glibc {
         // SAFETY: malloc_trim is thread-safe and only returns free memory.
         unsafe { libc::malloc_trim(0) == 1 }
     }
+
+    /// Serve allocations of `bytes` or more from pages of their own, for
+    /// good (a fixed threshold also stops glibc from raising it).
+    pub fn own_pages_from(bytes: usize) -> bool {
+        let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only changes the allocator's tuning.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -62,11 +79,16 @@ mod glibc {
     pub fn release() -> bool {
         false
     }
+    pub fn own_pages_from(_bytes: usize) -> bool {
+        false
+    }
 }
 
 /// Until `cancel`: release the allocator's free memory after each burst.
+/// First gives large buffers pages of their own (see the module's text).
 /// The binary runs one per process.
 pub async fn reclaim(cancel: CancellationToken) {
+    glibc::own_pages_from(OWN_PAGES_FROM);
     if glibc::in_use().is_none() {
         return cancel.cancelled().await;
     }
@@ -114,6 +136,7 @@ mod tests {
     fn reports_use_where_it_can() {
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(glibc::in_use().is_some_and(|n| n > 0));
+            assert!(glibc::own_pages_from(OWN_PAGES_FROM));
         }
     }
 }
