@@ -499,8 +499,12 @@ impl<P: ManualPath> Dialer for ManualDialer<P> {
     }
 
     async fn dial(&mut self) -> Result<P::Conn, DialError> {
-        if let Some(r) = self.try_rejoin().await {
-            return r;
+        match self.try_rejoin().await {
+            None => {}
+            // the way back is given up (this host was renumbered, or the
+            // tries ran out): the fresh offer comes now, not after a backoff
+            Some(Err(_)) if self.rejoin.is_none() => {}
+            Some(r) => return r,
         }
         let (prepared, body) = self.path.prepare(Side::Offerer).await?;
         let session: [u8; 8] = rand::random();

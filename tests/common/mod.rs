@@ -96,6 +96,23 @@ pub struct Proc {
     pub stdout: watch::Receiver<Vec<String>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
     stderr_rx: watch::Receiver<usize>,
+    pid: Option<u32>,
+}
+
+/// A test ends its processes with SIGKILL (`kill_on_drop`), which leaves
+/// them no chance to remove their control sockets: remove them for them.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let Some(pid) = self.pid else { return };
+        let suffix = format!("-{pid}.sock");
+        let dir = runtime_dir().join("peerport");
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 impl Proc {
@@ -162,6 +179,7 @@ impl Proc {
             }
         });
         Proc {
+            pid: child.id(),
             child,
             stdout: out_rx,
             stderr,
