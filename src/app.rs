@@ -617,8 +617,10 @@ async fn run_sender(
         ModeSettings::IrohManual(p) => {
             let sender = sender.build();
             hangup(&sender, reload);
-            let (_, obs) = observe(&sender).await?;
-            let r = manual_sender(sender, p.iroh_manual_path(), p, (shutdown, now)).await;
+            let (monitor, obs) = observe(&sender).await?;
+            let path = p.iroh_manual_path();
+            monitor.add_metrics(path.metrics.extra());
+            let r = manual_sender(sender, path, p, (shutdown, now)).await;
             obs.stop().await;
             r
         }
@@ -750,13 +752,9 @@ async fn run_receiver(
         }
         ModeSettings::IrohManual(p) => {
             let (offers, answers) = manual(p);
-            let dialer = ManualDialer::new(
-                p.iroh_manual_path(),
-                offers,
-                answers,
-                MAX_BLOB_AGE,
-                rejoin_limit,
-            );
+            let path = p.iroh_manual_path();
+            monitor.add_metrics(path.metrics.extra());
+            let dialer = ManualDialer::new(path, offers, answers, MAX_BLOB_AGE, rejoin_limit);
             receiver
                 .run_until(dialer, shutdown.clone(), now.clone())
                 .await

@@ -148,6 +148,7 @@ pub async fn run(megabytes: usize) -> Result<()> {
             portmap: false,
             quic: Default::default(),
             connect_timeout: Duration::from_secs(30),
+            metrics: Default::default(),
         };
         rows.push(manual_row(&p, "iroh-manual", source, megabytes).await?);
         for (mode, relay_only) in [("ice", false), ("ice --relay-only (TURN)", true)] {

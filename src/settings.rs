@@ -187,6 +187,7 @@ impl PathSettings {
             portmap: self.portmap,
             quic: self.quic,
             connect_timeout: self.connect_timeout,
+            metrics: Default::default(),
         }
     }
 }

@@ -345,3 +345,60 @@ async fn status_without_a_running_process_says_so() {
         "{err}"
     );
 }
+
+/// `iroh-manual` binds one endpoint per session: `/metrics` shows the iroh
+/// metrics of each, every family once, each series labelled with its
+/// endpoint, and a closed session's series go with its endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iroh_manual_metrics_show_every_sessions_endpoint_once() {
+    let mut svc = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut svc).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut tx = manual_sender(
+        "iroh-manual",
+        &format!("tcp://{echo}"),
+        dir.path(),
+        &["--metrics".into(), "127.0.0.1:0".into()],
+    );
+    let metrics = url_of(&mut tx, "metrics").await;
+    let (mut first, local) = manual_receiver("iroh-manual", "tcp", dir.path(), &[]).await;
+    tcp_echo_check(local, 64 << 10, 1).await;
+    let (_second, local) = manual_receiver("iroh-manual", "tcp", dir.path(), &[]).await;
+    tcp_echo_check(local, 64 << 10, 1).await;
+    let endpoints = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter(|l| l.starts_with("iroh_"))
+            .filter_map(|l| l.split("endpoint=\"").nth(1))
+            .filter_map(|r| r.split('"').next())
+            .map(str::to_string)
+            .collect()
+    };
+    let plain = http_get(&metrics, "text/plain").await;
+    assert_eq!(endpoints(&plain).len(), 2, "{plain}");
+    let types: Vec<_> = plain.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+    let distinct: std::collections::BTreeSet<_> = types.iter().collect();
+    assert_eq!(
+        types.len(),
+        distinct.len(),
+        "a family written twice:\n{plain}"
+    );
+    if tool("promtool") {
+        let (ok, out) = pipe("promtool", &["check", "metrics"], &plain).await;
+        assert!(ok, "promtool check metrics: {out}\n{plain}");
+    }
+    // the first receiver ends its session on purpose: its endpoint goes
+    first.signal(15);
+    first.wait_exit(Duration::from_secs(20)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = http_get(&metrics, "text/plain").await;
+        if endpoints(&text).len() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed session's endpoint is still listed:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -30,6 +30,7 @@ use tracing::{debug, info, Instrument};
 
 use super::manual::{ManualPath, PathError, RejoinError, Side};
 use crate::{
+    status::iroh_endpoints::{IrohEndpoints, Listed},
     stun,
     transport::{iroh::IrohConnection, QuicSettings},
 };
@@ -51,15 +52,18 @@ pub struct IrohManualPath {
     pub quic: QuicSettings,
     /// How long to try connecting after the exchange.
     pub connect_timeout: Duration,
+    /// Where each session's endpoint shows its iroh metrics (`/metrics`).
+    pub metrics: IrohEndpoints,
 }
 
 impl ManualPath for IrohManualPath {
     type Conn = IrohConnection;
-    type Prepared = Endpoint;
+    /// The session's endpoint, listed in the metrics while it lives.
+    type Prepared = (Endpoint, Listed);
     type Rejoin = IrohRejoin;
     const MODE: Mode = Mode::IrohManual;
 
-    async fn prepare(&self, _side: Side) -> Result<(Endpoint, Body), PathError> {
+    async fn prepare(&self, _side: Side) -> Result<((Endpoint, Listed), Body), PathError> {
         // STUN from the port the endpoint will use
         let probe = UdpSocket::bind(self.bind)
             .await
@@ -117,12 +121,13 @@ impl ManualPath for IrohManualPath {
             endpoint_id: *ep.id().as_bytes(),
             addrs,
         };
-        Ok((ep, body))
+        let listed = self.metrics.add(&ep);
+        Ok(((ep, listed), body))
     }
 
     async fn connect(
         &self,
-        ep: Endpoint,
+        (ep, listed): (Endpoint, Listed),
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
@@ -140,7 +145,7 @@ impl ManualPath for IrohManualPath {
             ));
         };
         let addr = EndpointAddr::from_parts(id, addrs.into_iter().map(TransportAddr::Ip));
-        let state = IrohRejoin::new(ep, addr);
+        let state = IrohRejoin::new(ep, addr, listed);
         // a copy-paste answerer keeps dialing as long as the offer is valid:
         // the person may carry the answer back minutes later
         let now = tokio::time::Instant::now();
@@ -221,13 +226,15 @@ pub struct IrohRejoin {
     /// The local addresses this host reaches the peer's direct addresses
     /// from (as routed when the session began).
     sources: Vec<std::net::IpAddr>,
+    /// The endpoint's place in the metrics.
+    _listed: Listed,
 }
 
 /// How long a reconnect tries the old path after this host was renumbered.
 const RENUMBERED_TRY: Duration = Duration::from_secs(3);
 
 impl IrohRejoin {
-    fn new(ep: Endpoint, peer: EndpointAddr) -> Self {
+    fn new(ep: Endpoint, peer: EndpointAddr, listed: Listed) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let task = tokio::spawn(accept_peer(ep.clone(), peer.id, tx).in_current_span());
         let mut sources: Vec<std::net::IpAddr> = peer
@@ -243,6 +250,7 @@ impl IrohRejoin {
             peer,
             from_peer: tokio::sync::Mutex::new(rx),
             _accept: tokio_util::task::AbortOnDropHandle::new(task),
+            _listed: listed,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! Encoded with `prometheus-client` (the Prometheus project's Rust client):
 //! a collector reads one [`Snapshot`] per scrape, so nothing is counted
 //! twice and an idle process does no work. In the `iroh` mode the
-//! endpoint's own metrics (iroh-metrics, prefix `iroh_`) follow ours.
+//! endpoint's own metrics (iroh-metrics, prefix `iroh_`) follow ours; in
+//! `iroh-manual` those of every session's endpoint, labelled `endpoint`
+//! ([`super::iroh_endpoints`]).
 //!
 //! Names follow the conventions: counters end in `_total`, units are in
 //! the name (`_seconds`, `_bytes`). Per-session series carry `session`

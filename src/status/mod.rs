@@ -21,6 +21,7 @@
 //! ```
 
 pub mod control;
+pub mod iroh_endpoints;
 pub mod metrics;
 pub mod text;
 pub mod web;
