@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use iroh::{
-    endpoint::{Connection, PathEvent, RecvStream, SendDatagramError, SendStream, VarInt},
+    endpoint::{Connection, PathEvent, RecvStream, SendStream, VarInt},
     Endpoint, TransportAddr,
 };
 use tracing::{info, Instrument};
@@ -130,11 +130,7 @@ impl TunnelConnection for IrohConnection {
         self.conn
             .send_datagram_wait(data)
             .await
-            .map_err(|e| match e {
-                SendDatagramError::TooLarge => DatagramError::TooLarge,
-                SendDatagramError::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
-                _ => DatagramError::Unsupported,
-            })
+            .map_err(datagram_error)
     }
 
     async fn read_datagram(&self) -> Result<Bytes, ConnError> {
@@ -266,4 +262,7 @@ impl Acceptor for IrohAcceptor {
     }
 }
 
-super::close_reason_of!(iroh::endpoint::ConnectionError);
+super::stack_errors!(
+    iroh::endpoint::ConnectionError,
+    iroh::endpoint::SendDatagramError
+);

@@ -147,14 +147,14 @@ impl CloseReason {
     }
 }
 
-/// The typed reason behind a connection error of a QUIC stack: iroh's noq
-/// and quinn have the same `ConnectionError` shape.
-macro_rules! close_reason_of {
-    ($stack:path) => {
+/// The typed errors behind a QUIC stack's connection and datagram
+/// errors: iroh's noq and quinn have the same shapes.
+macro_rules! stack_errors {
+    ($conn:path, $datagram:path) => {
         /// The typed reason behind a connection error of this stack.
-        pub fn close_reason(e: $stack) -> $crate::transport::CloseReason {
+        pub fn close_reason(e: $conn) -> $crate::transport::CloseReason {
+            use $conn as E;
             use $crate::transport::CloseReason;
-            use $stack as E;
             match e {
                 E::ApplicationClosed(c) => CloseReason::Peer {
                     code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
@@ -166,9 +166,20 @@ macro_rules! close_reason_of {
                 other => CloseReason::Transport(other.to_string()),
             }
         }
+
+        /// Why this stack could not send a datagram.
+        fn datagram_error(e: $datagram) -> $crate::transport::DatagramError {
+            use $crate::transport::DatagramError;
+            use $datagram as E;
+            match e {
+                E::TooLarge => DatagramError::TooLarge,
+                E::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
+                _ => DatagramError::Unsupported,
+            }
+        }
     };
 }
-pub(crate) use close_reason_of;
+pub(crate) use stack_errors;
 
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

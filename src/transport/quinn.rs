@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use quinn::{RecvStream, SendDatagramError, SendStream, VarInt};
+use quinn::{RecvStream, SendStream, VarInt};
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     crypto::WebPkiSupportedAlgorithms,
@@ -321,11 +321,7 @@ impl TunnelConnection for QuinnConnection {
         self.conn
             .send_datagram_wait(data)
             .await
-            .map_err(|e| match e {
-                SendDatagramError::TooLarge => DatagramError::TooLarge,
-                SendDatagramError::ConnectionLost(e) => DatagramError::Lost(close_reason(e)),
-                _ => DatagramError::Unsupported,
-            })
+            .map_err(datagram_error)
     }
 
     async fn read_datagram(&self) -> Result<Bytes, ConnError> {
@@ -405,4 +401,4 @@ impl TunnelConnection for QuinnConnection {
     }
 }
 
-super::close_reason_of!(quinn::ConnectionError);
+super::stack_errors!(quinn::ConnectionError, quinn::SendDatagramError);
