@@ -583,8 +583,8 @@ fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings,
     let relay_only = p.relay_only.unwrap_or(false);
     let turn_servers = turn_servers(p)?;
     // checked before anything binds, so the error comes first and alone
-    if relay_only && turn_servers.is_empty() {
-        return Err(invalid("--relay-only needs a --turn-server"));
+    if let Some(problem) = crate::modes::ice::relay_only_problem(relay_only, &turn_servers) {
+        return Err(invalid(problem));
     }
     Ok(PathSettings {
         offer_file: p.offer_file.clone().filter(|f| f.as_os_str() != "-"),

@@ -755,44 +755,42 @@ async fn keep_rejoining<P: ManualPath>(
     stop: &tokio_util::sync::CancellationToken,
 ) {
     loop {
+        // until the connection is lost, then until its receiver is back
+        let round = async {
+            let reason = conn.closed().await;
+            if matches!(
+                reason,
+                crate::transport::CloseReason::Peer { .. } | crate::transport::CloseReason::Local
+            ) {
+                return None;
+            }
+            info!(
+                "session lost ({reason}); the receiver may reconnect to this endpoint for {} s",
+                REJOIN_WINDOW.as_secs()
+            );
+            Some(path.rejoin(&rejoin, Side::Answerer, REJOIN_WINDOW).await)
+        };
         // a resume over a newer connection (a fresh exchange) leaves this
         // one nothing to come back for: its endpoint goes now, not after
         // the window (each holds megabytes of receive buffers)
         let superseded = conn.superseded();
-        let reason = tokio::select! {
-            r = conn.closed() => r,
+        let again = tokio::select! {
+            r = round => r,
             _ = superseded.cancelled() => {
                 info!("the session continues on a newer connection: releasing this one's endpoint");
-                break;
+                None
             }
-            _ = stop.cancelled() => break,
-        };
-        if matches!(
-            reason,
-            crate::transport::CloseReason::Peer { .. } | crate::transport::CloseReason::Local
-        ) {
-            break;
-        }
-        info!(
-            "session lost ({reason}); the receiver may reconnect to this endpoint for {} s",
-            REJOIN_WINDOW.as_secs()
-        );
-        let again = tokio::select! {
-            r = path.rejoin(&rejoin, Side::Answerer, REJOIN_WINDOW) => r,
-            _ = superseded.cancelled() => {
-                info!("the session continues on a newer connection: its receiver will not come back here");
-                break;
-            }
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => None,
         };
         match again {
-            Ok(c) => {
+            None => break,
+            Some(Ok(c)) => {
                 conn = c.clone();
                 if tx.send(Ok(c)).await.is_err() {
                     break;
                 }
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 info!("the receiver did not come back: {e}");
                 break;
             }

@@ -94,10 +94,20 @@ fn turn_url(t: &TurnServer) -> Result<Url, String> {
     Ok(u)
 }
 
+/// What is wrong when `--relay-only` has no TURN server to relay through
+/// (checked by the settings before anything binds, and by [`IcePath`] for
+/// programs that build one themselves).
+pub fn relay_only_problem(relay_only: bool, turn_servers: &[TurnServer]) -> Option<&'static str> {
+    (relay_only && turn_servers.is_empty()).then_some("--relay-only needs a --turn-server")
+}
+
 impl IcePath {
     /// The ICE agent for one session; every failure is a setting that
     /// cannot work.
     async fn agent(&self, controlling: bool) -> Result<Agent, PathError> {
+        if let Some(problem) = relay_only_problem(self.relay_only, &self.turn_servers) {
+            return Err(PathError::Setup(problem.into()));
+        }
         let mut urls = Vec::new();
         let mut types = Vec::new();
         if !self.relay_only {
@@ -114,11 +124,6 @@ impl IcePath {
             for t in &self.turn_servers {
                 urls.push(turn_url(t).map_err(PathError::Setup)?);
             }
-        }
-        if types.is_empty() {
-            return Err(PathError::Setup(
-                "--relay-only needs at least one --turn-server".into(),
-            ));
         }
         let ip = self.bind.ip();
         // that family only; `[::]` means both, as a dual-stack socket would
