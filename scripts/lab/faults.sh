@@ -2,7 +2,7 @@
 # Fault lab: an ssh session through peerport while the network misbehaves.
 #   faults.sh [--quick] [--iperf] [--modes "iroh ice"] [--cases "loss1 blackout40"] [--out NAME]
 #
-# Lab: cone/cone NAT sites (netlab.sh) with a userspace wire (`peerport lab-wire`, PPLAB_WIRE=1)
+# Lab: cone/cone NAT sites (netlab.sh) with a userspace wire (`peerport-lab wire`, PPLAB_WIRE=1)
 # between each router and the internet, because this kernel has no netem. Sender in site a
 # (sshd), receiver in site b. Per case: an ssh "ticker" session (one line a second) and an
 # 32 MiB download through ssh, started before the fault, over a 50 Mbit/s link; then the fault; then the checks:

@@ -16,7 +16,7 @@
 #   pplab-X-cgn  (cgnat only) wan 198.18.0.1{idx}/24, lan 100.64.{idx}.1/24
 #   pplab-X-host eth0 10.0.{idx}.2/24, default via 10.0.{idx}.1
 # PPLAB_WIRE=1 (cone/symmetric sites): a namespace pplab-X-wire sits between the router's wan and
-#   the internet bridge and runs `peerport lab-wire` (a userspace wire with delay, jitter, loss,
+#   the internet bridge and runs `peerport-lab wire` (a userspace wire with delay, jitter, loss,
 #   rate and blackouts; this kernel has no netem). Offloads are off on the links into a wire.
 # PPLAB_FIX=input|mangle|none: how routers drop unsolicited inbound (none reproduces the port-remap pitfall).
 set -euo pipefail
@@ -25,6 +25,7 @@ LAB_DIR=$(cd "$(dirname "$0")" && pwd)
 # PPLAB_NAME: the namespaces' prefix (default pplab), so that two labs can run side by side
 PPLAB=${PPLAB_NAME:-pplab}
 PP=${PEERPORT_BIN:-$LAB_DIR/../../target/release/peerport}
+PPLAB_TOOL=${PEERPORT_LAB_BIN:-$LAB_DIR/../../target/release/peerport-lab}
 WIRE_DIR=${PPLAB_WIRE_DIR:-/run/$PPLAB-wire}
 INET=$PPLAB-inet
 INET_IP=198.18.0.1
@@ -115,8 +116,8 @@ site_up() {
         || die "ethtool -K failed on $2 (install ethtool)"
     done
     mkdir -p "$WIRE_DIR"; : > "$WIRE_DIR/$s.conf"
-    [[ -x $PP ]] || die "$PP missing: cargo build --release"
-    nsx "$wire" "$PP" lab-wire --a w-in --b w-out --control "$WIRE_DIR/$s.conf" > "$WIRE_DIR/$s.log" 2>&1 &
+    [[ -x $PPLAB_TOOL ]] || die "$PPLAB_TOOL missing: cargo build --release --workspace"
+    nsx "$wire" "$PPLAB_TOOL" wire --a w-in --b w-out --control "$WIRE_DIR/$s.conf" > "$WIRE_DIR/$s.log" 2>&1 &
     nsx "$rtr" ip addr add "198.18.0.1$idx/24" dev wan
     nsx "$rtr" ip route add default via $INET_IP
     nat_rules "$rtr" "$type"

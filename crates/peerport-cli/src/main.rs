@@ -1,0 +1,76 @@
+//! The `peerport` binary: parse, set up logging, run the library.
+//!
+//! This crate is the edge: the commands ([`cli`], [`app`]), settings from
+//! flags and files ([`config`], [`settings`], [`config_init`]), the views of
+//! a running tunnel ([`views`], [`observe`]), the demo, and memory trimming.
+//! The tunnel itself is the `peerport` library.
+
+mod app;
+mod cli;
+mod config;
+mod config_init;
+mod demo;
+mod memory;
+mod observe;
+mod settings;
+mod tlsfile;
+mod views;
+
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// Dependencies that log expected events as errors: webrtc-ice (a late STUN
+/// answer), turn (a packet for a released allocation), iroh's relay
+/// transport and noq's endpoint driver (their channels closing while an
+/// endpoint closes), the Nostr relay
+/// pool (every reconnect attempt, a relay going away). peerport reports ICE,
+/// TURN, relay and Nostr failures itself, with what to do; `-v` shows them all.
+const QUIET_DEPENDENCIES: &str = "webrtc_ice=off,turn=off,webrtc_util=off,iroh::socket::transports::relay=off,noq::endpoint=off,nostr_relay_pool=off";
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let quiet = matches!(cli.command, cli::Command::Demo { .. });
+    let default = match cli.verbose {
+        0 if quiet => format!("error,{QUIET_DEPENDENCIES}"),
+        0 => format!("warn,peerport=info,{QUIET_DEPENDENCIES}"),
+        1 => "info,peerport=debug".to_string(),
+        _ => "debug,peerport=trace".to_string(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Json => fmt.json().with_ansi(false).init(),
+        cli::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // the allocator returns a burst's memory; stops with the runtime
+    let reclaim = tokio_util::sync::CancellationToken::new();
+    rt.spawn(memory::reclaim(reclaim.clone()));
+    let result = rt.block_on(app::run(cli));
+    reclaim.cancel();
+    let code = if let Some(sig) = app::stop_signal() {
+        // stopped by Ctrl-C or SIGTERM: 130 / 143, as shells expect
+        ExitCode::from(128 + sig as u8)
+    } else {
+        match result {
+            Ok(()) => ExitCode::from(app::exit::OK),
+            Err(e) => {
+                eprintln!("error: {}", app::render_error(&e));
+                ExitCode::from(app::exit_code(&e))
+            }
+        }
+    };
+    // Do not wait for a blocking read of stdin (a paste prompt) to return.
+    rt.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
+}

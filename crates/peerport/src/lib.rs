@@ -1,0 +1,46 @@
+//! peerport: forward TCP and UDP ports between two hosts, even when both are
+//! behind NAT, over a QUIC connection found by a signaling back-end.
+//!
+//! The API is [`Sender`] (next to the service) and [`Receiver`] (next to the
+//! client), each a long-lived object over a mode's [`transport::Acceptor`]
+//! or [`transport::Dialer`]:
+//!
+//! * `iroh`: [`transport::iroh::IrohAcceptor`] / [`modes::iroh::IrohDialer`];
+//! * copy-paste (`iroh-manual`, `ice`): [`modes::manual::ManualAcceptor`] /
+//!   [`modes::manual::ManualDialer`] over a [`modes::manual::ManualPath`]
+//!   ([`modes::iroh_manual::IrohManualPath`], [`modes::ice::IcePath`]);
+//! * `nostr`: [`modes::nostr::NostrAcceptor`] / [`modes::nostr::NostrDialer`].
+//!
+//! `examples/embedded.rs` runs both ends in one program.
+//!
+//! Layers, bottom up:
+//! * [`proto`]: wire formats without IO (stream headers, UDP fragments);
+//! * [`transport`]: the small traits over a QUIC stack (iroh's noq, quinn);
+//! * [`engine`]: TCP and UDP forwarding, sessions, auth, written once;
+//! * [`modes`]: signaling back-ends that produce connections;
+//! * [`sender`] / [`receiver`]: the long-lived core.
+//!
+//! The `peerport` command (crate `peerport-cli`), the embedded rendezvous
+//! servers (`peerport-rendezvous`), the lab tools (`peerport-lab`) and the
+//! test kit (`peerport-testkit`) are crates of their own over this one.
+
+#![warn(missing_docs)]
+
+pub mod addr;
+pub mod engine;
+pub mod identity;
+pub mod modes;
+pub mod netcheck;
+pub mod proto;
+pub mod receiver;
+pub mod sender;
+pub mod status;
+pub mod stun;
+pub mod transport;
+
+pub(crate) mod net;
+pub(crate) mod qad;
+
+pub use addr::{ForwardAddr, Protocol};
+pub use receiver::{Receiver, ReceiverBuilder, ReceiverError, Reconnect};
+pub use sender::{Sender, SenderBuilder};
