@@ -10,8 +10,8 @@ use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command},
-    config::Role,
     observe::{Observers, Progress},
+    settings::Role,
     settings::{self, ModeSettings, PathSettings, Settings},
 };
 use peerport::{
@@ -38,19 +38,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         crate::cli::LogFormat::Text => Progress::Terminal,
     };
     match cli.command {
-        Command::Sender { mode } => {
-            let (mode, partial, cfg) = mode.parts();
-            let s = settings::load(partial.clone(), cfg, Role::Sender, mode)?;
-            let cfg = cfg.clone();
+        Command::Sender { mode: cmd } => {
+            let (mode, partial, cfg) = (cmd.mode, cmd.partial, cmd.config);
+            let s = settings::load(partial.clone(), &cfg, Role::Sender, mode)?;
             let reload: Option<Reload> = (cfg.config.is_some() || cfg.default_config).then(|| {
                 Box::new(move || settings::load(partial.clone(), &cfg, Role::Sender, mode))
                     as Reload
             });
             run_sender(s, mode, progress, reload).await
         }
-        Command::Receiver { mode } => {
-            let (mode, partial, cfg) = mode.parts();
-            let s = settings::load(partial, cfg, Role::Receiver, mode)?;
+        Command::Receiver { mode: cmd } => {
+            let s = settings::load(cmd.partial, &cmd.config, Role::Receiver, cmd.mode)?;
+            let mode = cmd.mode;
             run_receiver(s, mode, progress).await
         }
         Command::Status {
@@ -66,7 +65,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let reload: Reload = Box::new(move || {
                         let (r, m, s) = from_file(&config, name.clone())?;
                         if (r, m) != (role, mode) {
-                            return Err(crate::config::ConfigError::Invalid(
+                            return Err(settings::ConfigError::Invalid(
                                 "role or mode changed in the file: restart the process to apply that".into(),
                             ));
                         }
@@ -118,14 +117,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             relay,
             bind,
             json,
-            ice,
+            turn,
         } => {
-            let partial = crate::config::Partial {
-                turn_server: (!ice.turn_server.is_empty()).then(|| ice.turn_server.clone()),
-                turn_user: ice.turn_user.clone(),
-                turn_password_file: ice.turn_password_file.clone(),
-                ..Default::default()
-            };
+            let partial = turn.partial;
             let probe = peerport::netcheck::Probe {
                 bind: bind
                     .map(|b| b.parse())
@@ -339,9 +333,9 @@ async fn status_command(
 fn from_file(
     path: &std::path::Path,
     name: Option<String>,
-) -> Result<(Role, peerport_signaling::Mode, Settings), crate::config::ConfigError> {
-    use crate::config::ConfigError;
-    let file = crate::config::load(path)?;
+) -> Result<(Role, peerport_signaling::Mode, Settings), settings::ConfigError> {
+    use settings::ConfigError;
+    let file = settings::file::load(path)?;
     let shown = path.display().to_string();
     let need = |what: &str, example: &str| {
         ConfigError::Mismatch {
@@ -373,7 +367,7 @@ fn from_file(
         config: Some(path.to_owned()),
         default_config: false,
     };
-    let cli = crate::config::Partial {
+    let cli = settings::Partial {
         name,
         ..Default::default()
     };
@@ -395,12 +389,12 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
             } else {
                 Role::Receiver
             };
-            let text = crate::config_init::render(role, mode);
+            let text = settings::template::render(role, mode);
             match output {
                 None => print!("{text}"),
                 Some(path) => {
                     if path.exists() && !force {
-                        return Err(crate::config::ConfigError::Invalid(format!(
+                        return Err(settings::ConfigError::Invalid(format!(
                             "{} exists: pass --force to overwrite it",
                             path.display()
                         ))
@@ -444,7 +438,7 @@ fn process_name(s: &Settings, role: &str) -> String {
 }
 
 /// Re-reads the settings from the config file (SIGHUP).
-type Reload = Box<dyn Fn() -> Result<Settings, crate::config::ConfigError> + Send + Sync>;
+type Reload = Box<dyn Fn() -> Result<Settings, settings::ConfigError> + Send + Sync>;
 
 /// Run `f` on every SIGHUP until `stop` fires (and no longer die of it,
 /// which is SIGHUP's default).
@@ -773,7 +767,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
                 _ => exit::UNREACHABLE,
             };
         }
-        if cause.downcast_ref::<crate::config::ConfigError>().is_some()
+        if cause.downcast_ref::<settings::ConfigError>().is_some()
             || cause.downcast_ref::<identity::IdentityError>().is_some()
         {
             return exit::USAGE;

@@ -1,14 +1,12 @@
 //! The `peerport` binary: parse, set up logging, run the library.
 //!
 //! This crate is the edge: the commands ([`cli`], [`app`]), settings from
-//! flags and files ([`config`], [`settings`], [`config_init`]), the views of
+//! flags and files, declared once ([`settings`]), the views of
 //! a running tunnel ([`views`], [`observe`]), the demo, and memory trimming.
 //! The tunnel itself is the `peerport` library.
 
 mod app;
 mod cli;
-mod config;
-mod config_init;
 mod demo;
 mod memory;
 mod observe;

@@ -21,6 +21,18 @@ pub enum Mode {
 pub struct UnknownMode(pub String);
 
 impl Mode {
+    /// Every mode, in the order help texts list them.
+    pub const ALL: [Mode; 4] = [Mode::Iroh, Mode::IrohManual, Mode::Ice, Mode::Nostr];
+
+    /// The other name the mode answers to, if any.
+    pub fn alias(self) -> Option<&'static str> {
+        match self {
+            Mode::Iroh => Some("iroh-default"),
+            Mode::Ice => Some("custom"),
+            Mode::IrohManual | Mode::Nostr => None,
+        }
+    }
+
     /// The canonical name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,13 +53,11 @@ impl fmt::Display for Mode {
 impl FromStr for Mode {
     type Err = UnknownMode;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "iroh" | "iroh-default" => Ok(Mode::Iroh),
-            "iroh-manual" => Ok(Mode::IrohManual),
-            "ice" | "custom" => Ok(Mode::Ice),
-            "nostr" => Ok(Mode::Nostr),
-            _ => Err(UnknownMode(s.to_string())),
-        }
+        let name = s.trim().to_ascii_lowercase();
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name || m.alias() == Some(name.as_str()))
+            .ok_or_else(|| UnknownMode(s.to_string()))
     }
 }
 
@@ -65,7 +75,7 @@ mod tests {
 
     #[test]
     fn roundtrip_names() {
-        for m in [Mode::Iroh, Mode::IrohManual, Mode::Ice, Mode::Nostr] {
+        for m in Mode::ALL {
             assert_eq!(m.as_str().parse::<Mode>().unwrap(), m);
         }
     }

@@ -26,13 +26,16 @@ use crate::{
 /// ALPN of peerport's iroh mode.
 pub const ALPN: &[u8] = b"peerport/iroh/1";
 
+/// The UDP port of a relay's QUIC address discovery unless one is set (iroh's).
+pub const DEFAULT_RELAY_QUIC_PORT: u16 = iroh_relay::defaults::DEFAULT_RELAY_QUIC_PORT;
+
 /// Infrastructure settings of an iroh endpoint.
 #[derive(Debug, Clone)]
 pub struct IrohOptions {
     /// Relay servers; empty means the public n0 relays.
     pub relay_urls: Vec<RelayUrl>,
     /// UDP port of the custom relays' QUIC address discovery; `None` means
-    /// iroh's default (7842), `Some(0)` turns it off.
+    /// [`DEFAULT_RELAY_QUIC_PORT`], `Some(0)` turns it off.
     pub relay_quic_port: Option<u16>,
     /// Extra trusted root certificates for the relays' TLS (HTTPS and QUIC
     /// address discovery), e.g. a self-hosted relay's self-signed certificate.

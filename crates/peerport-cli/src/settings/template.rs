@@ -1,14 +1,13 @@
 //! `peerport config init`: a commented example config for a role and mode,
-//! written from the command line's own definitions, so every key is a long
-//! flag of that command and its comment is the flag's help.
+//! written from the settings table, so every key is a long flag of that
+//! command and its comment is the flag's help.
 
-use clap::CommandFactory;
 use peerport_signaling::Mode;
 
-use crate::{cli::Cli, config::Role};
-
-/// Flags that are not settings.
-pub const NOT_KEYS: [&str; 5] = ["config", "default-config", "help", "verbose", "log-format"];
+use super::{
+    declare::{Kind, Role},
+    SETTINGS,
+};
 
 /// A value to show for `key` (TOML), and whether a config needs it.
 fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
@@ -32,6 +31,7 @@ fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
         "metrics" => ("\"127.0.0.1:9090\"", false),
         "dashboard" => ("\"127.0.0.1:8080\"", false),
         "bind" => ("\"0.0.0.0:0\"", false),
+        "congestion" => ("\"bbr\"", false),
         "name" => ("\"ssh\"", false),
         _ => return None,
     })
@@ -39,11 +39,6 @@ fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
 
 /// The example file for `role` in `mode`.
 pub fn render(role: Role, mode: Mode) -> String {
-    let cli = Cli::command();
-    let cmd = cli
-        .find_subcommand(role.as_str())
-        .and_then(|r| r.find_subcommand(mode.to_string()))
-        .expect("every role has every mode");
     let mut out = format!(
         "# peerport {role} in mode {mode}: `peerport run -c THIS_FILE`.\n\
          # Keys are the long flags of `peerport {role} {mode}` (see --help); a flag\n\
@@ -51,45 +46,33 @@ pub fn render(role: Role, mode: Mode) -> String {
          role = \"{role}\"\nmode = \"{mode}\"\n",
         role = role.as_str()
     );
-    for arg in cmd.get_arguments() {
-        let Some(key) = arg.get_long() else { continue };
-        if NOT_KEYS.contains(&key) {
-            continue;
-        }
-        let help = arg
-            .get_long_help()
-            .or(arg.get_help())
-            .map(|h| h.to_string())
-            .unwrap_or_default();
+    for s in SETTINGS.iter().filter(|s| s.scope.applies(role, mode)) {
+        let key = s.key();
+        let help = s.help();
         out.push('\n');
         for line in wrap(&help, 76) {
             out.push_str("# ");
             out.push_str(&line);
             out.push('\n');
         }
-        let flag = matches!(arg.get_action(), clap::ArgAction::SetTrue);
-        let list = matches!(arg.get_action(), clap::ArgAction::Append);
-        let (value, needed) = match example(key, role, mode) {
+        let (value, needed) = match example(&key, role, mode) {
             Some(v) => (v.0.to_string(), v.1),
-            None if flag => ("true".to_string(), false),
+            None if s.kind == Kind::Switch => ("true".to_string(), false),
             None => {
-                let name = arg
-                    .get_value_names()
-                    .and_then(|v| v.first().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "VALUE".into());
-                let number = |d: &str| {
+                let name = s.value_name.unwrap_or("VALUE");
+                // a default that starts with a number is shown as that number
+                let number = s.default.and_then(|d| {
+                    let d = d();
                     let first = d.split_whitespace().next().unwrap_or("");
+                    let first = first.trim_end_matches(|c: char| !c.is_ascii_digit());
                     first.parse::<f64>().is_ok().then(|| first.to_string())
-                };
-                let value = match default_in(&help) {
-                    Some(d) if number(&d).is_some() => number(&d).unwrap_or_default(),
-                    Some(d) => format!("\"{d}\""),
-                    None if ["N", "SECS", "MIB", "PORT", "KIND"].contains(&name.as_str()) => {
-                        "0".into()
-                    }
+                });
+                let value = match number {
+                    Some(n) => n,
+                    None if ["N", "SECS", "MIB", "PORT", "KIND"].contains(&name) => "0".into(),
                     None => format!("\"{name}\""),
                 };
-                if list {
+                if s.kind == Kind::List {
                     (format!("[{value}]"), false)
                 } else {
                     (value, false)
@@ -124,12 +107,6 @@ const SERVICES: &str = "
 # allowed-peer = [\"<endpoint id of a receiver>\"]
 ";
 
-/// The `[default: X]` of a help text.
-fn default_in(help: &str) -> Option<String> {
-    let rest = help.split("[default: ").nth(1)?;
-    Some(rest.split(']').next()?.to_string())
-}
-
 fn wrap(text: &str, width: usize) -> Vec<String> {
     let mut lines = Vec::new();
     for para in text.lines() {
@@ -151,7 +128,7 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::settings::file as config;
 
     #[test]
     fn every_example_parses_and_belongs_to_its_role_and_mode() {

@@ -1,70 +1,20 @@
-//! Turning merged [`Partial`] settings into typed, validated settings, with
-//! errors that say which flag or key to fix.
+//! Each group of merged settings checked and turned into the library's
+//! types; every error names the flag (and so the key) to fix.
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use iroh::RelayUrl;
-
-use peerport_signaling::Mode;
-
-use crate::{
-    cli::ConfigArgs,
-    config::{self, ConfigError, Partial, Role},
-};
-pub use peerport::sender::DEFAULT_MAX_SESSIONS;
 use peerport::{
     addr::{SourceSpec, TargetSpec},
     engine::policy::{self, AllowRule, Catalog, Service},
     engine::EngineConfig,
     modes::iroh::{IrohOptions, PeerSpec},
-    receiver::Reconnect,
-    transport::QuicSettings,
 };
+use peerport_signaling::Mode;
 
-/// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{ConfigError, Observe, Partial, PathSettings};
 
-/// Validated settings of a sender or receiver in any mode.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Sender: its services and destination rules (`--source`, `[[service]]`, `--allow`).
-    pub catalog: Option<Catalog>,
-    /// Receiver: its local targets (`--target`, at least one).
-    pub targets: Vec<TargetSpec>,
-    /// Engine tunables.
-    pub engine: EngineConfig,
-    /// Sender: most sessions at once (0 = unlimited).
-    pub max_sessions: usize,
-    /// Receiver: the reconnect policy.
-    pub reconnect: Reconnect,
-    /// Receiver: how long a local TCP client waits for the tunnel.
-    pub reconnect_wait: Duration,
-    /// How long one attempt to connect may take.
-    pub connect_timeout: Duration,
-    /// Longest drain on SIGTERM.
-    pub drain_timeout: Duration,
-    /// The mode's own settings.
-    pub mode: ModeSettings,
-    /// How the process shows what it does.
-    pub observe: Observe,
-}
-
-/// `--name`, `--control-socket`, `--metrics`, `--dashboard`.
-#[derive(Debug, Clone, Default)]
-pub struct Observe {
-    /// The process's name (`None`: role-PID).
-    pub name: Option<String>,
-    /// The control socket (`None`: the default place; `Some(None)`: no socket).
-    pub control_socket: Option<Option<PathBuf>>,
-    /// Prometheus endpoint.
-    pub metrics: Option<SocketAddr>,
-    /// Dashboard address.
-    pub dashboard: Option<SocketAddr>,
-    /// The dashboard's token.
-    pub dashboard_token: Option<String>,
-}
-
-fn observe(p: &Partial) -> Result<Observe, ConfigError> {
+pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
     let addr = |v: &Option<String>, flag: &str| -> Result<Option<SocketAddr>, ConfigError> {
         v.as_deref()
             .map(|a| {
@@ -119,122 +69,11 @@ fn observe(p: &Partial) -> Result<Observe, ConfigError> {
     })
 }
 
-/// The settings only one mode has.
-#[derive(Debug, Clone)]
-pub enum ModeSettings {
-    /// `iroh`.
-    Iroh(IrohSettings),
-    /// `iroh-manual`.
-    IrohManual(PathSettings),
-    /// `ice`.
-    Ice(PathSettings),
-    /// `nostr`: the ICE path plus the signaling keys and relays.
-    Nostr(PathSettings, peerport_signaling::nostr::NostrConfig),
-}
-
-/// Settings of the `iroh` mode.
-#[derive(Debug, Clone)]
-pub struct IrohSettings {
-    /// Identity file (sender: stable ticket; receiver: stable id for `--allowed-peer`).
-    pub secret_file: Option<PathBuf>,
-    /// Endpoint options.
-    pub iroh: IrohOptions,
-    /// Sender: pinned receiver ids (empty = token auth).
-    pub allowed_peers: Vec<String>,
-    /// Receiver: who to reach.
-    pub peer: Option<PeerSpec>,
-}
-
-/// Settings of the modes that exchange addresses (`iroh-manual`, `ice`, `nostr`).
-#[derive(Debug, Clone)]
-pub struct PathSettings {
-    /// Offer file (`None` = the console).
-    pub offer_file: Option<PathBuf>,
-    /// Answer file (`None` = the console).
-    pub answer_file: Option<PathBuf>,
-    /// Local UDP bind address.
-    pub bind: SocketAddr,
-    /// STUN servers (empty = none).
-    pub stun_servers: Vec<String>,
-    /// Port mapping on/off.
-    pub portmap: bool,
-    /// Idle timeout and congestion controller.
-    pub quic: QuicSettings,
-    /// Bound on connecting after the exchange.
-    pub connect_timeout: Duration,
-    /// TURN servers (ICE modes).
-    pub turn_servers: Vec<peerport::modes::ice::TurnServer>,
-    /// Relay candidates only (ICE modes).
-    pub relay_only: bool,
-}
-
-impl PathSettings {
-    /// The ICE path of the `ice` and `nostr` modes.
-    pub fn ice_path(&self) -> peerport::modes::ice::IcePath {
-        peerport::modes::ice::IcePath {
-            bind: self.bind,
-            stun_servers: self.stun_servers.clone(),
-            turn_servers: self.turn_servers.clone(),
-            relay_only: self.relay_only,
-            quic: self.quic,
-            connect_timeout: self.connect_timeout,
-        }
-    }
-
-    /// The path of the `iroh-manual` mode.
-    pub fn iroh_manual_path(&self) -> peerport::modes::iroh_manual::IrohManualPath {
-        peerport::modes::iroh_manual::IrohManualPath {
-            bind: self.bind,
-            stun_servers: self.stun_servers.clone(),
-            portmap: self.portmap,
-            quic: self.quic,
-            connect_timeout: self.connect_timeout,
-            metrics: Default::default(),
-        }
-    }
-}
-
-/// Read the config file (if any), check it belongs to `role` and `mode`,
-/// overlay the command line, and validate: the one way settings are made.
-pub fn load(
-    cli: Partial,
-    cfg: &ConfigArgs,
-    role: Role,
-    mode: Mode,
-) -> Result<Settings, ConfigError> {
-    Settings::from_partial(merge(cli, cfg, role, mode)?, role, mode)
-}
-
-/// Load the config file the flags point to (if any), check it, and overlay the command line.
-pub fn merge(
-    cli: Partial,
-    cfg: &ConfigArgs,
-    role: Role,
-    mode: Mode,
-) -> Result<Partial, ConfigError> {
-    let path = match (&cfg.config, cfg.default_config) {
-        (Some(p), _) => Some(p.clone()),
-        (None, true) => Some(config::default_path(role).ok_or_else(|| {
-            ConfigError::Invalid("--default-config: neither XDG_CONFIG_HOME nor HOME is set".into())
-        })?),
-        (None, false) => None,
-    };
-    let file = match path {
-        Some(p) => {
-            let f = config::load(&p)?;
-            config::check_file(&p.display().to_string(), &f, role, mode)?;
-            f
-        }
-        None => Partial::default(),
-    };
-    Ok(config::overlay(file, cli))
-}
-
-fn invalid(msg: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(msg: impl Into<String>) -> ConfigError {
     ConfigError::Invalid(msg.into())
 }
 
-fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
+pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
     let mut o = IrohOptions::default();
     for u in p.relay_url.iter().flatten() {
         o.relay_urls.push(RelayUrl::from_str(u).map_err(|e| {
@@ -280,7 +119,7 @@ fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
     Ok(o)
 }
 
-fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
+pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
     let mut e = EngineConfig::default();
     if let Some(s) = p.udp_idle_timeout {
         if s == 0 {
@@ -311,7 +150,7 @@ fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
 
 /// The sender's services and rules: `--source` (repeatable), `[[service]]`
 /// tables, `--allow`.
-fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
+pub(super) fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
     let mut services = Vec::new();
     for v in p.source.iter().flatten() {
         let spec: SourceSpec = v.parse().map_err(invalid)?;
@@ -357,7 +196,7 @@ fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
 }
 
 /// The receiver's `--target`s (at least one; ports unique).
-fn targets(p: &Partial) -> Result<Vec<TargetSpec>, ConfigError> {
+pub(super) fn targets(p: &Partial) -> Result<Vec<TargetSpec>, ConfigError> {
     let list = p.target.as_deref().unwrap_or_default();
     if list.is_empty() {
         return Err(invalid(
@@ -389,7 +228,7 @@ fn targets(p: &Partial) -> Result<Vec<TargetSpec>, ConfigError> {
 
 /// A file that grants access must not be writable by others: whoever can
 /// write it can let themselves in.
-fn check_not_writable_by_others(path: &std::path::Path) -> Result<(), ConfigError> {
+pub(super) fn check_not_writable_by_others(path: &std::path::Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
@@ -405,7 +244,7 @@ fn check_not_writable_by_others(path: &std::path::Path) -> Result<(), ConfigErro
     Ok(())
 }
 
-fn read_peers_file(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
+pub(super) fn read_peers_file(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
     check_not_writable_by_others(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.display().to_string(),
@@ -419,7 +258,7 @@ fn read_peers_file(path: &PathBuf) -> Result<Vec<String>, ConfigError> {
         .collect())
 }
 
-fn normalize_peer(id: &str) -> Result<String, ConfigError> {
+pub(super) fn normalize_peer(id: &str) -> Result<String, ConfigError> {
     iroh::EndpointId::from_str(id.trim())
         .map(|k| k.to_string())
         .map_err(|e| {
@@ -429,7 +268,7 @@ fn normalize_peer(id: &str) -> Result<String, ConfigError> {
         })
 }
 
-fn allowed_peers(p: &Partial) -> Result<Vec<String>, ConfigError> {
+pub(super) fn allowed_peers(p: &Partial) -> Result<Vec<String>, ConfigError> {
     let mut allowed = Vec::new();
     for id in p.allowed_peer.iter().flatten() {
         allowed.push(normalize_peer(id)?);
@@ -442,70 +281,11 @@ fn allowed_peers(p: &Partial) -> Result<Vec<String>, ConfigError> {
     Ok(allowed)
 }
 
-fn secs(v: Option<u64>, default: Duration) -> Duration {
+pub(super) fn secs(v: Option<u64>, default: Duration) -> Duration {
     v.map(Duration::from_secs).unwrap_or(default)
 }
 
-impl Settings {
-    /// What the process forwards, in one line: the sender's services and
-    /// rules, or the receiver's targets.
-    pub fn describe(&self) -> String {
-        match &self.catalog {
-            Some(c) => c.summary(),
-            None => {
-                let all: Vec<String> = self.targets.iter().map(|t| t.to_string()).collect();
-                all.join(", ")
-            }
-        }
-    }
-
-    /// Validate merged settings for `role` in `mode`.
-    pub fn from_partial(p: Partial, role: Role, mode: Mode) -> Result<Self, ConfigError> {
-        let (catalog, targets) = match role {
-            Role::Sender => (Some(catalog(&p, mode)?), Vec::new()),
-            Role::Receiver => (None, targets(&p)?),
-        };
-        let connect_timeout = secs(p.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
-        if connect_timeout.is_zero() {
-            return Err(invalid("--connect-timeout must be at least 1 second"));
-        }
-        let reconnect = Reconnect {
-            enabled: p.no_reconnect != Some(true),
-            give_up_after: p.give_up_after.filter(|s| *s > 0).map(Duration::from_secs),
-            ..Reconnect::default()
-        };
-        let mode_settings = match mode {
-            Mode::Iroh => ModeSettings::Iroh(IrohSettings {
-                secret_file: p.secret_file.clone(),
-                iroh: iroh_options(&p)?,
-                allowed_peers: allowed_peers(&p)?,
-                peer: match role {
-                    Role::Sender => None,
-                    Role::Receiver => Some(peer_spec(&p)?),
-                },
-            }),
-            Mode::IrohManual => ModeSettings::IrohManual(path_settings(&p, connect_timeout)?),
-            Mode::Ice => ModeSettings::Ice(path_settings(&p, connect_timeout)?),
-            Mode::Nostr => {
-                ModeSettings::Nostr(path_settings(&p, connect_timeout)?, nostr_config(&p)?)
-            }
-        };
-        Ok(Settings {
-            catalog,
-            targets,
-            engine: engine(&p)?,
-            max_sessions: p.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
-            reconnect,
-            reconnect_wait: secs(p.reconnect_wait, Duration::from_secs(10)),
-            connect_timeout,
-            drain_timeout: secs(p.drain_timeout, Duration::from_secs(10)),
-            mode: mode_settings,
-            observe: observe(&p)?,
-        })
-    }
-}
-
-fn peer_spec(p: &Partial) -> Result<PeerSpec, ConfigError> {
+pub(super) fn peer_spec(p: &Partial) -> Result<PeerSpec, ConfigError> {
     let node = p.node_id.as_deref().ok_or_else(|| {
         invalid("--node-id is required: paste the ticket the sender printed (ppt1...)")
     })?;
@@ -558,7 +338,10 @@ pub fn turn_servers(p: &Partial) -> Result<Vec<peerport::modes::ice::TurnServer>
         .collect()
 }
 
-fn path_settings(p: &Partial, connect_timeout: Duration) -> Result<PathSettings, ConfigError> {
+pub(super) fn path_settings(
+    p: &Partial,
+    connect_timeout: Duration,
+) -> Result<PathSettings, ConfigError> {
     let iroh = iroh_options(&Partial {
         bind: None,
         ..p.clone()
@@ -615,7 +398,9 @@ pub fn read_nsec(file: Option<&PathBuf>) -> Result<String, ConfigError> {
     peerport_signaling::nostr::parse_secret(&text).map_err(|e| invalid(format!("--nsec-file: {e}")))
 }
 
-fn nostr_config(p: &Partial) -> Result<peerport_signaling::nostr::NostrConfig, ConfigError> {
+pub(super) fn nostr_config(
+    p: &Partial,
+) -> Result<peerport_signaling::nostr::NostrConfig, ConfigError> {
     let secret = read_nsec(p.nsec_file.as_ref())?;
     let peer = p.peer_npub.as_deref().ok_or_else(|| {
         invalid("--peer-npub is required: the other side's npub (`peerport show-npub` prints it)")
@@ -650,159 +435,4 @@ fn nostr_config(p: &Partial) -> Result<peerport_signaling::nostr::NostrConfig, C
         relays,
         kind,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sender(p: Partial) -> Result<Settings, ConfigError> {
-        Settings::from_partial(p, Role::Sender, Mode::Iroh)
-    }
-
-    #[test]
-    fn sender_needs_valid_source() {
-        let e = sender(Partial::default()).unwrap_err();
-        assert!(e.to_string().contains("--source is required"));
-        let e = sender(Partial {
-            source: Some(vec!["127.0.0.1:22".into()]),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("tcp://"), "{e}");
-        let s = sender(Partial {
-            source: Some(vec!["udp://127.0.0.1:53".into()]),
-            max_sessions: Some(0),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(s.max_sessions, 0);
-    }
-
-    #[test]
-    fn services_tables_and_allow_rules() {
-        let file = crate::config::parse(
-            "x.toml",
-            r#"
-            source = ["ssh=tcp://127.0.0.1:22", "udp://127.0.0.1:53"]
-            allow = ["10.0.0.0/24:22,443"]
-            [[service]]
-            name = "web"
-            source = "tcp://127.0.0.1:80"
-            "#,
-        )
-        .unwrap();
-        let s = sender(file.clone()).unwrap();
-        let c = s.catalog.as_ref().unwrap();
-        assert_eq!(c.services().len(), 3);
-        assert_eq!(c.default_service().unwrap().source.port, 53);
-        assert_eq!(
-            s.describe(),
-            "ssh=tcp://127.0.0.1:22, udp://127.0.0.1:53, web=tcp://127.0.0.1:80, allow 10.0.0.0/24:22,443"
-        );
-        // a name used twice, a bad rule, per-service peers outside iroh
-        let twice = Partial {
-            source: Some(vec!["web=tcp://127.0.0.1:81".into()]),
-            ..file.clone()
-        };
-        assert!(sender(twice)
-            .unwrap_err()
-            .to_string()
-            .contains("`web` is defined twice"));
-        let bad = Partial {
-            allow: Some(vec!["10.0.0.0/24".into()]),
-            ..Default::default()
-        };
-        assert!(sender(bad)
-            .unwrap_err()
-            .to_string()
-            .contains("HOST_OR_CIDR:PORTS"));
-        let pinned = crate::config::parse(
-            "x.toml",
-            "[[service]]\nname = \"ssh\"\nsource = \"tcp://127.0.0.1:22\"\nallowed-peer = [\"x\"]\n",
-        )
-        .unwrap();
-        let e = Settings::from_partial(pinned, Role::Sender, Mode::Ice).unwrap_err();
-        assert!(e.to_string().contains("needs mode iroh"), "{e}");
-        // receivers: several targets, each port once
-        let r = Settings::from_partial(
-            Partial {
-                target: Some(vec![
-                    "ssh=tcp://127.0.0.1:2222".into(),
-                    "udp://127.0.0.1:5353=10.0.0.53:53".into(),
-                ]),
-                ..Default::default()
-            },
-            Role::Receiver,
-            Mode::Ice,
-        )
-        .unwrap();
-        assert_eq!(r.targets.len(), 2);
-        let e = Settings::from_partial(
-            Partial {
-                target: Some(vec![
-                    "tcp://127.0.0.1:1".into(),
-                    "a=tcp://127.0.0.1:1".into(),
-                ]),
-                ..Default::default()
-            },
-            Role::Receiver,
-            Mode::Ice,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("given twice"), "{e}");
-    }
-
-    #[test]
-    fn receiver_rejects_bad_ticket_and_bind() {
-        let e = Settings::from_partial(
-            Partial {
-                target: Some(vec!["tcp://127.0.0.1:2222".into()]),
-                node_id: Some("garbage".into()),
-                ..Default::default()
-            },
-            Role::Receiver,
-            Mode::Iroh,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("--node-id"), "{e}");
-        let e = sender(Partial {
-            source: Some(vec!["tcp://127.0.0.1:22".into()]),
-            bind: Some("localhost".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("--bind"), "{e}");
-    }
-
-    #[test]
-    fn relay_only_needs_a_turn_server_before_anything_binds() {
-        let p = Partial {
-            target: Some(vec!["tcp://127.0.0.1:0".into()]),
-            relay_only: Some(true),
-            ..Default::default()
-        };
-        for mode in [Mode::Ice, Mode::Nostr] {
-            let e = Settings::from_partial(p.clone(), Role::Receiver, mode).unwrap_err();
-            assert!(
-                e.to_string().contains("--relay-only needs a --turn-server"),
-                "{e}"
-            );
-        }
-    }
-
-    #[test]
-    fn reconnect_policy_from_flags() {
-        let p = Partial {
-            target: Some(vec!["tcp://127.0.0.1:0".into()]),
-            no_reconnect: Some(true),
-            give_up_after: Some(90),
-            reconnect_wait: Some(3),
-            ..Default::default()
-        };
-        let s = Settings::from_partial(p, Role::Receiver, Mode::Ice).unwrap();
-        assert!(!s.reconnect.enabled);
-        assert_eq!(s.reconnect.give_up_after, Some(Duration::from_secs(90)));
-        assert_eq!(s.reconnect_wait, Duration::from_secs(3));
-    }
 }

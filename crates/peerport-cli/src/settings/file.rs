@@ -1,0 +1,242 @@
+//! Configuration files: TOML with the same names as the long flags
+//! (`relay-url = [..]`, `secret-file = ".."`, from the settings table), plus
+//! `role` and `mode`, which must match the command, and a sender's
+//! `[[service]]` tables. Unknown keys are errors that name the key; a key of
+//! another role or mode is an error that says so.
+
+use std::path::{Path, PathBuf};
+
+use peerport_signaling::Mode;
+use serde::{Deserialize, Serialize};
+
+use super::{declare::Role, Partial, SETTINGS};
+
+/// A sender's `[[service]]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceTable {
+    /// The service's name (what receivers write before `=` in `--target`).
+    pub name: String,
+    /// Where its connections go: tcp://HOST:PORT or udp://HOST:PORT.
+    pub source: String,
+    /// Only these receiver ids may use it (mode iroh; absent: every
+    /// receiver the sender admits).
+    pub allowed_peer: Option<Vec<String>>,
+    /// Start each TCP connection to the service with a PROXY protocol v2
+    /// header, so it sees the receiver-side client's address.
+    pub proxy_protocol: Option<bool>,
+}
+
+/// A string or a list of strings.
+pub(super) fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
+}
+
+/// Configuration errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// File unreadable.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML or unknown key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// Path.
+        path: String,
+        /// Parser message (names the key).
+        message: String,
+    },
+    /// role/mode mismatch or foreign key.
+    #[error("config file {path}: {message}")]
+    Mismatch {
+        /// Path.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Missing or invalid setting after merging.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Parse a config file's text; an error says where (line and column).
+pub fn parse(path: &str, text: &str) -> Result<Partial, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {col}: ")
+            })
+            .unwrap_or_default();
+        ConfigError::Parse {
+            path: path.to_string(),
+            message: format!("{at}{}", e.message().trim_end()),
+        }
+    })
+}
+
+/// Read and parse a config file.
+pub fn load(path: &Path) -> Result<Partial, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// `~/.config/peerport/<role>.toml` (honouring `XDG_CONFIG_HOME`).
+pub fn default_path(role: Role) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(
+        base.join("peerport")
+            .join(format!("{}.toml", role.as_str())),
+    )
+}
+
+/// Whether a setting (by its key) applies to `role` in `mode`.
+pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
+    match key {
+        "role" | "mode" => true,
+        "service" => role == Role::Sender,
+        _ => SETTINGS
+            .iter()
+            .any(|s| s.key() == key && s.scope.applies(role, mode)),
+    }
+}
+
+/// The keys a file or command line sets.
+pub fn keys_set(p: &Partial) -> Vec<String> {
+    match serde_json::to_value(p) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Check that a file is meant for this command: `role` and `mode` match and
+/// every key it sets belongs to this role and mode.
+pub fn check_file(path: &str, file: &Partial, role: Role, mode: Mode) -> Result<(), ConfigError> {
+    let mismatch = |message: String| ConfigError::Mismatch {
+        path: path.to_string(),
+        message,
+    };
+    if let Some(r) = &file.role {
+        if r != role.as_str() {
+            return Err(mismatch(format!(
+                "role = \"{r}\" but this is the `{}` command: use a {} config file",
+                role.as_str(),
+                role.as_str()
+            )));
+        }
+    }
+    if let Some(m) = &file.mode {
+        let got: Mode = m.parse().map_err(|e| mismatch(format!("{e}")))?;
+        if mode != got {
+            return Err(mismatch(format!(
+                "mode = \"{m}\" but the command runs mode `{mode}`"
+            )));
+        }
+    }
+    if let Some(key) = keys_set(file)
+        .into_iter()
+        .find(|k| !key_applies(k, role, mode))
+    {
+        return Err(mismatch(format!(
+            "key `{key}` is not a setting of the {} in mode {mode}: remove it (or use the config file of the right role and mode)",
+            role.as_str()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_wins_file_fills_gaps() {
+        let file = parse(
+            "f",
+            r#"
+            role = "sender"
+            mode = "iroh"
+            source = "tcp://127.0.0.1:22"
+            relay-url = ["http://a"]
+            max-sessions = 3
+            no-mdns = true
+            "#,
+        )
+        .unwrap();
+        let cli = Partial {
+            source: Some(vec!["tcp://127.0.0.1:2200".into()]),
+            max_sessions: Some(5),
+            ..Default::default()
+        };
+        let m = Partial::overlay(file, cli);
+        assert_eq!(m.source, Some(vec!["tcp://127.0.0.1:2200".to_string()]));
+        assert_eq!(m.relay_url, Some(vec!["http://a".to_string()]));
+        assert_eq!(m.max_sessions, Some(5));
+        assert_eq!(m.no_mdns, Some(true));
+    }
+
+    #[test]
+    fn parse_errors_give_line_and_column() {
+        let e = parse("f", "source = \"tcp://x:1\"\nmax-sessions = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column 16"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse("f", "sorce = \"tcp://x:1\"").unwrap_err().to_string();
+        assert!(e.contains("sorce"), "{e}");
+    }
+
+    #[test]
+    fn role_and_mode_checked() {
+        let f = parse("f", "role = \"receiver\"").unwrap();
+        assert!(check_file("f", &f, Role::Sender, Mode::Iroh).is_err());
+        assert!(check_file("f", &f, Role::Receiver, Mode::Iroh).is_ok());
+        let f = parse("f", "mode = \"iroh-default\"").unwrap();
+        assert!(check_file("f", &f, Role::Sender, Mode::Iroh).is_ok());
+        let f = parse("f", "mode = \"nostr\"").unwrap();
+        assert!(check_file("f", &f, Role::Sender, Mode::Iroh).is_err());
+        let f = parse("f", "target = \"tcp://x:1\"").unwrap();
+        let e = check_file("f", &f, Role::Sender, Mode::Iroh)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("target"), "{e}");
+        // a key of another mode is an error, not silently ignored
+        let f = parse("f", "nsec-file = \"k\"").unwrap();
+        let e = check_file("f", &f, Role::Sender, Mode::Iroh)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nsec-file") && e.contains("iroh"), "{e}");
+        assert!(check_file("f", &f, Role::Receiver, Mode::Nostr).is_ok());
+    }
+}
