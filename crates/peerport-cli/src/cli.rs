@@ -357,6 +357,8 @@ mod tests {
             "--relay-url",
             "http://b",
             "--idle-timeout",
+            "15",
+            "--keepalive",
             "5",
         ])
         .unwrap();
@@ -369,7 +371,8 @@ mod tests {
         assert_eq!(p.node_id.as_deref(), Some("T"));
         assert_eq!(p.no_mdns, Some(true));
         assert_eq!(p.relay_url.map(|v| v.len()), Some(2));
-        assert_eq!(p.idle_timeout, Some(5));
+        assert_eq!(p.idle_timeout, Some(15));
+        assert_eq!(p.keepalive, Some(5));
         assert_eq!(p.no_reconnect, None);
         // a flag of another mode is refused, as before
         assert!(Cli::try_parse_from(["peerport", "sender", "ice", "--no-mdns"]).is_err());

@@ -399,6 +399,64 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_reaches_every_mode_and_stays_under_the_idle_timeout() {
+        let p = Partial {
+            target: Some(vec!["tcp://127.0.0.1:0".into()]),
+            keepalive: Some(5),
+            ..Default::default()
+        };
+        let quic = |s: Settings| match s.mode {
+            ModeSettings::Iroh(i) => i.iroh.quic,
+            ModeSettings::IrohManual(p) | ModeSettings::Ice(p) => p.quic,
+            ModeSettings::Nostr(p, _) => p.quic,
+        };
+        for mode in [Mode::Iroh, Mode::IrohManual, Mode::Ice] {
+            let s = Settings::from_partial(
+                Partial {
+                    node_id: (mode == Mode::Iroh)
+                        .then(|| "ppt1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into()),
+                    ..p.clone()
+                },
+                Role::Receiver,
+                mode,
+            );
+            if mode == Mode::Iroh {
+                // the ticket above is not a real one; the sender has none
+                let s = Settings::from_partial(
+                    Partial {
+                        source: Some(vec!["tcp://127.0.0.1:22".into()]),
+                        keepalive: Some(5),
+                        ..Default::default()
+                    },
+                    Role::Sender,
+                    mode,
+                )
+                .unwrap();
+                assert_eq!(quic(s).keep_alive(), Duration::from_secs(5));
+                continue;
+            }
+            assert_eq!(
+                quic(s.unwrap()).keep_alive(),
+                Duration::from_secs(5),
+                "{mode}"
+            );
+        }
+        for (keepalive, idle) in [(0, None), (30, None), (10, Some(10))] {
+            let e = Settings::from_partial(
+                Partial {
+                    keepalive: Some(keepalive),
+                    idle_timeout: idle,
+                    ..p.clone()
+                },
+                Role::Receiver,
+                Mode::Ice,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("--keepalive"), "{e}");
+        }
+    }
+
+    #[test]
     fn reconnect_policy_from_flags() {
         let p = Partial {
             target: Some(vec!["tcp://127.0.0.1:0".into()]),

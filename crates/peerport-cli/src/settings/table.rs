@@ -108,6 +108,17 @@ settings! {
     idle_timeout: u64 {
         scope: Scope::both(ALL_MODES), value: "SECS", default: QuicSettings::default().idle_timeout.as_secs(),
     }
+    /// Send a keep-alive after this many seconds without sending, so the
+    /// peer and the NATs between hear from this side (under --idle-timeout;
+    /// lower it for NATs that forget a mapping sooner).
+    keepalive: u64 {
+        scope: Scope::both(ALL_MODES), value: "SECS",
+        default: format!(
+            "{} (a third of --idle-timeout, at most {} s)",
+            QuicSettings::default().keep_alive().as_secs(),
+            peerport::transport::KEEP_ALIVE.as_secs()
+        ),
+    }
     /// Congestion controller of the tunnel: bbr paces at the path's
     /// measured rate and keeps it through random loss (Wi-Fi, mobile, long
     /// paths); cubic halves its rate at every loss.

@@ -110,6 +110,16 @@ pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
         }
         o.quic.idle_timeout = Duration::from_secs(s);
     }
+    if let Some(k) = p.keepalive {
+        let k = Duration::from_secs(k);
+        if k.is_zero() || k >= o.quic.idle_timeout {
+            return Err(invalid(format!(
+                "--keepalive must be at least 1 second and below --idle-timeout ({} s)",
+                o.quic.idle_timeout.as_secs()
+            )));
+        }
+        o.quic.keep_alive = Some(k);
+    }
     if let Some(c) = &p.congestion {
         let c = c
             .parse()

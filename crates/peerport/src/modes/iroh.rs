@@ -99,11 +99,12 @@ pub enum IrohError {
 /// about 2.4 MB with 1200-byte packets, so the window stays below that.
 pub const BBR_WINDOWS: (u64, u64) = (2 << 20, 8 << 20);
 
-/// QUIC settings shared by both roles: 15 s keep-alive, configurable idle
+/// QUIC settings shared by both roles: keep-alive below NAT timeouts
+/// ([`QuicSettings::keep_alive`]), configurable idle
 /// timeout and congestion controller, room for thousands of streams,
 /// datagram buffers for 500 Mbit/s bursts, [`BBR_WINDOWS`] with BBR.
 pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
-    let keep_alive = crate::transport::quinn::keep_alive_for(q.idle_timeout);
+    let keep_alive = q.keep_alive();
     let idle = IdleTimeout::try_from(q.idle_timeout)
         .unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
     let bbr = q.bbr(crate::transport::Congestion::Cubic);

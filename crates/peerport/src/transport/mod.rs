@@ -54,18 +54,35 @@ pub struct QuicSettings {
     /// Congestion controller; `None`: the stack's default
     /// ([`QuicSettings::bbr`]).
     pub congestion: Option<Congestion>,
+    /// Send a keep-alive after this long without sending; `None`: a third
+    /// of the idle timeout, at most [`KEEP_ALIVE`] ([`QuicSettings::keep_alive`]).
+    pub keep_alive: Option<Duration>,
 }
+
+/// The longest keep-alive interval when none is set: below the UDP mapping
+/// timeout of common NATs (30 s and up).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 impl Default for QuicSettings {
     fn default() -> Self {
         QuicSettings {
             idle_timeout: Duration::from_secs(30),
             congestion: None,
+            keep_alive: None,
         }
     }
 }
 
 impl QuicSettings {
+    /// The keep-alive interval: the one set, else a third of the idle
+    /// timeout (the peer may negotiate a shorter one) and at most
+    /// [`KEEP_ALIVE`]; at least 200 ms.
+    pub fn keep_alive(&self) -> Duration {
+        self.keep_alive
+            .unwrap_or_else(|| KEEP_ALIVE.min(self.idle_timeout / 3))
+            .max(Duration::from_millis(200))
+    }
+
     /// Whether to run BBR, where the stack's default is `default`;
     /// `PEERPORT_CC=bbr|cubic` overrides the setting (experiments such as
     /// `scripts/lab/lfn.sh`).
@@ -390,4 +407,23 @@ pub trait Dialer: Send {
     fn dial(&mut self) -> impl Future<Output = Result<Self::Conn, DialError>> + Send;
     /// Release what the dialer owns (endpoint, relay connections).
     fn close(self) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_is_the_one_set_or_a_third_of_a_short_idle_timeout() {
+        let q = |idle: u64, keep_alive: Option<u64>| QuicSettings {
+            idle_timeout: Duration::from_secs(idle),
+            keep_alive: keep_alive.map(Duration::from_secs),
+            ..Default::default()
+        };
+        assert_eq!(q(30, None).keep_alive(), Duration::from_secs(10));
+        assert_eq!(q(60, None).keep_alive(), KEEP_ALIVE);
+        assert_eq!(q(6, None).keep_alive(), Duration::from_secs(2));
+        assert_eq!(q(30, Some(5)).keep_alive(), Duration::from_secs(5));
+        assert_eq!(q(0, None).keep_alive(), Duration::from_millis(200));
+    }
 }

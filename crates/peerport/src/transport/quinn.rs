@@ -134,14 +134,6 @@ impl ClientCertVerifier for Pinned {
     }
 }
 
-/// Keep-alive interval: every 15 s, or a third of a shorter idle timeout
-/// (the peer may negotiate the shorter one).
-pub fn keep_alive_for(idle: Duration) -> Duration {
-    Duration::from_secs(15)
-        .min(idle / 3)
-        .max(Duration::from_millis(200))
-}
-
 /// Flow-control windows of the quinn modes (per stream, per connection):
 /// 8 MiB lets one stream fill 82-84 % of a 200 Mbit/s path with 100 ms
 /// RTT and 1 % loss (with the default `bbr`); much more lets a lossy burst
@@ -150,12 +142,12 @@ pub fn keep_alive_for(idle: Duration) -> Duration {
 /// (docs/benchmarks.md, "Long fat path").
 pub const WINDOWS: (u64, u64) = (8 << 20, 32 << 20);
 
-/// Same QUIC settings as the iroh mode: 15 s keep-alive (below NAT timeouts),
-/// configurable idle timeout and congestion controller, thousands of
+/// Same QUIC settings as the iroh mode: keep-alive below NAT timeouts
+/// ([`QuicSettings::keep_alive`]), configurable idle timeout and congestion controller, thousands of
 /// streams, large datagram buffers, [`WINDOWS`].
 pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(keep_alive_for(q.idle_timeout)));
+    t.keep_alive_interval(Some(q.keep_alive()));
     t.max_idle_timeout(quinn::IdleTimeout::try_from(q.idle_timeout).ok());
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
