@@ -363,7 +363,7 @@ fn from_file(
             path: shown.clone(),
             message: format!("{e}"),
         })?;
-    let cfg = crate::cli::ConfigArgs {
+    let cfg = settings::file::ConfigArgs {
         config: Some(path.to_owned()),
         default_config: false,
     };

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use peerport_signaling::Mode;
 
-use crate::settings::{self, Partial, Role};
+use crate::settings::{self, file::ConfigArgs, Partial, Role};
 
 /// peerport: forward TCP and UDP ports between two hosts behind NAT, over QUIC.
 #[derive(Debug, Parser)]
@@ -185,17 +185,6 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         state: Option<std::path::PathBuf>,
     },
-}
-
-/// Config-file selection, shared by every role and mode.
-#[derive(Debug, Args, Clone, Default)]
-pub struct ConfigArgs {
-    /// Read settings from this TOML file (command-line flags win).
-    #[arg(short = 'c', long = "config", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Read ~/.config/peerport/sender.toml or receiver.toml.
-    #[arg(long, conflicts_with = "config")]
-    pub default_config: bool,
 }
 
 /// `peerport sender MODE ...` or `peerport receiver MODE ...`: the mode,

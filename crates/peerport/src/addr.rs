@@ -2,30 +2,7 @@
 
 use std::{fmt, net::SocketAddr, str::FromStr};
 
-/// Transport protocol of a forwarded port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// TCP: each connection is one QUIC stream.
-    Tcp,
-    /// UDP: each packet is one or more QUIC datagrams.
-    Udp,
-}
-
-impl Protocol {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::proto::Protocol;
 
 /// A parsed `--source` or `--target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +156,7 @@ impl SourceSpec {
     /// real port; the same checks for `--source` and `[[service]]`.
     pub fn new(name: Option<&str>, url: &str) -> Result<Self, String> {
         if let Some(n) = name {
-            crate::engine::policy::check_service_name(n)?;
+            check_service_name(n)?;
         }
         let source: ForwardAddr = url.parse().map_err(|e| format!("{e}"))?;
         if source.port == 0 {
@@ -243,7 +220,7 @@ impl FromStr for TargetSpec {
                 ))
             }
             (Some(n), None) => {
-                crate::engine::policy::check_service_name(n)
+                check_service_name(n)
                     .map_err(|e| format!("--target `{input}`: {e}"))?;
                 Wanted::Service(n.to_string())
             }
@@ -297,6 +274,23 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
     ok.then(|| (host.to_string(), port))
+}
+
+/// A service name: 1 to 32 letters, digits, '-' or '_'; `""` is the
+/// default service.
+pub fn check_service_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "service name `{name}`: use 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,17 @@ use serde::{Deserialize, Serialize};
 
 use super::{declare::Role, Partial, SETTINGS};
 
+/// Config-file selection, shared by every role and mode.
+#[derive(Debug, clap::Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Read settings from this TOML file (command-line flags win).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read ~/.config/peerport/sender.toml or receiver.toml.
+    #[arg(long, conflicts_with = "config")]
+    pub default_config: bool,
+}
+
 /// A sender's `[[service]]` table.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

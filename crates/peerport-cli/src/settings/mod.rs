@@ -21,7 +21,7 @@ pub use validate::{read_nsec, turn_servers};
 
 pub use peerport::sender::DEFAULT_MAX_SESSIONS;
 
-use crate::cli::ConfigArgs;
+use file::ConfigArgs;
 use peerport::{
     addr::TargetSpec,
     engine::policy::Catalog,

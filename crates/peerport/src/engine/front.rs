@@ -19,11 +19,8 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    socks,
-    tally::ServiceCounts,
-    target::BoundTarget,
-    udp::{FlowTable, UdpStats},
-    BindError, EngineConfig,
+    config::EngineConfig, flow_table::FlowTable, socks, tally::ServiceCounts, target::BindError,
+    target::BoundTarget, udp_stats::UdpStats,
 };
 use crate::addr::{ForwardAddr, Protocol};
 

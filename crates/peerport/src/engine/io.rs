@@ -1,9 +1,14 @@
-//! Reading headers off streams without over-reading into the payload, and
-//! the read buffer of a forwarding loop.
+//! Opening streams (with retries), reading headers off them without
+//! over-reading into the payload, and the read buffer of a forwarding loop.
+
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::proto::header::{HeaderError, Reply, Request, MAX_BODY};
+use crate::{
+    proto::header::{HeaderError, Reply, Request, MAX_BODY},
+    transport::{ConnError, TunnelConnection},
+};
 
 /// Errors while reading a header.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,29 @@ impl Scratch {
     /// The first `n` bytes (what the last read brought).
     pub fn data(&self, n: usize) -> &[u8] {
         &self.buf[..n]
+    }
+}
+
+/// Backoff before each retry of `open_bi`: three retries, 100, 200, 400 ms.
+pub const OPEN_RETRY_BACKOFF: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+];
+
+/// Open a bidirectional stream, retrying three times with backoff.
+pub async fn open_bi_retry<C: TunnelConnection>(conn: &C) -> Result<(C::Send, C::Recv), ConnError> {
+    let mut attempt = 0;
+    loop {
+        match conn.open_bi().await {
+            Ok(s) => return Ok(s),
+            Err(e) if attempt < OPEN_RETRY_BACKOFF.len() => {
+                tracing::debug!(attempt, error = %e, "open stream failed, retrying");
+                tokio::time::sleep(OPEN_RETRY_BACKOFF[attempt]).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

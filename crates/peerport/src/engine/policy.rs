@@ -29,30 +29,13 @@ use std::{
 use ipnet::IpNet;
 
 use crate::{
-    addr::{ForwardAddr, Protocol},
+    addr::{check_service_name, ForwardAddr, Protocol},
     proto::header::{Status, Want, Wanted},
 };
 
 /// Most services or destinations one receiver may ask for in a session
 /// (UDP flows carry the index in one byte).
 pub const MAX_WANTS: usize = 64;
-
-/// A service name: 1 to 32 letters, digits, '-' or '_'; `""` is the
-/// default service.
-pub fn check_service_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "service name `{name}`: use 1 to 32 letters, digits, '-' or '_'"
-        ))
-    }
-}
 
 /// One `--allow HOST_OR_CIDR:PORTS` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,48 +42,19 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
+pub use super::config::ResumeConfig;
 use super::{
-    close_code,
+    io::open_bi_retry,
     io::{read_reply, Scratch},
-    open_bi_retry,
 };
+use crate::proto::close::close_code;
 use crate::{
     proto::{
-        header::{Request, Status},
+        header::{Reply, Request, Status},
         resume::{Ack, ReplayBuf, ReplyExt, Ticket, ACK_LEN},
     },
     transport::{CloseReason, TunnelConnection, TunnelRecv, TunnelSend},
 };
-
-/// Resumption settings (both roles).
-#[derive(Debug, Clone)]
-pub struct ResumeConfig {
-    /// How long a lost session's streams wait for a reconnect; zero turns
-    /// resumption off.
-    pub window: Duration,
-    /// Most unconfirmed bytes kept per stream; reading the local socket
-    /// waits while it is full.
-    pub stream_buffer: usize,
-    /// Most unconfirmed bytes kept per session, all streams together.
-    pub session_buffer: usize,
-}
-
-impl Default for ResumeConfig {
-    fn default() -> Self {
-        ResumeConfig {
-            window: Duration::from_secs(300),
-            stream_buffer: 8 << 20,
-            session_buffer: 256 << 20,
-        }
-    }
-}
-
-impl ResumeConfig {
-    /// Whether streams are resumable at all.
-    pub fn enabled(&self) -> bool {
-        !self.window.is_zero()
-    }
-}
 
 /// Largest read from a local socket.
 const READ_CHUNK: usize = 256 * 1024;
@@ -212,7 +183,7 @@ pub struct Session<C: TunnelConnection> {
     superseded: Mutex<Option<CancellationToken>>,
     /// The sender's UDP flows, when the session forwards UDP.
     udp: std::sync::OnceLock<Arc<super::udp::SenderFlows<C>>>,
-    tally: Arc<super::Tally>,
+    tally: Arc<super::tally::Tally>,
 }
 
 impl<C: TunnelConnection> Session<C> {
@@ -222,7 +193,7 @@ impl<C: TunnelConnection> Session<C> {
         ticket: Ticket,
         cfg: ResumeConfig,
         cancel: CancellationToken,
-        tally: Arc<super::Tally>,
+        tally: Arc<super::tally::Tally>,
     ) -> Arc<Self> {
         Arc::new(Session {
             ticket: Mutex::new(ticket),
@@ -241,7 +212,7 @@ impl<C: TunnelConnection> Session<C> {
     }
 
     /// What the session counts (it outlives each connection, and so does this).
-    pub fn tally(&self) -> &Arc<super::Tally> {
+    pub fn tally(&self) -> &Arc<super::tally::Tally> {
         &self.tally
     }
 
@@ -706,11 +677,10 @@ async fn setup<C: TunnelConnection>(
             recv,
             peer,
         } => {
-            let reply = ReplyExt {
+            let reply = Reply::ok_with(&ReplyExt {
                 delivered: Some(slot.delivered()),
                 ..Default::default()
-            }
-            .reply_ok();
+            });
             send.write_all(&reply).await.map_err(|_| SetupEnd::Lost)?;
             (conn, send, recv, peer)
         }
@@ -939,7 +909,7 @@ impl<C: TunnelConnection> Registry<C> {
         &self,
         offer: Option<&Ticket>,
         peer: &str,
-        tally: impl FnOnce() -> Arc<super::Tally>,
+        tally: impl FnOnce() -> Arc<super::tally::Tally>,
     ) -> Option<Opened<C>> {
         let mut m = self.sessions.lock().expect("sessions");
         if let Some(t) = offer {
@@ -1038,13 +1008,13 @@ mod tests {
         let reg =
             Registry::<QuinnConnection>::new(ResumeConfig::default(), CancellationToken::new());
         let first = reg
-            .open(None, "peer", super::super::Tally::unobserved)
+            .open(None, "peer", crate::engine::tally::Tally::unobserved)
             .unwrap();
         assert!(!first.resumed);
         let t1 = first.session.ticket();
         // the right ticket resumes, and the secret changes
         let again = reg
-            .open(Some(&t1), "peer", super::super::Tally::unobserved)
+            .open(Some(&t1), "peer", crate::engine::tally::Tally::unobserved)
             .unwrap();
         assert!(again.resumed);
         assert!(Arc::ptr_eq(&again.session, &first.session));
@@ -1060,7 +1030,7 @@ mod tests {
             },
         ] {
             let o = reg
-                .open(Some(&bad), "peer", super::super::Tally::unobserved)
+                .open(Some(&bad), "peer", crate::engine::tally::Tally::unobserved)
                 .unwrap();
             assert!(!o.resumed);
             assert!(!Arc::ptr_eq(&o.session, &first.session));
@@ -1068,7 +1038,7 @@ mod tests {
         }
         // the real session still resumes with its current secret
         assert!(
-            reg.open(Some(&t2), "peer", super::super::Tally::unobserved)
+            reg.open(Some(&t2), "peer", crate::engine::tally::Tally::unobserved)
                 .unwrap()
                 .resumed
         );

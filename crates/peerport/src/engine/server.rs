@@ -12,9 +12,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn, Instrument};
 
 use super::{
-    close_code, io::read_request, resume::Registry, serve_sender_session, SenderContext,
-    SessionError,
+    error::SessionError, io::read_request, resume::Registry, session::serve_sender_session,
+    session::SenderContext,
 };
+use crate::proto::close::close_code;
 use crate::{
     proto::header::{Reply, Status},
     transport::{Acceptor, TunnelConnection},
@@ -36,7 +37,7 @@ pub struct Stop {
 
 /// Wait for `stop.shutdown`, then drain (see [`Stop`]); returns when
 /// everything must close.
-pub async fn drain(stop: &Stop, ledger: &super::Ledger) {
+pub async fn drain(stop: &Stop, ledger: &super::tally::Ledger) {
     stop.shutdown.cancelled().await;
     if let Some(s) = &stop.stopping {
         s.cancel();

@@ -18,126 +18,28 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use super::error::SessionError;
 use super::{
-    close_code,
+    auth::Authorizer,
+    config::EngineConfig,
+    front::Front,
+    io::open_bi_retry,
     io::{read_reply, read_request},
-    open_bi_retry,
     policy::Catalog,
     resume::{self, read_ext, Registry},
     routes::Routes,
     tally::{Gauge, Ledger, Tally},
-    tcp, udp, Authorizer, EngineConfig, Front,
+    tcp, udp,
 };
+use crate::proto::close::{close_code, RefusalKind};
 use crate::{
     addr::Protocol,
     proto::{
         header::{Kind, Reply, Request, ResumeOffer, Status, Want},
         resume::ReplyExt,
     },
-    transport::{CloseReason, ConnError, TunnelConnection},
+    transport::{CloseReason, TunnelConnection},
 };
-
-/// Why the sender refused a receiver.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// Wrong or missing token, or not an allowed peer.
-    Unauthorized,
-    /// The sender forwards the other protocol (tcp vs udp).
-    ProtocolMismatch,
-    /// The sender serves its `--max-sessions` already.
-    Busy,
-    /// Another receiver with the same identity connected, and the sender
-    /// keeps only the newest session per identity.
-    Superseded,
-    /// Any other refusal.
-    Other,
-}
-
-impl RefusalKind {
-    /// Whether asking again later may succeed (only a full sender).
-    pub fn retryable(self) -> bool {
-        self == RefusalKind::Busy
-    }
-
-    fn from_status(s: Status) -> Self {
-        match s {
-            Status::Unauthorized => RefusalKind::Unauthorized,
-            Status::ProtocolMismatch => RefusalKind::ProtocolMismatch,
-            Status::Busy => RefusalKind::Busy,
-            _ => RefusalKind::Other,
-        }
-    }
-
-    /// The refusal a close code stands for, if it is one.
-    pub fn from_close(reason: &CloseReason) -> Option<Self> {
-        match reason {
-            CloseReason::Peer { code, .. } => match *code {
-                close_code::UNAUTHORIZED | close_code::FORBIDDEN => Some(RefusalKind::Unauthorized),
-                close_code::PROTOCOL => Some(RefusalKind::ProtocolMismatch),
-                close_code::BUSY => Some(RefusalKind::Busy),
-                close_code::SUPERSEDED => Some(RefusalKind::Superseded),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-}
-
-/// How a session ended, other than by request.
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The sender said no.
-    #[error("the sender refused this receiver: {message}")]
-    Refused {
-        /// Why.
-        kind: RefusalKind,
-        /// Sender's message.
-        message: String,
-    },
-    /// The peer failed authentication (sender side).
-    #[error("refused peer {peer}: {reason}")]
-    Unauthorized {
-        /// Peer id.
-        peer: String,
-        /// Why.
-        reason: String,
-    },
-    /// The QUIC connection died.
-    #[error("tunnel connection lost: {0}")]
-    ConnectionLost(CloseReason),
-    /// The peer did not follow the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(String),
-}
-
-impl SessionError {
-    /// The refusal behind this end, whether the sender replied with a
-    /// status or closed the connection with a refusal code.
-    pub fn refusal(&self) -> Option<RefusalKind> {
-        match self {
-            SessionError::Refused { kind, .. } => Some(*kind),
-            SessionError::ConnectionLost(r) => RefusalKind::from_close(r),
-            _ => None,
-        }
-    }
-
-    /// Whether a new session may succeed where this one ended.
-    pub fn retryable(&self) -> bool {
-        match self {
-            SessionError::Refused { kind, .. } => kind.retryable(),
-            SessionError::Unauthorized { .. } => false,
-            SessionError::ConnectionLost(r) => r.retryable(),
-            SessionError::Protocol(_) => true,
-        }
-    }
-}
-
-impl From<ConnError> for SessionError {
-    fn from(e: ConnError) -> Self {
-        let ConnError::Lost(r) = e;
-        SessionError::ConnectionLost(r)
-    }
-}
 
 /// What a sender needs to serve sessions.
 #[derive(Debug, Clone)]
@@ -226,19 +128,17 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     };
     let services = (!routes.legacy()).then_some(routes.len() as u16);
     let reply = match &opened {
-        Some(o) => ReplyExt {
+        Some(o) => Reply::ok_with(&ReplyExt {
             ticket: Some(o.session.ticket()),
             resumed: Some(o.resumed),
             window_secs: Some(o.session.window().as_secs().min(u32::MAX as u64) as u32),
             delivered: None,
             services,
-        }
-        .reply_ok(),
-        None if services.is_some() => ReplyExt {
+        }),
+        None if services.is_some() => Reply::ok_with(&ReplyExt {
             services,
             ..Default::default()
-        }
-        .reply_ok(),
+        }),
         None => Reply::ok().encode(),
     };
     if send.write_all(&reply).await.is_err() {
@@ -421,7 +321,7 @@ pub async fn hello<C: TunnelConnection>(
         async move {
             // the connection is going down: tell the reason (a refusal code?)
             match tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await {
-                Ok(reason) => match RefusalKind::from_close(&reason) {
+                Ok(reason) => match reason.refusal() {
                     Some(kind) => SessionError::Refused {
                         kind,
                         message: format!("the sender closed the connection ({reason})"),

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::udp::UdpStats;
+use super::udp_stats::UdpStats;
 use crate::transport::{ConnStats, PathKind, TunnelConnection};
 
 /// Path changes kept per session (the oldest go first).
@@ -360,7 +360,7 @@ pub struct Sums {
     /// Packets lost.
     pub lost_packets: u64,
     /// UDP counters (a receiver's: its whole life).
-    pub udp: super::udp::UdpCounts,
+    pub udp: super::udp_stats::UdpCounts,
 }
 
 impl Sums {

@@ -21,17 +21,18 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    close_code,
+    config::EngineConfig,
+    error::SessionError,
     front::{TcpQueue, Waiting},
+    io::open_bi_retry,
     io::{read_reply, read_request, Scratch},
-    open_bi_retry,
     policy::Route,
     resume::{Attach, Session},
     routes::Routes,
     socks,
     tally::{ServiceCounts, StreamGuard, Tally},
-    EngineConfig, SessionError,
 };
+use crate::proto::close::close_code;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::{

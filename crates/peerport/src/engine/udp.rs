@@ -9,7 +9,6 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc,
@@ -21,11 +20,14 @@ use tokio::net::UdpSocket;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
+pub use super::udp_stats::{UdpCounts, UdpStats};
 use super::{
+    config::EngineConfig,
+    error::SessionError,
     front::UdpFront,
     policy::{Catalog, Refusal},
     routes::Routes,
-    EngineConfig, SessionError,
+    udp_stats::Reporter,
 };
 use crate::{
     addr::Protocol,
@@ -37,155 +39,6 @@ use crate::{
 const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_PARTIAL: usize = 512;
 const TICK: Duration = Duration::from_secs(1);
-const REPORT_EVERY: Duration = Duration::from_secs(10);
-
-/// Counters of a UDP session; drops are logged when they change.
-#[derive(Debug, Default)]
-pub struct UdpStats {
-    /// Packets from local clients/service into the tunnel.
-    pub packets_in: AtomicU64,
-    /// Packets out of the tunnel to local clients/service.
-    pub packets_out: AtomicU64,
-    /// Dropped: flow table full.
-    pub dropped_flow_cap: AtomicU64,
-    /// Dropped: could not be framed or the path refused it.
-    pub dropped_too_large: AtomicU64,
-    /// Dropped: for a flow that no longer exists.
-    pub dropped_unknown_flow: AtomicU64,
-    /// Dropped: local socket send failed.
-    pub dropped_send_error: AtomicU64,
-    /// Dropped (receiver): no tunnel was up.
-    pub dropped_no_tunnel: AtomicU64,
-    /// Flows open now.
-    pub flows: AtomicU64,
-    /// Flows opened so far.
-    pub flows_total: AtomicU64,
-}
-
-/// [`UdpStats`] read at one moment (plain numbers, can be added up).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UdpCounts {
-    /// Packets into the tunnel.
-    pub packets_in: u64,
-    /// Packets out of the tunnel.
-    pub packets_out: u64,
-    /// Dropped: flow table full.
-    pub dropped_flow_cap: u64,
-    /// Dropped: too large for the path.
-    pub dropped_too_large: u64,
-    /// Dropped: unknown flow.
-    pub dropped_unknown_flow: u64,
-    /// Dropped: local send failed.
-    pub dropped_send_error: u64,
-    /// Dropped: no tunnel up.
-    pub dropped_no_tunnel: u64,
-    /// Flows open.
-    pub flows: u64,
-    /// Flows opened.
-    pub flows_total: u64,
-}
-
-impl UdpCounts {
-    /// Add `o` (the gauge `flows` too: the sum of open flows).
-    pub fn add(&mut self, o: &UdpCounts) {
-        self.packets_in += o.packets_in;
-        self.packets_out += o.packets_out;
-        self.dropped_flow_cap += o.dropped_flow_cap;
-        self.dropped_too_large += o.dropped_too_large;
-        self.dropped_unknown_flow += o.dropped_unknown_flow;
-        self.dropped_send_error += o.dropped_send_error;
-        self.dropped_no_tunnel += o.dropped_no_tunnel;
-        self.flows += o.flows;
-        self.flows_total += o.flows_total;
-    }
-
-    /// Drops by cause, as (cause, count).
-    pub fn drops(&self) -> [(&'static str, u64); 5] {
-        [
-            ("flow_cap", self.dropped_flow_cap),
-            ("too_large", self.dropped_too_large),
-            ("unknown_flow", self.dropped_unknown_flow),
-            ("send_error", self.dropped_send_error),
-            ("no_tunnel", self.dropped_no_tunnel),
-        ]
-    }
-}
-
-impl UdpStats {
-    /// The counters now.
-    pub fn counts(&self) -> UdpCounts {
-        UdpCounts {
-            packets_in: self.packets_in.load(Relaxed),
-            packets_out: self.packets_out.load(Relaxed),
-            dropped_flow_cap: self.dropped_flow_cap.load(Relaxed),
-            dropped_too_large: self.dropped_too_large.load(Relaxed),
-            dropped_unknown_flow: self.dropped_unknown_flow.load(Relaxed),
-            dropped_send_error: self.dropped_send_error.load(Relaxed),
-            dropped_no_tunnel: self.dropped_no_tunnel.load(Relaxed),
-            flows: self.flows.load(Relaxed),
-            flows_total: self.flows_total.load(Relaxed),
-        }
-    }
-
-    pub(crate) fn set_flows(&self, open: usize, opened: bool) {
-        self.flows.store(open as u64, Relaxed);
-        if opened {
-            self.flows_total.fetch_add(1, Relaxed);
-        }
-    }
-
-    fn total_dropped(&self) -> u64 {
-        self.dropped_flow_cap.load(Relaxed)
-            + self.dropped_too_large.load(Relaxed)
-            + self.dropped_unknown_flow.load(Relaxed)
-            + self.dropped_send_error.load(Relaxed)
-            + self.dropped_no_tunnel.load(Relaxed)
-    }
-
-    fn summary(&self, reasm: &Reassembler) -> String {
-        let r = reasm.drops();
-        format!(
-            "packets in {} out {}; dropped: flow cap {}, too large {}, unknown flow {}, send error {}, no tunnel {}, reassembly timeout {}, evicted {}, malformed {}",
-            self.packets_in.load(Relaxed),
-            self.packets_out.load(Relaxed),
-            self.dropped_flow_cap.load(Relaxed),
-            self.dropped_too_large.load(Relaxed),
-            self.dropped_unknown_flow.load(Relaxed),
-            self.dropped_send_error.load(Relaxed),
-            self.dropped_no_tunnel.load(Relaxed),
-            r.timed_out,
-            r.evicted,
-            r.malformed
-        )
-    }
-}
-
-struct Reporter {
-    last_total: u64,
-    last_at: Instant,
-}
-
-impl Reporter {
-    fn new() -> Self {
-        Reporter {
-            last_total: 0,
-            last_at: Instant::now(),
-        }
-    }
-
-    fn maybe_report(&mut self, stats: &UdpStats, reasm: &Reassembler, now: Instant) {
-        if now.duration_since(self.last_at) < REPORT_EVERY {
-            return;
-        }
-        let d = reasm.drops();
-        let total = stats.total_dropped() + d.timed_out + d.evicted + d.malformed;
-        if total != self.last_total {
-            warn!("udp drops: {}", stats.summary(reasm));
-            self.last_total = total;
-        }
-        self.last_at = now;
-    }
-}
 
 async fn send_packet<C: TunnelConnection>(
     conn: &C,
@@ -228,92 +81,6 @@ async fn send_packet<C: TunnelConnection>(
 }
 
 // ---------------------------------------------------------------- receiver
-
-#[derive(Debug)]
-struct Flow {
-    id: u32,
-    seq: u16,
-    last_seen: Instant,
-}
-
-/// The receiver's client table: address <-> flow id.
-#[derive(Debug)]
-pub(crate) struct FlowTable {
-    by_addr: HashMap<SocketAddr, Flow>,
-    by_id: HashMap<u32, SocketAddr>,
-    next_id: u32,
-    /// The `--target`'s index in the hello, in the flow ids' high byte.
-    index: u8,
-    max: usize,
-}
-
-/// Flow ids count in the low 24 bits; the high byte names the service.
-const FLOW_MASK: u32 = 0x00ff_ffff;
-
-impl FlowTable {
-    pub(crate) fn new(max: usize, index: u8) -> Self {
-        FlowTable {
-            by_addr: HashMap::new(),
-            by_id: HashMap::new(),
-            next_id: 1,
-            index,
-            max: max.max(1),
-        }
-    }
-
-    /// Flow id and next sequence number for a packet from `from`; `None` if the table is full.
-    fn outgoing(&mut self, from: SocketAddr, now: Instant) -> Option<(u32, u16, bool)> {
-        if let Some(f) = self.by_addr.get_mut(&from) {
-            f.last_seen = now;
-            f.seq = f.seq.wrapping_add(1);
-            return Some((f.id, f.seq, false));
-        }
-        if self.by_addr.len() >= self.max {
-            return None;
-        }
-        let id = (self.index as u32) << 24 | self.next_id;
-        self.next_id = (self.next_id % FLOW_MASK) + 1;
-        self.by_addr.insert(
-            from,
-            Flow {
-                id,
-                seq: 0,
-                last_seen: now,
-            },
-        );
-        self.by_id.insert(id, from);
-        Some((id, 0, true))
-    }
-
-    /// Flows in the table.
-    pub(crate) fn len(&self) -> usize {
-        self.by_addr.len()
-    }
-
-    fn incoming(&mut self, id: u32, now: Instant) -> Option<SocketAddr> {
-        let addr = *self.by_id.get(&id)?;
-        if let Some(f) = self.by_addr.get_mut(&addr) {
-            f.last_seen = now;
-        }
-        Some(addr)
-    }
-
-    pub(crate) fn expire(&mut self, now: Instant, idle: Duration) -> Vec<u32> {
-        let mut gone = Vec::new();
-        self.by_addr.retain(|addr, f| {
-            let keep = now.duration_since(f.last_seen) < idle;
-            if !keep {
-                debug!(client = %addr, flow = f.id, "udp flow expired");
-                gone.push(f.id);
-            }
-            keep
-        });
-        for id in &gone {
-            self.by_id.remove(id);
-        }
-        gone
-    }
-}
 
 /// Receiver: forward packets from the local clients of every UDP front
 /// through the tunnel and back (replies find their front by the flow id's
@@ -598,7 +365,7 @@ pub async fn serve_sender<C: TunnelConnection>(
     routes: Arc<Routes>,
     config: Arc<EngineConfig>,
     flows: Option<Arc<SenderFlows<C>>>,
-    tally: Arc<super::Tally>,
+    tally: Arc<super::tally::Tally>,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let kept = flows.is_some();
@@ -715,33 +482,5 @@ async fn flow_reader<C: TunnelConnection>(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_table_caps_and_expires() {
-        let mut t = FlowTable::new(2, 3);
-        let now = Instant::now();
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
-        let c: SocketAddr = "127.0.0.1:3".parse().unwrap();
-        let (ia, _, new) = t.outgoing(a, now).unwrap();
-        assert!(new);
-        let (ia2, seq, new) = t.outgoing(a, now).unwrap();
-        assert_eq!((ia, 1, false), (ia2, seq, new));
-        let (ib, _, _) = t.outgoing(b, now).unwrap();
-        assert_ne!(ia, ib);
-        // the service index is the high byte
-        assert_eq!((ia >> 24, ib >> 24), (3, 3));
-        assert!(t.outgoing(c, now).is_none());
-        assert_eq!(t.incoming(ib, now), Some(b));
-        let later = now + Duration::from_secs(61);
-        t.incoming(ib, later - Duration::from_secs(1));
-        assert_eq!(t.expire(later, Duration::from_secs(60)), vec![ia]);
-        assert!(t.outgoing(c, later).is_some());
     }
 }

@@ -21,14 +21,14 @@
 //! extension follows) and [`Status::Gone`]. A sender only uses them with a
 //! receiver that asked, so older peers on either side see today's protocol.
 
-use super::resume::{decode_delivered, encode_delivered, Ticket};
-use crate::addr::Protocol;
+use super::resume::{decode_delivered, encode_delivered, ReplyExt, Ticket};
+pub use super::tlv::{HeaderError, MAX_BODY, VERSION};
+use super::{
+    tlv::{put_tlv, tlvs},
+    Protocol,
+};
 
-/// Current protocol version.
-pub const VERSION: u8 = 1;
 const MAGIC: &[u8; 2] = b"PP";
-/// Largest header body accepted.
-pub const MAX_BODY: usize = 4096;
 
 const TAG_TOKEN: u8 = 1;
 const TAG_PROTOCOL: u8 = 2;
@@ -211,29 +211,6 @@ pub struct Request {
     pub client: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// The destination a SOCKS5 client named (Tcp, for a `Dynamic` want).
     pub dest: Option<(String, u16)>,
-}
-
-/// Header decoding errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HeaderError {
-    /// Not a peerport stream.
-    #[error("peer did not speak the peerport protocol (bad magic)")]
-    Magic,
-    /// Newer peer.
-    #[error("peer speaks peerport protocol version {0}, this build speaks {VERSION}: upgrade the older side")]
-    Version(u8),
-    /// Unknown stream kind.
-    #[error("unknown stream kind {0}")]
-    Kind(u8),
-    /// Too large.
-    #[error("header of {0} bytes exceeds the limit of {MAX_BODY}")]
-    TooLarge(usize),
-    /// Inconsistent TLV.
-    #[error("malformed header field")]
-    Malformed,
-    /// Unknown status.
-    #[error("unknown reply status {0}")]
-    Status(u8),
 }
 
 impl Request {
@@ -443,38 +420,6 @@ impl Request {
     }
 }
 
-/// Append one `tag u8 | length u16 BE | value` field.
-pub(crate) fn put_tlv(body: &mut Vec<u8>, tag: u8, v: &[u8]) {
-    body.push(tag);
-    body.extend_from_slice(&(v.len() as u16).to_be_bytes());
-    body.extend_from_slice(v);
-}
-
-/// The TLV fields of `body`; a field that runs past the end is an error.
-pub(crate) fn tlvs(mut body: &[u8]) -> impl Iterator<Item = (u8, Result<&[u8], HeaderError>)> {
-    std::iter::from_fn(move || {
-        if body.is_empty() {
-            return None;
-        }
-        if body.len() < 3 {
-            body = &[];
-            return Some((0, Err(HeaderError::Malformed)));
-        }
-        let tag = body[0];
-        let l = u16::from_be_bytes([body[1], body[2]]) as usize;
-        match body.get(3..3 + l) {
-            Some(v) => {
-                body = &body[3 + l..];
-                Some((tag, Ok(v)))
-            }
-            None => {
-                body = &[];
-                Some((tag, Err(HeaderError::Malformed)))
-            }
-        }
-    })
-}
-
 fn protocol_byte(p: Protocol) -> u8 {
     match p {
         Protocol::Tcp => 0,
@@ -527,6 +472,14 @@ impl Reply {
             status: Status::OkExt,
             message: String::new(),
         }
+    }
+
+    /// The whole answer to a hello or a resume stream: an `OkExt` reply
+    /// followed by the extension.
+    pub fn ok_with(ext: &ReplyExt) -> Vec<u8> {
+        let mut out = Reply::ok_ext().encode();
+        out.extend_from_slice(&ext.encode());
+        out
     }
 
     /// A failure reply.

@@ -15,7 +15,7 @@
 //! type u8 (1 = ack, 2 = ack and the FIN was delivered) | stream u64 BE | delivered u64 BE
 //! ```
 //!
-//! Reply extension (after a [`super::header::Reply`] to a hello that asked
+//! Reply extension (after a `Reply` to a hello that asked
 //! for resumption, or to a resume stream): `length u16 BE | TLV*`, the same
 //! TLV layout as request headers; unknown tags are skipped.
 
@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::header::{put_tlv, tlvs, HeaderError, MAX_BODY};
+use super::tlv::{put_tlv, tlvs, HeaderError, MAX_BODY};
 
 /// Bytes sent towards the peer and not yet acknowledged as delivered.
 #[derive(Debug)]
@@ -259,13 +259,6 @@ pub struct ReplyExt {
 }
 
 impl ReplyExt {
-    /// The whole answer: an `OkExt` reply followed by this extension.
-    pub fn reply_ok(&self) -> Vec<u8> {
-        let mut out = super::header::Reply::ok_ext().encode();
-        out.extend_from_slice(&self.encode());
-        out
-    }
-
     /// Serialize (`length u16 | TLV*`).
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();

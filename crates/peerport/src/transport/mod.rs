@@ -3,7 +3,7 @@
 //! iroh 1.x runs its own QUIC fork (noq) and the ICE modes use quinn 0.11:
 //! the two expose similar but distinct types. Each stack implements
 //! [`TunnelConnection`] once (see [`iroh`] and [`quinn`]); TCP and UDP forwarding,
-//! keepalive handling and stream retry in [`crate::engine`] are generic over it.
+//! keepalive handling and stream retry in the engine are generic over it.
 
 pub mod bbr;
 pub mod congestion;
@@ -14,6 +14,8 @@ pub mod quinn;
 use std::{future::Future, time::Duration};
 
 use bytes::Bytes;
+
+use crate::proto::close::RefusalKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Congestion controller of the tunnel's QUIC connection.
@@ -130,7 +132,7 @@ pub trait TunnelRecv: AsyncRead + Unpin + Send + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
     /// The peer closed it with an application code (see
-    /// [`crate::engine::close_code`]) and a reason.
+    /// [`crate::proto::close::close_code`]) and a reason.
     Peer {
         /// Application close code.
         code: u32,
@@ -154,12 +156,19 @@ pub enum CloseReason {
 impl CloseReason {
     /// Whether establishing a new connection may help: not after closing it
     /// ourselves, nor after a refusal that would be repeated (see
-    /// [`crate::engine::RefusalKind`]).
+    /// [`RefusalKind`]).
     pub fn retryable(&self) -> bool {
         match self {
             CloseReason::Local => false,
-            other => crate::engine::RefusalKind::from_close(other)
-                .is_none_or(crate::engine::RefusalKind::retryable),
+            other => other.refusal().is_none_or(RefusalKind::retryable),
+        }
+    }
+
+    /// The refusal this close stands for, if the peer closed with one.
+    pub fn refusal(&self) -> Option<RefusalKind> {
+        match self {
+            CloseReason::Peer { code, .. } => RefusalKind::from_close_code(*code),
+            _ => None,
         }
     }
 }
@@ -354,7 +363,7 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
 
 /// A sender-side source of connections from receivers: one per back-end
 /// (iroh endpoint, pasted offers, Nostr requests). The session loop in
-/// [`crate::engine::server`] is written once over it.
+/// the engine (`engine::server`) is written once over it.
 pub trait Acceptor: Send {
     /// The connection type produced.
     type Conn: TunnelConnection;
