@@ -1,0 +1,271 @@
+//! The ice mode as a copy-paste path: prepare an agent and describe it in a
+//! blob, then connect given the peer's blob.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use peerport_signaling::{blob::Body, Mode};
+use tracing::{info, warn};
+use webrtc_ice::{
+    agent::Agent,
+    candidate::{CandidatePairState, CandidateType},
+};
+
+use super::{
+    agent::{gather, srflx_candidates},
+    rejoin::{IceRejoin, Role},
+    IcePath, Prepared, TurnServer,
+};
+use crate::modes::manual::{ManualPath, PathError, RejoinError, Side};
+use crate::transport::quinn::{Identity, QuinnConnection};
+
+impl ManualPath for IcePath {
+    type Conn = QuinnConnection;
+    type Prepared = Prepared;
+    type Rejoin = IceRejoin;
+    const MODE: Mode = Mode::Ice;
+
+    async fn prepare(&self, side: Side) -> Result<(Prepared, Body), PathError> {
+        let identity = Identity::generate().map_err(PathError::Setup)?;
+        // With a fixed port, webrtc-ice cannot open its separate STUN socket
+        // on that port: learn the public mapping from the port itself first.
+        let fixed_port_mappings = self
+            .fixed_port_mappings()
+            .await
+            .map_err(PathError::Unreachable)?;
+        let agent = self.agent(side == Side::Offerer).await?;
+        let t0 = Instant::now();
+        let candidates = match gather(&agent, Duration::from_secs(10)).await {
+            Ok(mut c) => {
+                c.extend(srflx_candidates(&fixed_port_mappings, self.bind, &c));
+                c
+            }
+            Err(e) if !self.turn_servers.is_empty() => {
+                let _ = agent.close().await;
+                return Err(PathError::Unreachable(format!(
+                    "{e}: {}",
+                    self.turn_problems().await.join("; ")
+                )));
+            }
+            Err(e) => {
+                let _ = agent.close().await;
+                return Err(PathError::Unreachable(e));
+            }
+        };
+        let (ufrag, pwd) = agent.get_local_user_credentials().await;
+        let relays = candidates
+            .iter()
+            .filter(|c| c.contains(" typ relay"))
+            .count();
+        info!(
+            candidates = candidates.len(),
+            relays,
+            ms = t0.elapsed().as_millis() as u64,
+            "ICE candidates gathered"
+        );
+        let turn_problems = if relays < self.turn_servers.len() {
+            self.turn_problems().await
+        } else {
+            Vec::new()
+        };
+        for p in &turn_problems {
+            warn!("TURN relay unavailable for this session: {p}");
+        }
+        let body = Body::Ice {
+            ufrag,
+            pwd,
+            fingerprint: identity.fingerprint(),
+            candidates,
+        };
+        Ok((
+            Prepared {
+                agent: Arc::new(agent),
+                identity,
+                side,
+                turn_problems,
+            },
+            body,
+        ))
+    }
+
+    async fn connect(
+        &self,
+        p: Prepared,
+        peer: Body,
+        side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(QuinnConnection, Option<IceRejoin>), PathError> {
+        let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
+        let conn = rejoin.connection(conn).sharing_endpoint();
+        Ok((conn, Some(rejoin)))
+    }
+
+    async fn rejoin(
+        &self,
+        r: &IceRejoin,
+        _side: Side,
+        limit: Duration,
+    ) -> Result<QuinnConnection, RejoinError> {
+        if let Some(gone) = r.local_address_gone() {
+            return Err(RejoinError {
+                message: gone,
+                permanent: true,
+            });
+        }
+        let conn = match &r.role {
+            Role::Client(cfg) => r.redial(cfg, limit).await,
+            Role::Server(cfg) => r.await_peer(cfg, limit).await,
+        };
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => return Err(self.why_rejoin_failed(r, e).await),
+        };
+        info!(
+            "reconnected to the same peer over {} (no new exchange)",
+            r.path
+        );
+        Ok(r.connection(conn).sharing_endpoint())
+    }
+
+    async fn release(&self, r: IceRejoin) {
+        r.release().await;
+    }
+}
+
+impl IcePath {
+    /// ICE, then QUIC over the selected pair; the connection owns its
+    /// endpoint (the Nostr mode re-signals instead of rejoining).
+    pub async fn connect_ice(
+        &self,
+        p: Prepared,
+        peer: Body,
+        side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
+    ) -> Result<QuinnConnection, PathError> {
+        let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
+        Ok(rejoin.into_connection(conn))
+    }
+
+    /// ICE, then QUIC over the selected pair, and what it takes to connect
+    /// again over the same pair.
+    pub(super) async fn connect_path(
+        &self,
+        p: Prepared,
+        peer: Body,
+        side: Side,
+        peer_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(quinn::Connection, IceRejoin), PathError> {
+        let Body::Ice {
+            ufrag,
+            pwd,
+            fingerprint,
+            candidates,
+        } = peer
+        else {
+            return Err(PathError::Blob("the peer's blob is not an ice blob".into()));
+        };
+        debug_assert_eq!(side, p.side);
+        let agent = p.agent.clone();
+        let start = tokio::time::Instant::now();
+        let work = self.establish(&p, ufrag, pwd, fingerprint, candidates);
+        tokio::pin!(work);
+        // Phase 1: until the peer shows any sign of life (a check answered
+        // or received). A copy-paste answerer waits as long as the offer is
+        // valid: the person may carry the answer back minutes later.
+        let first = peer_deadline
+            .unwrap_or(start)
+            .max(start + self.connect_timeout);
+        let seen = tokio::select! {
+            r = &mut work => return close_on_error(r, &agent).await,
+            _ = peer_seen(&agent) => true,
+            _ = tokio::time::sleep_until(first) => false,
+        };
+        let r = if seen {
+            // Phase 2: the peer is there; the connect timeout runs from now
+            // (copy-paste answerer) or from the start (everyone else).
+            let until = match peer_deadline {
+                Some(_) => tokio::time::Instant::now() + self.connect_timeout,
+                None => start + self.connect_timeout,
+            };
+            match tokio::time::timeout_at(until, &mut work).await {
+                Ok(r) => r,
+                Err(_) => Err(PathError::Unreachable(format!(
+                    "ICE/QUIC setup did not finish within {} s although the peer answered: no candidate pair works{}",
+                    self.connect_timeout.as_secs(),
+                    p.relay_hint(&self.turn_servers)
+                ))),
+            }
+        } else {
+            let waited = start.elapsed().as_secs();
+            Err(PathError::Unreachable(match side {
+                Side::Answerer => format!(
+                    "the receiver never showed up: no connectivity check arrived within {waited} s of answering (it did not get this ANSWER while its offer was valid, or it stopped); if it did paste the answer, no path exists between the hosts{}",
+                    p.relay_hint(&self.turn_servers)
+                ),
+                Side::Offerer => format!(
+                    "the sender never answered a connectivity check within {waited} s: check that it still runs and answered this offer; if it does, no path exists between the hosts{}",
+                    p.relay_hint(&self.turn_servers)
+                ),
+            }))
+        };
+        close_on_error(r, &agent).await
+    }
+}
+
+/// Close the agent when setting up failed (its TURN allocations go with it).
+pub(super) async fn close_on_error<T>(
+    r: Result<T, PathError>,
+    agent: &Agent,
+) -> Result<T, PathError> {
+    if r.is_err() {
+        let _ = agent.close().await;
+    }
+    r
+}
+
+/// Resolves once the peer has shown a sign of life: a candidate pair
+/// succeeded (it answered a check) or a check arrived from an address it did
+/// not announce (a peer-reflexive candidate).
+pub(super) async fn peer_seen(agent: &Agent) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if agent
+            .get_candidate_pairs_stats()
+            .await
+            .iter()
+            .any(|s| s.state == CandidatePairState::Succeeded)
+            || agent
+                .get_remote_candidates_stats()
+                .await
+                .iter()
+                .any(|c| c.candidate_type == CandidateType::PeerReflexive)
+        {
+            return;
+        }
+    }
+}
+
+impl Prepared {
+    /// What to add to a failure message about the relay fallback.
+    pub(super) fn relay_hint(&self, turn: &[TurnServer]) -> String {
+        if turn.is_empty() {
+            return " (symmetric NAT or UDP blocked?) and no TURN server is configured: add --turn-server".into();
+        }
+        if !self.turn_problems.is_empty() {
+            return format!(
+                " and no TURN relay was usable: {}",
+                self.turn_problems.join("; ")
+            );
+        }
+        let servers: Vec<String> = turn
+            .iter()
+            .map(|t| format!("turn:{}", t.host_port))
+            .collect();
+        format!(
+            "; {} handed out a relay but no check passed through it (the peer could not use it, or the server does not relay between its clients: check its denied-peer-ip rules)",
+            servers.join(", ")
+        )
+    }
+}
