@@ -3,9 +3,9 @@
 # random loss (the receiver site's wire, both directions), for several QUIC flow-control windows.
 #   lfn.sh [--modes "ice iroh-manual"] [--windows "default 4194304 8388608"] [--secs 20]
 #          [--rate 200] [--rtt 100] [--loss 0.01] [--out NAME] [--extra "FLAGS for both sides"]
-#          [--cc bbr]   (PEERPORT_CC: the stacks' BBR instead of their default Cubic)
+#          [--cc bbr]   (--congestion on both sides)
 # Baseline in the same lab: plain TCP (iperf3, cubic) from the receiver host to the internet
-# namespace over the same wire. Windows: bytes per stream (PEERPORT_STREAM_WINDOW; the
+# namespace over the same wire. Windows: bytes per stream (--stream-window; the
 # connection window is 4x); "default" = the stacks' own (1.25 MB). Writes target/lab/NAME.md
 # and NAME.json. Reports figures only (no assertions).
 set -euo pipefail
@@ -13,7 +13,8 @@ source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight wire
 MODES="ice iroh-manual"
 WINDOWS="default 2097152 4194304 8388608 16777216"
-SECS=20 RATE=200 RTT=100 LOSS=0.01 OUT=lfn
+SECS=20 RATE=200 RTT=100 LOSS=0.01 OUT=lfn CC=
+PAIR_EXTRA=()
 CONNECT_TIMEOUT=20
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -25,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --loss) LOSS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --extra) read -r -a PAIR_EXTRA <<< "$2"; shift ;;
-    --cc) export PEERPORT_CC=$2; shift ;;
+    --cc) CC=$2; shift ;;
     *) echo "usage: $0 [--modes LIST] [--windows LIST] [--secs N] [--rate MBIT] [--rtt MS] [--loss P] [--out NAME]" >&2; exit 2 ;;
   esac
   shift
@@ -57,9 +58,11 @@ run_one() {  # run_one MODE WINDOW
     ROWS+=("$(row "plain TCP (no tunnel)" "-" "$(iperf_mbps "$dir/iperf.json")" "")")
     return 0
   fi
-  if [[ $win == default ]]; then unset PEERPORT_STREAM_WINDOW; else export PEERPORT_STREAM_WINDOW=$win; fi
+  local base=(${PAIR_EXTRA[@]+"${PAIR_EXTRA[@]}"})
+  [[ -n $CC ]] && PAIR_EXTRA+=(--congestion "$CC")
+  [[ $win != default ]] && PAIR_EXTRA+=(--stream-window "$win")
   start_pair "$mode" tcp5201 "$dir"
-  unset PEERPORT_STREAM_WINDOW
+  PAIR_EXTRA=(${base[@]+"${base[@]}"})
   local mbps="" note=""
   if await_pair "$dir" tcp5201; then
     ip netns exec $S timeout $((SECS + 20)) iperf3 -s -1 -p 5201 > "$dir/server" 2>&1 &

@@ -457,6 +457,24 @@ mod tests {
     }
 
     #[test]
+    fn stream_window_sets_both_windows_within_bounds() {
+        let p = |w: u64| Partial {
+            target: Some(vec!["tcp://127.0.0.1:0".into()]),
+            stream_window: Some(w),
+            ..Default::default()
+        };
+        let s = Settings::from_partial(p(4 << 20), Role::Receiver, Mode::Ice).unwrap();
+        let ModeSettings::Ice(path) = s.mode else {
+            panic!("ice settings")
+        };
+        assert_eq!(path.quic.windows, Some((4 << 20, 16 << 20)));
+        for bad in [1000, 2 << 30] {
+            let e = Settings::from_partial(p(bad), Role::Receiver, Mode::Ice).unwrap_err();
+            assert!(e.to_string().contains("--stream-window"), "{e}");
+        }
+    }
+
+    #[test]
     fn reconnect_policy_from_flags() {
         let p = Partial {
             target: Some(vec!["tcp://127.0.0.1:0".into()]),

@@ -125,6 +125,17 @@ settings! {
     congestion: String {
         scope: Scope::both(ALL_MODES), value: "bbr|cubic", default: "bbr in ice and nostr, cubic in the iroh modes",
     }
+    /// QUIC flow-control window per stream in bytes (the connection's is 4
+    /// times it): how much one TCP connection may have in flight; raise it
+    /// for long fat paths.
+    stream_window: u64 {
+        scope: Scope::both(ALL_MODES), value: "BYTES",
+        default: format!(
+            "{} in ice and nostr; {} with bbr, else the QUIC stack's own, in the iroh modes",
+            peerport::transport::quinn::WINDOWS.0,
+            peerport::modes::iroh::BBR_WINDOWS.0
+        ),
+    }
     /// Forget a UDP client after this many idle seconds.
     udp_idle_timeout: u64 {
         scope: Scope::both(ALL_MODES), value: "SECS", default: EngineConfig::default().udp_idle_timeout.as_secs(),

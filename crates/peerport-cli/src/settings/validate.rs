@@ -120,6 +120,14 @@ pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
         }
         o.quic.keep_alive = Some(k);
     }
+    if let Some(w) = p.stream_window {
+        if !(64 << 10..=1 << 30).contains(&w) {
+            return Err(invalid(
+                "--stream-window must be between 65536 and 1073741824 bytes",
+            ));
+        }
+        o.quic.windows = Some((w, w.saturating_mul(4)));
+    }
     if let Some(c) = &p.congestion {
         let c = c
             .parse()

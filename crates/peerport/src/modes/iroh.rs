@@ -119,10 +119,7 @@ pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
             crate::transport::congestion::noq_cc::ModelBbrConfig,
         ));
     }
-    let windows = match bbr {
-        true => Some(crate::transport::windows(BBR_WINDOWS)),
-        false => crate::transport::window_override(),
-    };
+    let windows = q.windows.or(bbr.then_some(BBR_WINDOWS));
     if let Some((stream, conn)) = windows {
         b = b
             .stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX))

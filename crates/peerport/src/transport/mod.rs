@@ -59,6 +59,9 @@ pub struct QuicSettings {
     /// Send a keep-alive after this long without sending; `None`: a third
     /// of the idle timeout, at most [`KEEP_ALIVE`] ([`QuicSettings::keep_alive`]).
     pub keep_alive: Option<Duration>,
+    /// Flow-control windows in bytes (per stream, per connection); `None`:
+    /// the stack's own.
+    pub windows: Option<(u64, u64)>,
 }
 
 /// The longest keep-alive interval when none is set: below the UDP mapping
@@ -71,6 +74,7 @@ impl Default for QuicSettings {
             idle_timeout: Duration::from_secs(30),
             congestion: None,
             keep_alive: None,
+            windows: None,
         }
     }
 }
@@ -85,30 +89,10 @@ impl QuicSettings {
             .max(Duration::from_millis(200))
     }
 
-    /// Whether to run BBR, where the stack's default is `default`;
-    /// `PEERPORT_CC=bbr|cubic` overrides the setting (experiments such as
-    /// `scripts/lab/lfn.sh`).
+    /// Whether to run BBR, where the stack's default is `default`.
     pub fn bbr(&self, default: Congestion) -> bool {
-        let env = std::env::var("PEERPORT_CC")
-            .ok()
-            .and_then(|v| v.parse::<Congestion>().ok());
-        env.or(self.congestion).unwrap_or(default) == Congestion::Bbr
+        self.congestion.unwrap_or(default) == Congestion::Bbr
     }
-}
-
-/// Flow-control windows, bytes (per stream, per connection), when
-/// `PEERPORT_STREAM_WINDOW` (and optionally `PEERPORT_CONN_WINDOW`, else 4x)
-/// are set for an experiment such as `scripts/lab/lfn.sh`.
-pub fn window_override() -> Option<(u64, u64)> {
-    let get = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
-    let stream = get("PEERPORT_STREAM_WINDOW")?;
-    let conn = get("PEERPORT_CONN_WINDOW").unwrap_or(stream.saturating_mul(4));
-    Some((stream, conn))
-}
-
-/// The windows to use: `default` unless overridden (see [`window_override`]).
-pub fn windows(default: (u64, u64)) -> (u64, u64) {
-    window_override().unwrap_or(default)
 }
 
 /// Sending half of a QUIC stream. `shutdown()` (from `AsyncWrite`) finishes it

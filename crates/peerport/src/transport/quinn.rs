@@ -155,7 +155,7 @@ pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     if q.bbr(super::Congestion::Bbr) {
         t.congestion_controller_factory(Arc::new(super::congestion::ModelBbrConfig));
     }
-    let (stream, conn) = super::windows(WINDOWS);
+    let (stream, conn) = q.windows.unwrap_or(WINDOWS);
     t.stream_receive_window(VarInt::from_u64(stream).unwrap_or(VarInt::MAX));
     t.receive_window(VarInt::from_u64(conn).unwrap_or(VarInt::MAX));
     t.send_window(conn);
