@@ -160,6 +160,8 @@ pub struct Setting {
     pub alias: Option<&'static str>,
     /// The default, as the help and the template show it.
     pub default: Option<fn() -> String>,
+    /// The flag's action and parser ([`Value::configure`] of its type).
+    pub configure: fn(Arg) -> Arg,
 }
 
 impl Setting {
@@ -185,8 +187,8 @@ impl Setting {
     }
 
     /// The clap flag.
-    pub fn arg(&self, configure: fn(Arg) -> Arg) -> Arg {
-        let mut arg = configure(Arg::new(self.field).long(self.key()).help(self.help()));
+    pub fn arg(&self) -> Arg {
+        let mut arg = (self.configure)(Arg::new(self.field).long(self.key()).help(self.help()));
         if let Some(v) = self.value_name {
             arg = arg.value_name(v);
         }
@@ -250,6 +252,7 @@ macro_rules! settings {
                     short: settings!(@opt $($short)?),
                     alias: settings!(@opt $($alias)?),
                     default: settings!(@default $($default)?),
+                    configure: <$ty as $crate::settings::declare::Value>::configure,
                 },
             )*
         ];
@@ -279,16 +282,9 @@ macro_rules! settings {
                 }
             }
 
-            /// The clap flags of the settings `wanted` (by field name), in table order.
+            /// The clap flags of the settings `wanted`, in table order.
             pub fn args(wanted: impl Fn(&$crate::settings::declare::Setting) -> bool) -> Vec<clap::Arg> {
-                let mut out = Vec::new();
-                $(
-                    let s = SETTINGS.iter().find(|s| s.field == stringify!($field)).expect("declared");
-                    if wanted(s) {
-                        out.push(s.arg(<$ty as $crate::settings::declare::Value>::configure));
-                    }
-                )*
-                out
+                SETTINGS.iter().filter(|s| wanted(s)).map(|s| s.arg()).collect()
             }
         }
     };
