@@ -12,22 +12,15 @@ use crate::{
     cli::{Cli, Command},
     observe::{Observers, Progress},
     settings::Role,
-    settings::{self, ModeSettings, PathSettings, Settings},
+    settings::{self, ModeVisitor, Settings},
 };
+use futures::future::LocalBoxFuture;
 use peerport::{
-    engine::Authorizer,
     identity,
-    modes::{
-        iroh::{self as iroh_mode, IrohDialer},
-        manual::{
-            BlobSink, BlobSource, Console, ManualAcceptor, ManualDialer, ManualPath, MAX_BLOB_AGE,
-        },
-        nostr::{NostrAcceptor, NostrDialer},
-    },
+    modes::{iroh as iroh_mode, manual::Console, Announce, Awaiting, Mode, ModeContext},
     receiver::{Receiver, ReceiverError},
     sender::Sender,
     status,
-    transport::iroh::IrohAcceptor,
 };
 use peerport_rendezvous::Rendezvous;
 
@@ -45,12 +38,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Box::new(move || settings::load(partial.clone(), &cfg, Role::Sender, mode))
                     as Reload
             });
-            run_sender(s, mode, progress, reload).await
+            run_sender(s, progress, reload).await
         }
         Command::Receiver { mode: cmd } => {
             let s = settings::load(cmd.partial, &cmd.config, Role::Receiver, cmd.mode)?;
-            let mode = cmd.mode;
-            run_receiver(s, mode, progress).await
+            run_receiver(s, progress).await
         }
         Command::Status {
             name,
@@ -71,9 +63,9 @@ pub async fn run(cli: Cli) -> Result<()> {
                         }
                         Ok(s)
                     });
-                    run_sender(s, mode, progress, Some(reload)).await
+                    run_sender(s, progress, Some(reload)).await
                 }
-                Role::Receiver => run_receiver(s, mode, progress).await,
+                Role::Receiver => run_receiver(s, progress).await,
             }
         }
         Command::Config { action } => config_command(action),
@@ -240,13 +232,6 @@ pub fn stop_signals() -> (CancellationToken, CancellationToken) {
 /// A token cancelled on Ctrl-C or SIGTERM (see [`stop_signal`]).
 pub fn shutdown_signal() -> CancellationToken {
     stop_signals().0
-}
-
-fn load_secret(path: Option<&std::path::Path>) -> Result<SecretKey> {
-    Ok(match path {
-        Some(p) => identity::load_or_create(p)?,
-        None => SecretKey::generate(),
-    })
 }
 
 /// The terminal as the copy-paste modes' [`Console`]: prompts on stderr,
@@ -514,129 +499,63 @@ fn target_hint(catalog: &peerport::engine::policy::Catalog) -> String {
 }
 
 /// Every sender: the mode's acceptor under one [`Sender`].
-async fn run_sender(
-    s: Settings,
-    mode: peerport_signaling::Mode,
+async fn run_sender(s: Settings, progress: Progress, reload: Option<Reload>) -> Result<()> {
+    s.mode
+        .visit(SenderRun {
+            s: &s,
+            progress,
+            reload,
+        })
+        .await
+}
+
+struct SenderRun<'a> {
+    s: &'a Settings,
+    progress: Progress,
+    reload: Option<Reload>,
+}
+
+impl<'a> ModeVisitor<'a> for SenderRun<'a> {
+    type Out = LocalBoxFuture<'a, Result<()>>;
+    fn visit<M: Mode>(self, mode: &'a M) -> Self::Out {
+        Box::pin(serve(mode, self.s, self.progress, self.reload))
+    }
+}
+
+/// A sender in mode `M`: set the mode up, say what the person needs, serve
+/// until a signal.
+async fn serve<M: Mode>(
+    mode: &M,
+    s: &Settings,
     progress: Progress,
     reload: Option<Reload>,
 ) -> Result<()> {
     let (shutdown, now) = stop_signals();
     let catalog = s.catalog.clone().context("a sender needs services")?;
     let hint = target_hint(&catalog);
+    eprintln!("peerport sender ({}) forwarding {}", M::NAME, s.describe());
+    let accepting = mode.acceptor(&context(s)).await?;
+    announce(M::NAME, &accepting.announce, &hint);
     let sender = Sender::serving(catalog)
         .engine(s.engine.clone())
         .max_sessions(s.max_sessions)
-        .drain_timeout(s.drain_timeout);
-    let mut info = status::Info::new("sender", &mode.to_string(), &process_name(&s, "sender"));
+        .drain_timeout(s.drain_timeout)
+        .auth(accepting.auth)
+        .build();
+    reload_on_hangup(sender.clone(), reload, shutdown.clone());
+    let mut info = status::Info::new("sender", &M::NAME.to_string(), &process_name(s, "sender"));
     info.service = s.describe();
-    let hangup =
-        |sender: &Sender, reload| reload_on_hangup(sender.clone(), reload, shutdown.clone());
-    let observe = |sender: &Sender| {
-        let monitor = status::Monitor::new(info.clone(), sender.ledger());
-        let o = s.observe.clone();
-        async move {
-            let obs = Observers::start(&o, monitor.clone(), progress).await?;
-            anyhow::Ok((monitor, obs))
-        }
-    };
-    match &s.mode {
-        ModeSettings::Iroh(i) => {
-            let secret = load_secret(i.secret_file.as_deref())?;
-            let ticket = iroh_mode::ticket_for(&secret).encode();
-            let auth = Authorizer::new(
-                identity::derive_token(&secret).to_vec(),
-                i.allowed_peers.clone(),
-            );
-            let ep = iroh_mode::bind_endpoint(secret, &i.iroh).await?;
-            if !iroh_mode::wait_online(&ep, std::time::Duration::from_secs(10)).await {
-                warn!("no relay reachable yet: receivers can only find this sender directly (mDNS/LAN) until one is");
-            }
-            // What the person must copy goes to stdout, alone; guidance to stderr.
-            println!("{ticket}");
-            eprintln!(
-                "peerport sender (iroh) forwarding {} as endpoint {}",
-                s.describe(),
-                ep.id()
-            );
-            if i.allowed_peers.is_empty() {
-                eprintln!(
-                    "on the receiver, run:\n  peerport receiver iroh --node-id {ticket} {hint}"
-                );
-            } else {
-                eprintln!(
-                    "admitting only {} pinned receiver id(s); they connect with --node-id {}",
-                    i.allowed_peers.len(),
-                    ep.id()
-                );
-            }
-            let acceptor = IrohAcceptor::new(ep.clone());
-            let sender = sender.auth(auth).build();
-            hangup(&sender, reload);
-            let (monitor, obs) = observe(&sender).await?;
-            monitor.add_metrics(status::iroh_endpoints::iroh_endpoint(&ep));
-            sender.run_until(acceptor, shutdown, now).await;
-            obs.stop().await;
-            ep.close().await;
-            Ok(())
-        }
-        ModeSettings::IrohManual(p) => {
-            let sender = sender.build();
-            hangup(&sender, reload);
-            let (monitor, obs) = observe(&sender).await?;
-            let path = p.iroh_manual_path();
-            monitor.add_metrics(path.metrics.extra());
-            let r = manual_sender(sender, path, p, (shutdown, now)).await;
-            obs.stop().await;
-            r
-        }
-        ModeSettings::Ice(p) => {
-            let sender = sender.build();
-            hangup(&sender, reload);
-            let (_, obs) = observe(&sender).await?;
-            let r = manual_sender(sender, p.ice_path(), p, (shutdown, now)).await;
-            obs.stop().await;
-            r
-        }
-        ModeSettings::Nostr(p, n) => {
-            let sender = sender.build();
-            hangup(&sender, reload);
-            let (_, obs) = observe(&sender).await?;
-            let acceptor = NostrAcceptor::start(n, Arc::new(p.ice_path()), s.max_sessions).await?;
-            eprintln!(
-                "peerport sender (nostr) forwarding {} as {}, answering {} over {} relay(s)",
-                s.describe(),
-                peerport_signaling::nostr::npub_of(&n.secret)?,
-                peerport_signaling::nostr::npub_of_public(&n.peer),
-                n.relays.len()
-            );
-            sender.run_until(acceptor, shutdown, now).await;
-            obs.stop().await;
-            Ok(())
-        }
+    let monitor = status::Monitor::new(info, sender.ledger());
+    if let Some(extra) = accepting.metrics {
+        monitor.add_metrics(extra);
     }
-}
-
-/// Sender of a copy-paste mode: answer offers, one session each.
-async fn manual_sender<P: ManualPath>(
-    sender: Sender,
-    path: P,
-    p: &PathSettings,
-    (shutdown, now): (CancellationToken, CancellationToken),
-) -> Result<()> {
-    eprintln!(
-        "peerport sender ({}) forwarding {}",
-        P::MODE,
-        sender.catalog().summary()
-    );
-    let console = Terminal::shared();
-    let acceptor = ManualAcceptor::start(
-        Arc::new(path),
-        BlobSource::from_arg(p.offer_file.as_ref(), &console),
-        BlobSink::from_arg(p.answer_file.as_ref(), &console),
-    );
-    let input_closed = acceptor.input_closed_flag();
-    sender.run_until(acceptor, shutdown, now).await;
-    if input_closed.load(std::sync::atomic::Ordering::SeqCst) && stop_signal().is_none() {
+    let obs = Observers::start(&s.observe, monitor, progress).await?;
+    sender.run_until(accepting.acceptor, shutdown, now).await;
+    obs.stop().await;
+    let input_closed = accepting
+        .input_closed
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
+    if input_closed && stop_signal().is_none() {
         anyhow::bail!(
             "standard input closed, so no more offers could be read: keep the terminal open, or pass --offer-file FILE (and --answer-file) to run without one"
         );
@@ -644,34 +563,74 @@ async fn manual_sender<P: ManualPath>(
     Ok(())
 }
 
-/// What a receiver in `mode` waits for while no session is up (`None`:
-/// the paste prompt says it).
-fn waiting_for(s: &Settings) -> Option<String> {
-    match &s.mode {
-        ModeSettings::Iroh(i) => Some(match &i.peer {
-            Some(p) => format!(
-                "the sender (endpoint {})",
-                crate::views::text::short(&p.id.to_string())
+/// What a mode needs from the settings and the terminal.
+fn context(s: &Settings) -> ModeContext {
+    ModeContext {
+        console: Terminal::shared(),
+        max_sessions: s.max_sessions,
+        connect_timeout: s.connect_timeout,
+    }
+}
+
+/// Tell the person what the sender's mode set up: what to copy to the
+/// receiver goes to stdout, alone; guidance to stderr.
+fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
+    if let Some(ticket) = &a.ticket {
+        println!("{ticket}");
+    }
+    if let Some(id) = &a.identity {
+        match &a.answers {
+            Some(peer) => eprintln!(
+                "this sender is {id}, answering {peer} over {} relay(s)",
+                a.relays
             ),
-            None => "the sender".into(),
-        }),
-        ModeSettings::Nostr(_, n) => Some(format!(
-            "the sender on Nostr ({})",
-            crate::views::text::short(&peerport_signaling::nostr::npub_of_public(&n.peer))
-        )),
-        ModeSettings::IrohManual(p) | ModeSettings::Ice(p) => p
-            .answer_file
-            .as_ref()
-            .map(|f| format!("the sender's answer in {}", f.display())),
+            None => eprintln!("this sender is endpoint {id}"),
+        }
+    }
+    match (&a.ticket, a.pinned, &a.identity) {
+        (Some(ticket), 0, _) => {
+            eprintln!("on the receiver, run:\n  peerport receiver {mode} --node-id {ticket} {hint}")
+        }
+        (_, n, Some(id)) if n > 0 => {
+            eprintln!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
+        }
+        _ => {}
+    }
+}
+
+/// What a receiver waits for while no session is up (`None`: the paste
+/// prompt says it).
+fn waiting_for(a: Awaiting) -> Option<String> {
+    use crate::views::text::short;
+    match a {
+        Awaiting::Endpoint(Some(id)) => Some(format!("the sender (endpoint {})", short(&id))),
+        Awaiting::Endpoint(None) => Some("the sender".into()),
+        Awaiting::Npub(npub) => Some(format!("the sender on Nostr ({})", short(&npub))),
+        Awaiting::AnswerFile(f) => Some(format!("the sender's answer in {}", f.display())),
+        Awaiting::Paste => None,
     }
 }
 
 /// Every receiver: one [`Receiver`] over the mode's dialer.
-async fn run_receiver(
-    s: Settings,
-    mode: peerport_signaling::Mode,
+async fn run_receiver(s: Settings, progress: Progress) -> Result<()> {
+    s.mode.visit(ReceiverRun { s: &s, progress }).await
+}
+
+struct ReceiverRun<'a> {
+    s: &'a Settings,
     progress: Progress,
-) -> Result<()> {
+}
+
+impl<'a> ModeVisitor<'a> for ReceiverRun<'a> {
+    type Out = LocalBoxFuture<'a, Result<()>>;
+    fn visit<M: Mode>(self, mode: &'a M) -> Self::Out {
+        Box::pin(dial(mode, self.s, self.progress))
+    }
+}
+
+/// A receiver in mode `M`: listen, then keep a session to the sender until
+/// a signal (or until reconnecting gives up).
+async fn dial<M: Mode>(mode: &M, s: &Settings, progress: Progress) -> Result<()> {
     let first = s.targets.first().context("a receiver needs a --target")?;
     let receiver = Receiver::builder(first.local.clone())
         .targets(s.targets.clone())
@@ -682,7 +641,11 @@ async fn run_receiver(
         .bind()
         .await?;
     let (shutdown, now) = stop_signals();
-    let mut info = status::Info::new("receiver", &mode.to_string(), &process_name(&s, "receiver"));
+    let mut info = status::Info::new(
+        "receiver",
+        &M::NAME.to_string(),
+        &process_name(s, "receiver"),
+    );
     info.service = s.describe();
     let listen: Vec<String> = s
         .targets
@@ -691,54 +654,21 @@ async fn run_receiver(
         .map(|(t, a)| format!("{}://{a}", t.local.protocol))
         .collect();
     info.listen = Some(listen.join(", "));
+    info.waiting_for = waiting_for(mode.awaiting());
     ignore_hangup(shutdown.clone());
-    info.waiting_for = waiting_for(&s);
     let monitor = status::Monitor::new(info, receiver.ledger());
     let obs = Observers::start(&s.observe, monitor.clone(), progress).await?;
-    let console = Terminal::shared();
-    let manual = |p: &PathSettings| {
-        (
-            BlobSink::from_arg(p.offer_file.as_ref(), &console),
-            BlobSource::from_arg(p.answer_file.as_ref(), &console),
-        )
-    };
-    // a reconnect to the same endpoint works within seconds or not at all
-    let rejoin_limit = s.connect_timeout.min(std::time::Duration::from_secs(10));
-    let result = match &s.mode {
-        ModeSettings::Iroh(i) => {
-            let secret = load_secret(i.secret_file.as_deref())?;
-            let ep = iroh_mode::bind_endpoint(secret, &i.iroh).await?;
-            monitor.add_metrics(status::iroh_endpoints::iroh_endpoint(&ep));
-            let peer = i.peer.clone().context("--node-id is required")?;
-            let dialer = IrohDialer::new(ep, peer, s.connect_timeout);
-            receiver
-                .run_until(dialer, shutdown.clone(), now.clone())
-                .await
-        }
-        ModeSettings::IrohManual(p) => {
-            let (offers, answers) = manual(p);
-            let path = p.iroh_manual_path();
-            monitor.add_metrics(path.metrics.extra());
-            let dialer = ManualDialer::new(path, offers, answers, MAX_BLOB_AGE, rejoin_limit);
-            receiver
-                .run_until(dialer, shutdown.clone(), now.clone())
-                .await
-        }
-        ModeSettings::Ice(p) => {
-            let (offers, answers) = manual(p);
-            let dialer =
-                ManualDialer::new(p.ice_path(), offers, answers, MAX_BLOB_AGE, rejoin_limit);
-            receiver
-                .run_until(dialer, shutdown.clone(), now.clone())
-                .await
-        }
-        ModeSettings::Nostr(p, n) => {
-            let dialer = NostrDialer::new(n.clone(), p.ice_path(), s.connect_timeout);
-            receiver
-                .run_until(dialer, shutdown.clone(), now.clone())
-                .await
+    let dialing = match mode.dialer(&context(s)).await {
+        Ok(d) => d,
+        Err(e) => {
+            obs.stop().await;
+            return Err(e.into());
         }
     };
+    if let Some(extra) = dialing.metrics {
+        monitor.add_metrics(extra);
+    }
+    let result = receiver.run_until(dialing.dialer, shutdown, now).await;
     obs.stop().await;
     Ok(result?)
 }

@@ -10,12 +10,10 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
-use iroh::SecretKey;
 use sha2::{Digest, Sha256};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -28,18 +26,15 @@ use peerport_signaling::nostr::NostrConfig;
 
 use peerport::{
     addr::ForwardAddr,
-    engine::Authorizer,
-    identity,
     modes::{
         ice::{IcePath, TurnServer},
-        iroh::{self as iroh_mode, IrohDialer, IrohOptions, PeerSpec},
+        iroh::IrohOptions,
         iroh_manual::IrohManualPath,
-        manual::{BlobSink, BlobSource, ManualAcceptor, ManualDialer, ManualPath},
-        nostr::{NostrAcceptor, NostrDialer},
+        manual::ManualPath,
+        Announce, IrohMode, ManualMode, Mode, ModeContext, NostrMode,
     },
     receiver::{Receiver, Reconnect},
     sender::Sender,
-    transport::{iroh::IrohAcceptor, Acceptor, Dialer},
 };
 use peerport_rendezvous::Rendezvous;
 use peerport_testkit::{pattern, spawn_tcp_echo, spawn_udp_echo};
@@ -147,29 +142,23 @@ async fn iroh_row(
     relay_only: bool,
     megabytes: usize,
 ) -> Result<Row> {
-    let secret = SecretKey::generate();
-    let token = identity::derive_token(&secret).to_vec();
-    let sender_ep = iroh_mode::bind_endpoint(secret.clone(), &local_options(rdv, false)).await?;
-    iroh_mode::wait_online(&sender_ep, Duration::from_secs(10)).await;
-    let t0 = Instant::now();
-    let recv_ep =
-        iroh_mode::bind_endpoint(SecretKey::generate(), &local_options(rdv, relay_only)).await?;
-    let peer = PeerSpec {
-        id: secret.public(),
-        token: Some(token.clone()),
+    let sender = IrohMode {
+        options: local_options(rdv, false),
+        ..Default::default()
     };
-    let row = run_row(
-        mode,
-        source,
-        IrohAcceptor::new(sender_ep.clone()),
-        Authorizer::new(token, []),
-        IrohDialer::new(recv_ep, peer, Duration::from_secs(30)),
-        t0,
-        megabytes,
-    )
-    .await;
-    sender_ep.close().await;
-    row
+    let receiver = |a: &Announce| {
+        anyhow::Ok(IrohMode {
+            options: local_options(rdv, relay_only),
+            peer: Some(
+                a.ticket
+                    .as_deref()
+                    .context("the sender has no ticket")?
+                    .parse()?,
+            ),
+            ..Default::default()
+        })
+    };
+    run_row(mode, source, &sender, receiver, megabytes).await
 }
 
 /// A copy-paste mode through blob files, as `--offer-file`/`--answer-file` do.
@@ -180,68 +169,56 @@ async fn manual_row<P: ManualPath + Clone>(
     megabytes: usize,
 ) -> Result<Row> {
     let dir = tempfile::tempdir()?;
-    let (offers, answers) = (dir.path().join("offers"), dir.path().join("answers"));
-    let t0 = Instant::now();
-    let acceptor = ManualAcceptor::start(
-        Arc::new(path.clone()),
-        BlobSource::File(offers.clone()),
-        BlobSink::File(answers.clone()),
-    );
-    let dialer = ManualDialer::new(
-        path.clone(),
-        BlobSink::File(offers),
-        BlobSource::File(answers),
-        Duration::from_secs(60),
-        Duration::from_secs(30),
-    );
-    run_row(
-        mode,
-        source,
-        acceptor,
-        Authorizer::transport_pinned(),
-        dialer,
-        t0,
-        megabytes,
-    )
-    .await
+    let both = ManualMode {
+        path: path.clone(),
+        offer_file: Some(dir.path().join("offers")),
+        answer_file: Some(dir.path().join("answers")),
+    };
+    run_row(mode, source, &both, |_| anyhow::Ok(both.clone()), megabytes).await
 }
 
 async fn nostr_row(rdv: &Rendezvous, source: &ForwardAddr, megabytes: usize) -> Result<Row> {
     let (a_sec, a_pub) = peerport_signaling::nostr::generate();
     let (b_sec, b_pub) = peerport_signaling::nostr::generate();
-    let cfg = |secret: String, peer: String| NostrConfig {
-        secret,
-        peer,
-        relays: vec![rdv.nostr_url()],
-        kind: peerport_signaling::nostr::DEFAULT_KIND,
+    let mode = |secret: String, peer: String| NostrMode {
+        signaling: NostrConfig {
+            secret,
+            peer,
+            relays: vec![rdv.nostr_url()],
+            kind: peerport_signaling::nostr::DEFAULT_KIND,
+        },
+        ice: ice_path(rdv, false),
     };
-    let path = ice_path(rdv, false);
-    let acceptor = NostrAcceptor::start(&cfg(a_sec, b_pub), Arc::new(path.clone()), 4).await?;
-    let t0 = Instant::now();
-    let dialer = NostrDialer::new(cfg(b_sec, a_pub), path, Duration::from_secs(30));
+    let receiver = mode(b_sec, a_pub);
     run_row(
         "nostr",
         source,
-        acceptor,
-        Authorizer::transport_pinned(),
-        dialer,
-        t0,
+        &mode(a_sec, b_pub),
+        |_| anyhow::Ok(receiver),
         megabytes,
     )
     .await
 }
 
-/// Run a real [`Sender`] over `acceptor` and a real [`Receiver`] over
-/// `dialer`, move traffic through, verify it.
-async fn run_row<A: Acceptor + 'static, D: Dialer + 'static>(
+/// Run a real [`Sender`] in `sender_mode` and a real [`Receiver`] in the
+/// mode `receiver_mode` makes of what the sender announced (the ticket),
+/// through the same [`Mode`] seam as the CLI; move traffic through, verify it.
+async fn run_row<S: Mode, R: Mode>(
     mode: &'static str,
     source: &ForwardAddr,
-    acceptor: A,
-    auth: Authorizer,
-    dialer: D,
-    t0: Instant,
+    sender_mode: &S,
+    receiver_mode: impl FnOnce(&Announce) -> Result<R>,
     megabytes: usize,
 ) -> Result<Row> {
+    let cx = ModeContext::default();
+    let accepting = sender_mode.acceptor(&cx).await?;
+    let t0 = Instant::now();
+    let dialer = receiver_mode(&accepting.announce)?
+        .dialer(&cx)
+        .await?
+        .dialer;
+    let acceptor = accepting.acceptor;
+    let auth = accepting.auth;
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let sender = Sender::builder(source.clone()).auth(auth).build();

@@ -5,13 +5,10 @@
 //!
 //! Run: `cargo run --release -p peerport --example embedded`
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::net::Ipv4Addr;
 
 use peerport::{
-    engine::Authorizer,
-    identity,
-    modes::iroh::{bind_endpoint, IrohDialer, PeerSpec},
-    transport::iroh::IrohAcceptor,
+    modes::{IrohMode, Mode, ModeContext},
     Receiver, Sender,
 };
 use peerport_rendezvous::Rendezvous;
@@ -38,32 +35,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let shutdown = CancellationToken::new();
 
-    // sender side: an iroh endpoint with a fresh identity, and a Sender that
-    // admits receivers presenting the identity's token
-    let secret = iroh::SecretKey::generate();
-    let token = identity::derive_token(&secret).to_vec();
-    let sender_ep = bind_endpoint(secret.clone(), &opts).await?;
+    // sender side: the iroh mode with a fresh identity; setting it up binds
+    // the endpoint and yields the acceptor, the authorizer that admits
+    // receivers presenting the ticket's token, and the ticket to hand out
+    let cx = ModeContext::default();
+    let sender_mode = IrohMode {
+        options: opts.clone(),
+        ..Default::default()
+    };
+    let accepting = sender_mode.acceptor(&cx).await?;
+    let ticket = accepting
+        .announce
+        .ticket
+        .clone()
+        .expect("iroh has a ticket");
     let sender = Sender::builder(format!("tcp://{service_addr}").parse()?)
-        .auth(Authorizer::new(token.clone(), []))
+        .auth(accepting.auth)
         .build();
-    let acceptor = IrohAcceptor::new(sender_ep.clone());
     let sender_task = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { sender.run(acceptor, shutdown).await }
+        async move { sender.run(accepting.acceptor, shutdown).await }
     });
 
-    // receiver side: listen on 127.0.0.1 (any port) and dial the sender's
-    // endpoint id; it reconnects by itself if the session is lost
+    // receiver side: listen on 127.0.0.1 (any port) and dial the sender
+    // named by the ticket; it reconnects by itself if the session is lost
     let receiver = Receiver::builder("tcp://127.0.0.1:0".parse()?)
         .bind()
         .await?;
     let local = receiver.local_addr();
-    let receiver_ep = bind_endpoint(iroh::SecretKey::generate(), &opts).await?;
-    let peer = PeerSpec {
-        id: secret.public(),
-        token: Some(token),
+    let receiver_mode = IrohMode {
+        options: opts,
+        peer: Some(ticket.parse()?),
+        ..Default::default()
     };
-    let dialer = IrohDialer::new(receiver_ep, peer, Duration::from_secs(30));
+    let dialer = receiver_mode.dialer(&cx).await?.dialer;
     let receiver_task = tokio::spawn(receiver.run(dialer, shutdown.clone()));
 
     // a client of the tunnel
@@ -77,7 +82,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     shutdown.cancel();
     receiver_task.await??;
     sender_task.await?;
-    sender_ep.close().await;
     rdv.shutdown().await;
     Ok(())
 }

@@ -3,13 +3,14 @@
 //!
 //! The API is [`Sender`] (next to the service) and [`Receiver`] (next to the
 //! client), each a long-lived object over a mode's [`transport::Acceptor`]
-//! or [`transport::Dialer`]:
+//! or [`transport::Dialer`]. Each mode's settings type implements the
+//! [`modes::Mode`] seam, which builds both:
 //!
-//! * `iroh`: [`transport::iroh::IrohAcceptor`] / [`modes::iroh::IrohDialer`];
-//! * copy-paste (`iroh-manual`, `ice`): [`modes::manual::ManualAcceptor`] /
-//!   [`modes::manual::ManualDialer`] over a [`modes::manual::ManualPath`]
-//!   ([`modes::iroh_manual::IrohManualPath`], [`modes::ice::IcePath`]);
-//! * `nostr`: [`modes::nostr::NostrAcceptor`] / [`modes::nostr::NostrDialer`].
+//! * `iroh`: [`modes::IrohMode`];
+//! * copy-paste (`iroh-manual`, `ice`): [`modes::ManualMode`] over a
+//!   [`modes::manual::ManualPath`] ([`modes::iroh_manual::IrohManualPath`],
+//!   [`modes::ice::IcePath`]);
+//! * `nostr`: [`modes::NostrMode`].
 //!
 //! `examples/embedded.rs` runs both ends in one program.
 //!

@@ -6,6 +6,7 @@
 
 pub mod declare;
 pub mod file;
+mod modes;
 mod table;
 pub mod template;
 mod validate;
@@ -16,6 +17,7 @@ use peerport_signaling::Mode;
 
 pub use declare::Role;
 pub use file::ConfigError;
+pub use modes::{ModeSettings, ModeVisitor};
 pub use table::{Partial, SETTINGS};
 pub use validate::{read_nsec, turn_servers};
 
@@ -23,17 +25,10 @@ pub use peerport::sender::DEFAULT_MAX_SESSIONS;
 
 use file::ConfigArgs;
 use peerport::{
-    addr::TargetSpec,
-    engine::policy::Catalog,
-    engine::EngineConfig,
-    modes::iroh::{IrohOptions, PeerSpec},
-    receiver::Reconnect,
+    addr::TargetSpec, engine::policy::Catalog, engine::EngineConfig, receiver::Reconnect,
     transport::QuicSettings,
 };
-use validate::{
-    allowed_peers, catalog, engine, invalid, iroh_options, nostr_config, observe, path_settings,
-    peer_spec, secs, targets,
-};
+use validate::{catalog, engine, invalid, observe, secs, targets};
 
 /// Default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,35 +84,10 @@ pub struct Observe {
     pub dashboard_token: Option<String>,
 }
 
-/// The settings only one mode has.
+/// What the copy-paste and ICE modes share, before it becomes a mode's
+/// settings (`iroh-manual`, `ice`, `nostr`).
 #[derive(Debug, Clone)]
-pub enum ModeSettings {
-    /// `iroh`.
-    Iroh(IrohSettings),
-    /// `iroh-manual`.
-    IrohManual(PathSettings),
-    /// `ice`.
-    Ice(PathSettings),
-    /// `nostr`: the ICE path plus the signaling keys and relays.
-    Nostr(PathSettings, peerport_signaling::nostr::NostrConfig),
-}
-
-/// Settings of the `iroh` mode.
-#[derive(Debug, Clone)]
-pub struct IrohSettings {
-    /// Identity file (sender: stable ticket; receiver: stable id for `--allowed-peer`).
-    pub secret_file: Option<PathBuf>,
-    /// Endpoint options.
-    pub iroh: IrohOptions,
-    /// Sender: pinned receiver ids (empty = token auth).
-    pub allowed_peers: Vec<String>,
-    /// Receiver: who to reach.
-    pub peer: Option<PeerSpec>,
-}
-
-/// Settings of the modes that exchange addresses (`iroh-manual`, `ice`, `nostr`).
-#[derive(Debug, Clone)]
-pub struct PathSettings {
+pub(super) struct PathSettings {
     /// Offer file (`None` = the console).
     pub offer_file: Option<PathBuf>,
     /// Answer file (`None` = the console).
@@ -148,18 +118,6 @@ impl PathSettings {
             relay_only: self.relay_only,
             quic: self.quic,
             connect_timeout: self.connect_timeout,
-        }
-    }
-
-    /// The path of the `iroh-manual` mode.
-    pub fn iroh_manual_path(&self) -> peerport::modes::iroh_manual::IrohManualPath {
-        peerport::modes::iroh_manual::IrohManualPath {
-            bind: self.bind,
-            stun_servers: self.stun_servers.clone(),
-            portmap: self.portmap,
-            quic: self.quic,
-            connect_timeout: self.connect_timeout,
-            metrics: Default::default(),
         }
     }
 }
@@ -228,22 +186,7 @@ impl Settings {
             give_up_after: p.give_up_after.filter(|s| *s > 0).map(Duration::from_secs),
             ..Reconnect::default()
         };
-        let mode_settings = match mode {
-            Mode::Iroh => ModeSettings::Iroh(IrohSettings {
-                secret_file: p.secret_file.clone(),
-                iroh: iroh_options(&p)?,
-                allowed_peers: allowed_peers(&p)?,
-                peer: match role {
-                    Role::Sender => None,
-                    Role::Receiver => Some(peer_spec(&p)?),
-                },
-            }),
-            Mode::IrohManual => ModeSettings::IrohManual(path_settings(&p, connect_timeout)?),
-            Mode::Ice => ModeSettings::Ice(path_settings(&p, connect_timeout)?),
-            Mode::Nostr => {
-                ModeSettings::Nostr(path_settings(&p, connect_timeout)?, nostr_config(&p)?)
-            }
-        };
+        let mode_settings = ModeSettings::build(mode, &p, role, connect_timeout)?;
         Ok(Settings {
             catalog,
             targets,
@@ -406,9 +349,10 @@ mod tests {
             ..Default::default()
         };
         let quic = |s: Settings| match s.mode {
-            ModeSettings::Iroh(i) => i.iroh.quic,
-            ModeSettings::IrohManual(p) | ModeSettings::Ice(p) => p.quic,
-            ModeSettings::Nostr(p, _) => p.quic,
+            ModeSettings::Iroh(i) => i.options.quic,
+            ModeSettings::IrohManual(m) => m.path.quic,
+            ModeSettings::Ice(m) => m.path.quic,
+            ModeSettings::Nostr(n) => n.ice.quic,
         };
         for mode in [Mode::Iroh, Mode::IrohManual, Mode::Ice] {
             let s = Settings::from_partial(
@@ -467,7 +411,7 @@ mod tests {
         let ModeSettings::Ice(path) = s.mode else {
             panic!("ice settings")
         };
-        assert_eq!(path.quic.windows, Some((4 << 20, 16 << 20)));
+        assert_eq!(path.path.quic.windows, Some((4 << 20, 16 << 20)));
         for bad in [1000, 2 << 30] {
             let e = Settings::from_partial(p(bad), Role::Receiver, Mode::Ice).unwrap_err();
             assert!(e.to_string().contains("--stream-window"), "{e}");

@@ -212,6 +212,10 @@ impl ManualPath for IrohManualPath {
     async fn release(&self, state: IrohRejoin) {
         state.ep.close().await;
     }
+
+    fn metrics(&self) -> Option<crate::status::Extra> {
+        Some(self.metrics.extra())
+    }
 }
 
 /// Both endpoints of an `iroh-manual` session stay up after the exchange:

@@ -1,6 +1,7 @@
 //! Signaling back-ends. Each turns its way of finding the peer into QUIC
 //! connections ([`crate::transport::TunnelConnection`]); everything after
-//! that is the shared engine.
+//! that is the shared engine. Each implements the [`Mode`] seam: its
+//! settings type builds the sender's acceptor and the receiver's dialer.
 //!
 //! * [`iroh`]: iroh discovery (pkarr/DNS/mDNS), hole punching, relay fallback.
 //! * [`manual`]: copy-paste offer/answer signaling shared by the manual modes.
@@ -13,3 +14,9 @@ pub mod iroh;
 pub mod iroh_manual;
 pub mod manual;
 pub mod nostr;
+mod seam;
+
+pub use iroh::IrohMode;
+pub use manual::ManualMode;
+pub use nostr::NostrMode;
+pub use seam::{Accepting, Announce, Awaiting, Dialing, Mode, ModeContext, ModeError};

@@ -351,3 +351,59 @@ async fn answer_requests(
     sig.shutdown().await;
     while sessions.join_next().await.is_some() {}
 }
+
+/// Settings of the `nostr` mode: the signaling keys and relays, and the
+/// ICE path the sessions then take.
+#[derive(Debug, Clone)]
+pub struct NostrMode {
+    /// This side's key, the peer's, the relays.
+    pub signaling: NostrConfig,
+    /// How the two sides connect once paired.
+    pub ice: IcePath,
+}
+
+impl super::Mode for NostrMode {
+    const NAME: Mode = Mode::Nostr;
+    type Acceptor = NostrAcceptor;
+    type Dialer = NostrDialer;
+
+    async fn acceptor(
+        &self,
+        cx: &super::ModeContext,
+    ) -> Result<super::Accepting<NostrAcceptor>, super::ModeError> {
+        use peerport_signaling::nostr::{npub_of, npub_of_public};
+        let n = &self.signaling;
+        let acceptor = NostrAcceptor::start(n, Arc::new(self.ice.clone()), cx.max_sessions)
+            .await
+            .map_err(super::ModeError::Nostr)?;
+        Ok(super::Accepting {
+            acceptor,
+            // the blobs pin each side's certificate: the transport authenticates
+            auth: crate::engine::Authorizer::transport_pinned(),
+            announce: super::Announce {
+                identity: Some(npub_of(&n.secret).map_err(super::ModeError::Nostr)?),
+                answers: Some(npub_of_public(&n.peer)),
+                relays: n.relays.len(),
+                ..Default::default()
+            },
+            metrics: None,
+            input_closed: None,
+        })
+    }
+
+    async fn dialer(
+        &self,
+        cx: &super::ModeContext,
+    ) -> Result<super::Dialing<NostrDialer>, super::ModeError> {
+        Ok(super::Dialing {
+            dialer: NostrDialer::new(self.signaling.clone(), self.ice.clone(), cx.connect_timeout),
+            metrics: None,
+        })
+    }
+
+    fn awaiting(&self) -> super::Awaiting {
+        super::Awaiting::Npub(peerport_signaling::nostr::npub_of_public(
+            &self.signaling.peer,
+        ))
+    }
+}

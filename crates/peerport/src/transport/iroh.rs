@@ -6,11 +6,9 @@ use iroh::{
     endpoint::{Connection, PathEvent, RecvStream, SendStream, VarInt},
     Endpoint, TransportAddr,
 };
-use tracing::{info, Instrument};
+use tracing::info;
 
-use super::{
-    Acceptor, CloseReason, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend,
-};
+use super::{CloseReason, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
 
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
@@ -232,33 +230,6 @@ impl TunnelConnection for IrohConnection {
                 _ => {}
             }
         }
-    }
-}
-
-/// Accepts receivers on an iroh endpoint, through [`super::gate::accept_gated`].
-#[derive(Debug)]
-pub struct IrohAcceptor {
-    rx: tokio::sync::mpsc::Receiver<Connection>,
-    _task: tokio_util::task::AbortOnDropHandle<()>,
-}
-
-impl IrohAcceptor {
-    /// Accept connections on `ep` (a sender's endpoint) until it closes.
-    pub fn new(ep: Endpoint) -> Self {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let task = tokio::spawn(super::gate::accept_gated(ep, tx).in_current_span());
-        IrohAcceptor {
-            rx,
-            _task: tokio_util::task::AbortOnDropHandle::new(task),
-        }
-    }
-}
-
-impl Acceptor for IrohAcceptor {
-    type Conn = IrohConnection;
-
-    async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
-        self.rx.recv().await.map(|c| Ok(IrohConnection::new(c)))
     }
 }
 

@@ -72,6 +72,10 @@ pub trait ManualPath: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Conn, RejoinError>> + Send;
     /// Release what `rejoin` holds (an endpoint).
     fn release(&self, rejoin: Self::Rejoin) -> impl Future<Output = ()> + Send;
+    /// The path's metrics for `/metrics`, if it has any.
+    fn metrics(&self) -> Option<crate::status::Extra> {
+        None
+    }
 }
 
 /// Why a copy-paste path could not prepare its side or connect: typed, so
@@ -146,11 +150,13 @@ mod acceptor;
 mod blobs;
 mod console;
 mod dialer;
+mod mode;
 
 pub use acceptor::{ManualAcceptor, MAX_SETUPS};
 pub use blobs::{decode_utf8_lossy, BlobReader, BlobSink, BlobSource};
 pub use console::{Console, NoConsole};
 pub use dialer::ManualDialer;
+pub use mode::ManualMode;
 
 #[cfg(test)]
 mod tests {
