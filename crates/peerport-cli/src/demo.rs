@@ -244,14 +244,14 @@ async fn run_row<S: Mode, R: Mode>(
         peerport::addr::Protocol::Tcp => tcp_traffic(local, megabytes, t0).await,
         peerport::addr::Protocol::Udp => udp_traffic(local, t0).await,
     };
-    let path = path.borrow().clone().unwrap_or_else(|| "?".into());
+    let path = path.borrow().as_ref().map_or("?".into(), |p| p.brief());
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
     let (setup, throughput, check) = traffic?;
     Ok(Row {
         mode,
         proto: source.protocol.as_str(),
-        path: path.split(" ->").next().unwrap_or("?").to_string(),
+        path,
         setup,
         throughput,
         check,

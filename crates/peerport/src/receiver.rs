@@ -38,7 +38,7 @@ use crate::{
         header::{ResumeOffer, Want, Wanted},
         resume::ReplyExt,
     },
-    transport::{CloseReason, DialError, Dialer, TunnelConnection},
+    transport::{CloseReason, DialError, Dialer, PathInfo, TunnelConnection},
 };
 
 /// When and how a receiver re-establishes a lost session.
@@ -230,7 +230,7 @@ pub struct Receiver {
     wants: Vec<Want>,
     engine: Arc<EngineConfig>,
     reconnect: Reconnect,
-    path: tokio::sync::watch::Sender<Option<String>>,
+    path: tokio::sync::watch::Sender<Option<PathInfo>>,
     ledger: Arc<Ledger>,
     drain: Duration,
 }
@@ -280,9 +280,9 @@ impl Receiver {
         self.ledger.clone()
     }
 
-    /// The path of the current session ("direct ...", "relay ..."), `None`
-    /// while no session is up; refreshed every second.
-    pub fn path(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+    /// The path of the current session, `None` while no session is up;
+    /// refreshed every second.
+    pub fn path(&self) -> tokio::sync::watch::Receiver<Option<PathInfo>> {
         self.path.subscribe()
     }
 
@@ -550,7 +550,7 @@ impl Receiver {
                     let mut tick = tokio::time::interval(Duration::from_secs(1));
                     loop {
                         tick.tick().await;
-                        let now = Some(conn.path_summary());
+                        let now = Some(conn.path());
                         path.send_if_modified(|p| {
                             let changed = *p != now;
                             p.clone_from(&now);

@@ -143,7 +143,7 @@ pub async fn serve<A: Acceptor>(
         let registry = registry.clone();
         tasks.spawn(
             async move {
-                info!(path = %conn.path_summary(), "session started");
+                info!(path = %conn.path(), "session started");
                 let result = tokio::select! {
                     r = serve_sender_session(conn.clone(), ctx, registry, cancel.clone()) => r,
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),

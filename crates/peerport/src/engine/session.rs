@@ -381,7 +381,7 @@ pub async fn hello<C: TunnelConnection>(
         });
     }
     info!(
-        path = %conn.path_summary(),
+        path = %conn.path(),
         ms = started.elapsed().as_millis() as u64,
         "session established"
     );

@@ -19,7 +19,7 @@ use std::{
 };
 
 use super::udp_stats::UdpStats;
-use crate::transport::{ConnStats, PathKind, TunnelConnection};
+use crate::transport::{ConnStats, PathInfo, TunnelConnection};
 
 /// Path changes kept per session (the oldest go first).
 pub const PATH_LOG: usize = 32;
@@ -29,14 +29,15 @@ pub const PATH_LOG: usize = 32;
 pub struct PathChange {
     /// When, milliseconds since the Unix epoch.
     pub at_ms: u64,
-    /// Direct or relay.
-    pub kind: PathKind,
-    /// The stack's description ("direct 10.0.0.2:4433", "relay https://...").
+    /// The path in words ("direct 10.0.0.2:4433", "relay https://...").
     pub path: String,
+    /// The path as data (its `kind`, addresses, relay URL).
+    #[serde(flatten)]
+    pub info: PathInfo,
 }
 
 /// Reads the current connection's figures and path.
-type Probe = Box<dyn Fn() -> (ConnStats, String) + Send + Sync>;
+type Probe = Box<dyn Fn() -> (ConnStats, PathInfo) + Send + Sync>;
 
 /// Called once when a session ends, with its final counts.
 pub type OnEnd = Box<dyn Fn(&Tally) + Send + Sync>;
@@ -50,7 +51,7 @@ struct Current {
     earlier_tx: u64,
     earlier_rx: u64,
     earlier_lost_packets: u64,
-    path: Option<String>,
+    path: Option<PathInfo>,
     log: VecDeque<PathChange>,
 }
 
@@ -145,7 +146,7 @@ impl Tally {
         *self.peer.lock().expect("peer") = conn.peer_id();
         self.connections.fetch_add(1, Relaxed);
         let conn = conn.clone();
-        let probe: Probe = Box::new(move || (conn.stats(), conn.path_summary()));
+        let probe: Probe = Box::new(move || (conn.stats(), conn.path()));
         let mut cur = self.current.lock().expect("tally");
         let (tx, rx, lost) = (cur.last.tx_bytes, cur.last.rx_bytes, cur.last.lost_packets);
         cur.earlier_tx += tx;
@@ -176,14 +177,14 @@ impl Tally {
         if let Some(probe) = &cur.probe {
             let (stats, path) = probe();
             cur.last = stats;
-            if cur.path.as_deref() != Some(path.as_str()) {
+            if cur.path.as_ref() != Some(&path) {
                 if cur.log.len() == PATH_LOG {
                     cur.log.pop_front();
                 }
                 cur.log.push_back(PathChange {
                     at_ms: unix_ms(),
-                    kind: PathKind::of_summary(&path),
-                    path: path.clone(),
+                    path: path.to_string(),
+                    info: path.clone(),
                 });
                 cur.path = Some(path);
             }
@@ -221,7 +222,7 @@ pub struct Reading {
     /// The current (or last) connection's figures.
     pub stats: ConnStats,
     /// The current path, `None` between connections.
-    pub path: Option<String>,
+    pub path: Option<PathInfo>,
     /// UDP bytes sent over every connection of the session.
     pub tx_bytes: u64,
     /// UDP bytes received over every connection of the session.

@@ -267,7 +267,7 @@ pub struct Snapshot {
 #[derive(Default)]
 struct Seen {
     connected: bool,
-    path: Option<String>,
+    path: Option<crate::transport::PathInfo>,
     tx: u64,
     rx: u64,
     at: Option<Instant>,
@@ -402,8 +402,8 @@ impl Monitor {
                         at_ms,
                         session: t.id,
                         kind: EventKind::Up {
-                            kind: PathKind::of_summary(&path),
-                            path,
+                            kind: path.kind,
+                            path: path.to_string(),
                             after_ms: after.as_millis() as u64,
                             connection: t.connections.load(Relaxed),
                         },
@@ -420,8 +420,8 @@ impl Monitor {
                         at_ms,
                         session: t.id,
                         kind: EventKind::Path {
-                            kind: PathKind::of_summary(&path),
-                            path,
+                            kind: path.kind,
+                            path: path.to_string(),
                         },
                     });
                 }
@@ -478,15 +478,15 @@ impl Monitor {
             .map(|t| {
                 let r = t.sample();
                 let seen = st.sessions.get(&t.id);
-                let path = r.path.clone().unwrap_or_default();
+                let path = r.path.clone();
                 let sum = Sums::of(t, &r);
                 let s = SessionStatus {
                     id: t.id,
                     peer: t.peer(),
                     connected: r.connected,
                     uptime_secs: t.uptime().as_secs_f64(),
-                    path_kind: PathKind::of_summary(&path),
-                    path,
+                    path_kind: path.as_ref().map(|p| p.kind).unwrap_or_default(),
+                    path: path.map(|p| p.to_string()).unwrap_or_default(),
                     path_log: r.path_log,
                     rtt_ms: ms(r.stats.rtt),
                     min_rtt_ms: r.stats.min_rtt.map(ms),

@@ -8,7 +8,9 @@ use iroh::{
 };
 use tracing::info;
 
-use super::{CloseReason, ConnError, DatagramError, TunnelConnection, TunnelRecv, TunnelSend};
+use super::{
+    CloseReason, ConnError, DatagramError, PathInfo, TunnelConnection, TunnelRecv, TunnelSend,
+};
 
 /// An iroh connection used as a tunnel. It may own its endpoint (one
 /// endpoint per session in the copy-paste mode), which then closes with it.
@@ -97,12 +99,12 @@ impl TunnelRecv for RecvStream {
     }
 }
 
-/// Describe a transport address as "direct ADDR" or "relay URL".
-pub fn describe(addr: &TransportAddr) -> String {
+/// The path to a transport address: direct to an IP, or through a relay.
+pub fn path_to(addr: &TransportAddr) -> PathInfo {
     match addr {
-        TransportAddr::Ip(a) => format!("direct {a}"),
-        TransportAddr::Relay(url) => format!("relay {url}"),
-        other => format!("custom {other:?}"),
+        TransportAddr::Ip(a) => PathInfo::direct(*a),
+        TransportAddr::Relay(url) => PathInfo::relay(url.to_string()),
+        _ => PathInfo::none(),
     }
 }
 
@@ -164,14 +166,14 @@ impl TunnelConnection for IrohConnection {
         self.conn.remote_id().to_string()
     }
 
-    fn path_summary(&self) -> String {
+    fn path(&self) -> PathInfo {
         let paths = self.conn.paths();
         for p in paths.iter() {
             if p.is_selected() {
-                return describe(p.remote_addr());
+                return path_to(p.remote_addr());
             }
         }
-        "no path selected yet".to_string()
+        PathInfo::none()
     }
 
     fn stats(&self) -> super::ConnStats {
@@ -214,18 +216,14 @@ impl TunnelConnection for IrohConnection {
         while let Some(ev) = events.next().await {
             match ev {
                 PathEvent::Selected { remote_addr, .. } => {
-                    let kind = if remote_addr.is_relay() {
-                        "relay"
-                    } else {
-                        "direct"
-                    };
-                    info!(path = kind, "path selected: {}", describe(&remote_addr));
+                    let path = path_to(&remote_addr);
+                    info!(path = %path.kind, "path selected: {path}");
                 }
                 PathEvent::Opened { remote_addr, .. } => {
-                    tracing::debug!("path opened: {}", describe(&remote_addr));
+                    tracing::debug!("path opened: {}", path_to(&remote_addr));
                 }
                 PathEvent::Closed { remote_addr, .. } => {
-                    tracing::debug!("path closed: {}", describe(&remote_addr));
+                    tracing::debug!("path closed: {}", path_to(&remote_addr));
                 }
                 _ => {}
             }

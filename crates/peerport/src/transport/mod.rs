@@ -9,7 +9,10 @@ pub mod bbr;
 pub mod congestion;
 pub mod gate;
 pub mod iroh;
+mod path;
 pub mod quinn;
+
+pub use path::{Candidate, Hop, PathInfo, PathKind};
 
 use std::{future::Future, time::Duration};
 
@@ -233,43 +236,6 @@ pub enum DatagramError {
     Lost(CloseReason),
 }
 
-/// Whether a connection's packets go straight to the peer or through a
-/// relay (iroh relay, TURN).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PathKind {
-    /// Straight to the peer's address (possibly through NATs).
-    Direct,
-    /// Through a relay server.
-    Relay,
-    /// Not known (no path selected yet).
-    #[default]
-    Unknown,
-}
-
-impl PathKind {
-    /// The kind a [`TunnelConnection::path_summary`] describes ("direct ...",
-    /// "relay ...").
-    pub fn of_summary(summary: &str) -> Self {
-        if summary.starts_with("direct") {
-            PathKind::Direct
-        } else if summary.starts_with("relay") {
-            PathKind::Relay
-        } else {
-            PathKind::Unknown
-        }
-    }
-
-    /// "direct", "relay" or "unknown".
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathKind::Direct => "direct",
-            PathKind::Relay => "relay",
-            PathKind::Unknown => "unknown",
-        }
-    }
-}
-
 /// What the QUIC stack reports about a connection's current path: read
 /// from the stack (quinn's `Connection::stats()`, noq's per-path stats),
 /// never estimated.
@@ -328,8 +294,8 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     /// bring this connection back (a copy-paste rejoin's endpoint) can then
     /// go. Clones share it.
     fn superseded(&self) -> tokio_util::sync::CancellationToken;
-    /// Human-readable description of the path in use ("direct 1.2.3.4:5" or "relay URL").
-    fn path_summary(&self) -> String;
+    /// The path in use now.
+    fn path(&self) -> PathInfo;
     /// Log every change of the path in use until the connection closes.
     fn watch_path(&self) -> impl Future<Output = ()> + Send;
     /// Resolves (with the reason) when the path can never work again, such

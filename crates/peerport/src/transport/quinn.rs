@@ -232,7 +232,7 @@ pub struct QuinnConnection {
     endpoint: quinn::Endpoint,
     owns_endpoint: bool,
     peer: String,
-    path: String,
+    path: super::PathInfo,
     keep: Option<KeepAlive>,
     on_close: Option<Arc<tokio_util::sync::CancellationToken>>,
     superseded: tokio_util::sync::CancellationToken,
@@ -245,13 +245,13 @@ impl std::fmt::Debug for QuinnConnection {
 }
 
 impl QuinnConnection {
-    /// Wrap a connection. `path` describes it for logs; `keep` lives as long
+    /// Wrap a connection. `path` is the pair it runs over; `keep` lives as long
     /// as the connection; `on_close` is cancelled at shutdown (stops helper tasks).
     pub fn new(
         conn: quinn::Connection,
         endpoint: quinn::Endpoint,
         peer_fp: [u8; 32],
-        path: String,
+        path: super::PathInfo,
         keep: Option<KeepAlive>,
         on_close: Option<tokio_util::sync::CancellationToken>,
     ) -> Self {
@@ -304,7 +304,7 @@ impl QuinnConnection {
             async { connecting.await.map_err(std::io::Error::other) },
             incoming
         )?;
-        let path = "loopback".to_string();
+        let path = super::PathInfo::direct(server.local_addr()?);
         Ok((
             QuinnConnection::new(cc, client, b.fingerprint(), path.clone(), None, None),
             QuinnConnection::new(sc, server, a.fingerprint(), path, None, None),
@@ -392,7 +392,7 @@ impl TunnelConnection for QuinnConnection {
         self.superseded.clone()
     }
 
-    fn path_summary(&self) -> String {
+    fn path(&self) -> super::PathInfo {
         self.path.clone()
     }
 

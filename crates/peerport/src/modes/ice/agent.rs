@@ -18,6 +18,7 @@ use webrtc_ice::{
 
 use super::{relay_only_problem, stun_url, turn_url, IcePath};
 use crate::modes::manual::PathError;
+use crate::transport::Hop;
 
 impl IcePath {
     /// The ICE agent for one session; every failure is a setting that
@@ -142,8 +143,19 @@ pub(super) fn srflx_candidates(
     out
 }
 
-pub(super) fn describe(c: &Arc<dyn Candidate + Send + Sync>) -> String {
-    format!("{} {}", c.candidate_type(), c.addr())
+/// A candidate as one end of a path.
+pub(super) fn hop(c: &Arc<dyn Candidate + Send + Sync>) -> Hop {
+    use crate::transport::Candidate as Typ;
+    Hop {
+        addr: c.addr(),
+        candidate: match c.candidate_type() {
+            CandidateType::Host => Some(Typ::Host),
+            CandidateType::ServerReflexive => Some(Typ::Srflx),
+            CandidateType::PeerReflexive => Some(Typ::Prflx),
+            CandidateType::Relay => Some(Typ::Relay),
+            CandidateType::Unspecified => None,
+        },
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use webrtc_ice::{
 };
 
 use super::{
-    agent::describe,
+    agent::hop,
     handoff::{accept_peer, drain, handoff},
     rejoin::{IceRejoin, Role},
     socket::{DynConn, IceSocket, StunFilter, FAKE_PEER},
@@ -25,7 +25,7 @@ use super::{
 };
 use super::{remote_filter, turn_probe};
 use crate::modes::manual::{PathError, RejoinError, Side};
-use crate::transport::quinn as q;
+use crate::transport::{quinn as q, PathInfo};
 
 impl IcePath {
     /// Public addresses of `--bind IP:PORT` (fixed port only) from STUN,
@@ -156,16 +156,7 @@ impl IcePath {
             PathError::Unreachable("ICE connected but selected no candidate pair".into())
         })?;
         let relayed = pair.local.candidate_type() == CandidateType::Relay;
-        let path = format!(
-            "{} {} -> {}",
-            if relayed || pair.remote.candidate_type() == CandidateType::Relay {
-                "relay"
-            } else {
-                "direct"
-            },
-            describe(&pair.local),
-            describe(&pair.remote)
-        );
+        let path = PathInfo::ice(hop(&pair.local), hop(&pair.remote));
         info!(
             ms = t0.elapsed().as_millis() as u64,
             "ICE selected pair: {path}"

@@ -31,7 +31,7 @@ pub struct IceRejoin {
     pub(super) peer_addr: SocketAddr,
     pub(super) peer_fp: [u8; 32],
     pub(super) role: Role,
-    pub(super) path: String,
+    pub(super) path: crate::transport::PathInfo,
     /// Kept alive on a relay pair (quinn runs over its `Conn`).
     pub(super) relay_agent: Option<Arc<Agent>>,
     /// Stops the relay socket's helper tasks.
