@@ -75,7 +75,7 @@ async fn late_answer_still_connects_and_damaged_offer_files_are_read() {
     // the person takes a while: longer than both connect timeouts
     tokio::time::sleep(Duration::from_secs(7)).await;
     append(&dr.path().join("answers.txt"), answer.as_bytes());
-    rx.wait_stderr("session established").await;
+    rx.wait_session().await;
     tcp_echo_check(local, 50_000, 3).await;
 }
 

@@ -102,10 +102,8 @@ async fn udp_relay_only() {
     let echo = spawn_udp_echo(&mut svc).await.unwrap();
     let (_s, ticket) = sender(&r, &format!("udp://{echo}"), &[]).await;
     let (mut rx, local) = receiver(&r, "udp", &ticket, &["--relay-only"]).await;
-    assert!(rx
-        .wait_stderr("session established")
-        .await
-        .contains("path=relay"));
+    let session = rx.wait_session().await;
+    assert_eq!(session.path_kind, PathKind::Relay, "{session:?}");
     let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     s.connect(local).await.unwrap();
     let p = pattern(8000, 1);

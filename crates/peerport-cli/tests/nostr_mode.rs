@@ -85,7 +85,7 @@ async fn tcp_and_udp_round_trips_over_two_relays() {
     let local = listen_addr(&mut rx).await;
     let line = rx.wait_stderr("answer received over nostr").await;
     eprintln!("signaling: {line}");
-    rx.wait_stderr("session established").await;
+    rx.wait_session().await;
     tcp_echo_check(local, 4 << 20, 77).await;
 
     // a second pair of keys: the TCP sender above would answer the same peer
@@ -93,7 +93,7 @@ async fn tcp_and_udp_round_trips_over_two_relays() {
     let _su = sender(&format!("udp://{udp}"), &c, &d, &relays, &[]);
     let mut rxu = receiver_proc("udp", &d, &c, &relays, &[]);
     let local = listen_addr(&mut rxu).await;
-    rxu.wait_stderr("session established").await;
+    rxu.wait_session().await;
     let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     s.connect(local).await.unwrap();
     let mut buf = vec![0u8; 65_536];
@@ -132,7 +132,7 @@ async fn works_with_one_relay_down() {
     let mut s = sender(&format!("tcp://{tcp}"), &a, &b, &relays, &[]);
     let mut rx = receiver_proc("tcp", &b, &a, &relays, &[]);
     let local = listen_addr(&mut rx).await;
-    rx.wait_stderr("session established").await;
+    rx.wait_session().await;
     tcp_echo_check(local, 1 << 20, 77).await;
     s.wait_stderr("relay not connected").await;
 }
@@ -182,10 +182,10 @@ async fn third_receiver_is_told_the_sender_is_full() {
     );
     let mut first = receiver_proc("tcp", &b, &a, &relays, &[]);
     let l1 = listen_addr(&mut first).await;
-    first.wait_stderr("session established").await;
+    first.wait_session().await;
     let mut second = receiver_proc("tcp", &b, &a, &relays, &[]);
     let l2 = listen_addr(&mut second).await;
-    second.wait_stderr("session established").await;
+    second.wait_session().await;
     let mut third = receiver_proc("tcp", &b, &a, &relays, &[]);
     assert_eq!(third.wait_exit(Duration::from_secs(30)).await, Some(4));
     assert!(
@@ -288,7 +288,7 @@ async fn relay_down_at_startup_is_retried() {
         .unwrap();
     let mut rx = receiver_proc("tcp", &b, &a, &[&url], &[]);
     let local = listen_addr(&mut rx).await;
-    rx.wait_stderr("session established").await;
+    rx.wait_session().await;
     tcp_echo_check(local, 100_000, 9).await;
 }
 
@@ -316,19 +316,19 @@ async fn relay_and_sender_restart_are_survived() {
     let idle = ["--idle-timeout", "3"];
     let mut rx = receiver_proc("tcp", &b, &a, &relays, &idle);
     let local = listen_addr(&mut rx).await;
-    rx.wait_stderr("session established").await;
+    rx.wait_session().await;
     tcp_echo_check(local, 100_000, 1).await;
 
     relay.shutdown();
     s.child.kill().await.unwrap();
-    rx.wait_stderr("tunnel lost").await;
+    rx.wait_lost().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _relay = LocalNostrRelay::start(Ipv4Addr::LOCALHOST.into(), port)
         .await
         .unwrap();
     let t0 = std::time::Instant::now();
     let _s2 = sender(&source, &a, &b, &relays, &[]);
-    rx.wait_stderr_nth("session established", 2).await;
+    rx.wait_session_nth(2).await;
     tcp_echo_check(local, 100_000, 2).await;
     eprintln!(
         "nostr: recovered {} ms after the relay and the sender restarted",

@@ -49,7 +49,7 @@ async fn iroh_sender_restart_tcp() {
     assert_eq!(echo_roundtrip(local, b"before").await, b"before");
 
     s.proc.child.kill().await.unwrap();
-    rx.wait_stderr("tunnel lost").await;
+    rx.wait_lost().await;
     // a client arriving while the tunnel is down waits for the next session
     let waiting = tokio::spawn(async move {
         let mut c = TcpStream::connect(local).await.unwrap();
@@ -62,7 +62,7 @@ async fn iroh_sender_restart_tcp() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t0 = std::time::Instant::now();
     s.start_again(&r).await;
-    rx.wait_stderr_nth("session established", 2).await;
+    rx.wait_session_nth(2).await;
     assert!(tcp_echo_within(local, b"after", Duration::from_secs(30)).await);
     eprintln!(
         "iroh tcp: recovered {} ms after the sender restarted",
@@ -83,9 +83,9 @@ async fn iroh_sender_restart_udp() {
     let (mut rx, local) = receiver(&r, "udp", &s.ticket, &["--idle-timeout", "3"]).await;
     assert!(udp_echo_within(local, b"one", WAIT).await);
     s.proc.child.kill().await.unwrap();
-    rx.wait_stderr("tunnel lost").await;
+    rx.wait_lost().await;
     s.start_again(&r).await;
-    rx.wait_stderr_nth("session established", 2).await;
+    rx.wait_session_nth(2).await;
     assert!(udp_echo_within(local, b"two", WAIT).await);
 }
 
@@ -116,7 +116,7 @@ async fn sender_gone_for_good() {
     .await;
     assert_eq!(echo_roundtrip(local, b"x").await, b"x");
     s.child.kill().await.unwrap();
-    rx.wait_stderr("tunnel lost").await;
+    rx.wait_lost().await;
     let mut c = TcpStream::connect(local).await.unwrap();
     let mut buf = [0u8; 1];
     let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
@@ -197,7 +197,7 @@ async fn relay_restart_is_survived() {
     ]);
     let mut rx = Proc::spawn(&rargs);
     let local = listen_addr(&mut rx).await;
-    rx.wait_stderr("session established").await;
+    rx.wait_session().await;
     assert_eq!(echo_roundtrip(local, b"relayed").await, b"relayed");
 
     let _ = relay.shutdown().await;
@@ -233,10 +233,10 @@ async fn ice_sender_restart_with_blob_files() {
     let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &idle).await;
     assert_eq!(echo_roundtrip(local, b"first").await, b"first");
     s.child.kill().await.unwrap();
-    rx.wait_stderr("tunnel lost").await;
+    rx.wait_lost().await;
     let t0 = std::time::Instant::now();
     let _s2 = manual_sender("ice", &source, dir.path(), &idle);
-    rx.wait_stderr_nth("session established", 2).await;
+    rx.wait_session_nth(2).await;
     assert!(tcp_echo_within(local, b"second", WAIT).await);
     eprintln!(
         "ice (blob files): recovered {} ms after the sender restarted",
@@ -261,11 +261,11 @@ async fn rejoins_without_a_new_paste(mode: &str, extra: &[String]) -> String {
     let mut held = Held::open(local).await;
     assert_eq!(held.echo(b"held", WAIT).await.unwrap(), b"held");
     s.signal(19); // SIGSTOP
-    rx.wait_stderr("tunnel lost").await;
+    rx.wait_lost().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = std::time::Instant::now();
     s.signal(18); // SIGCONT
-    rx.wait_stderr_nth("session established", 2).await;
+    rx.wait_session_nth(2).await;
     assert!(tcp_echo_within(local, b"second", WAIT).await);
     assert_eq!(
         held.echo(b"still here", WAIT).await.as_deref(),
@@ -358,7 +358,7 @@ async fn iroh_manual_sender_restart_falls_back_to_a_fresh_offer() {
     let t0 = std::time::Instant::now();
     let _s2 = manual_sender("iroh-manual", &source, dir.path(), &flags);
     rx.wait_stderr("making a fresh offer").await;
-    rx.wait_stderr_nth("session established", 2).await;
+    rx.wait_session_nth(2).await;
     assert!(tcp_echo_within(local, b"second", WAIT).await);
     eprintln!(
         "iroh-manual: back {} ms after the sender restarted (rejoin tries, then a fresh offer)",

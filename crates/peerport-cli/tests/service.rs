@@ -86,7 +86,7 @@ async fn run_c_starts_a_sender_and_a_receiver_in_every_mode() {
         assert!(out.contains("ok: a receiver in mode"), "{out}");
         let mut rx = run_c(&rfile);
         let local = listen_addr(&mut rx).await;
-        rx.wait_stderr("session established").await;
+        rx.wait_session().await;
         tcp_echo_check(local, 256 << 10, 1).await;
         s.signal(libc::SIGTERM);
         assert_eq!(

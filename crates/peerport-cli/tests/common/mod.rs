@@ -5,10 +5,20 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
+
+use peerport::status::{SessionStatus, Snapshot};
+#[allow(unused_imports, reason = "not every test file uses both")]
+pub use peerport::transport::{Candidate, PathKind};
+
+/// The ICE candidate type of this side's end of a session's path.
+pub fn local_candidate(s: &SessionStatus) -> Option<Candidate> {
+    s.path_log.last()?.info.local?.candidate
+}
 
 use peerport_rendezvous::Rendezvous;
 use tokio::{
@@ -97,6 +107,7 @@ pub struct Proc {
     pub stderr: Arc<Mutex<Vec<String>>>,
     stderr_rx: watch::Receiver<usize>,
     pid: Option<u32>,
+    args: Vec<String>,
 }
 
 /// A test ends its processes with SIGKILL (`kill_on_drop`), which leaves
@@ -180,6 +191,7 @@ impl Proc {
         });
         Proc {
             pid: child.id(),
+            args: args.to_vec(),
             child,
             stdout: out_rx,
             stderr,
@@ -227,6 +239,104 @@ impl Proc {
                 );
             }
         }
+    }
+
+    /// Where the process answers `peerport status`: `--control-socket`,
+    /// else its `--name`, else the default `ROLE-PID`.
+    pub fn control_socket(&self) -> Option<PathBuf> {
+        let arg = |flag: &str| {
+            self.args
+                .iter()
+                .position(|a| a == flag)
+                .and_then(|i| self.args.get(i + 1))
+        };
+        let dir = runtime_dir().join("peerport");
+        if let Some(p) = arg("--control-socket") {
+            return Some(p.into());
+        }
+        if let Some(name) = arg("--name") {
+            return Some(dir.join(format!("{name}.sock")));
+        }
+        let suffix = format!("-{}.sock", self.pid?);
+        std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .map(|e| e.path())
+    }
+
+    /// The process's status, read from its control socket (`None` while
+    /// it does not answer).
+    pub async fn status(&self) -> Option<Snapshot> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let path = self.control_socket()?;
+        let read = async {
+            let mut s = tokio::net::UnixStream::connect(&path).await.ok()?;
+            s.write_all(b"status\n").await.ok()?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.ok()?;
+            serde_json::from_slice(&out).ok()
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Wait (bounded) until the status satisfies `pred`, and return it.
+    pub async fn wait_status(&mut self, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status().await {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!(
+                    "the process ended ({exit}) before {what}; stderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "{what}: not within {WAIT:?}; last status: {last:?}\nstderr:\n{}",
+                    self.stderr_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until the process's `n`-th connection (1 = the first) serves
+    /// a session; returns that session's status.
+    pub async fn wait_session_nth(&mut self, n: u64) -> SessionStatus {
+        let s = self
+            .wait_status(&format!("connection {n} up"), |s| {
+                s.totals.connections >= n && s.sessions.iter().any(|x| x.connected)
+            })
+            .await;
+        s.sessions.into_iter().find(|x| x.connected).unwrap()
+    }
+
+    /// Wait until a connection serves a session; returns its status.
+    pub async fn wait_session(&mut self) -> SessionStatus {
+        self.wait_session_nth(1).await
+    }
+
+    /// Wait until the receiver has lost its tunnel at least once (and
+    /// set out to reconnect); returns the status.
+    pub async fn wait_lost(&mut self) -> Snapshot {
+        self.wait_status("the tunnel lost", |s| s.totals.reconnects >= 1)
+            .await
+    }
+
+    /// How many connections have served sessions so far (0 while the
+    /// status does not answer).
+    pub async fn connections(&self) -> u64 {
+        self.status().await.map_or(0, |s| s.totals.connections)
     }
 
     pub fn stderr_text(&self) -> String {
@@ -283,7 +393,7 @@ pub async fn receiver(
 ) -> (Proc, SocketAddr) {
     let mut p = receiver_proc(r, proto, ticket, extra);
     let addr = listen_addr(&mut p).await;
-    p.wait_stderr("session established").await;
+    p.wait_session().await;
     (p, addr)
 }
 
@@ -410,7 +520,7 @@ pub async fn manual_receiver(
 ) -> (Proc, SocketAddr) {
     let mut p = manual_receiver_proc(mode, proto, dir, extra);
     let addr = listen_addr(&mut p).await;
-    p.wait_stderr("session established").await;
+    p.wait_session().await;
     (p, addr)
 }
 
@@ -435,14 +545,19 @@ pub async fn listen_addr(p: &mut Proc) -> SocketAddr {
     listen_addr_nth(p, 1).await
 }
 
-/// The local address of the receiver's `n`-th target (1-based, in order).
+/// The local address of the receiver's `n`-th target (1-based, in
+/// order), from its status.
 pub async fn listen_addr_nth(p: &mut Proc, n: usize) -> SocketAddr {
-    let line = p.wait_stderr_nth("listening for local clients", n).await;
-    line.split("listen=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in `{line}`"))
+    let s = p
+        .wait_status("the receiver listens", |s| s.info.listen.is_some())
+        .await;
+    let listen = s.info.listen.unwrap_or_default();
+    listen
+        .split(", ")
+        .nth(n - 1)
+        .and_then(|a| a.split("://").nth(1))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address {n} in the status's listen `{listen}`"))
 }
 
 /// Send `data` through a TCP echo at `addr`, half-close, and return what came back.
