@@ -1,28 +1,28 @@
 //! The commands behind the binary: each reads settings, runs the library,
 //! and turns failures into messages that say what to do.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result};
 use iroh::SecretKey;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::{
     cli::{Cli, Command},
-    observe::{Observers, Progress},
+    observe::Progress,
     settings::Role,
-    settings::{self, ModeVisitor, Settings},
+    settings::{self, Settings},
 };
-use futures::future::LocalBoxFuture;
-use peerport::{
-    identity,
-    modes::{iroh as iroh_mode, manual::Console, Announce, Awaiting, Mode, ModeContext},
-    receiver::{Receiver, ReceiverError},
-    sender::Sender,
-    status,
-};
+use peerport::{identity, modes::iroh as iroh_mode};
 use peerport_rendezvous::Rendezvous;
+
+pub mod exit;
+mod signals;
+mod tunnel;
+
+pub use exit::{exit_code, render_error};
+pub use signals::{shutdown_signal, stop_signal};
+use tunnel::{run_receiver, run_sender};
+
+/// Re-reads the settings from the config file (SIGHUP).
+pub(crate) type Reload = Box<dyn Fn() -> Result<Settings, settings::ConfigError> + Send + Sync>;
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
@@ -57,9 +57,10 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let reload: Reload = Box::new(move || {
                         let (r, m, s) = from_file(&config, name.clone())?;
                         if (r, m) != (role, mode) {
-                            return Err(settings::ConfigError::Invalid(
-                                "role or mode changed in the file: restart the process to apply that".into(),
-                            ));
+                            return Err(settings::ConfigError::Invalid {
+                                key: None,
+                                reason: "role or mode changed in the file: restart the process to apply that".into(),
+                            });
                         }
                         Ok(s)
                     });
@@ -173,105 +174,6 @@ fn print_identity(key: &SecretKey) {
     println!("ticket {}", iroh_mode::ticket_for(key).encode());
 }
 
-/// The signal that asked the process to stop (0: none yet).
-static STOP_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// The signal (2 = SIGINT/Ctrl-C, 15 = SIGTERM) that stopped the process, if
-/// any: the binary then exits with 128 + its number, as shells expect.
-pub fn stop_signal() -> Option<i32> {
-    match STOP_SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
-        0 => None,
-        n => Some(n),
-    }
-}
-
-async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
-    match s {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-/// Two tokens: the first signal (SIGTERM or Ctrl-C) cancels the first
-/// (stop accepting, drain); Ctrl-C, or a second signal, also the second
-/// (close at once). See [`stop_signal`].
-pub fn stop_signals() -> (CancellationToken, CancellationToken) {
-    let (drain, now) = (CancellationToken::new(), CancellationToken::new());
-    let (d, n) = (drain.clone(), now.clone());
-    tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut int = signal(SignalKind::interrupt()).ok();
-        let first = tokio::select! {
-            _ = recv_signal(&mut int) => 2,
-            _ = recv_signal(&mut term) => 15,
-        };
-        let _ = STOP_SIGNAL.compare_exchange(
-            0,
-            first,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        );
-        info!("shutting down");
-        d.cancel();
-        if first == 2 {
-            n.cancel();
-            return;
-        }
-        tokio::select! {
-            _ = recv_signal(&mut int) => {}
-            _ = recv_signal(&mut term) => {}
-        }
-        n.cancel();
-    });
-    (drain, now)
-}
-
-/// A token cancelled on Ctrl-C or SIGTERM (see [`stop_signal`]).
-pub fn shutdown_signal() -> CancellationToken {
-    stop_signals().0
-}
-
-/// The terminal as the copy-paste modes' [`Console`]: prompts on stderr,
-/// blobs on stdout (alone, so they can be piped), pastes from stdin.
-struct Terminal {
-    stdin: tokio::sync::Mutex<tokio::io::BufReader<tokio::io::Stdin>>,
-}
-
-impl Terminal {
-    fn shared() -> Arc<dyn Console> {
-        Arc::new(Terminal {
-            stdin: tokio::sync::Mutex::new(tokio::io::BufReader::new(tokio::io::stdin())),
-        })
-    }
-}
-
-impl Console for Terminal {
-    fn say(&self, text: &str) {
-        eprintln!("{text}");
-    }
-
-    fn show(&self, armor: &str) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        out.write_all(armor.as_bytes())?;
-        out.flush()
-    }
-
-    fn read_line(&self) -> futures::future::BoxFuture<'_, Option<Vec<u8>>> {
-        Box::pin(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut line = Vec::new();
-            match self.stdin.lock().await.read_until(b'\n', &mut line).await {
-                Ok(0) | Err(_) => None,
-                Ok(_) => Some(line),
-            }
-        })
-    }
-}
-
 /// `peerport status`: ask running processes, print text or JSON.
 async fn status_command(
     name: Option<String>,
@@ -379,10 +281,13 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
                 None => print!("{text}"),
                 Some(path) => {
                     if path.exists() && !force {
-                        return Err(settings::ConfigError::Invalid(format!(
-                            "{} exists: pass --force to overwrite it",
-                            path.display()
-                        ))
+                        return Err(settings::ConfigError::Invalid {
+                            key: None,
+                            reason: format!(
+                                "{} exists: pass --force to overwrite it",
+                                path.display()
+                            ),
+                        }
                         .into());
                     }
                     std::fs::write(&path, text)
@@ -412,313 +317,4 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// The process's name: `--name`, else ROLE-PID.
-fn process_name(s: &Settings, role: &str) -> String {
-    s.observe
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("{role}-{}", std::process::id()))
-}
-
-/// Re-reads the settings from the config file (SIGHUP).
-type Reload = Box<dyn Fn() -> Result<Settings, settings::ConfigError> + Send + Sync>;
-
-/// Run `f` on every SIGHUP until `stop` fires (and no longer die of it,
-/// which is SIGHUP's default).
-fn on_hangup(stop: CancellationToken, mut f: impl FnMut() + Send + 'static) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                r = hup.recv() => if r.is_none() { return },
-            }
-            f();
-        }
-    });
-}
-
-/// On every SIGHUP: re-read the config file and serve its services and
-/// rules (sessions that still comply go on); a bad file keeps the old ones.
-fn reload_on_hangup(sender: Sender, reload: Option<Reload>, stop: CancellationToken) {
-    on_hangup(stop, move || {
-        let Some(reload) = &reload else {
-            info!("SIGHUP: nothing to re-read (started without a config file)");
-            return;
-        };
-        match reload().map(|s| s.catalog) {
-            Ok(Some(new)) if *sender.catalog() == new => {
-                info!("SIGHUP: configuration re-read, services and rules unchanged")
-            }
-            Ok(Some(new)) => {
-                info!(services = %new.summary(), "SIGHUP: configuration re-read: serving these services and rules now (other settings need a restart)");
-                sender.reload(new);
-            }
-            Ok(None) => {}
-            Err(e) => warn!(
-                "SIGHUP: the config file has an error, keeping the running configuration: {e}"
-            ),
-        }
-    });
-}
-
-/// What a receiver does on SIGHUP: nothing but say so (its listeners are
-/// bound once).
-fn ignore_hangup(stop: CancellationToken) {
-    on_hangup(stop, || {
-        info!("SIGHUP: a receiver re-reads nothing; restart it to change its targets")
-    });
-}
-
-/// The `--target` lines that reach each of the sender's services.
-fn target_hint(catalog: &peerport::engine::policy::Catalog) -> String {
-    let mut lines: Vec<String> = catalog
-        .services()
-        .iter()
-        .map(|svc| {
-            let name = if svc.name.is_empty() {
-                String::new()
-            } else {
-                format!("{}=", svc.name)
-            };
-            format!("--target {name}{}://127.0.0.1:PORT", svc.source.protocol)
-        })
-        .collect();
-    if !catalog.allow_rules().is_empty() {
-        lines.push(
-            "--target tcp://127.0.0.1:PORT=HOST:PORT (a destination the --allow rules cover)"
-                .into(),
-        );
-    }
-    lines.join(" ")
-}
-
-/// Every sender: the mode's acceptor under one [`Sender`].
-async fn run_sender(s: Settings, progress: Progress, reload: Option<Reload>) -> Result<()> {
-    s.mode
-        .visit(SenderRun {
-            s: &s,
-            progress,
-            reload,
-        })
-        .await
-}
-
-struct SenderRun<'a> {
-    s: &'a Settings,
-    progress: Progress,
-    reload: Option<Reload>,
-}
-
-impl<'a> ModeVisitor<'a> for SenderRun<'a> {
-    type Out = LocalBoxFuture<'a, Result<()>>;
-    fn visit<M: Mode>(self, mode: &'a M) -> Self::Out {
-        Box::pin(serve(mode, self.s, self.progress, self.reload))
-    }
-}
-
-/// A sender in mode `M`: set the mode up, say what the person needs, serve
-/// until a signal.
-async fn serve<M: Mode>(
-    mode: &M,
-    s: &Settings,
-    progress: Progress,
-    reload: Option<Reload>,
-) -> Result<()> {
-    let (shutdown, now) = stop_signals();
-    let catalog = s.catalog.clone().context("a sender needs services")?;
-    let hint = target_hint(&catalog);
-    eprintln!("peerport sender ({}) forwarding {}", M::NAME, s.describe());
-    let accepting = mode.acceptor(&context(s)).await?;
-    announce(M::NAME, &accepting.announce, &hint);
-    let sender = Sender::serving(catalog)
-        .engine(s.engine.clone())
-        .max_sessions(s.max_sessions)
-        .drain_timeout(s.drain_timeout)
-        .auth(accepting.auth)
-        .build();
-    reload_on_hangup(sender.clone(), reload, shutdown.clone());
-    let mut info = status::Info::new("sender", &M::NAME.to_string(), &process_name(s, "sender"));
-    info.service = s.describe();
-    let monitor = status::Monitor::new(info, sender.ledger());
-    if let Some(extra) = accepting.metrics {
-        monitor.add_metrics(extra);
-    }
-    let obs = Observers::start(&s.observe, monitor, progress).await?;
-    sender.run_until(accepting.acceptor, shutdown, now).await;
-    obs.stop().await;
-    let input_closed = accepting
-        .input_closed
-        .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst));
-    if input_closed && stop_signal().is_none() {
-        anyhow::bail!(
-            "standard input closed, so no more offers could be read: keep the terminal open, or pass --offer-file FILE (and --answer-file) to run without one"
-        );
-    }
-    Ok(())
-}
-
-/// What a mode needs from the settings and the terminal.
-fn context(s: &Settings) -> ModeContext {
-    ModeContext {
-        console: Terminal::shared(),
-        max_sessions: s.max_sessions,
-        connect_timeout: s.connect_timeout,
-    }
-}
-
-/// Tell the person what the sender's mode set up: what to copy to the
-/// receiver goes to stdout, alone; guidance to stderr.
-fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
-    if let Some(ticket) = &a.ticket {
-        println!("{ticket}");
-    }
-    if let Some(id) = &a.identity {
-        match &a.answers {
-            Some(peer) => eprintln!(
-                "this sender is {id}, answering {peer} over {} relay(s)",
-                a.relays
-            ),
-            None => eprintln!("this sender is endpoint {id}"),
-        }
-    }
-    match (&a.ticket, a.pinned, &a.identity) {
-        (Some(ticket), 0, _) => {
-            eprintln!("on the receiver, run:\n  peerport receiver {mode} --node-id {ticket} {hint}")
-        }
-        (_, n, Some(id)) if n > 0 => {
-            eprintln!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
-        }
-        _ => {}
-    }
-}
-
-/// What a receiver waits for while no session is up (`None`: the paste
-/// prompt says it).
-fn waiting_for(a: Awaiting) -> Option<String> {
-    use crate::views::text::short;
-    match a {
-        Awaiting::Endpoint(Some(id)) => Some(format!("the sender (endpoint {})", short(&id))),
-        Awaiting::Endpoint(None) => Some("the sender".into()),
-        Awaiting::Npub(npub) => Some(format!("the sender on Nostr ({})", short(&npub))),
-        Awaiting::AnswerFile(f) => Some(format!("the sender's answer in {}", f.display())),
-        Awaiting::Paste => None,
-    }
-}
-
-/// Every receiver: one [`Receiver`] over the mode's dialer.
-async fn run_receiver(s: Settings, progress: Progress) -> Result<()> {
-    s.mode.visit(ReceiverRun { s: &s, progress }).await
-}
-
-struct ReceiverRun<'a> {
-    s: &'a Settings,
-    progress: Progress,
-}
-
-impl<'a> ModeVisitor<'a> for ReceiverRun<'a> {
-    type Out = LocalBoxFuture<'a, Result<()>>;
-    fn visit<M: Mode>(self, mode: &'a M) -> Self::Out {
-        Box::pin(dial(mode, self.s, self.progress))
-    }
-}
-
-/// A receiver in mode `M`: listen, then keep a session to the sender until
-/// a signal (or until reconnecting gives up).
-async fn dial<M: Mode>(mode: &M, s: &Settings, progress: Progress) -> Result<()> {
-    let first = s.targets.first().context("a receiver needs a --target")?;
-    let receiver = Receiver::builder(first.local.clone())
-        .targets(s.targets.clone())
-        .engine(s.engine.clone())
-        .reconnect(s.reconnect.clone())
-        .reconnect_wait(s.reconnect_wait)
-        .drain_timeout(s.drain_timeout)
-        .bind()
-        .await?;
-    let (shutdown, now) = stop_signals();
-    let mut info = status::Info::new(
-        "receiver",
-        &M::NAME.to_string(),
-        &process_name(s, "receiver"),
-    );
-    info.service = s.describe();
-    let listen: Vec<String> = s
-        .targets
-        .iter()
-        .zip(receiver.local_addrs())
-        .map(|(t, a)| format!("{}://{a}", t.local.protocol))
-        .collect();
-    info.listen = Some(listen.join(", "));
-    info.waiting_for = waiting_for(mode.awaiting());
-    ignore_hangup(shutdown.clone());
-    let monitor = status::Monitor::new(info, receiver.ledger());
-    let obs = Observers::start(&s.observe, monitor.clone(), progress).await?;
-    let dialing = match mode.dialer(&context(s)).await {
-        Ok(d) => d,
-        Err(e) => {
-            obs.stop().await;
-            return Err(e.into());
-        }
-    };
-    if let Some(extra) = dialing.metrics {
-        monitor.add_metrics(extra);
-    }
-    let result = receiver.run_until(dialing.dialer, shutdown, now).await;
-    obs.stop().await;
-    Ok(result?)
-}
-
-/// Exit codes a wrapper can rely on (also in the README).
-pub mod exit {
-    /// Clean end.
-    pub const OK: u8 = 0;
-    /// A failure not listed below.
-    pub const FAILURE: u8 = 1;
-    /// Bad usage: a flag, config file or key that must be fixed.
-    pub const USAGE: u8 = 2;
-    /// The sender could not be reached, or reconnecting gave up.
-    pub const UNREACHABLE: u8 = 3;
-    /// The sender refused this receiver (token, allowed peers, protocol, full).
-    pub const REFUSED: u8 = 4;
-}
-
-/// The exit code for an error from [`run`].
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        if let Some(r) = cause.downcast_ref::<ReceiverError>() {
-            return match r {
-                ReceiverError::Refused(_) => exit::REFUSED,
-                ReceiverError::Fatal(_) => exit::FAILURE,
-                _ => exit::UNREACHABLE,
-            };
-        }
-        if cause.downcast_ref::<settings::ConfigError>().is_some()
-            || cause.downcast_ref::<identity::IdentityError>().is_some()
-        {
-            return exit::USAGE;
-        }
-    }
-    exit::FAILURE
-}
-
-/// An error with its causes, each said once (a cause whose text the
-/// message already contains is not repeated).
-pub fn render_error(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

@@ -9,6 +9,7 @@ pub mod datagram;
 pub mod header;
 pub mod resume;
 pub mod tlv;
+pub mod want;
 
 use std::fmt;
 

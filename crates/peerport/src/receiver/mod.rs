@@ -26,14 +26,11 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{warn, Instrument};
 
 use crate::{
     addr::{ForwardAddr, TargetSpec},
-    engine::{
-        close_code, resume, session, udp::UdpStats, BindError, EngineConfig, Front, Ledger,
-        RefusalKind, SessionError,
-    },
+    engine::{close_code, resume, session, EngineConfig, Front, Ledger, RefusalKind, SessionError},
     proto::{
         header::{ResumeOffer, Want, Wanted},
         resume::ReplyExt,
@@ -41,61 +38,12 @@ use crate::{
     transport::{CloseReason, DialError, Dialer, PathInfo, TunnelConnection},
 };
 
-/// When and how a receiver re-establishes a lost session.
-#[derive(Debug, Clone)]
-pub struct Reconnect {
-    /// Reconnect at all (otherwise the receiver ends with the first session).
-    pub enabled: bool,
-    /// Give up when no session could be re-established for this long
-    /// (`None`: never).
-    pub give_up_after: Option<Duration>,
-    /// Delay before the second attempt; doubles up to `max_delay`.
-    pub first_delay: Duration,
-    /// Longest delay between attempts.
-    pub max_delay: Duration,
-    /// A session that lasted this long resets the backoff.
-    pub stable_after: Duration,
-}
+mod builder;
+mod reconnect;
 
-impl Default for Reconnect {
-    fn default() -> Self {
-        Reconnect {
-            enabled: true,
-            give_up_after: None,
-            first_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            stable_after: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Exponential backoff with ±20 % jitter.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-    first: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(r: &Reconnect) -> Self {
-        Backoff {
-            next: r.first_delay,
-            first: r.first_delay,
-            max: r.max_delay.max(r.first_delay),
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.first;
-    }
-
-    fn delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        base.mul_f64(rand::random_range(0.8..1.2))
-    }
-}
+pub use builder::ReceiverBuilder;
+use reconnect::Backoff;
+pub use reconnect::Reconnect;
 
 /// Why a receiver stopped (other than by its shutdown token).
 #[derive(Debug, thiserror::Error)]
@@ -121,104 +69,6 @@ pub enum ReceiverError {
     /// Something a person must fix (closed input, unusable setup).
     #[error("{0}")]
     Fatal(String),
-}
-
-/// Builds a [`Receiver`].
-#[derive(Debug, Clone)]
-pub struct ReceiverBuilder {
-    targets: Vec<TargetSpec>,
-    engine: EngineConfig,
-    reconnect: Reconnect,
-    reconnect_wait: Duration,
-    drain: Duration,
-}
-
-impl ReceiverBuilder {
-    /// On shutdown, let open TCP connections finish for up to this long
-    /// before closing them (default 0: close at once).
-    pub fn drain_timeout(mut self, d: Duration) -> Self {
-        self.drain = d;
-        self
-    }
-
-    /// Engine tunables (UDP flow limits, timeouts).
-    pub fn engine(mut self, engine: EngineConfig) -> Self {
-        self.engine = engine;
-        self
-    }
-
-    /// The reconnect policy.
-    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
-        self.reconnect = reconnect;
-        self
-    }
-
-    /// How long a local TCP client waits for a session before it is closed.
-    pub fn reconnect_wait(mut self, wait: Duration) -> Self {
-        self.reconnect_wait = wait;
-        self
-    }
-
-    /// Several local targets, each reaching a named service or a
-    /// destination (see [`TargetSpec`]), all carried by one session.
-    pub fn targets(mut self, targets: Vec<TargetSpec>) -> Self {
-        self.targets = targets;
-        self
-    }
-
-    /// Bind every local target (a busy port fails here, before any network work).
-    pub async fn bind(self) -> Result<Receiver, BindError> {
-        let udp_stats = Arc::new(UdpStats::default());
-        let ledger = if self
-            .targets
-            .iter()
-            .any(|t| t.local.protocol == crate::addr::Protocol::Udp)
-        {
-            Ledger::with_shared_udp(udp_stats.clone())
-        } else {
-            Ledger::new()
-        };
-        let (mut fronts, mut locals, mut wants) = (Vec::new(), Vec::new(), Vec::new());
-        for (i, t) in self.targets.iter().enumerate() {
-            let index = u8::try_from(i).unwrap_or(u8::MAX);
-            let want = Want {
-                protocol: t.local.protocol,
-                what: t.want.clone(),
-            };
-            let (front, local) = Front::bind(
-                &t.local,
-                t.want == Wanted::Dynamic,
-                index,
-                &self.engine,
-                self.reconnect_wait,
-                udp_stats.clone(),
-                ledger.service(&want.short()),
-            )
-            .await?;
-            match &t.want {
-                Wanted::Service(n) if n.is_empty() => {
-                    info!(listen = %local, "listening for local clients")
-                }
-                _ => info!(listen = %local, to = %want, "listening for local clients"),
-            }
-            if t.want == Wanted::Dynamic && !local.ip().is_loopback() {
-                warn!(listen = %local, "this SOCKS5 listener takes no password: anyone who can reach it may use every destination the sender's --allow rules cover");
-            }
-            fronts.push(front);
-            locals.push(local);
-            wants.push(want);
-        }
-        Ok(Receiver {
-            ledger,
-            drain: self.drain,
-            fronts,
-            locals,
-            wants,
-            engine: Arc::new(self.engine),
-            reconnect: self.reconnect,
-            path: tokio::sync::watch::Sender::new(None),
-        })
-    }
 }
 
 /// The receiving end of a tunnel: a bound local target plus the sessions

@@ -1,0 +1,59 @@
+//! The receiver's reconnect policy and its backoff.
+
+use std::time::Duration;
+
+/// When and how a receiver re-establishes a lost session.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// Reconnect at all (otherwise the receiver ends with the first session).
+    pub enabled: bool,
+    /// Give up when no session could be re-established for this long
+    /// (`None`: never).
+    pub give_up_after: Option<Duration>,
+    /// Delay before the second attempt; doubles up to `max_delay`.
+    pub first_delay: Duration,
+    /// Longest delay between attempts.
+    pub max_delay: Duration,
+    /// A session that lasted this long resets the backoff.
+    pub stable_after: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            enabled: true,
+            give_up_after: None,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            stable_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Exponential backoff with ±20 % jitter.
+#[derive(Debug)]
+pub(super) struct Backoff {
+    next: Duration,
+    first: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(super) fn new(r: &Reconnect) -> Self {
+        Backoff {
+            next: r.first_delay,
+            first: r.first_delay,
+            max: r.max_delay.max(r.first_delay),
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.next = self.first;
+    }
+
+    pub(super) fn delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rand::random_range(0.8..1.2))
+    }
+}
