@@ -14,7 +14,9 @@ use std::{
 
 use peerport::{
     engine::Authorizer,
-    transport::{quinn::QuinnConnection, Acceptor, DialError, Dialer, TunnelConnection},
+    transport::{
+        quinn::QuinnConnection, AcceptError, Acceptor, DialError, Dialer, TunnelConnection,
+    },
     Receiver, ReceiverError, Reconnect, Sender,
 };
 use peerport_testkit::{pattern, spawn_tcp_echo};
@@ -64,7 +66,7 @@ struct PairAcceptor {
 
 impl Acceptor for PairAcceptor {
     type Conn = QuinnConnection;
-    async fn accept(&mut self) -> Option<Result<QuinnConnection, String>> {
+    async fn accept(&mut self) -> Option<Result<QuinnConnection, AcceptError>> {
         let c = self.rx.recv().await?;
         self.live.lock().unwrap().push(c.clone());
         Some(Ok(c))

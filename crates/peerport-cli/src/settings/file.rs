@@ -82,8 +82,14 @@ pub enum ConfigError {
         message: String,
     },
     /// Missing or invalid setting after merging.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{reason}")]
+    Invalid {
+        /// The setting at fault (its flag without `--`, its key in a
+        /// config file), when one is.
+        key: Option<&'static str>,
+        /// What is wrong and what to do (naming the flag).
+        reason: String,
+    },
 }
 
 /// Parse a config file's text; an error says where (line and column).

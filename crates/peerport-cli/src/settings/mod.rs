@@ -142,9 +142,12 @@ pub fn merge(
 ) -> Result<Partial, ConfigError> {
     let path = match (&cfg.config, cfg.default_config) {
         (Some(p), _) => Some(p.clone()),
-        (None, true) => Some(file::default_path(role).ok_or_else(|| {
-            ConfigError::Invalid("--default-config: neither XDG_CONFIG_HOME nor HOME is set".into())
-        })?),
+        (None, true) => Some(
+            file::default_path(role).ok_or_else(|| ConfigError::Invalid {
+                key: Some("default-config"),
+                reason: "--default-config: neither XDG_CONFIG_HOME nor HOME is set".into(),
+            })?,
+        ),
         (None, false) => None,
     };
     let file = match path {
@@ -179,7 +182,10 @@ impl Settings {
         };
         let connect_timeout = secs(p.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
         if connect_timeout.is_zero() {
-            return Err(invalid("--connect-timeout must be at least 1 second"));
+            return Err(invalid(
+                "connect-timeout",
+                "--connect-timeout must be at least 1 second",
+            ));
         }
         let reconnect = Reconnect {
             enabled: p.no_reconnect != Some(true),
@@ -416,6 +422,35 @@ mod tests {
             let e = Settings::from_partial(p(bad), Role::Receiver, Mode::Ice).unwrap_err();
             assert!(e.to_string().contains("--stream-window"), "{e}");
         }
+    }
+
+    #[test]
+    fn invalid_settings_name_their_key() {
+        let e = Settings::from_partial(
+            Partial {
+                target: Some(vec!["tcp://127.0.0.1:0".into()]),
+                connect_timeout: Some(0),
+                ..Default::default()
+            },
+            Role::Receiver,
+            Mode::Ice,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: Some("connect-timeout"), reason } if reason.contains("--connect-timeout")),
+            "{e:?}"
+        );
+        let e = sender(Partial::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: Some("source"),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -15,13 +15,16 @@ use peerport_signaling::Mode;
 use super::{ConfigError, Observe, Partial, PathSettings};
 
 pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
-    let addr = |v: &Option<String>, flag: &str| -> Result<Option<SocketAddr>, ConfigError> {
+    let addr = |v: &Option<String>, key: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
         v.as_deref()
             .map(|a| {
                 a.parse().map_err(|_| {
-                    invalid(format!(
-                        "{flag} `{a}` is not an address: write IP:PORT, e.g. 127.0.0.1:9090"
-                    ))
+                    invalid(
+                        key,
+                        format!(
+                            "--{key} `{a}` is not an address: write IP:PORT, e.g. 127.0.0.1:9090"
+                        ),
+                    )
                 })
             })
             .transpose()
@@ -33,7 +36,7 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && !n.starts_with('.');
         if !ok {
-            return Err(invalid(format!(
+            return Err(invalid("name", format!(
                 "--name `{n}`: use up to 64 letters, digits, '-', '_' or '.' (it names a socket file)"
             )));
         }
@@ -41,11 +44,15 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
     let dashboard_token = match &p.dashboard_token_file {
         None => None,
         Some(f) => {
-            let t = std::fs::read_to_string(f)
-                .map_err(|e| invalid(format!("--dashboard-token-file {}: {e}", f.display())))?;
+            let t = std::fs::read_to_string(f).map_err(|e| {
+                invalid(
+                    "dashboard-token-file",
+                    format!("--dashboard-token-file {}: {e}", f.display()),
+                )
+            })?;
             let t = t.trim().to_string();
             if t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) {
-                return Err(invalid(format!(
+                return Err(invalid("dashboard-token-file", format!(
                     "--dashboard-token-file {}: the token must be at least 16 printable characters without spaces (e.g. `openssl rand -hex 16`)",
                     f.display()
                 )));
@@ -53,9 +60,12 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
             Some(t)
         }
     };
-    let dashboard = addr(&p.dashboard, "--dashboard")?;
+    let dashboard = addr(&p.dashboard, "dashboard")?;
     if p.dashboard_token_file.is_some() && dashboard.is_none() {
-        return Err(invalid("--dashboard-token-file needs --dashboard ADDR"));
+        return Err(invalid(
+            "dashboard-token-file",
+            "--dashboard-token-file needs --dashboard ADDR",
+        ));
     }
     Ok(Observe {
         name: p.name.clone(),
@@ -63,66 +73,95 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
             .control_socket
             .as_ref()
             .map(|c| (c.as_os_str() != "none").then(|| c.clone())),
-        metrics: addr(&p.metrics, "--metrics")?,
+        metrics: addr(&p.metrics, "metrics")?,
         dashboard,
         dashboard_token,
     })
 }
 
-pub(super) fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
+/// The setting `key` (its flag without `--`, its key in a config file)
+/// is invalid: `reason` says why and what to do.
+pub(super) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: Some(key),
+        reason: reason.into(),
+    }
+}
+
+/// Settings that are invalid together, or a file one of them names.
+pub(super) fn unkeyed(reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: None,
+        reason: reason.into(),
+    }
 }
 
 pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
     let mut o = IrohOptions::default();
     for u in p.relay_url.iter().flatten() {
         o.relay_urls.push(RelayUrl::from_str(u).map_err(|e| {
-            invalid(format!(
-                "--relay-url `{u}` is not a URL ({e}); write e.g. https://relay.example.com"
-            ))
+            invalid(
+                "relay-url",
+                format!(
+                    "--relay-url `{u}` is not a URL ({e}); write e.g. https://relay.example.com"
+                ),
+            )
         })?);
     }
     o.relay_quic_port = p.relay_quic_port;
     if let Some(f) = &p.relay_ca {
-        o.relay_ca =
-            crate::tlsfile::load_certs(f).map_err(|e| invalid(format!("--relay-ca: {e}")))?;
+        o.relay_ca = crate::tlsfile::load_certs(f)
+            .map_err(|e| invalid("relay-ca", format!("--relay-ca: {e}")))?;
     }
     o.relay_only = p.relay_only.unwrap_or(false);
     if let Some(d) = &p.dns_server {
         o.dns_server = Some(d.parse().map_err(|e| {
-            invalid(format!(
+            invalid(
+                "dns-server",
+                format!(
                 "--dns-server `{d}` is not a URL ({e}); write e.g. https://dns.example.com/pkarr"
-            ))
+            ),
+            )
         })?);
     }
     o.mdns = p.no_mdns != Some(true);
     o.portmap = p.no_portmap != Some(true);
     if let Some(b) = &p.bind {
         o.bind = Some(SocketAddr::from_str(b).map_err(|_| {
-            invalid(format!(
+            invalid(
+                "bind",
+                format!(
                 "--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0 or 127.0.0.1:4433"
-            ))
+            ),
+            )
         })?);
     }
     if let Some(s) = p.idle_timeout {
         if s == 0 {
-            return Err(invalid("--idle-timeout must be at least 1 second"));
+            return Err(invalid(
+                "idle-timeout",
+                "--idle-timeout must be at least 1 second",
+            ));
         }
         o.quic.idle_timeout = Duration::from_secs(s);
     }
     if let Some(k) = p.keepalive {
         let k = Duration::from_secs(k);
         if k.is_zero() || k >= o.quic.idle_timeout {
-            return Err(invalid(format!(
-                "--keepalive must be at least 1 second and below --idle-timeout ({} s)",
-                o.quic.idle_timeout.as_secs()
-            )));
+            return Err(invalid(
+                "keepalive",
+                format!(
+                    "--keepalive must be at least 1 second and below --idle-timeout ({} s)",
+                    o.quic.idle_timeout.as_secs()
+                ),
+            ));
         }
         o.quic.keep_alive = Some(k);
     }
     if let Some(w) = p.stream_window {
         if !(64 << 10..=1 << 30).contains(&w) {
             return Err(invalid(
+                "stream-window",
                 "--stream-window must be between 65536 and 1073741824 bytes",
             ));
         }
@@ -131,7 +170,7 @@ pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
     if let Some(c) = &p.congestion {
         let c = c
             .parse()
-            .map_err(|e| invalid(format!("--congestion: {e}")))?;
+            .map_err(|e| invalid("congestion", format!("--congestion: {e}")))?;
         o.quic.congestion = Some(c);
     }
     Ok(o)
@@ -141,13 +180,19 @@ pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
     let mut e = EngineConfig::default();
     if let Some(s) = p.udp_idle_timeout {
         if s == 0 {
-            return Err(invalid("--udp-idle-timeout must be at least 1 second"));
+            return Err(invalid(
+                "udp-idle-timeout",
+                "--udp-idle-timeout must be at least 1 second",
+            ));
         }
         e.udp_idle_timeout = Duration::from_secs(s);
     }
     if let Some(n) = p.max_udp_flows {
         if n == 0 {
-            return Err(invalid("--max-udp-flows must be at least 1"));
+            return Err(invalid(
+                "max-udp-flows",
+                "--max-udp-flows must be at least 1",
+            ));
         }
         e.max_udp_flows = n;
     }
@@ -157,7 +202,7 @@ pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
     if let Some(m) = p.resume_buffer {
         if !(1..=1024).contains(&m) {
             return Err(invalid(
-                "--resume-buffer must be between 1 and 1024 MiB (turn resumption off with --resume-window 0)",
+                "resume-buffer", "--resume-buffer must be between 1 and 1024 MiB (turn resumption off with --resume-window 0)",
             ));
         }
         e.resume.stream_buffer = (m as usize) << 20;
@@ -171,23 +216,24 @@ pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
 pub(super) fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
     let mut services = Vec::new();
     for v in p.source.iter().flatten() {
-        let spec: SourceSpec = v.parse().map_err(invalid)?;
+        let spec: SourceSpec = v.parse().map_err(|e| invalid("source", e))?;
         services.push(Service::new(spec.name, spec.source));
     }
     for t in p.service.iter().flatten() {
         let what = format!("[[service]] `{}`", t.name);
         let spec = SourceSpec::new(Some(&t.name), &t.source)
-            .map_err(|e| invalid(format!("{what}: {e}")))?;
+            .map_err(|e| invalid("service", format!("{what}: {e}")))?;
         let mut svc = Service::new(spec.name, spec.source);
         svc.proxy_protocol = t.proxy_protocol == Some(true);
         if svc.proxy_protocol && svc.source.protocol != peerport::addr::Protocol::Tcp {
-            return Err(invalid(format!(
-                "{what}: proxy-protocol is for tcp services"
-            )));
+            return Err(invalid(
+                "service",
+                format!("{what}: proxy-protocol is for tcp services"),
+            ));
         }
         if let Some(ids) = &t.allowed_peer {
             if mode != Mode::Iroh {
-                return Err(invalid(format!(
+                return Err(invalid("service", format!(
                     "{what}: allowed-peer needs mode iroh (in mode {mode} the exchange itself pins the one peer)"
                 )));
             }
@@ -203,14 +249,14 @@ pub(super) fn catalog(p: &Partial, mode: Mode) -> Result<Catalog, ConfigError> {
         .allow
         .iter()
         .flatten()
-        .map(|r| r.parse::<AllowRule>().map_err(invalid))
+        .map(|r| r.parse::<AllowRule>().map_err(|e| invalid("allow", e)))
         .collect::<Result<Vec<_>, _>>()?;
     if services.is_empty() && allow.is_empty() {
         return Err(invalid(
-            "--source is required, e.g. --source tcp://127.0.0.1:22 (or NAME=URL, repeatable; or [[service]] tables, or --allow rules for destinations receivers choose)",
+            "source", "--source is required, e.g. --source tcp://127.0.0.1:22 (or NAME=URL, repeatable; or [[service]] tables, or --allow rules for destinations receivers choose)",
         ));
     }
-    Catalog::new(services, allow).map_err(invalid)
+    Catalog::new(services, allow).map_err(unkeyed)
 }
 
 /// The receiver's `--target`s (at least one; ports unique).
@@ -218,19 +264,23 @@ pub(super) fn targets(p: &Partial) -> Result<Vec<TargetSpec>, ConfigError> {
     let list = p.target.as_deref().unwrap_or_default();
     if list.is_empty() {
         return Err(invalid(
+            "target",
             "--target is required, e.g. --target tcp://127.0.0.1:2222",
         ));
     }
     if list.len() > policy::MAX_WANTS {
-        return Err(invalid(format!(
-            "{} --target values: one receiver carries at most {}",
-            list.len(),
-            policy::MAX_WANTS
-        )));
+        return Err(invalid(
+            "target",
+            format!(
+                "{} --target values: one receiver carries at most {}",
+                list.len(),
+                policy::MAX_WANTS
+            ),
+        ));
     }
     let specs = list
         .iter()
-        .map(|t| t.parse::<TargetSpec>().map_err(invalid))
+        .map(|t| t.parse::<TargetSpec>().map_err(|e| invalid("target", e)))
         .collect::<Result<Vec<_>, _>>()?;
     for (i, a) in specs.iter().enumerate() {
         if a.local.port != 0
@@ -238,7 +288,10 @@ pub(super) fn targets(p: &Partial) -> Result<Vec<TargetSpec>, ConfigError> {
                 b.local.protocol == a.local.protocol && b.local.host_port() == a.local.host_port()
             })
         {
-            return Err(invalid(format!("--target {} is given twice", a.local)));
+            return Err(invalid(
+                "target",
+                format!("--target {} is given twice", a.local),
+            ));
         }
     }
     Ok(specs)
@@ -254,7 +307,7 @@ pub(super) fn check_not_writable_by_others(path: &std::path::Path) -> Result<(),
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o022 != 0 {
-        return Err(invalid(format!(
+        return Err(unkeyed(format!(
             "{p} grants access but can be written by group or others (mode {mode:o}): run `chmod go-w {p}` and try again",
             p = path.display()
         )));
@@ -280,9 +333,12 @@ pub(super) fn normalize_peer(id: &str) -> Result<String, ConfigError> {
     iroh::EndpointId::from_str(id.trim())
         .map(|k| k.to_string())
         .map_err(|e| {
-            invalid(format!(
+            invalid(
+                "allowed-peer",
+                format!(
                 "allowed peer `{id}` is not an endpoint id ({e}); get it with `peerport show-id`"
-            ))
+            ),
+            )
         })
 }
 
@@ -305,9 +361,13 @@ pub(super) fn secs(v: Option<u64>, default: Duration) -> Duration {
 
 pub(super) fn peer_spec(p: &Partial) -> Result<PeerSpec, ConfigError> {
     let node = p.node_id.as_deref().ok_or_else(|| {
-        invalid("--node-id is required: paste the ticket the sender printed (ppt1...)")
+        invalid(
+            "node-id",
+            "--node-id is required: paste the ticket the sender printed (ppt1...)",
+        )
     })?;
-    node.parse().map_err(|e| invalid(format!("--node-id: {e}")))
+    node.parse()
+        .map_err(|e| invalid("node-id", format!("--node-id: {e}")))
 }
 
 /// Environment variable holding the TURN password.
@@ -319,16 +379,16 @@ pub fn turn_servers(p: &Partial) -> Result<Vec<peerport::modes::ice::TurnServer>
         return Ok(Vec::new());
     };
     let user = p.turn_user.clone().ok_or_else(|| {
-        invalid("--turn-server needs --turn-user and a password (--turn-password-file or PEERPORT_TURN_PASSWORD)")
+        invalid("turn-server", "--turn-server needs --turn-user and a password (--turn-password-file or PEERPORT_TURN_PASSWORD)")
     })?;
     let password = match &p.turn_password_file {
         // a password file is a secret: refused when group or others can read it
         Some(f) => peerport::identity::read_private(f)
-            .map_err(|e| invalid(format!("--turn-password-file: {e}")))?
+            .map_err(|e| invalid("turn-password-file", format!("--turn-password-file: {e}")))?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => std::env::var(TURN_PASSWORD_ENV).map_err(|_| {
-            invalid("--turn-server needs a password: --turn-password-file FILE or the PEERPORT_TURN_PASSWORD environment variable")
+            invalid("turn-server", "--turn-server needs a password: --turn-password-file FILE or the PEERPORT_TURN_PASSWORD environment variable")
         })?,
     };
     list.iter()
@@ -343,9 +403,12 @@ pub fn turn_servers(p: &Partial) -> Result<Vec<peerport::modes::ice::TurnServer>
                 .rsplit_once(':')
                 .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
             if !ok || u.starts_with("turns:") {
-                return Err(invalid(format!(
+                return Err(invalid(
+                    "turn-server",
+                    format!(
                     "--turn-server `{u}`: write turn:HOST:PORT (UDP TURN; turns: is not supported)"
-                )));
+                ),
+                ));
             }
             Ok(peerport::modes::ice::TurnServer {
                 host_port: hp.to_string(),
@@ -367,9 +430,10 @@ pub(super) fn path_settings(
     let bind = match &p.bind {
         None => SocketAddr::from(([0, 0, 0, 0], 0)),
         Some(b) => SocketAddr::from_str(b).map_err(|_| {
-            invalid(format!(
-                "--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0"
-            ))
+            invalid(
+                "bind",
+                format!("--bind `{b}` is not an IP:PORT address; write e.g. 0.0.0.0:0"),
+            )
         })?,
     };
     let stun_servers = if p.no_stun == Some(true) {
@@ -387,7 +451,7 @@ pub(super) fn path_settings(
     let turn_servers = turn_servers(p)?;
     // checked before anything binds, so the error comes first and alone
     if let Some(problem) = peerport::modes::ice::relay_only_problem(relay_only, &turn_servers) {
-        return Err(invalid(problem));
+        return Err(invalid("relay-only", problem));
     }
     Ok(PathSettings {
         offer_file: p.offer_file.clone().filter(|f| f.as_os_str() != "-"),
@@ -408,12 +472,13 @@ pub const NSEC_ENV: &str = "PEERPORT_NSEC";
 /// Read the nsec from `--nsec-file` (which must not be group/world readable) or `PEERPORT_NSEC`.
 pub fn read_nsec(file: Option<&PathBuf>) -> Result<String, ConfigError> {
     let text = match file {
-        Some(f) => peerport::identity::read_private(f).map_err(|e| invalid(e.to_string()))?,
+        Some(f) => peerport::identity::read_private(f).map_err(|e| invalid("nsec-file", e.to_string()))?,
         None => std::env::var(NSEC_ENV).map_err(|_| {
-            invalid("no Nostr key: pass --nsec-file FILE (create one with `peerport generate-nostr-key --output FILE`) or set PEERPORT_NSEC")
+            invalid("nsec-file", "no Nostr key: pass --nsec-file FILE (create one with `peerport generate-nostr-key --output FILE`) or set PEERPORT_NSEC")
         })?,
     };
-    peerport_signaling::nostr::parse_secret(&text).map_err(|e| invalid(format!("--nsec-file: {e}")))
+    peerport_signaling::nostr::parse_secret(&text)
+        .map_err(|e| invalid("nsec-file", format!("--nsec-file: {e}")))
 }
 
 pub(super) fn nostr_config(
@@ -421,10 +486,13 @@ pub(super) fn nostr_config(
 ) -> Result<peerport_signaling::nostr::NostrConfig, ConfigError> {
     let secret = read_nsec(p.nsec_file.as_ref())?;
     let peer = p.peer_npub.as_deref().ok_or_else(|| {
-        invalid("--peer-npub is required: the other side's npub (`peerport show-npub` prints it)")
+        invalid(
+            "peer-npub",
+            "--peer-npub is required: the other side's npub (`peerport show-npub` prints it)",
+        )
     })?;
     let peer = peerport_signaling::nostr::parse_public(peer)
-        .map_err(|e| invalid(format!("--peer-npub: {e}")))?;
+        .map_err(|e| invalid("peer-npub", format!("--peer-npub: {e}")))?;
     let relays = match &p.relay {
         Some(r) if !r.is_empty() => r.clone(),
         _ => peerport_signaling::nostr::DEFAULT_RELAYS
@@ -434,18 +502,22 @@ pub(super) fn nostr_config(
     };
     for r in &relays {
         if !(r.starts_with("ws://") || r.starts_with("wss://")) {
-            return Err(invalid(format!(
-                "--relay `{r}`: write wss://HOST or ws://HOST:PORT"
-            )));
+            return Err(invalid(
+                "relay",
+                format!("--relay `{r}`: write wss://HOST or ws://HOST:PORT"),
+            ));
         }
     }
     let kind = p
         .nostr_kind
         .unwrap_or(peerport_signaling::nostr::DEFAULT_KIND);
     if !(20000..30000).contains(&kind) {
-        return Err(invalid(format!(
+        return Err(invalid(
+            "nostr-kind",
+            format!(
             "--nostr-kind {kind}: use an ephemeral kind, 20000..29999 (relays forward, don't store)"
-        )));
+        ),
+        ));
     }
     Ok(peerport_signaling::nostr::NostrConfig {
         secret,

@@ -26,7 +26,9 @@ use super::{
     ice::IcePath,
     manual::{unix_now, ManualPath, Side, MAX_BLOB_AGE},
 };
-use crate::transport::{quinn::QuinnConnection, Acceptor, DialError, Dialer, TunnelConnection};
+use crate::transport::{
+    quinn::QuinnConnection, AcceptError, Acceptor, DialError, Dialer, TunnelConnection,
+};
 
 fn encode(kind: Kind, session: [u8; 8], body: Body) -> String {
     let b = Blob {
@@ -171,7 +173,7 @@ fn sig_me(cfg: &NostrConfig) -> String {
 /// Sender: answers requests from the peer key, one ICE+QUIC session each,
 /// refusing with a reason when `max_sessions` are active.
 pub struct NostrAcceptor {
-    rx: mpsc::Receiver<Result<QuinnConnection, String>>,
+    rx: mpsc::Receiver<Result<QuinnConnection, AcceptError>>,
     stop: tokio_util::sync::CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -194,7 +196,7 @@ impl NostrAcceptor {
 
 impl Acceptor for NostrAcceptor {
     type Conn = QuinnConnection;
-    async fn accept(&mut self) -> Option<Result<QuinnConnection, String>> {
+    async fn accept(&mut self) -> Option<Result<QuinnConnection, AcceptError>> {
         self.rx.recv().await
     }
 
@@ -207,6 +209,17 @@ impl Acceptor for NostrAcceptor {
         })
         .await;
     }
+}
+
+/// Why one Nostr request could not be answered.
+#[derive(Debug, thiserror::Error)]
+enum AnswerError {
+    /// This side's ICE agent could not start.
+    #[error("cannot prepare ICE: {0}")]
+    Prepare(#[source] super::manual::PathError),
+    /// No relay took the answer.
+    #[error("sending the answer failed: {0}")]
+    Send(#[source] peerport_signaling::nostr::NostrError),
 }
 
 /// An answer by session id (`blob` is `None` while it is being prepared),
@@ -225,7 +238,7 @@ async fn answer_requests(
     mut sig: NostrSignaling,
     ice: Arc<IcePath>,
     max_sessions: usize,
-    tx: mpsc::Sender<Result<QuinnConnection, String>>,
+    tx: mpsc::Sender<Result<QuinnConnection, AcceptError>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
@@ -309,12 +322,12 @@ async fn answer_requests(
                     let (prepared, body) = ice
                         .prepare(Side::Answerer)
                         .await
-                        .map_err(|e| format!("cannot prepare ICE: {e}"))?;
+                        .map_err(|e| AcceptError::new(AnswerError::Prepare(e)))?;
                     let answer = encode(Kind::Answer, offer.session, body);
                     publisher
                         .send(MsgType::Answer, &session_id, answer.clone())
                         .await
-                        .map_err(|e| format!("sending the answer failed: {e}"))?;
+                        .map_err(|e| AcceptError::new(AnswerError::Send(e)))?;
                     answered.lock().expect("answers").insert(
                         session_id.clone(),
                         Answer {
@@ -324,7 +337,7 @@ async fn answer_requests(
                     );
                     ice.connect_ice(prepared, offer.body, Side::Answerer, None)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(AcceptError::new)
                 }
                 .await;
                 match result {

@@ -311,6 +311,26 @@ pub trait TunnelConnection: Clone + Send + Sync + 'static {
     }
 }
 
+/// One receiver that could not be accepted (a failed setup or handshake):
+/// logged, and the acceptor goes on. The back-end's own error is the
+/// source.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct AcceptError {
+    /// What went wrong, as the back-end types it.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl AcceptError {
+    /// Wrap a back-end's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AcceptError {
+            source: Box::new(e),
+        }
+    }
+}
+
 /// A sender-side source of connections from receivers: one per back-end
 /// (iroh endpoint, pasted offers, Nostr requests). The session loop in
 /// the engine (`engine::server`) is written once over it.
@@ -319,7 +339,7 @@ pub trait Acceptor: Send {
     type Conn: TunnelConnection;
     /// The next connection from a receiver; `None` once the back-end is shut down.
     /// An `Err` is one failed attempt (logged), not the end.
-    fn accept(&mut self) -> impl Future<Output = Option<Result<Self::Conn, String>>> + Send;
+    fn accept(&mut self) -> impl Future<Output = Option<Result<Self::Conn, AcceptError>>> + Send;
     /// Stop and release what the back-end holds (relay connections,
     /// endpoints kept for reconnects), bounded in time.
     fn shutdown(self) -> impl Future<Output = ()> + Send

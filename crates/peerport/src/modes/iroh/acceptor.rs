@@ -4,7 +4,7 @@
 use iroh::{endpoint::Connection, Endpoint};
 use tracing::Instrument;
 
-use crate::transport::{gate::accept_gated, iroh::IrohConnection, Acceptor};
+use crate::transport::{gate::accept_gated, iroh::IrohConnection, AcceptError, Acceptor};
 
 /// Accepts receivers on an iroh endpoint, through [`accept_gated`].
 #[derive(Debug)]
@@ -31,7 +31,7 @@ impl IrohAcceptor {
 impl Acceptor for IrohAcceptor {
     type Conn = IrohConnection;
 
-    async fn accept(&mut self) -> Option<Result<IrohConnection, String>> {
+    async fn accept(&mut self) -> Option<Result<IrohConnection, AcceptError>> {
         self.rx.recv().await.map(|c| Ok(IrohConnection::new(c)))
     }
 

@@ -17,7 +17,7 @@ use super::{
     blobs::{decode_utf8_lossy, expect, BlobReader, BlobSink, BlobSource},
     unix_now, ManualPath, PathError, Side, MAX_BLOB_AGE, REJOIN_WINDOW,
 };
-use crate::transport::{Acceptor, TunnelConnection};
+use crate::transport::{AcceptError, Acceptor, TunnelConnection};
 
 /// Most offers set up at once (each holds an ICE agent or endpoint while it
 /// waits for its receiver); more are refused with a message until one ends.
@@ -26,7 +26,7 @@ pub const MAX_SETUPS: usize = 32;
 /// Sender side: an [`Acceptor`] that answers every offer read from `offers`
 /// with a fresh session; connections are set up concurrently.
 pub struct ManualAcceptor<C> {
-    pub(super) rx: mpsc::Receiver<Result<C, String>>,
+    pub(super) rx: mpsc::Receiver<Result<C, AcceptError>>,
     pub(super) input_closed: Arc<std::sync::atomic::AtomicBool>,
     pub(super) stop: tokio_util::sync::CancellationToken,
     pub(super) tasks: JoinSet<()>,
@@ -70,7 +70,7 @@ impl<C: TunnelConnection> ManualAcceptor<C> {
 
 impl<C: TunnelConnection> Acceptor for ManualAcceptor<C> {
     type Conn = C;
-    async fn accept(&mut self) -> Option<Result<C, String>> {
+    async fn accept(&mut self) -> Option<Result<C, AcceptError>> {
         self.rx.recv().await
     }
 
@@ -108,7 +108,7 @@ pub(super) async fn answer_offers<P: ManualPath>(
     path: Arc<P>,
     offers: BlobSource,
     answers: BlobSink,
-    tx: mpsc::Sender<Result<P::Conn, String>>,
+    tx: mpsc::Sender<Result<P::Conn, AcceptError>>,
     input_closed: Arc<std::sync::atomic::AtomicBool>,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -180,7 +180,7 @@ pub(super) async fn answer_offers<P: ManualPath>(
                 drop(slot);
                 let (result, rejoin) = match r {
                     Ok((conn, rejoin)) => (Ok(conn), rejoin),
-                    Err(e) => (Err(e.to_string()), None),
+                    Err(e) => (Err(AcceptError::new(e)), None),
                 };
                 let watch = result.as_ref().ok().cloned();
                 let handed_over = tx.send(result).await.is_ok();
@@ -207,7 +207,7 @@ pub(super) async fn keep_rejoining<P: ManualPath>(
     path: &P,
     mut conn: P::Conn,
     rejoin: P::Rejoin,
-    tx: &mpsc::Sender<Result<P::Conn, String>>,
+    tx: &mpsc::Sender<Result<P::Conn, AcceptError>>,
     stop: &tokio_util::sync::CancellationToken,
 ) {
     loop {
