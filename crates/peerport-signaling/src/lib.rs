@@ -14,6 +14,7 @@
 
 pub mod blob;
 pub mod mode;
+#[cfg(feature = "nostr")]
 pub mod nostr;
 pub mod ticket;
 

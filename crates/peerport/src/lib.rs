@@ -29,17 +29,21 @@
 
 pub mod addr;
 pub mod engine;
+#[cfg(feature = "iroh")]
 pub mod identity;
 pub mod modes;
+#[cfg(all(feature = "iroh", feature = "ice"))]
 pub mod netcheck;
 pub mod proto;
 pub mod receiver;
 pub mod sender;
 pub mod status;
+#[cfg(any(feature = "iroh", feature = "ice"))]
 pub mod stun;
 pub mod transport;
 
 pub(crate) mod net;
+#[cfg(all(feature = "iroh", feature = "ice"))]
 pub(crate) mod qad;
 
 pub use addr::{ForwardAddr, Protocol};

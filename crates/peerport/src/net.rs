@@ -22,6 +22,7 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(sock.into())
 }
 
+#[cfg(feature = "ice")]
 /// Enlarge the buffers of an existing UDP socket (best effort).
 pub fn tune_udp(sock: &std::net::UdpSocket) -> std::io::Result<()> {
     let s = socket2::SockRef::from(sock);
@@ -58,6 +59,7 @@ pub async fn connect_any(addrs: &[SocketAddr], timeout: Duration) -> Result<TcpS
     Err(errors.join("; "))
 }
 
+#[cfg(feature = "iroh")]
 /// Whether `addr` is something a socket bound to `bind` may advertise: the
 /// same IP, or (for an unspecified bind) the same address family.
 pub fn within_bind(bind: SocketAddr, addr: SocketAddr) -> bool {
@@ -78,6 +80,7 @@ pub fn address_gone(ip: std::net::IpAddr) -> bool {
         )
 }
 
+#[cfg(feature = "iroh")]
 /// The local address the kernel would send from to reach `to` (a
 /// connected UDP socket sends nothing), or `None` without a route.
 pub fn route_source(to: std::net::SocketAddr) -> Option<std::net::IpAddr> {

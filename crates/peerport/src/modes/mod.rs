@@ -9,14 +9,20 @@
 //! * [`nostr`]: pairing by Nostr keys over relays, then the `ice` path.
 //! * [`iroh_manual`]: iroh QUIC paired by copy-paste, STUN addresses, racing dials.
 
+#[cfg(feature = "ice")]
 pub mod ice;
+#[cfg(feature = "iroh")]
 pub mod iroh;
+#[cfg(feature = "iroh")]
 pub mod iroh_manual;
 pub mod manual;
+#[cfg(feature = "nostr")]
 pub mod nostr;
 mod seam;
 
+#[cfg(feature = "iroh")]
 pub use iroh::IrohMode;
 pub use manual::ManualMode;
+#[cfg(feature = "nostr")]
 pub use nostr::NostrMode;
 pub use seam::{Accepting, Announce, Awaiting, Dialing, Mode, ModeContext, ModeError};

@@ -130,12 +130,15 @@ pub enum Awaiting {
 pub enum ModeError {
     /// The identity file could not be read or created.
     #[error("{0}")]
+    #[cfg(feature = "iroh")]
     Identity(#[source] crate::identity::IdentityError),
     /// The iroh endpoint could not start.
     #[error("{0}")]
+    #[cfg(feature = "iroh")]
     Iroh(#[source] super::iroh::IrohError),
     /// The Nostr relays could not be used.
     #[error("{0}")]
+    #[cfg(feature = "nostr")]
     Nostr(#[source] peerport_signaling::nostr::NostrError),
     /// A setting the role needs is missing.
     #[error("{0}")]

@@ -20,6 +20,7 @@
 //! # }
 //! ```
 
+#[cfg(feature = "iroh")]
 pub mod iroh_endpoints;
 
 /// A back-end's own metrics, written as OpenMetrics text (without `# EOF`).

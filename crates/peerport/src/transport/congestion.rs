@@ -102,6 +102,7 @@ impl Controller for ModelBbr {
 
 /// The same model for iroh's QUIC stack (noq), whose interface adds packet
 /// numbers and ECN flags.
+#[cfg(feature = "iroh")]
 pub mod noq_cc {
     use super::*;
     use noq::congestion::{

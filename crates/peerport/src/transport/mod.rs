@@ -7,7 +7,9 @@
 
 pub mod bbr;
 pub mod congestion;
+#[cfg(feature = "iroh")]
 pub mod gate;
+#[cfg(feature = "iroh")]
 pub mod iroh;
 mod path;
 pub mod quinn;
