@@ -2,7 +2,7 @@
 //!
 //! Starts the embedded rendezvous servers (iroh relay, pkarr/DNS) on
 //! 127.0.0.1, local TCP and UDP echo services, then for each path kind a
-//! real [`Sender`] and [`Receiver`] over the mode's real acceptor and dialer
+//! real [`peerport::Sender`] and [`peerport::Receiver`] over the mode's real acceptor and dialer
 //! (copy-paste blobs through files), moves traffic through, verifies it by
 //! SHA-256, and prints a table.
 //! Rows: `iroh` direct and relay-only, `iroh-manual`, `ice` direct and
@@ -20,7 +20,6 @@ use tokio::{
     net::{TcpStream, UdpSocket},
     task::JoinSet,
 };
-use tokio_util::sync::CancellationToken;
 
 use peerport_signaling::nostr::NostrConfig;
 
@@ -31,13 +30,11 @@ use peerport::{
         iroh::IrohOptions,
         iroh_manual::IrohManualPath,
         manual::ManualPath,
-        Announce, IrohMode, ManualMode, Mode, ModeContext, NostrMode,
+        Announce, IrohMode, ManualMode, Mode, NostrMode,
     },
-    receiver::{Receiver, Reconnect},
-    sender::Sender,
 };
 use peerport_rendezvous::Rendezvous;
-use peerport_testkit::{pattern, spawn_tcp_echo, spawn_udp_echo};
+use peerport_testkit::{pattern, spawn_tcp_echo, spawn_udp_echo, tunnel::Tunnel};
 
 struct Row {
     mode: &'static str,
@@ -200,7 +197,7 @@ async fn nostr_row(rdv: &Rendezvous, source: &ForwardAddr, megabytes: usize) -> 
     .await
 }
 
-/// Run a real [`Sender`] in `sender_mode` and a real [`Receiver`] in the
+/// Run a real [`peerport::Sender`] in `sender_mode` and a real [`peerport::Receiver`] in the
 /// mode `receiver_mode` makes of what the sender announced (the ticket),
 /// through the same [`Mode`] seam as the CLI; move traffic through, verify it.
 async fn run_row<S: Mode, R: Mode>(
@@ -210,43 +207,18 @@ async fn run_row<S: Mode, R: Mode>(
     receiver_mode: impl FnOnce(&Announce) -> Result<R>,
     megabytes: usize,
 ) -> Result<Row> {
-    let cx = ModeContext::default();
-    let accepting = sender_mode.acceptor(&cx).await?;
-    let t0 = Instant::now();
-    let dialer = receiver_mode(&accepting.announce)?
-        .dialer(&cx)
-        .await?
-        .dialer;
-    let acceptor = accepting.acceptor;
-    let auth = accepting.auth;
-    let cancel = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-    let sender = Sender::builder(source.clone()).auth(auth).build();
-    let c = cancel.clone();
-    tasks.spawn(async move { sender.run(acceptor, c).await });
-    let target: ForwardAddr = format!("{}://127.0.0.1:0", source.protocol).parse()?;
-    let receiver = Receiver::builder(target)
-        .reconnect(Reconnect {
-            enabled: false,
-            ..Default::default()
-        })
-        .bind()
-        .await?;
-    let local = receiver.local_addr();
-    let path = receiver.path();
-    let c = cancel.clone();
-    tasks.spawn(async move {
-        if let Err(e) = receiver.run(dialer, c).await {
-            tracing::warn!("demo receiver ended: {e}");
-        }
-    });
+    let tunnel = Tunnel::start(source, sender_mode, |a| Ok(receiver_mode(a)?))
+        .await
+        .map_err(|e| anyhow::anyhow!("{mode}: {e}"))?;
+    let (local, t0) = (tunnel.local, tunnel.sender_ready.into_std());
     let traffic = match source.protocol {
         peerport::addr::Protocol::Tcp => tcp_traffic(local, megabytes, t0).await,
         peerport::addr::Protocol::Udp => udp_traffic(local, t0).await,
     };
-    let path = path.borrow().as_ref().map_or("?".into(), |p| p.brief());
-    cancel.cancel();
-    while tasks.join_next().await.is_some() {}
+    let path = tunnel.path().map_or("?".into(), |p| p.brief());
+    if let Err(e) = tunnel.stop().await {
+        tracing::warn!("demo receiver ended: {e}");
+    }
     let (setup, throughput, check) = traffic?;
     Ok(Row {
         mode,

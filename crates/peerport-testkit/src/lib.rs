@@ -1,5 +1,8 @@
 //! What peerport's tests share: local echo services, deterministic data,
-//! connected in-process connection pairs. Everything stays on 127.0.0.1.
+//! and [`tunnel::Tunnel`], a sender and a receiver of any mode in the test
+//! process. Everything stays on 127.0.0.1.
+
+pub mod tunnel;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
