@@ -241,9 +241,7 @@ impl<R: RoleType> clap::FromArgMatches for TunnelCommand<R> {
             .map_err(|_| clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))?;
         Ok(TunnelCommand {
             mode,
-            partial: Partial::from_matches(sub, |field| {
-                settings::field_applies(field, R::ROLE, mode)
-            }),
+            partial: Partial::from_matches(sub, |field| settings::applies(field, R::ROLE, mode)),
             config: ConfigArgs::from_arg_matches(sub)?,
             role: std::marker::PhantomData,
         })

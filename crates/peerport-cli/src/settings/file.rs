@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use peerport_signaling::Mode;
 use serde::{Deserialize, Serialize};
 
-use super::{declare::Role, Partial, SETTINGS};
+use super::{declare::Role, Partial};
 
 /// Config-file selection, shared by every role and mode.
 #[derive(Debug, clap::Args, Clone, Default)]
@@ -136,9 +136,7 @@ pub fn key_applies(key: &str, role: Role, mode: Mode) -> bool {
     match key {
         "role" | "mode" => true,
         "service" => role == Role::Sender,
-        _ => SETTINGS
-            .iter()
-            .any(|s| s.key() == key && s.scope.applies(role, mode)),
+        _ => super::applies(key, role, mode),
     }
 }
 

@@ -37,8 +37,10 @@ pub const DEFAULT_RECONNECT_WAIT: Duration = Duration::from_secs(10);
 /// The longest drain on SIGTERM by default.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether the setting with this field name belongs to `role` in `mode`.
-pub fn field_applies(field: &str, role: Role, mode: Mode) -> bool {
+/// Whether the table's setting named `name` (its field, `resume_window`,
+/// or its key, `resume-window`) belongs to `role` in `mode`.
+pub fn applies(name: &str, role: Role, mode: Mode) -> bool {
+    let field = name.replace('-', "_");
     SETTINGS
         .iter()
         .any(|s| s.field == field && s.scope.applies(role, mode))
