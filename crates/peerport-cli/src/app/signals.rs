@@ -32,12 +32,16 @@ async fn recv_signal(s: &mut Option<tokio::signal::unix::Signal>) {
 /// (stop accepting, drain); Ctrl-C, or a second signal, also the second
 /// (close at once). See [`stop_signal`].
 pub fn stop_signals() -> (CancellationToken, CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
     let (drain, now) = (CancellationToken::new(), CancellationToken::new());
     let (d, n) = (drain.clone(), now.clone());
+    // Registered here, before the caller goes on (and, for a service,
+    // before it tells systemd it is ready): a signal that arrives before
+    // the task below first runs is then queued for it, instead of meeting
+    // the default action, which ends the process without draining.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut int = signal(SignalKind::interrupt()).ok();
         let first = tokio::select! {
             _ = recv_signal(&mut int) => 2,
             _ = recv_signal(&mut term) => 15,
