@@ -25,13 +25,16 @@ async fn tcp_echo_and_parallel_connections() {
     let r = rendezvous().await;
     let mut svc = JoinSet::new();
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
-    let (_s, ticket) = sender(&r, &format!("tcp://{echo}"), &[]).await;
+    let (mut s, ticket) = sender(&r, &format!("tcp://{echo}"), &[]).await;
     let (_rx, local) = receiver(&r, "tcp", &ticket, &[]).await;
 
     assert_eq!(
         echo_roundtrip(local, b"hello peerport").await,
         b"hello peerport"
     );
+    // the ticket (it holds the access token) stays out of a non-terminal stderr
+    s.wait_stderr("on the receiver, run").await;
+    assert!(!s.stderr_text().contains(&ticket), "{}", s.stderr_text());
 
     let mut set = JoinSet::new();
     for i in 0..100u64 {

@@ -184,9 +184,14 @@ fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
         }
     }
     match (&a.ticket, a.pinned, &a.identity) {
-        (Some(ticket), 0, _) => {
+        // the ticket holds the access token: on a terminal it is shown in
+        // the command to copy; in a log (journal, file) it is not written
+        (Some(ticket), 0, _) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
             eprintln!("on the receiver, run:\n  peerport receiver {mode} --node-id {ticket} {hint}")
         }
+        (Some(_), 0, _) => eprintln!(
+            "on the receiver, run: peerport receiver {mode} --node-id TICKET {hint} (TICKET: the line this sender printed on standard output, or `peerport show-id --secret-file FILE`; not written here, as it grants access)"
+        ),
         (_, n, Some(id)) if n > 0 => {
             eprintln!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
         }
