@@ -456,6 +456,32 @@ mod tests {
     }
 
     #[test]
+    fn a_dashboard_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
+        let p = Partial {
+            target: Some(vec!["tcp://127.0.0.1:0".into()]),
+            dashboard: Some("127.0.0.1:0".into()),
+            dashboard_token_file: Some(f.clone()),
+            ..Default::default()
+        };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Settings::from_partial(p.clone(), Role::Receiver, Mode::Ice).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: Some("dashboard-token-file"), reason } if reason.contains("chmod 600")),
+            "{e}"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = Settings::from_partial(p, Role::Receiver, Mode::Ice).unwrap();
+        assert_eq!(
+            s.observe.dashboard_token.as_deref(),
+            Some("0123456789abcdef0123")
+        );
+    }
+
+    #[test]
     fn reconnect_policy_from_flags() {
         let p = Partial {
             target: Some(vec!["tcp://127.0.0.1:0".into()]),

@@ -44,7 +44,8 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
     let dashboard_token = match &p.dashboard_token_file {
         None => None,
         Some(f) => {
-            let t = std::fs::read_to_string(f).map_err(|e| {
+            // a secret like the keys: refused when group or others can read it
+            let t = peerport::identity::read_private(f).map_err(|e| {
                 invalid(
                     "dashboard-token-file",
                     format!("--dashboard-token-file {}: {e}", f.display()),

@@ -108,15 +108,23 @@ impl Dash {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let given = q.token.as_deref().or(bearer).unwrap_or("");
-        // constant time: a timing difference must not reveal the token
-        given.len() == want.len()
-            && given
-                .bytes()
-                .zip(want.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        token_matches(q.token.as_deref().or(bearer).unwrap_or(""), want)
     }
+}
+
+/// Whether `given` is the token. Both are hashed and the digests compared
+/// in constant time, so neither the time taken nor an early exit on a
+/// length difference tells anything about the token or its length.
+fn token_matches(given: &str, want: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (
+        Sha256::digest(given.as_bytes()),
+        Sha256::digest(want.as_bytes()),
+    );
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn refused() -> Response {
@@ -229,4 +237,23 @@ fn ticks(
             Some((Ok(ev), (monitor, cancel, false)))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_itself_matches() {
+        let want = "0123456789abcdef0123";
+        assert!(token_matches(want, want));
+        for other in [
+            "",
+            "0123456789abcdef012",
+            "0123456789abcdef01234",
+            "1123456789abcdef0123",
+        ] {
+            assert!(!token_matches(other, want), "{other}");
+        }
+    }
 }
