@@ -89,6 +89,35 @@ async fn iroh_sender_restart_udp() {
     assert!(udp_echo_within(local, b"two", WAIT).await);
 }
 
+/// --give-up-after ends an attempt still under way: with a connect
+/// timeout far beyond the wait, the receiver still stops at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn give_up_after_ends_the_attempt_under_way() {
+    let r = rendezvous().await;
+    let mut svc = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut svc).await.unwrap();
+    let (mut s, ticket) = sender(&r, &format!("tcp://{echo}"), &[]).await;
+    let flags = [
+        "--idle-timeout",
+        "3",
+        "--connect-timeout",
+        "600",
+        "--give-up-after",
+        "2",
+    ];
+    let (mut rx, local) = receiver(&r, "tcp", &ticket, &flags).await;
+    assert_eq!(echo_roundtrip(local, b"x").await, b"x");
+    s.child.kill().await.unwrap();
+    rx.wait_lost().await;
+    // the first redial would run for 600 s; the limit ends it
+    assert_eq!(rx.wait_exit(WAIT).await, Some(3));
+    assert!(
+        rx.stderr_text().contains("gave up reconnecting after 2 s"),
+        "{}",
+        rx.stderr_text()
+    );
+}
+
 /// The sender is gone for good: local clients are closed after
 /// --reconnect-wait with a log line, and the receiver gives up after
 /// --give-up-after with exit code 3, closing its listener.

@@ -207,11 +207,25 @@ impl Receiver {
         let mut down_since = Instant::now();
         let mut attempt = 0u32;
         let mut id = 0u64;
+        let mut last_failure: Option<String> = None;
         loop {
             attempt += 1;
+            // --give-up-after counts from the loss, and ends an attempt
+            // still under way when it passes
+            let give_up_at = self
+                .reconnect
+                .give_up_after
+                .filter(|_| was_up)
+                .map(|limit| tokio::time::Instant::from_std(down_since + limit));
             let dialed = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = hold(&mut self.fronts) => unreachable!("hold never returns"),
+                _ = until(give_up_at) => {
+                    return Err(ReceiverError::GaveUp {
+                        secs: down_since.elapsed().as_secs(),
+                        last: last_failure.unwrap_or_else(|| "an attempt was still under way".into()),
+                    });
+                }
                 r = dialer.dial() => r,
             };
             if dialed.is_err() {
@@ -305,7 +319,11 @@ impl Receiver {
                     });
                 }
             }
-            let delay = backoff.delay();
+            let mut delay = backoff.delay();
+            if let Some(at) = give_up_at {
+                delay = delay.min(at.saturating_duration_since(tokio::time::Instant::now()));
+            }
+            last_failure = Some(failure.clone());
             warn!(
                 attempt,
                 "reconnecting failed: {failure}; next attempt in {:.1} s",
@@ -461,6 +479,14 @@ fn forbidden(err: &SessionError) -> Option<&str> {
 }
 
 /// While no session is up: every front holds its clients. Never returns.
+/// Resolves at `at`; never without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn hold(fronts: &mut [Front]) {
     futures::future::join_all(fronts.iter_mut().map(Front::hold)).await;
 }
