@@ -63,12 +63,7 @@ async fn ice_direct_tcp_and_udp() {
         let _s = manual_sender("ice", &source, dir.path(), &[]);
         let (mut r, local) = manual_receiver("ice", proto, dir.path(), &[]).await;
         let session = r.wait_session().await;
-        assert_eq!(
-            local_candidate(&session),
-            Some(Candidate::Host),
-            "{session:?}"
-        );
-        assert_eq!(session.path_kind, PathKind::Direct);
+        assert_ice_path(&session, PathKind::Direct, Candidate::Host);
         if proto == "tcp" {
             tcp_echo_check(local, 8 << 20, 2).await;
         } else {
@@ -93,12 +88,7 @@ async fn ice_relay_only_through_embedded_turn() {
         flags.push("--relay-only".into());
         let (mut rx, local) = manual_receiver("ice", proto, dir.path(), &flags).await;
         let session = rx.wait_session().await;
-        assert_eq!(
-            local_candidate(&session),
-            Some(Candidate::Relay),
-            "{session:?}"
-        );
-        assert_eq!(session.path_kind, PathKind::Relay);
+        assert_ice_path(&session, PathKind::Relay, Candidate::Relay);
         if proto == "tcp" {
             tcp_echo_check(local, 2 << 20, 3).await;
         } else {
@@ -132,12 +122,7 @@ async fn ice_relay_only_through_coturn() {
     rflags.push("--relay-only".into());
     let (mut rx, local) = manual_receiver("ice", "tcp", dir.path(), &rflags).await;
     let session = rx.wait_session().await;
-    assert_eq!(
-        local_candidate(&session),
-        Some(Candidate::Relay),
-        "{session:?}"
-    );
-    assert_eq!(session.path_kind, PathKind::Relay);
+    assert_ice_path(&session, PathKind::Relay, Candidate::Relay);
     tcp_echo_check(local, 2 << 20, 4).await;
 }
 

@@ -122,6 +122,27 @@ impl PathSettings {
             connect_timeout: self.connect_timeout,
         }
     }
+
+    /// The path of the `iroh-manual` mode.
+    pub fn iroh_manual_path(&self) -> peerport::modes::iroh_manual::IrohManualPath {
+        peerport::modes::iroh_manual::IrohManualPath {
+            bind: self.bind,
+            stun_servers: self.stun_servers.clone(),
+            portmap: self.portmap,
+            quic: self.quic,
+            connect_timeout: self.connect_timeout,
+            metrics: Default::default(),
+        }
+    }
+
+    /// A copy-paste mode over `path`, with this side's blob files.
+    pub fn manual<P>(&self, path: P) -> peerport::modes::ManualMode<P> {
+        peerport::modes::ManualMode {
+            path,
+            offer_file: self.offer_file.clone(),
+            answer_file: self.answer_file.clone(),
+        }
+    }
 }
 
 /// Read the config file (if any), check it belongs to `role` and `mode`,

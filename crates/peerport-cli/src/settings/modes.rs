@@ -85,18 +85,7 @@ fn iroh_manual(
     connect_timeout: Duration,
 ) -> Result<ManualMode<IrohManualPath>, ConfigError> {
     let s = path_settings(p, connect_timeout)?;
-    Ok(ManualMode {
-        path: IrohManualPath {
-            bind: s.bind,
-            stun_servers: s.stun_servers,
-            portmap: s.portmap,
-            quic: s.quic,
-            connect_timeout,
-            metrics: Default::default(),
-        },
-        offer_file: s.offer_file,
-        answer_file: s.answer_file,
-    })
+    Ok(s.manual(s.iroh_manual_path()))
 }
 
 fn ice(
@@ -105,11 +94,7 @@ fn ice(
     connect_timeout: Duration,
 ) -> Result<ManualMode<IcePath>, ConfigError> {
     let s = path_settings(p, connect_timeout)?;
-    Ok(ManualMode {
-        path: s.ice_path(),
-        offer_file: s.offer_file,
-        answer_file: s.answer_file,
-    })
+    Ok(s.manual(s.ice_path()))
 }
 
 fn nostr(p: &Partial, _: Role, connect_timeout: Duration) -> Result<NostrMode, ConfigError> {

@@ -20,6 +20,15 @@ pub fn local_candidate(s: &SessionStatus) -> Option<Candidate> {
     s.path_log.last()?.info.local?.candidate
 }
 
+/// Assert a session's path: its kind and this side's ICE candidate type.
+pub fn assert_ice_path(s: &SessionStatus, kind: PathKind, local: Candidate) {
+    assert_eq!(
+        (s.path_kind, local_candidate(s)),
+        (kind, Some(local)),
+        "{s:?}"
+    );
+}
+
 use peerport_rendezvous::Rendezvous;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
