@@ -7,6 +7,11 @@ PPLAB=${PPLAB_NAME:-pplab}
 ROOT=$(cd "$LAB/../.." && pwd)
 PP=${PEERPORT_BIN:-$ROOT/target/release/peerport}
 NETLAB=$LAB/netlab.sh
+# The lab reads peerport's event log lines ("session established", "path
+# selected"), which a terminal user does not see by default (the progress
+# lines say the same): ask for them, and keep the dependencies as quiet as
+# peerport's default does.
+export RUST_LOG=${RUST_LOG:-warn,peerport=info,webrtc_ice=off,turn=off,webrtc_util=off,iroh::socket::transports::relay=off,noq::endpoint=off,noq_proto=error,nostr_relay_pool=off}
 OUTDIR=${PEERPORT_LAB_OUT:-$ROOT/target/lab}
 
 # Root, the binary, and a machine that can build namespaces; else SKIPPED (exit 0).

@@ -99,6 +99,40 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
     },
+    /// Share a port, the short way: `peerport share 22` runs `peerport
+    /// sender iroh --source tcp://127.0.0.1:22` with an identity kept in
+    /// ~/.local/share/peerport/share.key (created on first use), so the
+    /// ticket it prints stays the same. The other side runs `peerport
+    /// connect`.
+    Share {
+        /// The port on 127.0.0.1 to share, or tcp://HOST:PORT, udp://HOST:PORT.
+        what: String,
+        /// Self-hosted rendezvous servers: the file `peerport rendezvous`
+        /// writes, or NAME for ~/.config/peerport/networks/NAME.toml.
+        #[arg(long, value_name = "FILE|NAME")]
+        network: Option<String>,
+        /// The process's name for `peerport status NAME`.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// Reach what `peerport share` shares: `peerport connect TICKET 2222`
+    /// listens on 127.0.0.1:2222 (`peerport receiver iroh`). Without the
+    /// TICKET it takes PEERPORT_TICKET, or asks for it on the terminal,
+    /// which keeps it out of `ps`.
+    Connect {
+        /// [TICKET] [LOCAL]: the ticket `peerport share` printed (ppt1...),
+        /// and the local port on 127.0.0.1 (or tcp://HOST:PORT,
+        /// udp://HOST:PORT) to listen on [default: a free port].
+        #[arg(num_args = 0..=2, value_name = "TICKET LOCAL")]
+        args: Vec<String>,
+        /// Self-hosted rendezvous servers: the file `peerport rendezvous`
+        /// writes, or NAME for ~/.config/peerport/networks/NAME.toml.
+        #[arg(long, value_name = "FILE|NAME")]
+        network: Option<String>,
+        /// The process's name for `peerport status NAME`.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+    },
     /// Run next to the service and let receivers reach it.
     Sender {
         /// Signaling mode and its flags.
@@ -358,8 +392,8 @@ mod tests {
         assert_eq!(p.node_id.as_deref(), Some("T"));
         assert_eq!(p.no_mdns, Some(true));
         assert_eq!(p.relay_url.map(|v| v.len()), Some(2));
-        assert_eq!(p.idle_timeout, Some(15));
-        assert_eq!(p.keepalive, Some(5));
+        assert_eq!(p.idle_timeout, Some(crate::settings::declare::Secs(15)));
+        assert_eq!(p.keepalive, Some(crate::settings::declare::Secs(5)));
         assert_eq!(p.no_reconnect, None);
         // a flag of another mode is refused, as before
         assert!(Cli::try_parse_from(["peerport", "sender", "ice", "--no-mdns"]).is_err());

@@ -23,15 +23,24 @@ use tracing_subscriber::EnvFilter;
 /// answer), turn (a packet for a released allocation), iroh's relay
 /// transport and noq's endpoint driver (their channels closing while an
 /// endpoint closes), the Nostr relay
-/// pool (every reconnect attempt, a relay going away). peerport reports ICE,
+/// pool (every reconnect attempt, a relay going away), noq's warnings about
+/// paths of a connection whose peer restarted. peerport reports ICE,
 /// TURN, relay and Nostr failures itself, with what to do; `-v` shows them all.
-const QUIET_DEPENDENCIES: &str = "webrtc_ice=off,turn=off,webrtc_util=off,iroh::socket::transports::relay=off,noq::endpoint=off,nostr_relay_pool=off";
+const QUIET_DEPENDENCIES: &str = "webrtc_ice=off,turn=off,webrtc_util=off,iroh::socket::transports::relay=off,noq::endpoint=off,noq_proto=error,nostr_relay_pool=off";
+
+/// peerport's own log lines for events the progress lines already say
+/// (a session up, a path chosen, a session ended): shown with `-v`, or
+/// when RUST_LOG asks for them (the lab and bench scripts read them).
+const EVENT_LINES: &str = "peerport::event=warn";
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let quiet = matches!(cli.command, cli::Command::Demo { .. });
     let default = match cli.verbose {
         0 if quiet => format!("error,{QUIET_DEPENDENCIES}"),
+        0 if cli.log_format == cli::LogFormat::Text => {
+            format!("warn,peerport=info,{EVENT_LINES},{QUIET_DEPENDENCIES}")
+        }
         0 => format!("warn,peerport=info,{QUIET_DEPENDENCIES}"),
         1 => "info,peerport=debug".to_string(),
         _ => "debug,peerport=trace".to_string(),
@@ -39,7 +48,7 @@ fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(observe::LogWriter);
     match cli.log_format {
         cli::LogFormat::Json => fmt.json().with_ansi(false).init(),
         cli::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),

@@ -38,6 +38,7 @@ impl Observers {
     pub async fn start(o: &Observe, monitor: Monitor, progress: Progress) -> Result<Self> {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        monitor.set_stale_after(o.stale_after);
         let socket = match &o.control_socket {
             Some(None) => None,
             Some(Some(p)) => Some(control::ControlSocket::bind(p).await?),
@@ -64,8 +65,6 @@ impl Observers {
             tasks.spawn(web::serve_metrics(l, monitor.clone(), cancel.clone()));
         }
         if let Some(addr) = o.dashboard {
-            // before binding: a refused address fails the start, not later
-            web::token_rule(addr, o.dashboard_token.as_deref())?;
             let l = web::bind("--dashboard", addr).await?;
             let at = l.local_addr().context("--dashboard")?;
             let url = match &o.dashboard_token {
@@ -111,6 +110,32 @@ fn notify(state: &[NotifyState]) {
     }
 }
 
+/// Whether a progress line is on the terminal now, not ended by a line
+/// break (the waiting line, redrawn in place).
+static PROGRESS_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Clear the progress line, if one is shown, so that the next line starts
+/// at the left margin (called before each log line is written).
+pub fn clear_progress() {
+    if PROGRESS_SHOWN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let mut e = std::io::stderr().lock();
+        let _ = write!(e, "\r\x1b[2K");
+        let _ = e.flush();
+    }
+}
+
+/// Log lines go to stderr, after the progress line is cleared.
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = std::io::Stderr;
+    fn make_writer(&'a self) -> Self::Writer {
+        clear_progress();
+        std::io::stderr()
+    }
+}
+
 /// How often a waiting line is repeated when stderr is not a terminal.
 const PLAIN_EVERY: Duration = Duration::from_secs(30);
 
@@ -121,35 +146,35 @@ async fn progress_lines(monitor: Monitor, progress: Progress, cancel: Cancellati
     let tty = progress == Progress::Terminal && std::io::stderr().is_terminal();
     let mut events = monitor.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut shown = false; // a waiting line is on the screen (tty)
+    let mut was_up = false; // a tunnel was up before (the next is "back")
     let mut last_plain: Option<tokio::time::Instant> = None;
-    let clear = |shown: &mut bool| {
-        if std::mem::take(shown) {
-            let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[2K");
-            let _ = e.flush();
-        }
-    };
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => { clear(&mut shown); return; }
+            _ = cancel.cancelled() => { clear_progress(); return; }
             ev = events.recv() => {
                 let ev = match ev {
                     Ok(ev) => ev,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 };
-                clear(&mut shown);
+                clear_progress();
                 last_plain = None;
                 let line = match (&ev.kind, info.listen.as_deref()) {
                     (EventKind::Up { path, after_ms, connection, .. }, Some(listen)) => {
-                        let what = if *connection <= 1 { "tunnel up" } else { "tunnel back" };
-                        format!("{what}: connect to {listen} (path: {path}, after {})", peerport::status::secs(*after_ms as f64 / 1000.0))
+                        let took = after_ms.map(peerport::status::took).unwrap_or_default();
+                        let first = *connection <= 1 && !std::mem::replace(&mut was_up, true);
+                        if first {
+                            format!("tunnel up: connect to {listen} (path: {path}, after {took})")
+                        } else {
+                            format!("tunnel back: connect to {listen} (path: {path}, after an outage of {took})")
+                        }
                     }
                     (EventKind::Up { path, connection, .. }, None) => {
                         let what = if *connection <= 1 { "connected" } else { "reconnected" };
                         format!("session {}: a receiver {what} over {path}", ev.session)
                     }
+                    // a receiver's own warning says the loss, with its reason
+                    (EventKind::Lost, Some(_)) => continue,
                     _ => ev.to_string(),
                 };
                 match progress {
@@ -169,7 +194,7 @@ async fn progress_lines(monitor: Monitor, progress: Progress, cancel: Cancellati
                     let mut e = std::io::stderr().lock();
                     let _ = write!(e, "\r\x1b[2K{line}");
                     let _ = e.flush();
-                    shown = true;
+                    PROGRESS_SHOWN.store(true, std::sync::atomic::Ordering::SeqCst);
                 } else if last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
                     last_plain = Some(tokio::time::Instant::now());
                     match progress {

@@ -396,3 +396,106 @@ async fn iroh_manual_sender_restart_falls_back_to_a_fresh_offer() {
     let offers = std::fs::read_to_string(dir.path().join("offers.txt")).unwrap();
     assert_eq!(offers.matches("BEGIN PEERPORT OFFER").count(), 2);
 }
+
+/// kill -9 the sender of an idle tunnel: within 5 s the receiver's status
+/// says so (the session `stale`, or already `reconnecting`), and last
+/// heard grows; when the sender is back, the reconnect event reports the
+/// whole outage, from the last packet heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_a_dead_sender_within_seconds() {
+    use peerport::status::{EventKind, SessionState};
+    let r = rendezvous().await;
+    let mut svc = JoinSet::new();
+    let echo = spawn_tcp_echo(&mut svc).await.unwrap();
+    let mut s = KeyedSender::start(&r, format!("tcp://{echo}")).await;
+    let (mut rx, local) = receiver(&r, "tcp", &s.ticket, &["--reconnect-wait", "60"]).await;
+    assert_eq!(echo_roundtrip(local, b"before").await, b"before");
+    let up = rx.wait_session().await;
+    assert_eq!(up.state, SessionState::Up);
+    assert!(up.last_heard_secs.is_some_and(|h| h < 3.0), "{up:?}");
+
+    s.proc.child.kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    let mut said = None;
+    while killed.elapsed() < Duration::from_secs(5) {
+        if let Some(st) = rx.status().await {
+            if st.sessions.iter().any(|x| x.state != SessionState::Up) {
+                said = Some(st);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let st = said.unwrap_or_else(|| {
+        panic!(
+            "5 s after kill -9 of the sender, the receiver's status still says up:\n{}",
+            rx.stderr_text()
+        )
+    });
+    let x = &st.sessions[0];
+    assert!(
+        matches!(x.state, SessionState::Stale | SessionState::Reconnecting),
+        "{x:?}"
+    );
+    assert!(
+        matches!(st.state.as_str(), "stale" | "reconnecting"),
+        "{}",
+        st.state
+    );
+    assert!(x.last_heard_secs.is_some_and(|h| h >= 2.0), "{x:?}");
+    eprintln!(
+        "{:.1} s after kill -9: state {}, last heard {:.1} s ago",
+        killed.elapsed().as_secs_f64(),
+        x.state,
+        x.last_heard_secs.unwrap()
+    );
+    let (code, text, _) = run_to_end(&[
+        "status",
+        "--control-socket",
+        rx.control_socket().unwrap().to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("stale") || text.contains("reconnecting"),
+        "{text}"
+    );
+    eprintln!("peerport status:\n{text}");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.start_again(&r).await;
+    let back = rx.wait_session_nth(2).await;
+    assert_eq!(back.state, SessionState::Up);
+    // the restarted sender does not know the old session: a new one, up
+    // after the outage
+    let reconnected = |e: &peerport::status::Event| match e.kind {
+        EventKind::Up { connection, .. } => connection >= 2 || e.session >= 2,
+        _ => false,
+    };
+    let st = rx
+        .wait_status("the reconnect event", |s| s.events.iter().any(reconnected))
+        .await;
+    let outage = st
+        .events
+        .iter()
+        .rev()
+        .filter(|e| reconnected(e))
+        .find_map(|e| match &e.kind {
+            EventKind::Up { after_ms, .. } => Some(after_ms.expect("a reconnect says its outage")),
+            _ => None,
+        })
+        .expect("a reconnect event");
+    // dead since the kill, at least the 2 s slept plus the sender's start
+    assert!(
+        outage as u128 >= 2000 && outage as u128 <= killed.elapsed().as_millis() + 1000,
+        "outage {outage} ms, {} ms since the kill",
+        killed.elapsed().as_millis()
+    );
+    assert!(
+        st.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Stale { .. })),
+        "{:?}",
+        st.events
+    );
+}

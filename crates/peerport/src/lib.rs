@@ -27,6 +27,12 @@
 
 #![warn(missing_docs)]
 
+/// The log target of lines that record an event a status view also shows
+/// (a session up or ended, a path chosen): a program that shows the
+/// events itself, as the `peerport` command does on a terminal, can filter
+/// them out (`peerport::event=warn`); the lab scripts read them.
+pub const EVENT: &str = "peerport::event";
+
 pub mod addr;
 pub mod engine;
 #[cfg(feature = "iroh")]

@@ -16,6 +16,7 @@ use peerport_rendezvous::Rendezvous;
 pub mod exit;
 mod signals;
 mod tunnel;
+mod verbs;
 
 pub use exit::{exit_code, render_error};
 pub use signals::{shutdown_signal, stop_signal};
@@ -50,6 +51,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             watch,
             control_socket,
         } => status_command(name, json, watch, control_socket).await,
+        Command::Share {
+            what,
+            network,
+            name,
+        } => {
+            let s = verbs::share(&what, network, name)?;
+            run_sender(s, progress, None).await
+        }
+        Command::Connect {
+            args,
+            network,
+            name,
+        } => {
+            let s = verbs::connect(args, network, name).await?;
+            run_receiver(s, progress).await
+        }
         Command::Run { config, name } => {
             let (role, mode, s) = from_file(&config, name.clone())?;
             match role {
@@ -161,12 +178,46 @@ pub async fn run(cli: Cli) -> Result<()> {
                 "turn-server turn:{} user {} password {}",
                 r.turn_addr, r.turn_user, r.turn_password
             );
-            eprintln!("embedded rendezvous servers running; Ctrl-C stops them");
+            let network = write_network(&r)?;
+            println!("network {}", network.display());
+            eprintln!(
+                "embedded rendezvous servers running; Ctrl-C stops them\nsenders and receivers use them with: --network {}",
+                network.display()
+            );
             shutdown_signal().cancelled().await;
             r.shutdown().await;
             Ok(())
         }
     }
+}
+
+/// Write the network file of running rendezvous servers (and the TURN
+/// password beside it, 0600) into their state directory; returns its path.
+fn write_network(r: &Rendezvous) -> Result<std::path::PathBuf> {
+    let dir = r
+        .relay_ca_file
+        .parent()
+        .context("the rendezvous state directory")?;
+    let password = dir.join("turn-password");
+    identity::write_private(&password, &r.turn_password, true)?;
+    let ca = r
+        .relay_ca_file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let text = settings::network::render(
+        r.relay_url.as_str(),
+        r.relay_quic_port,
+        &ca,
+        r.pkarr_url.as_str(),
+        &r.turn_addr.to_string(),
+        &r.turn_user,
+        "turn-password",
+        &r.nostr_url(),
+    );
+    let path = dir.join("network.toml");
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 fn print_identity(key: &SecretKey) {

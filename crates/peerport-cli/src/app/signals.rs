@@ -52,6 +52,10 @@ pub fn stop_signals() -> (CancellationToken, CancellationToken) {
             std::sync::atomic::Ordering::SeqCst,
             std::sync::atomic::Ordering::SeqCst,
         );
+        if first == 2 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            // the terminal echoed ^C without a line break: start a new line
+            eprintln!();
+        }
         info!("shutting down");
         d.cancel();
         if first == 2 {

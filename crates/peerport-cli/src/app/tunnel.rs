@@ -131,7 +131,17 @@ async fn serve<M: Mode>(
     let hint = target_hint(&catalog);
     eprintln!("peerport sender ({}) forwarding {}", M::NAME, s.describe());
     let accepting = mode.acceptor(&context(s)).await?;
-    announce(M::NAME, &accepting.announce, &hint);
+    // the other side needs the same network
+    let net = s
+        .network
+        .as_deref()
+        .map(|n| format!(" --network {n}"))
+        .unwrap_or_default();
+    if s.short_verbs {
+        announce_share(&accepting.announce, &net);
+    } else {
+        announce(M::NAME, &accepting.announce, &format!("{hint}{net}"));
+    }
     let sender = Sender::serving(catalog)
         .engine(s.engine.clone())
         .max_sessions(s.max_sessions)
@@ -187,15 +197,33 @@ fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
         // the ticket holds the access token: on a terminal it is shown in
         // the command to copy; in a log (journal, file) it is not written
         (Some(ticket), 0, _) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
-            eprintln!("on the receiver, run:\n  peerport receiver {mode} --node-id {ticket} {hint}")
+            eprintln!(
+                "on the receiver, run:\n  PEERPORT_TICKET={ticket} peerport receiver {mode} {hint}\n(the ticket grants access: keep it off command lines, where `ps` shows it; --ticket-file FILE reads it from a file)"
+            )
         }
         (Some(_), 0, _) => eprintln!(
-            "on the receiver, run: peerport receiver {mode} --node-id TICKET {hint} (TICKET: the line this sender printed on standard output, or `peerport show-id --secret-file FILE`; not written here, as it grants access)"
+            "on the receiver, run: peerport receiver {mode} --ticket-file FILE {hint} (FILE: holding the line this sender printed on standard output, or `peerport show-id --secret-file FILE`; not written here, as it grants access)"
         ),
         (_, n, Some(id)) if n > 0 => {
             eprintln!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
         }
         _ => {}
+    }
+}
+
+/// What `peerport share` says: the ticket on stdout, and the command the
+/// other side types.
+fn announce_share(a: &Announce, net: &str) {
+    let Some(ticket) = &a.ticket else { return };
+    println!("{ticket}");
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!(
+            "on the other machine, run:\n  peerport connect {ticket} 2222{net}\n(2222: any free local port; or run `peerport connect 2222{net}` and paste the ticket when asked, which keeps it out of `ps`)"
+        );
+    } else {
+        eprintln!(
+            "on the other machine, run: peerport connect 2222{net}, and paste the ticket when asked (the line this command printed on standard output; not written here, as it grants access)"
+        );
     }
 }
 

@@ -141,6 +141,62 @@ impl Value for Vec<String> {
     }
 }
 
+/// The longest duration a setting takes, in seconds (a year): anything
+/// longer means "forever" to a person, and would overflow the clocks it is
+/// added to.
+pub const MAX_SECS: u64 = 365 * 24 * 3600;
+
+/// A duration in whole seconds, at most [`MAX_SECS`], checked where it is
+/// read (flag or config file), so no later arithmetic can overflow.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Secs(pub u64);
+
+impl Secs {
+    /// As a [`std::time::Duration`].
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
+impl TryFrom<u64> for Secs {
+    type Error = String;
+    fn try_from(n: u64) -> Result<Self, String> {
+        if n > MAX_SECS {
+            return Err(format!(
+                "{n} seconds is longer than a year; give at most {MAX_SECS} (for \"never\", see the setting's help)"
+            ));
+        }
+        Ok(Secs(n))
+    }
+}
+
+impl From<Secs> for u64 {
+    fn from(s: Secs) -> u64 {
+        s.0
+    }
+}
+
+impl std::fmt::Display for Secs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Value for Secs {
+    const KIND: Kind = Kind::One;
+    fn configure(arg: Arg) -> Arg {
+        use clap::builder::TypedValueParser;
+        arg.action(ArgAction::Set)
+            .value_parser(clap::value_parser!(u64).range(..=MAX_SECS).map(Secs))
+    }
+    fn get(m: &ArgMatches, id: &str) -> Option<Self> {
+        m.try_get_one::<Secs>(id).ok().flatten().copied()
+    }
+}
+
 /// One setting as the table declares it.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {

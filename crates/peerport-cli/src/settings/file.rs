@@ -104,11 +104,39 @@ pub fn parse(path: &str, text: &str) -> Result<Partial, ConfigError> {
                 format!("line {line}, column {col}: ")
             })
             .unwrap_or_default();
+        let message = e.message().trim_end();
+        let message = match unknown_key(message) {
+            Some(key) => match closest_key(key) {
+                Some(near) => format!("unknown key `{key}`: did you mean `{near}`?"),
+                None => format!(
+                    "unknown key `{key}`: `peerport config init --role ROLE --mode MODE` writes every key there is"
+                ),
+            },
+            None => message.to_string(),
+        };
         ConfigError::Parse {
             path: path.to_string(),
-            message: format!("{at}{}", e.message().trim_end()),
+            message: format!("{at}{message}"),
         }
     })
+}
+
+/// The key of the parser's "unknown field `KEY`, expected one of ..." message.
+fn unknown_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// The setting whose key is nearest to `key` (a typo of it), if any is near.
+fn closest_key(key: &str) -> Option<String> {
+    let keys = super::SETTINGS
+        .iter()
+        .map(|s| s.key())
+        .chain(["role", "mode", "service"].map(String::from));
+    keys.map(|k| (strsim::jaro_winkler(key, &k), k))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k)
 }
 
 /// Read and parse a config file.
@@ -229,7 +257,16 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = parse("f", "sorce = \"tcp://x:1\"").unwrap_err().to_string();
-        assert!(e.contains("sorce"), "{e}");
+        assert!(
+            e.contains("unknown key `sorce`: did you mean `source`?"),
+            "{e}"
+        );
+        let e = parse("f", "idle-timout = 5").unwrap_err().to_string();
+        assert!(e.contains("did you mean `idle-timeout`?"), "{e}");
+        // nothing near: no list of every key, the way to see them
+        let e = parse("f", "zzz = 1").unwrap_err().to_string();
+        assert!(e.contains("config init"), "{e}");
+        assert!(!e.contains("expected one of"), "{e}");
     }
 
     #[test]

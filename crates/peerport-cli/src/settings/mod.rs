@@ -7,6 +7,7 @@
 pub mod declare;
 pub mod file;
 mod modes;
+pub mod network;
 mod table;
 pub mod template;
 mod validate;
@@ -19,10 +20,11 @@ pub use declare::Role;
 pub use file::ConfigError;
 pub use modes::{ModeSettings, ModeVisitor};
 pub use table::{Partial, SETTINGS};
-pub use validate::{read_nsec, turn_servers};
+pub use validate::{read_nsec, turn_servers, TICKET_ENV};
 
 pub use peerport::sender::DEFAULT_MAX_SESSIONS;
 
+use declare::Secs;
 use file::ConfigArgs;
 use peerport::{
     addr::TargetSpec, engine::policy::Catalog, engine::EngineConfig, receiver::Reconnect,
@@ -69,6 +71,10 @@ pub struct Settings {
     pub mode: ModeSettings,
     /// How the process shows what it does.
     pub observe: Observe,
+    /// Started by `peerport share` or `connect`: the hints name those.
+    pub short_verbs: bool,
+    /// The `--network` given (the other side needs the same).
+    pub network: Option<String>,
 }
 
 /// `--name`, `--control-socket`, `--metrics`, `--dashboard`.
@@ -84,6 +90,9 @@ pub struct Observe {
     pub dashboard: Option<SocketAddr>,
     /// The dashboard's token.
     pub dashboard_token: Option<String>,
+    /// Silence after which status calls a session stale: the keep-alive
+    /// interval plus a second.
+    pub stale_after: std::time::Duration,
 }
 
 /// What the copy-paste and ICE modes share, before it becomes a mode's
@@ -181,7 +190,19 @@ pub fn merge(
         }
         None => Partial::default(),
     };
-    Ok(Partial::overlay(file, cli))
+    with_network(Partial::overlay(file, cli), role, mode)
+}
+
+/// Fill in what a `--network` (or `network = ...` in the file) describes
+/// and neither the command line nor the file set.
+pub fn with_network(p: Partial, role: Role, mode: Mode) -> Result<Partial, ConfigError> {
+    match p.network.as_deref() {
+        Some(n) => {
+            let net = network::load(&network::path_of(n)?)?;
+            Ok(Partial::overlay(network::for_command(net, role, mode), p))
+        }
+        None => Ok(p),
+    }
 }
 
 impl Settings {
@@ -212,7 +233,7 @@ impl Settings {
         }
         let reconnect = Reconnect {
             enabled: p.no_reconnect != Some(true),
-            give_up_after: p.give_up_after.filter(|s| *s > 0).map(Duration::from_secs),
+            give_up_after: p.give_up_after.filter(|s| s.0 > 0).map(Secs::duration),
             ..Reconnect::default()
         };
         let mode_settings = ModeSettings::build(mode, &p, role, connect_timeout)?;
@@ -227,6 +248,8 @@ impl Settings {
             drain_timeout: secs(p.drain_timeout, DEFAULT_DRAIN_TIMEOUT),
             mode: mode_settings,
             observe: observe(&p)?,
+            short_verbs: false,
+            network: p.network.clone(),
         })
     }
 }
@@ -374,7 +397,7 @@ mod tests {
     fn keepalive_reaches_every_mode_and_stays_under_the_idle_timeout() {
         let p = Partial {
             target: Some(vec!["tcp://127.0.0.1:0".into()]),
-            keepalive: Some(5),
+            keepalive: Some(Secs(5)),
             ..Default::default()
         };
         let quic = |s: Settings| match s.mode {
@@ -398,7 +421,7 @@ mod tests {
                 let s = Settings::from_partial(
                     Partial {
                         source: Some(vec!["tcp://127.0.0.1:22".into()]),
-                        keepalive: Some(5),
+                        keepalive: Some(Secs(5)),
                         ..Default::default()
                     },
                     Role::Sender,
@@ -417,8 +440,8 @@ mod tests {
         for (keepalive, idle) in [(0, None), (30, None), (10, Some(10))] {
             let e = Settings::from_partial(
                 Partial {
-                    keepalive: Some(keepalive),
-                    idle_timeout: idle,
+                    keepalive: Some(Secs(keepalive)),
+                    idle_timeout: idle.map(Secs),
                     ..p.clone()
                 },
                 Role::Receiver,
@@ -452,7 +475,7 @@ mod tests {
         let e = Settings::from_partial(
             Partial {
                 target: Some(vec!["tcp://127.0.0.1:0".into()]),
-                connect_timeout: Some(0),
+                connect_timeout: Some(Secs(0)),
                 ..Default::default()
             },
             Role::Receiver,
@@ -507,8 +530,8 @@ mod tests {
         let p = Partial {
             target: Some(vec!["tcp://127.0.0.1:0".into()]),
             no_reconnect: Some(true),
-            give_up_after: Some(90),
-            reconnect_wait: Some(3),
+            give_up_after: Some(Secs(90)),
+            reconnect_wait: Some(Secs(3)),
             ..Default::default()
         };
         let s = Settings::from_partial(p, Role::Receiver, Mode::Ice).unwrap();

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use peerport::{engine::EngineConfig, transport::QuicSettings};
 use peerport_signaling::Mode::{Ice, Iroh, IrohManual, Nostr};
 
-use super::declare::{settings, Scope, ALL_MODES};
+use super::declare::{settings, Scope, Secs, ALL_MODES};
 use super::file::ServiceTable;
 
 /// Modes that exchange addresses themselves (STUN).
@@ -45,9 +45,9 @@ settings! {
     /// End when the tunnel is lost instead of reconnecting.
     no_reconnect: bool { scope: Scope::receiver(ALL_MODES) }
     /// Stop reconnecting (exit 3) after this many seconds without a tunnel.
-    give_up_after: u64 { scope: Scope::receiver(ALL_MODES), value: "SECS", default: "0 = never" }
+    give_up_after: Secs { scope: Scope::receiver(ALL_MODES), value: "SECS", default: "0 = never" }
     /// How long a local TCP client waits for the tunnel before it is closed.
-    reconnect_wait: u64 {
+    reconnect_wait: Secs {
         scope: Scope::receiver(ALL_MODES), value: "SECS", default: super::DEFAULT_RECONNECT_WAIT.as_secs(),
     }
     /// Admit only this receiver endpoint id (repeatable); replaces ticket tokens.
@@ -56,8 +56,17 @@ settings! {
     authorized_peers_file: PathBuf { scope: Scope::sender(&[Iroh]), value: "FILE" }
     /// The sender's ticket (ppt1...), or its bare endpoint id if the sender pins this receiver.
     node_id: String { scope: Scope::receiver(&[Iroh]), value: "TICKET", alias: "ticket" }
+    /// File holding the sender's ticket, readable only by its owner: keeps
+    /// the ticket off the command line, where `ps` shows it to every local
+    /// user (or set PEERPORT_TICKET).
+    ticket_file: PathBuf { scope: Scope::receiver(&[Iroh]), value: "FILE" }
     /// Persistent identity; created 0600 if missing.
     secret_file: PathBuf { scope: Scope::both(&[Iroh]), value: "FILE" }
+    /// Self-hosted rendezvous servers described once: the file `peerport
+    /// rendezvous` writes, or NAME for ~/.config/peerport/networks/NAME.toml.
+    /// Fills in the relay, discovery, STUN/TURN and Nostr relay settings
+    /// this mode has; a flag or key given as well wins.
+    network: String { scope: Scope::both(ALL_MODES), value: "FILE|NAME" }
     /// Relay server to use instead of the public n0 relays (repeatable).
     relay_url: Vec<String> { scope: Scope::both(&[Iroh]), value: "URL" }
     /// UDP port of those relays' QUIC address discovery, which tells this
@@ -105,13 +114,13 @@ settings! {
     /// Local address for the QUIC/ICE socket, e.g. 127.0.0.1:0 (default: all interfaces).
     bind: String { scope: Scope::both(ALL_MODES), value: "ADDR" }
     /// Close the tunnel after this many seconds without hearing from the peer.
-    idle_timeout: u64 {
+    idle_timeout: Secs {
         scope: Scope::both(ALL_MODES), value: "SECS", default: QuicSettings::default().idle_timeout.as_secs(),
     }
     /// Send a keep-alive after this many seconds without sending, so the
     /// peer and the NATs between hear from this side (under --idle-timeout;
     /// lower it for NATs that forget a mapping sooner).
-    keepalive: u64 {
+    keepalive: Secs {
         scope: Scope::both(ALL_MODES), value: "SECS",
         default: format!(
             "{} (a third of --idle-timeout, at most {} s)",
@@ -137,7 +146,7 @@ settings! {
         ),
     }
     /// Forget a UDP client after this many idle seconds.
-    udp_idle_timeout: u64 {
+    udp_idle_timeout: Secs {
         scope: Scope::both(ALL_MODES), value: "SECS", default: EngineConfig::default().udp_idle_timeout.as_secs(),
     }
     /// Most UDP clients per session.
@@ -146,12 +155,12 @@ settings! {
     }
     /// Give up one attempt to connect after this many seconds (receivers:
     /// to reach the sender; copy-paste and Nostr: after the exchange).
-    connect_timeout: u64 {
+    connect_timeout: Secs {
         scope: Scope::both(ALL_MODES), value: "SECS", default: super::DEFAULT_CONNECT_TIMEOUT.as_secs(),
     }
     /// Keep open TCP connections across a lost tunnel for this long, to be
     /// resumed without a byte lost; 0 turns resumption off.
-    resume_window: u64 {
+    resume_window: Secs {
         scope: Scope::both(ALL_MODES), value: "SECS", default: EngineConfig::default().resume.window.as_secs(),
     }
     /// Most bytes kept per TCP connection for a resume, in MiB; reading
@@ -162,7 +171,7 @@ settings! {
     /// On SIGTERM, accept nothing new and let open TCP connections finish
     /// for up to SECS before closing them; Ctrl-C or a second signal closes
     /// at once.
-    drain_timeout: u64 {
+    drain_timeout: Secs {
         scope: Scope::both(ALL_MODES), value: "SECS", default: super::DEFAULT_DRAIN_TIMEOUT.as_secs(),
     }
     /// Name of this process for `peerport status NAME` (its control socket

@@ -16,8 +16,10 @@ fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
         "source" => ("\"tcp://127.0.0.1:22\"", true),
         "target" => ("\"tcp://127.0.0.1:2222\"", true),
         "allow" => ("[\"10.0.0.0/24:22,443\", \"db.internal:5432\"]", false),
-        "node-id" => ("\"ppt1... (the ticket the sender printed)\"", true),
-        "secret-file" if sender => ("\"/var/lib/peerport/sender.key\"", false),
+        "node-id" => ("\"ppt1... (the ticket the sender printed)\"", false),
+        "ticket-file" => ("\"/etc/peerport/ssh.ticket\"", true),
+        // a fresh identity (and ticket) at every start is rarely wanted
+        "secret-file" if sender => ("\"/var/lib/peerport/sender.key\"", true),
         "secret-file" => ("\"/var/lib/peerport/receiver.key\"", false),
         "offer-file" => ("\"/run/peerport/offers.txt\"", false),
         "answer-file" => ("\"/run/peerport/answers.txt\"", false),
@@ -33,6 +35,11 @@ fn example(key: &str, role: Role, mode: Mode) -> Option<(&'static str, bool)> {
         "bind" => ("\"0.0.0.0:0\"", false),
         "congestion" => ("\"bbr\"", false),
         "name" => ("\"ssh\"", false),
+        "dns-server" => ("\"https://dns.example.org/pkarr\"", false),
+        "relay-ca" => ("\"/etc/peerport/relay-ca.pem\"", false),
+        "authorized-peers-file" => ("\"/etc/peerport/authorized-peers\"", false),
+        "control-socket" => ("\"/run/peerport/ssh.sock\"", false),
+        "dashboard-token-file" => ("\"/etc/peerport/dashboard.token\"", false),
         _ => return None,
     })
 }

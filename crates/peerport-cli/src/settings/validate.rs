@@ -9,10 +9,11 @@ use peerport::{
     engine::policy::{self, AllowRule, Catalog, Service},
     engine::EngineConfig,
     modes::iroh::{IrohOptions, PeerSpec},
+    transport::QuicSettings,
 };
 use peerport_signaling::Mode;
 
-use super::{ConfigError, Observe, Partial, PathSettings};
+use super::{declare::Secs, ConfigError, Observe, Partial, PathSettings};
 
 pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
     let addr = |v: &Option<String>, key: &'static str| -> Result<Option<SocketAddr>, ConfigError> {
@@ -62,6 +63,11 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
         }
     };
     let dashboard = addr(&p.dashboard, "dashboard")?;
+    if let Some(d) = dashboard {
+        // checked with the settings: bad usage (exit 2, `config check`)
+        crate::views::web::token_rule(d, dashboard_token.as_deref())
+            .map_err(|e| invalid("dashboard", e.to_string()))?;
+    }
     if p.dashboard_token_file.is_some() && dashboard.is_none() {
         return Err(invalid(
             "dashboard-token-file",
@@ -77,7 +83,20 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
         metrics: addr(&p.metrics, "metrics")?,
         dashboard,
         dashboard_token,
+        stale_after: stale_after(p),
     })
+}
+
+/// The keep-alive interval the QUIC stack will use, plus a second: both
+/// sides send keep-alives, so a live peer is heard at least that often.
+fn stale_after(p: &Partial) -> Duration {
+    let d = QuicSettings::default();
+    let q = QuicSettings {
+        idle_timeout: p.idle_timeout.map_or(d.idle_timeout, Secs::duration),
+        keep_alive: p.keepalive.map(Secs::duration),
+        ..d
+    };
+    q.keep_alive() + Duration::from_secs(1)
 }
 
 /// The setting `key` (its flag without `--`, its key in a config file)
@@ -138,16 +157,16 @@ pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
         })?);
     }
     if let Some(s) = p.idle_timeout {
-        if s == 0 {
+        if s.0 == 0 {
             return Err(invalid(
                 "idle-timeout",
                 "--idle-timeout must be at least 1 second",
             ));
         }
-        o.quic.idle_timeout = Duration::from_secs(s);
+        o.quic.idle_timeout = s.duration();
     }
     if let Some(k) = p.keepalive {
-        let k = Duration::from_secs(k);
+        let k = k.duration();
         if k.is_zero() || k >= o.quic.idle_timeout {
             return Err(invalid(
                 "keepalive",
@@ -180,13 +199,13 @@ pub(super) fn iroh_options(p: &Partial) -> Result<IrohOptions, ConfigError> {
 pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
     let mut e = EngineConfig::default();
     if let Some(s) = p.udp_idle_timeout {
-        if s == 0 {
+        if s.0 == 0 {
             return Err(invalid(
                 "udp-idle-timeout",
                 "--udp-idle-timeout must be at least 1 second",
             ));
         }
-        e.udp_idle_timeout = Duration::from_secs(s);
+        e.udp_idle_timeout = s.duration();
     }
     if let Some(n) = p.max_udp_flows {
         if n == 0 {
@@ -198,7 +217,7 @@ pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
         e.max_udp_flows = n;
     }
     if let Some(s) = p.resume_window {
-        e.resume.window = Duration::from_secs(s);
+        e.resume.window = s.duration();
     }
     if let Some(m) = p.resume_buffer {
         if !(1..=1024).contains(&m) {
@@ -356,19 +375,43 @@ pub(super) fn allowed_peers(p: &Partial) -> Result<Vec<String>, ConfigError> {
     Ok(allowed)
 }
 
-pub(super) fn secs(v: Option<u64>, default: Duration) -> Duration {
-    v.map(Duration::from_secs).unwrap_or(default)
+pub(super) fn secs(v: Option<Secs>, default: Duration) -> Duration {
+    v.map(Secs::duration).unwrap_or(default)
 }
 
+/// Environment variable holding the sender's ticket (instead of
+/// `--node-id` or `--ticket-file`).
+pub const TICKET_ENV: &str = "PEERPORT_TICKET";
+
+/// The sender a receiver reaches: its ticket from `--node-id`,
+/// `--ticket-file` or [`TICKET_ENV`], in that order.
 pub(super) fn peer_spec(p: &Partial) -> Result<PeerSpec, ConfigError> {
-    let node = p.node_id.as_deref().ok_or_else(|| {
-        invalid(
-            "node-id",
-            "--node-id is required: paste the ticket the sender printed (ppt1...)",
-        )
-    })?;
+    let (key, node) = match (&p.node_id, &p.ticket_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "ticket-file",
+                "give the ticket once: --node-id or --ticket-file, not both",
+            ))
+        }
+        (Some(n), None) => ("node-id", n.trim().to_string()),
+        (None, Some(f)) => {
+            // the ticket grants access: refused when group or others can read it
+            let t = peerport::identity::read_private(f)
+                .map_err(|e| invalid("ticket-file", format!("--ticket-file {}: {e}", f.display())))?;
+            ("ticket-file", t.trim().to_string())
+        }
+        (None, None) => match std::env::var(TICKET_ENV) {
+            Ok(t) if !t.trim().is_empty() => ("node-id", t.trim().to_string()),
+            _ => {
+                return Err(invalid(
+                    "node-id",
+                    format!("the sender's ticket is needed: --ticket-file FILE (a file holding the line the sender printed, ppt1...), {TICKET_ENV}=TICKET, or --node-id TICKET"),
+                ))
+            }
+        },
+    };
     node.parse()
-        .map_err(|e| invalid("node-id", format!("--node-id: {e}")))
+        .map_err(|e| invalid(key, format!("--{key}: {e}")))
 }
 
 /// Environment variable holding the TURN password.

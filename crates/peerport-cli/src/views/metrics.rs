@@ -191,7 +191,7 @@ fn process(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
     gauge(
         e,
         "peerport_up",
-        "1 while a connection serves a session",
+        "1 while a connection serves a session and its peer is heard",
         u64::from(s.state == "up"),
     )?;
     gauge(
@@ -426,6 +426,25 @@ fn sessions(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         "1 while a connection serves the session",
         g,
         per(&|x| f64::from(u8::from(x.connected))),
+    )?;
+    family(
+        e,
+        "peerport_session_stale",
+        "1 while a connection serves the session but nothing was heard from the peer for longer than keep-alives allow",
+        g,
+        per(&|x| f64::from(u8::from(x.state == peerport::status::SessionState::Stale))),
+    )?;
+    let heard: Vec<_> = s
+        .sessions
+        .iter()
+        .filter_map(|x| x.last_heard_secs.map(|h| (labels(x), ConstGauge::new(h))))
+        .collect();
+    family(
+        e,
+        "peerport_session_last_heard_seconds",
+        "Seconds since a packet from the peer was last noticed",
+        g,
+        heard,
     )?;
     family(
         e,

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use peerport::status::{secs, SessionStatus, Snapshot};
+use peerport::status::{secs, SessionState, SessionStatus, Snapshot};
 
 /// "1.5 MB", "312 B" (powers of 1000, as network tools count).
 pub fn bytes(n: u64) -> String {
@@ -56,6 +56,17 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
     match s.state.as_str() {
+        "stale" => {
+            let _ = writeln!(
+                o,
+                "  stale for {}: nothing heard from the peer (it may be gone; the connection is not closed yet)",
+                secs(s.state_secs)
+            );
+        }
+        "reconnecting" => {
+            let what = i.waiting_for.as_deref().unwrap_or("the sender");
+            let _ = writeln!(o, "  reconnecting to {what} for {}", secs(s.state_secs));
+        }
         "waiting" => {
             let what = i.waiting_for.as_deref().unwrap_or("the sender");
             let _ = writeln!(o, "  waiting for {what} for {}", secs(s.state_secs));
@@ -114,15 +125,20 @@ pub fn render(s: &Snapshot) -> String {
 }
 
 fn session(o: &mut String, x: &SessionStatus) {
-    let path = if x.connected {
-        x.path.as_str()
-    } else {
-        "(no connection: waiting to resume)"
+    let path = match x.state {
+        SessionState::Up | SessionState::Stale => x.path.as_str(),
+        SessionState::Reconnecting => "(no connection: reconnecting)",
+        SessionState::Waiting => "(no connection: waiting for the receiver to resume)",
     };
+    let heard = x
+        .last_heard_secs
+        .map(|h| format!(", last heard {} ago", secs(h)))
+        .unwrap_or_default();
     let _ = writeln!(
         o,
-        "  session {}  peer {}  {}  up {}",
+        "  session {}  {}  peer {}  {}  up {}{heard}",
         x.id,
+        x.state,
         short(&x.peer),
         path,
         secs(x.uptime_secs)

@@ -217,6 +217,26 @@ impl Proc {
         got.unwrap_or_else(|| panic!("no stdout line; stderr:\n{}", self.stderr_text()))
     }
 
+    /// The first stdout line that starts with `prefix` (waits, bounded).
+    pub async fn stdout_line(&mut self, prefix: &str) -> String {
+        let got = tokio::time::timeout(
+            WAIT,
+            self.stdout
+                .wait_for(|v| v.iter().any(|l| l.starts_with(prefix))),
+        )
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|v| v.iter().find(|l| l.starts_with(prefix)).cloned());
+        match got.flatten() {
+            Some(l) => l,
+            None => panic!(
+                "no stdout line `{prefix}...`; stderr:\n{}",
+                self.stderr_text()
+            ),
+        }
+    }
+
     /// Wait until a stderr line contains `needle`; returns that line.
     pub async fn wait_stderr(&mut self, needle: &str) -> String {
         self.wait_stderr_nth(needle, 1).await

@@ -45,7 +45,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn label(self) -> &'static str {
+    /// "OFFER" or "ANSWER", as in the armor lines.
+    pub fn label(self) -> &'static str {
         match self {
             Kind::Offer => "OFFER",
             Kind::Answer => "ANSWER",
@@ -490,6 +491,35 @@ pub fn scan_blocks(text: &str, expect: &Expect) -> (Vec<Result<Blob, BlobError>>
         rest = &rest[block_len..];
     }
     (out, consumed)
+}
+
+/// What is wrong with pasted text that holds no complete block, once the
+/// paste has gone quiet (see [`incomplete`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incomplete {
+    /// A BEGIN line arrived, its END line has not.
+    NoEnd,
+    /// Lines of base64 without a BEGIN line: the inside of a block,
+    /// copied without its first and last lines.
+    Bare,
+}
+
+/// Whether the unconsumed rest of a paste (what [`scan_blocks`] left) is
+/// the start of a block or a block's inside without its armor lines; `None`
+/// when it is neither (empty, chat text around a block, nothing yet).
+pub fn incomplete(rest: &str) -> Option<Incomplete> {
+    if rest.contains("-----BEGIN PEERPORT") {
+        return Some(Incomplete::NoEnd);
+    }
+    // a line of base64 as this side writes it (chat quoting removed): long,
+    // and nothing but the base64 alphabet
+    let bare = rest.lines().any(|line| {
+        let l = line.trim().trim_start_matches(['>', ' ', '\t']).trim();
+        l.len() >= 32
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+    });
+    bare.then_some(Incomplete::Bare)
 }
 
 /// Find, decode and check a blob in pasted text.

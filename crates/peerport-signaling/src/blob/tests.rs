@@ -197,3 +197,20 @@ fn never_panics_on_garbage() {
         let _ = Blob::from_bytes(&b);
     }
 }
+
+#[test]
+fn quiet_pastes_without_a_whole_block_are_told_apart() {
+    assert_eq!(incomplete(""), None);
+    assert_eq!(incomplete("hi, here is my offer:\n"), None);
+    let begin = "-----BEGIN PEERPORT OFFER-----\nAQACXS/pDNXH7hgAAAAAaxXVewhhYmNkRUZH\n";
+    assert_eq!(incomplete(begin), Some(Incomplete::NoEnd));
+    assert_eq!(incomplete(&format!("> {begin}")), Some(Incomplete::NoEnd));
+    let bare = "AQACXS/pDNXH7hgAAAAAaxXVewhhYmNkRUZHSBgwMTIzNDU2Nzg5YWJjZGVmZ2hp\nSBgwMTIz==\n";
+    assert_eq!(incomplete(bare), Some(Incomplete::Bare));
+    assert_eq!(incomplete(&format!("> {bare}")), Some(Incomplete::Bare));
+    // a word of prose is not base64
+    assert_eq!(
+        incomplete("pneumonoultramicroscopicsilicovolcanoconiosis is long\n"),
+        None
+    );
+}

@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use crate::EVENT;
 use tokio::{io::AsyncWriteExt, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn, Instrument};
@@ -143,14 +144,14 @@ pub async fn serve<A: Acceptor>(
         let registry = registry.clone();
         tasks.spawn(
             async move {
-                info!(path = %conn.path(), "session started");
+                info!(target: EVENT, path = %conn.path(), "session started");
                 let result = tokio::select! {
                     r = serve_sender_session(conn.clone(), ctx, registry, cancel.clone()) => r,
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
                 };
                 match &result {
-                    Ok(()) => info!("session ended"),
-                    Err(SessionError::ConnectionLost(r)) => info!("session ended: {r}"),
+                    Ok(()) => info!(target: EVENT, "session ended"),
+                    Err(SessionError::ConnectionLost(r)) => info!(target: EVENT, "session ended: {r}"),
                     Err(e) => warn!("session ended: {e}"),
                 }
                 // a lost connection keeps its reason (a back-end may look at

@@ -14,6 +14,7 @@ use std::{
     time::Instant,
 };
 
+use crate::EVENT;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -144,7 +145,7 @@ pub async fn serve_sender_session<C: TunnelConnection>(
     if send.write_all(&reply).await.is_err() {
         return Err(SessionError::ConnectionLost(conn.closed().await));
     }
-    info!(%peer, software = req.software.as_deref().unwrap_or("?"), services = %routes.summary(), "peer authenticated");
+    info!(target: EVENT, %peer, software = req.software.as_deref().unwrap_or("?"), services = %routes.summary(), "peer authenticated");
     drop(handshake);
     ledger.connections.fetch_add(1, Relaxed);
     let Some(opened) = opened else {
@@ -381,6 +382,7 @@ pub async fn hello<C: TunnelConnection>(
         });
     }
     info!(
+        target: EVENT,
         path = %conn.path(),
         ms = started.elapsed().as_millis() as u64,
         "session established"

@@ -53,6 +53,41 @@ struct Current {
     earlier_lost_packets: u64,
     path: Option<PathInfo>,
     log: VecDeque<PathChange>,
+    /// When the current connection began serving the session.
+    attached_at: Option<Instant>,
+    /// When a packet from the peer was last noticed (kept between
+    /// connections).
+    heard_at: Option<Instant>,
+    /// The current connection's received bytes when last read.
+    heard_rx: u64,
+    /// The outage the current connection ended: from the last packet
+    /// heard over the connection before it to its start.
+    outage: Option<Duration>,
+}
+
+impl Current {
+    /// Read the current connection (if any): figures, path change, and
+    /// whether the peer was heard from since the last read.
+    fn read(&mut self) {
+        let Some(probe) = &self.probe else { return };
+        let (stats, path) = probe();
+        if stats.rx_bytes != self.heard_rx {
+            self.heard_rx = stats.rx_bytes;
+            self.heard_at = Some(Instant::now());
+        }
+        self.last = stats;
+        if self.path.as_ref() != Some(&path) {
+            if self.log.len() == PATH_LOG {
+                self.log.pop_front();
+            }
+            self.log.push_back(PathChange {
+                at_ms: unix_ms(),
+                path: path.to_string(),
+                info: path.clone(),
+            });
+            self.path = Some(path);
+        }
+    }
 }
 
 /// Counters of one session (see the module docs).
@@ -147,6 +182,7 @@ impl Tally {
         self.connections.fetch_add(1, Relaxed);
         let conn = conn.clone();
         let probe: Probe = Box::new(move || (conn.stats(), conn.path()));
+        let now = Instant::now();
         let mut cur = self.current.lock().expect("tally");
         let (tx, rx, lost) = (cur.last.tx_bytes, cur.last.rx_bytes, cur.last.lost_packets);
         cur.earlier_tx += tx;
@@ -154,6 +190,11 @@ impl Tally {
         cur.earlier_lost_packets += lost;
         cur.last = ConnStats::default();
         cur.probe = Some(probe);
+        // the handshake that made this connection was heard from the peer
+        cur.outage = cur.heard_at.map(|h| now.saturating_duration_since(h));
+        cur.attached_at = Some(now);
+        cur.heard_at = Some(now);
+        cur.heard_rx = 0;
         drop(cur);
         self.sample();
     }
@@ -164,6 +205,18 @@ impl Tally {
         let mut cur = self.current.lock().expect("tally");
         cur.probe = None;
         cur.path = None;
+        cur.attached_at = None;
+    }
+
+    /// Note whether the peer was heard from (cheaper than
+    /// [`Tally::sample`]; the monitor calls it several times a second so
+    /// that silence is noticed early).
+    /// Returns whether a connection serves the session, and when the
+    /// peer was last heard.
+    pub fn listen(&self) -> (bool, Option<Instant>) {
+        let mut cur = self.current.lock().expect("tally");
+        cur.read();
+        (cur.probe.is_some(), cur.heard_at)
     }
 
     /// Whether a connection serves the session now.
@@ -174,22 +227,11 @@ impl Tally {
     /// Read the current connection's figures (and note a path change).
     pub fn sample(&self) -> Reading {
         let mut cur = self.current.lock().expect("tally");
-        if let Some(probe) = &cur.probe {
-            let (stats, path) = probe();
-            cur.last = stats;
-            if cur.path.as_ref() != Some(&path) {
-                if cur.log.len() == PATH_LOG {
-                    cur.log.pop_front();
-                }
-                cur.log.push_back(PathChange {
-                    at_ms: unix_ms(),
-                    path: path.to_string(),
-                    info: path.clone(),
-                });
-                cur.path = Some(path);
-            }
-        }
+        cur.read();
         Reading {
+            attached_at: cur.attached_at,
+            heard_at: cur.heard_at,
+            outage: cur.outage,
             connected: cur.probe.is_some(),
             stats: cur.last.clone(),
             path: cur.path.clone(),
@@ -219,6 +261,14 @@ impl Drop for Tally {
 pub struct Reading {
     /// Whether a connection serves the session now.
     pub connected: bool,
+    /// When the current connection began serving the session.
+    pub attached_at: Option<Instant>,
+    /// When a packet from the peer was last noticed, over this connection
+    /// or an earlier one.
+    pub heard_at: Option<Instant>,
+    /// For a connection that replaced a lost one: from the last packet
+    /// heard over the lost one to this one's start.
+    pub outage: Option<Duration>,
     /// The current (or last) connection's figures.
     pub stats: ConnStats,
     /// The current path, `None` between connections.

@@ -56,14 +56,30 @@ pub struct IrohManualPath {
     pub metrics: IrohEndpoints,
 }
 
+/// An endpoint made for an exchange that has not connected yet. Dropped
+/// unused (the person pressed Ctrl-C at the prompt, the exchange timed
+/// out), it is closed in the background: iroh logs an error for an endpoint
+/// dropped without `close`.
+pub struct Unclosed(Option<Endpoint>);
+
+impl Drop for Unclosed {
+    fn drop(&mut self) {
+        if let (Some(ep), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            // nothing to wait for: closing an endpoint without connections
+            // only tells its tasks to stop
+            rt.spawn(async move { ep.close().await });
+        }
+    }
+}
+
 impl ManualPath for IrohManualPath {
     type Conn = IrohConnection;
     /// The session's endpoint, listed in the metrics while it lives.
-    type Prepared = (Endpoint, Listed);
+    type Prepared = (Unclosed, Listed);
     type Rejoin = IrohRejoin;
     const MODE: Mode = Mode::IrohManual;
 
-    async fn prepare(&self, _side: Side) -> Result<((Endpoint, Listed), Body), PathError> {
+    async fn prepare(&self, _side: Side) -> Result<((Unclosed, Listed), Body), PathError> {
         // STUN from the port the endpoint will use
         let probe = UdpSocket::bind(self.bind)
             .await
@@ -122,16 +138,19 @@ impl ManualPath for IrohManualPath {
             addrs,
         };
         let listed = self.metrics.add(&ep);
-        Ok(((ep, listed), body))
+        Ok(((Unclosed(Some(ep)), listed), body))
     }
 
     async fn connect(
         &self,
-        (ep, listed): (Endpoint, Listed),
+        (mut ep, listed): (Unclosed, Listed),
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
     ) -> Result<(IrohConnection, Option<IrohRejoin>), PathError> {
+        let Some(ep) = ep.0.take() else {
+            return Err(PathError::Setup("the endpoint was already used".into()));
+        };
         let Body::Iroh { endpoint_id, addrs } = peer else {
             ep.close().await;
             return Err(PathError::Blob(

@@ -26,22 +26,27 @@ pub mod iroh_endpoints;
 /// A back-end's own metrics, written as OpenMetrics text (without `# EOF`).
 pub type Extra = Box<dyn Fn(&mut String) -> std::fmt::Result + Send + Sync>;
 
+mod event;
+mod snapshot;
+
+pub use event::{secs, took, Event, EventKind};
+pub use snapshot::{Info, Sample, SessionState, SessionStatus, Snapshot, Totals};
+
 use std::{
     collections::{BTreeMap, VecDeque},
-    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    engine::{
-        tally::{unix_ms, PathChange, ServiceStatus, Sums},
-        Ledger,
-    },
-    transport::PathKind,
+use crate::engine::{
+    tally::{unix_ms, Reading, Sums},
+    Ledger, Tally,
 };
 
 /// Samples kept per session for the dashboard's chart (one a second).
@@ -50,224 +55,18 @@ pub const HISTORY: usize = 600;
 pub const EVENTS: usize = 100;
 /// How often the monitor samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// What a process is, for its status.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Info {
-    /// "sender" or "receiver".
-    pub role: String,
-    /// Signaling mode ("iroh", "iroh-manual", "ice", "nostr").
-    pub mode: String,
-    /// The process's name (`--name`; `peerport status NAME`).
-    pub name: String,
-    /// The service (sender: `--source`) or local target (receiver).
-    pub service: String,
-    /// Where local clients connect (receiver).
-    pub listen: Option<String>,
-    /// What a receiver waits for while no session is up ("the sender
-    /// (endpoint 3f2a...)").
-    pub waiting_for: Option<String>,
-    /// Process id.
-    pub pid: u32,
-    /// peerport's version.
-    pub version: String,
-}
-
-impl Info {
-    /// A process of `role` in `mode`, named `name`.
-    pub fn new(role: &str, mode: &str, name: &str) -> Self {
-        Info {
-            role: role.into(),
-            mode: mode.into(),
-            name: name.into(),
-            service: String::new(),
-            listen: None,
-            waiting_for: None,
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
-}
-
-/// Something that happened to a session.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Event {
-    /// When, milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Session id.
-    pub session: u64,
-    /// What.
-    #[serde(flatten)]
-    pub kind: EventKind,
-}
-
-/// What happened.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum EventKind {
-    /// A connection serves the session (new, or after a loss).
-    Up {
-        /// The path.
-        path: String,
-        /// Direct or relay.
-        kind: PathKind,
-        /// Milliseconds since the process started or the last connection
-        /// was lost.
-        after_ms: u64,
-        /// The session's connections so far (1 for a new session).
-        connection: u64,
-    },
-    /// The session's packets take another path.
-    Path {
-        /// The new path.
-        path: String,
-        /// Direct or relay.
-        kind: PathKind,
-    },
-    /// The session lost its connection (it may come back).
-    Lost,
-    /// The session ended.
-    Ended,
-}
-
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.session;
-        match &self.kind {
-            EventKind::Up {
-                path,
-                after_ms,
-                connection,
-                ..
-            } if *connection <= 1 => write!(
-                f,
-                "session {s} up over {path} after {}",
-                secs(*after_ms as f64 / 1000.0)
-            ),
-            EventKind::Up { path, after_ms, .. } => write!(
-                f,
-                "session {s} reconnected over {path} after {}",
-                secs(*after_ms as f64 / 1000.0)
-            ),
-            EventKind::Path { path, .. } => write!(f, "session {s} path now {path}"),
-            EventKind::Lost => write!(f, "session {s} lost its connection"),
-            EventKind::Ended => write!(f, "session {s} ended"),
-        }
-    }
-}
-
-/// One second of a session, for the chart.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Sample {
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Bits per second sent.
-    pub tx_bps: f64,
-    /// Bits per second received.
-    pub rx_bps: f64,
-    /// Smoothed RTT, milliseconds.
-    pub rtt_ms: f64,
-}
-
-/// One session at one moment.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SessionStatus {
-    /// Session id within the process.
-    pub id: u64,
-    /// The peer's identity (public key or certificate fingerprint).
-    pub peer: String,
-    /// Whether a connection serves it now (else it waits to be resumed).
-    pub connected: bool,
-    /// Seconds since it began.
-    pub uptime_secs: f64,
-    /// Current path ("direct 10.0.0.2:4433"), empty between connections.
-    pub path: String,
-    /// Direct or relay.
-    pub path_kind: PathKind,
-    /// Path changes, oldest first.
-    pub path_log: Vec<PathChange>,
-    /// Smoothed RTT, milliseconds.
-    pub rtt_ms: f64,
-    /// Smallest RTT seen, milliseconds (quinn modes).
-    pub min_rtt_ms: Option<f64>,
-    /// Congestion window, bytes.
-    pub cwnd_bytes: u64,
-    /// Congestion events of the current connection.
-    pub congestion_events: u64,
-    /// Packets sent by the current connection.
-    pub sent_packets: u64,
-    /// Bytes in lost packets, current connection.
-    pub lost_bytes: u64,
-    /// Bits per second sent, over the last second.
-    pub tx_bps: f64,
-    /// Bits per second received, over the last second.
-    pub rx_bps: f64,
-    /// Largest UDP payload of the path.
-    pub mtu: u16,
-    /// Connections that served the session (1 + reconnects).
-    pub connections: u64,
-    /// TCP connections and UDP flows; bytes and packets lost over every
-    /// connection of the session.
-    #[serde(flatten)]
-    pub sums: Sums,
-}
-
-/// Counts over the process's life.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Totals {
-    /// Sessions open now.
-    pub sessions_open: u64,
-    /// Sessions that ended.
-    pub sessions_ended: u64,
-    /// Connections that completed the hello.
-    pub connections: u64,
-    /// Connections in their hello now (sender).
-    pub handshakes_in_flight: u64,
-    /// Receivers refused: wrong token or not allowed.
-    pub refused_unauthorized: u64,
-    /// Receivers refused: full.
-    pub refused_busy: u64,
-    /// Receivers refused: protocol mismatch or broken hello.
-    pub refused_protocol: u64,
-    /// Sessions resumed on a new connection.
-    pub resumes: u64,
-    /// Reconnects (receiver).
-    pub reconnects: u64,
-    /// Failed attempts to reach the sender (receiver).
-    pub dial_failures: u64,
-    /// The sessions' counts, ended and live.
-    #[serde(flatten)]
-    pub sums: Sums,
-}
-
-/// Everything `peerport status --json` prints.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Snapshot {
-    /// The process.
-    pub info: Info,
-    /// When taken, milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Seconds since the process started.
-    pub uptime_secs: f64,
-    /// "up" (a connection serves a session), "waiting" (a receiver without
-    /// one), or "listening" (a sender).
-    pub state: String,
-    /// Seconds in the current state (receiver waiting or up).
-    pub state_secs: f64,
-    /// Live sessions, oldest first.
-    pub sessions: Vec<SessionStatus>,
-    /// Counts over the process's life.
-    pub totals: Totals,
-    /// Per service (sender: service or destination; receiver: target).
-    #[serde(default)]
-    pub services: Vec<ServiceStatus>,
-    /// Recent events, oldest first.
-    pub events: Vec<Event>,
-}
+/// How often the monitor looks whether peers were heard from.
+pub const LISTEN_EVERY: Duration = Duration::from_millis(250);
+/// Silence after which a connected session is `stale` when nothing else
+/// is set ([`Monitor::set_stale_after`]): the default keep-alive
+/// ([`crate::transport::KEEP_ALIVE`]) plus a second.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
 
 #[derive(Default)]
 struct Seen {
     connected: bool,
+    /// Since when the peer is silent, while the session is stale.
+    silent_from: Option<Instant>,
     path: Option<crate::transport::PathInfo>,
     tx: u64,
     rx: u64,
@@ -280,15 +79,18 @@ struct Seen {
 struct State {
     sessions: BTreeMap<u64, Seen>,
     events: VecDeque<Event>,
-    /// Since when no connection serves any session (receiver: waiting).
+    /// Since when no connection serves any session.
     down_since: Option<Instant>,
     up_since: Option<Instant>,
+    /// When any session's peer was last heard (ended sessions too).
+    last_heard: Option<Instant>,
 }
 
 struct Inner {
     info: Info,
     ledger: Arc<Ledger>,
     started: Instant,
+    stale_after_ms: AtomicU64,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
     extra_metrics: Mutex<Option<Extra>>,
@@ -317,16 +119,31 @@ impl Monitor {
                 info,
                 ledger,
                 started: now,
+                stale_after_ms: AtomicU64::new(STALE_AFTER.as_millis() as u64),
                 state: Mutex::new(State {
                     sessions: BTreeMap::new(),
                     events: VecDeque::new(),
                     down_since: Some(now),
                     up_since: None,
+                    last_heard: None,
                 }),
                 events: broadcast::channel(64).0,
                 extra_metrics: Mutex::new(None),
             }),
         }
+    }
+
+    /// Call a connected session `stale` after this long without a packet
+    /// from its peer: the keep-alive interval plus a margin (both sides
+    /// send keep-alives, so a live peer is heard at least that often).
+    pub fn set_stale_after(&self, d: Duration) {
+        self.inner
+            .stale_after_ms
+            .store(d.as_millis() as u64, Relaxed);
+    }
+
+    fn stale_after(&self) -> Duration {
+        Duration::from_millis(self.inner.stale_after_ms.load(Relaxed))
     }
 
     /// The process.
@@ -339,16 +156,116 @@ impl Monitor {
         self.inner.events.subscribe()
     }
 
-    /// Sample every second until `cancel` fires.
+    /// Sample every second, and look for silent peers four times a
+    /// second, until `cancel` fires.
     pub async fn run(&self, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        let mut tick = tokio::time::interval(LISTEN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sample: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tick.tick() => self.sample(),
+                _ = tick.tick() => {
+                    if last_sample.is_none_or(|t| t.elapsed() + LISTEN_EVERY / 2 >= SAMPLE_EVERY) {
+                        last_sample = Some(Instant::now());
+                        self.sample();
+                    } else {
+                        self.listen();
+                    }
+                }
             }
         }
+    }
+
+    /// Look whether each session's peer was heard from; a session that
+    /// turns stale, or is heard again, becomes an event.
+    pub fn listen(&self) {
+        let live = self.inner.ledger.sessions();
+        let now = Instant::now();
+        let mut new_events = Vec::new();
+        let mut st = self.inner.state.lock().expect("monitor");
+        for t in &live {
+            let (connected, heard_at) = t.listen();
+            if let Some(seen) = st.sessions.get_mut(&t.id) {
+                self.staleness(t.id, seen, connected, heard_at, now, &mut new_events);
+            }
+        }
+        self.publish(&mut st, new_events);
+    }
+
+    /// A connected session's silence, and its stale/heard transitions.
+    fn staleness(
+        &self,
+        id: u64,
+        seen: &mut Seen,
+        connected: bool,
+        heard_at: Option<Instant>,
+        now: Instant,
+        out: &mut Vec<Event>,
+    ) {
+        let silent = heard_at.map(|h| now.saturating_duration_since(h));
+        let stale = connected && silent.is_some_and(|s| s >= self.stale_after());
+        let kind = match (seen.silent_from, stale) {
+            (None, true) => {
+                seen.silent_from = heard_at;
+                EventKind::Stale {
+                    silent_ms: silent.unwrap_or_default().as_millis() as u64,
+                }
+            }
+            (Some(from), false) if connected => {
+                seen.silent_from = None;
+                EventKind::Heard {
+                    silent_ms: heard_at
+                        .map(|h| h.saturating_duration_since(from))
+                        .unwrap_or_default()
+                        .as_millis() as u64,
+                }
+            }
+            (_, false) => {
+                seen.silent_from = None;
+                return;
+            }
+            (Some(_), true) => return,
+        };
+        out.push(Event {
+            at_ms: unix_ms(),
+            session: id,
+            kind,
+        });
+    }
+
+    fn publish(&self, st: &mut State, new_events: Vec<Event>) {
+        for e in new_events {
+            if st.events.len() == EVENTS {
+                st.events.pop_front();
+            }
+            st.events.push_back(e.clone());
+            let _ = self.inner.events.send(e);
+        }
+    }
+
+    /// How long a session's new connection took (see [`EventKind::Up`]).
+    /// `down_since`: since when no connection served any session, if so;
+    /// `heard`: when any session's peer was last heard before this sample.
+    fn took(
+        &self,
+        t: &Tally,
+        r: &Reading,
+        down_since: Option<Instant>,
+        heard: Option<Instant>,
+    ) -> Option<u64> {
+        let connection = t.connections.load(Relaxed);
+        let ms = |d: Duration| d.as_millis() as u64;
+        if connection > 1 {
+            return r.outage.map(ms);
+        }
+        if self.inner.info.role == "sender" {
+            return None;
+        }
+        // a receiver's new session: since it began trying, which is when
+        // the last session's peer was last heard (or the process start)
+        let from = down_since.or(heard).unwrap_or(self.inner.started);
+        Some(ms(r.attached_at?.saturating_duration_since(from)))
     }
 
     /// Take one sample now: rates, history, events.
@@ -371,8 +288,12 @@ impl Monitor {
             }
             keep
         });
+        let heard_before = st.last_heard;
+        let mut last_heard = heard_before;
         for t in &live {
             let r = t.sample();
+            last_heard = last_heard.max(r.heard_at);
+            let took = self.took(t, &r, st.down_since, heard_before);
             let seen = st.sessions.entry(t.id).or_default();
             if let Some(prev) = seen.at {
                 let dt = now.duration_since(prev).as_secs_f64().max(1e-3);
@@ -394,10 +315,6 @@ impl Monitor {
             let path = r.path.clone();
             match (seen.connected, r.connected) {
                 (false, true) => {
-                    let after = st
-                        .down_since
-                        .map(|d| now.duration_since(d))
-                        .unwrap_or_default();
                     let path = path.clone().unwrap_or_default();
                     new_events.push(Event {
                         at_ms,
@@ -405,7 +322,7 @@ impl Monitor {
                         kind: EventKind::Up {
                             kind: path.kind,
                             path: path.to_string(),
-                            after_ms: after.as_millis() as u64,
+                            after_ms: took,
                             connection: t.connections.load(Relaxed),
                         },
                     });
@@ -430,6 +347,7 @@ impl Monitor {
             }
             seen.connected = r.connected;
             seen.path = path;
+            self.staleness(t.id, seen, r.connected, r.heard_at, now, &mut new_events);
         }
         let any_up = st.sessions.values().any(|s| s.connected);
         match (any_up, st.up_since.is_some()) {
@@ -439,17 +357,14 @@ impl Monitor {
             }
             (false, true) => {
                 st.up_since = None;
-                st.down_since = Some(now);
+                // the outage began when the peer was last heard
+                st.down_since = Some(last_heard.unwrap_or(now).min(now));
             }
+            (false, false) if st.down_since.is_none() => st.down_since = Some(now),
             _ => {}
         }
-        for e in new_events {
-            if st.events.len() == EVENTS {
-                st.events.pop_front();
-            }
-            st.events.push_back(e.clone());
-            let _ = self.inner.events.send(e);
-        }
+        st.last_heard = last_heard;
+        self.publish(st, new_events);
     }
 
     /// Everything now (QUIC figures read at this moment; rates from the
@@ -460,6 +375,8 @@ impl Monitor {
         let ended = ledger.ended();
         let st = self.inner.state.lock().expect("monitor");
         let now = Instant::now();
+        let stale_after = self.stale_after();
+        let receiver = self.inner.info.role == "receiver";
         let mut sums = Vec::with_capacity(live.len());
         let mut totals = Totals {
             sessions_open: live.len() as u64,
@@ -474,6 +391,8 @@ impl Monitor {
             dial_failures: ledger.dial_failures.load(Relaxed),
             sums: Sums::default(),
         };
+        let since = |i: Option<Instant>| i.map(|i| now.saturating_duration_since(i));
+        let mut stale_since: Option<Instant> = None;
         let sessions: Vec<SessionStatus> = live
             .iter()
             .map(|t| {
@@ -481,10 +400,23 @@ impl Monitor {
                 let seen = st.sessions.get(&t.id);
                 let path = r.path.clone();
                 let sum = Sums::of(t, &r);
+                let silent = since(r.heard_at);
+                let state = match (r.connected, receiver) {
+                    (true, _) if silent.is_some_and(|s| s >= stale_after) => {
+                        stale_since = stale_since.max(r.heard_at.map(|h| h + stale_after));
+                        SessionState::Stale
+                    }
+                    (true, _) => SessionState::Up,
+                    (false, true) => SessionState::Reconnecting,
+                    (false, false) => SessionState::Waiting,
+                };
                 let s = SessionStatus {
                     id: t.id,
                     peer: t.peer(),
                     connected: r.connected,
+                    state,
+                    last_heard_secs: silent.map(|d| d.as_secs_f64()),
+                    connected_secs: since(r.attached_at).map(|d| d.as_secs_f64()),
                     uptime_secs: t.uptime().as_secs_f64(),
                     path_kind: path.as_ref().map(|p| p.kind).unwrap_or_default(),
                     path: path.map(|p| p.to_string()).unwrap_or_default(),
@@ -506,18 +438,24 @@ impl Monitor {
             })
             .collect();
         totals.sums = ledger.totals(&sums);
-        let up = sessions.iter().any(|s| s.connected);
-        let (state, since) = match (self.inner.info.role.as_str(), up) {
-            (_, true) => ("up", st.up_since),
-            ("receiver", false) => ("waiting", st.down_since),
-            _ => ("listening", Some(self.inner.started)),
+        let any = |state| sessions.iter().any(|s| s.state == state);
+        let (state, since) = if any(SessionState::Up) {
+            ("up", st.up_since)
+        } else if any(SessionState::Stale) {
+            ("stale", stale_since)
+        } else if receiver && any(SessionState::Reconnecting) {
+            ("reconnecting", st.down_since)
+        } else if receiver {
+            ("waiting", st.down_since)
+        } else {
+            ("listening", Some(self.inner.started))
         };
         Snapshot {
             info: self.inner.info.clone(),
             at_ms: unix_ms(),
             uptime_secs: self.inner.started.elapsed().as_secs_f64(),
             state: state.into(),
-            state_secs: since.map_or(0.0, |s| now.duration_since(s).as_secs_f64()),
+            state_secs: since.map_or(0.0, |s| now.saturating_duration_since(s).as_secs_f64()),
             sessions,
             totals,
             services: ledger.services(),
@@ -544,20 +482,6 @@ impl Monitor {
     pub fn write_extra_metrics(&self, out: &mut String) -> Option<std::fmt::Result> {
         let extra = self.inner.extra_metrics.lock().expect("monitor");
         extra.as_ref().map(|f| f(out))
-    }
-}
-
-/// "4.2 s", "3m07s", "2h05m", "3d04h".
-pub fn secs(s: f64) -> String {
-    let s = s.max(0.0);
-    if s < 60.0 {
-        return format!("{s:.1} s");
-    }
-    let t = s as u64;
-    match t {
-        ..3600 => format!("{}m{:02}s", t / 60, t % 60),
-        3600..86400 => format!("{}h{:02}m", t / 3600, t % 3600 / 60),
-        _ => format!("{}d{:02}h", t / 86400, t % 86400 / 3600),
     }
 }
 

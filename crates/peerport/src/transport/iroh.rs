@@ -217,7 +217,7 @@ impl TunnelConnection for IrohConnection {
             match ev {
                 PathEvent::Selected { remote_addr, .. } => {
                     let path = path_to(&remote_addr);
-                    info!(path = %path.kind, "path selected: {path}");
+                    info!(target: crate::EVENT, path = %path.kind, "path selected: {path}");
                 }
                 PathEvent::Opened { remote_addr, .. } => {
                     tracing::debug!("path opened: {}", path_to(&remote_addr));

@@ -26,7 +26,7 @@ pub async fn connect(
         .await;
         let last = match attempt {
             Ok(Ok(conn)) => {
-                info!(peer = %peer.fmt_short(), "connected to sender");
+                info!(target: crate::EVENT, peer = %peer.fmt_short(), "connected to sender");
                 return Ok(IrohConnection::new(conn));
             }
             Ok(Err(e)) => e.to_string(),

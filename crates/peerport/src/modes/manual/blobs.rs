@@ -4,13 +4,18 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use peerport_signaling::{
-    blob::{scan_blocks, Blob, BlobError, Expect, Kind},
+    blob::{self, scan_blocks, Blob, BlobError, Expect, Incomplete, Kind},
     Mode,
 };
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use super::{console::Console, unix_now, MAX_BLOB_AGE};
+
+/// How long a paste may pause before a block that is not whole is
+/// explained: a paste arrives within milliseconds, a person reacts in
+/// seconds.
+pub const PASTE_QUIET: Duration = Duration::from_millis(1500);
 
 /// Where blobs come from.
 #[derive(Clone)]
@@ -202,6 +207,38 @@ impl BlobReader {
         Some(buf)
     }
 
+    /// The next line from the console. When a paste goes quiet for
+    /// [`PASTE_QUIET`] without a whole block, says what is missing (a
+    /// block cut off before its END line; base64 lines without their
+    /// BEGIN/END lines, which are dropped), then goes on waiting: the read
+    /// is never cancelled, so no half-read line is lost.
+    async fn read_console(&mut self, c: &dyn Console, kind: Kind) -> Option<Vec<u8>> {
+        let read = c.read_line();
+        tokio::pin!(read);
+        let mut told = false;
+        loop {
+            tokio::select! {
+                line = &mut read => return line,
+                _ = tokio::time::sleep(PASTE_QUIET), if !told => {
+                    told = true;
+                    let what = kind.label();
+                    match blob::incomplete(&self.pending) {
+                        Some(Incomplete::NoEnd) => c.say(&format!(
+                            "the {what} block has not ended: no -----END PEERPORT {what}----- line arrived. Press Enter if it is there, or copy the whole block again"
+                        )),
+                        Some(Incomplete::Bare) => {
+                            self.pending.clear();
+                            c.say(&format!(
+                                "error: these lines look like the inside of an {what} block without its -----BEGIN and -----END lines: copy the whole block, including those two lines\npaste the {what} again:"
+                            ));
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+
     /// The next complete block, decoded and checked against `expect`
     /// (with `now` refreshed). `None` when the console's input is closed.
     pub async fn next(&mut self, expect: &Expect) -> Option<Result<Blob, BlobError>> {
@@ -210,7 +247,7 @@ impl BlobReader {
                 return Some(r);
             }
             match self.source.clone() {
-                BlobSource::Console(c) => match c.read_line().await {
+                BlobSource::Console(c) => match self.read_console(&*c, expect.kind).await {
                     None => return None,
                     Some(line) => self.feed(&line),
                 },
