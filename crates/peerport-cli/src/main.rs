@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod memory;
 mod observe;
+mod out;
 mod settings;
 mod tlsfile;
 mod views;
@@ -62,6 +63,8 @@ fn main() -> ExitCode {
     } else {
         match result {
             Ok(()) => ExitCode::from(app::exit::OK),
+            // the reader of stdout went away (`| head`): nothing to report
+            Err(e) if out::is_closed(&e) => ExitCode::from(app::exit::OK),
             Err(e) => {
                 eprintln!("error: {}", app::render_error(&e));
                 ExitCode::from(app::exit_code(&e))

@@ -279,3 +279,45 @@ async fn messages_say_what_to_do() {
         "{err}"
     );
 }
+
+/// A closed stdout (`peerport status --watch 1 | head -1`) ends the
+/// command quietly with exit 0, not with a panic (rc 101).
+#[tokio::test]
+async fn status_watch_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("rx.sock");
+    let flags = ["--control-socket".to_string(), sock.display().to_string()];
+    // waits for an offer, and answers status meanwhile
+    let mut rx = manual_receiver_proc("iroh-manual", "tcp", dir.path(), &flags);
+    rx.wait_status("the receiver answers", |_| true).await;
+    let mut watch = std::process::Command::new(bin())
+        .args(["status", "--watch", "0.2", "--control-socket"])
+        .arg(&sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "status printed nothing");
+    drop(out); // the reader goes away, like `head -1`
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = watch.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("status --watch went on writing into a closed pipe");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "a closed stdout is not an error: {err}");
+}

@@ -172,7 +172,12 @@ fn context(s: &Settings) -> ModeContext {
 /// receiver goes to stdout, alone; guidance to stderr.
 fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
     if let Some(ticket) = &a.ticket {
-        println!("{ticket}");
+        // a closed stdout must not end the sender: it goes on serving
+        if let Err(e) = crate::out::println(ticket) {
+            tracing::warn!(
+                "the ticket could not be printed ({e:#}); the sender goes on: with --secret-file FILE, `peerport show-id --secret-file FILE` prints it"
+            );
+        }
     }
     if let Some(id) = &a.identity {
         match &a.answers {
