@@ -321,3 +321,32 @@ async fn status_watch_into_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.is_empty(), "a closed stdout is not an error: {err}");
 }
+
+/// A directory given as the secret file is named as such, with what to
+/// give instead (not advice to chmod it).
+#[tokio::test]
+async fn secret_file_that_is_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [
+        &[
+            "sender",
+            "iroh",
+            "--source",
+            "tcp://127.0.0.1:22",
+            "--secret-file",
+            d,
+        ][..],
+        &["show-id", "--secret-file", d],
+        &["generate-secret", "--output", d, "--force"],
+    ] {
+        let (code, _, err) = run_to_end(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("is a directory") && err.contains("give the path of a file"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("chmod"), "{args:?}: {err}");
+    }
+}
