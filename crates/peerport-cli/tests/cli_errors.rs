@@ -350,3 +350,35 @@ async fn secret_file_that_is_a_directory() {
         assert!(!err.contains("chmod"), "{args:?}: {err}");
     }
 }
+
+/// nostr mode: this side's own npub as --peer-npub (in npub or hex form)
+/// is refused at startup, on both sides, saying whose npub is needed.
+#[tokio::test]
+async fn nostr_own_npub_as_peer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("nsec");
+    let k = f.to_str().unwrap();
+    let (code, out, err) = run_to_end(&["generate-nostr-key", "--output", k]).await;
+    assert_eq!(code, 0, "{err}");
+    let npub = out.trim().to_string();
+    let hex = peerport_signaling::nostr::parse_public(&npub).unwrap();
+    let common = ["--relay", "ws://127.0.0.1:9", "--no-stun", "--nsec-file", k];
+    for own in [npub.as_str(), hex.as_str()] {
+        for role in [
+            &["sender", "nostr", "--source", "tcp://127.0.0.1:22"][..],
+            &["receiver", "nostr", "--target", "tcp://127.0.0.1:0"],
+        ] {
+            let mut args = role.to_vec();
+            args.extend(common);
+            args.extend(["--peer-npub", own]);
+            let (code, _, err) = run_to_end(&args).await;
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains("--peer-npub")
+                    && err.contains("own npub")
+                    && err.contains("the other side's npub"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
