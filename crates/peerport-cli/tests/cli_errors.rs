@@ -382,3 +382,36 @@ async fn nostr_own_npub_as_peer_is_refused() {
         }
     }
 }
+
+/// An allow rule whose host looks like an IP address but is not one is
+/// refused (flag and config file), not taken as a host name.
+#[tokio::test]
+async fn allow_rule_with_an_invalid_address_is_refused() {
+    let base = [
+        "sender",
+        "iroh",
+        "--source",
+        "tcp://127.0.0.1:22",
+        "--no-mdns",
+    ];
+    for rule in ["300.0.0.1:22", "[fd00::zz]:22"] {
+        let mut args = base.to_vec();
+        args.extend(["--allow", rule]);
+        let (code, _, err) = run_to_end(&args).await;
+        assert_eq!(code, 2, "{rule}: {err}");
+        assert!(err.contains(&format!("`{rule}`")), "{rule}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "source = \"tcp://127.0.0.1:22\"\nallow = [\"10.0.0.0/24:22\", \"300.0.0.1:22\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_to_end(&["sender", "iroh", "-c", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`300.0.0.1:22`") && err.contains("looks like an IPv4 address"),
+        "{err}"
+    );
+}
