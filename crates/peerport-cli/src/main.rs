@@ -29,7 +29,21 @@ use tracing_subscriber::EnvFilter;
 const QUIET_DEPENDENCIES: &str = "webrtc_ice=off,turn=off,webrtc_util=off,iroh::socket::transports::relay=off,noq::endpoint=off,nostr_relay_pool=off";
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let args: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            match cli::missing_mode(&args, &e) {
+                Some(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(app::exit::USAGE);
+                }
+                None => e.exit(),
+            }
+        }
+    };
     let quiet = matches!(cli.command, cli::Command::Demo { .. });
     let default = match cli.verbose {
         0 if quiet => format!("error,{QUIET_DEPENDENCIES}"),

@@ -415,3 +415,49 @@ async fn allow_rule_with_an_invalid_address_is_refused() {
         "{err}"
     );
 }
+
+/// A command line without its mode says the mode is missing, lists the
+/// modes and shows the command with one (exit 2).
+#[tokio::test]
+async fn forgotten_mode_lists_the_modes_with_an_example() {
+    for (args, example) in [
+        (
+            &["receiver", "--node-id", "X"][..],
+            "peerport receiver iroh --node-id X",
+        ),
+        (
+            &["sender", "--source", "tcp://127.0.0.1:22"],
+            "peerport sender iroh --source tcp://127.0.0.1:22",
+        ),
+    ] {
+        let (code, _, err) = run_to_end(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("`peerport {}` needs a mode", args[0])) && err.contains(example),
+            "{args:?}: {err}"
+        );
+        for mode in ["iroh", "iroh-manual", "ice", "nostr"] {
+            assert!(err.contains(&format!("\n  {mode} ")), "{args:?}: {err}");
+        }
+    }
+}
+
+/// A mistyped command or mode is answered with the right one.
+#[tokio::test]
+async fn mistyped_command_or_mode_suggests_the_right_one() {
+    for (args, want) in [
+        (&["recever"][..], "'receiver'"),
+        (
+            &["sender", "iorh", "--source", "tcp://127.0.0.1:22"],
+            "'iroh'",
+        ),
+        (&["receiver", "nostt"], "'nostr'"),
+    ] {
+        let (code, _, err) = run_to_end(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("similar subcommand") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+}
