@@ -313,6 +313,56 @@ impl<R: RoleType> clap::Subcommand for TunnelCommand<R> {
     }
 }
 
+/// `peerport sender --source ...` with no mode: clap would only call the
+/// first flag unexpected. Returns the message that says the mode is
+/// missing, lists the modes and shows the command with one; `None` for
+/// any other error. `args` is the whole command line, program first.
+pub fn missing_mode(args: &[String], e: &clap::Error) -> Option<String> {
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    // the words without the global flags (-v, --verbose, --log-format X)
+    let mut words: Vec<&str> = Vec::new();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let verbose = a == "--verbose"
+            || (a.len() > 1 && a.starts_with('-') && a[1..].bytes().all(|b| b == b'v'));
+        if a == "--log-format" {
+            it.next();
+        } else if !verbose && !a.starts_with("--log-format=") {
+            words.push(a);
+        }
+    }
+    let role = *words.first()?;
+    if !["sender", "receiver"].contains(&role) {
+        return None;
+    }
+    let first = words.get(1)?;
+    if !first.starts_with('-') || ["-h", "--help", "-V", "--version"].contains(first) {
+        return None;
+    }
+    let shell = |w: &str| {
+        let plain = !w.is_empty()
+            && w.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+        if plain {
+            w.to_string()
+        } else {
+            format!("'{}'", w.replace('\'', r"'\''"))
+        }
+    };
+    let flags: Vec<String> = words[1..].iter().map(|w| shell(w)).collect();
+    let modes: Vec<String> = Mode::ALL
+        .iter()
+        .map(|m| format!("  {:<12} {}", m.as_str(), mode_about(*m)))
+        .collect();
+    Some(format!(
+        "`peerport {role}` needs a mode before its flags, e.g.\n  peerport {role} iroh {}\nthe modes:\n{}\n(`peerport {role} MODE --help` lists a mode's flags)",
+        flags.join(" "),
+        modes.join("\n")
+    ))
+}
+
 /// The TURN flags of `peerport netcheck`: the settings table's, so their
 /// names and help are those of `sender ice`.
 #[derive(Debug, Clone, Default)]
@@ -398,5 +448,46 @@ mod tests {
         // a flag of another mode is refused, as before
         assert!(Cli::try_parse_from(["peerport", "sender", "ice", "--no-mdns"]).is_err());
         assert!(Cli::try_parse_from(["peerport", "sender", "custom", "-s", "tcp://x:1"]).is_ok());
+    }
+
+    /// The message for a command line, if it lacks a mode.
+    fn missing(line: &[&str]) -> Option<String> {
+        let args: Vec<String> = line.iter().map(|s| s.to_string()).collect();
+        let e = Cli::try_parse_from(&args).expect_err("a bad command line");
+        missing_mode(&args, &e)
+    }
+
+    #[test]
+    fn a_missing_mode_is_named_with_the_modes_and_an_example() {
+        let m = missing(&["peerport", "receiver", "--node-id", "X"]).unwrap();
+        assert!(
+            m.contains("`peerport receiver` needs a mode")
+                && m.contains("peerport receiver iroh --node-id X\n"),
+            "{m}"
+        );
+        for mode in Mode::ALL {
+            assert!(m.contains(&format!("\n  {mode} ")), "{m}");
+        }
+        let m = missing(&[
+            "peerport",
+            "-v",
+            "--log-format",
+            "json",
+            "sender",
+            "--source",
+            "tcp://127.0.0.1:22",
+            "--name",
+            "a b",
+        ])
+        .unwrap();
+        assert!(
+            m.contains("peerport sender iroh --source tcp://127.0.0.1:22 --name 'a b'\n"),
+            "{m}"
+        );
+        // other mistakes keep clap's own message
+        assert_eq!(missing(&["peerport", "sender", "iroh", "--bogus"]), None);
+        assert_eq!(missing(&["peerport", "sender", "iorh"]), None);
+        assert_eq!(missing(&["peerport", "status", "--bogus"]), None);
+        assert_eq!(missing(&["peerport", "sender"]), None);
     }
 }

@@ -111,25 +111,25 @@ pub async fn run(megabytes: usize) -> Result<()> {
     rdv.shutdown().await;
     services.shutdown().await;
 
-    println!();
-    println!("| mode | traffic | path | setup | throughput | check |");
-    println!("|---|---|---|---|---|---|");
+    let mut table = String::from(
+        "\n| mode | traffic | path | setup | throughput | check |\n|---|---|---|---|---|---|\n",
+    );
     for r in &rows {
-        println!(
-            "| {} | {} | {} | {} ms | {} | {} |",
+        table.push_str(&format!(
+            "| {} | {} | {} | {} ms | {} | {} |\n",
             r.mode,
             r.proto,
             r.path,
             r.setup.as_millis(),
             r.throughput,
             r.check
-        );
+        ));
     }
-    println!(
-        "\ndemo finished in {:.1} s: every byte verified",
+    table.push_str(&format!(
+        "\ndemo finished in {:.1} s: every byte verified\n",
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ));
+    crate::out::print(table)
 }
 
 async fn iroh_row(

@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod memory;
 mod observe;
+mod out;
 mod settings;
 mod tlsfile;
 mod views;
@@ -34,7 +35,21 @@ const QUIET_DEPENDENCIES: &str = "webrtc_ice=off,turn=off,webrtc_util=off,iroh::
 const EVENT_LINES: &str = "peerport::event=warn";
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let args: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            match cli::missing_mode(&args, &e) {
+                Some(message) => {
+                    eprintln!("error: {message}");
+                    return ExitCode::from(app::exit::USAGE);
+                }
+                None => e.exit(),
+            }
+        }
+    };
     let quiet = matches!(cli.command, cli::Command::Demo { .. });
     let default = match cli.verbose {
         0 if quiet => format!("error,{QUIET_DEPENDENCIES}"),
@@ -71,6 +86,8 @@ fn main() -> ExitCode {
     } else {
         match result {
             Ok(()) => ExitCode::from(app::exit::OK),
+            // the reader of stdout went away (`| head`): nothing to report
+            Err(e) if out::is_closed(&e) => ExitCode::from(app::exit::OK),
             Err(e) => {
                 eprintln!("error: {}", app::render_error(&e));
                 ExitCode::from(app::exit_code(&e))

@@ -279,3 +279,185 @@ async fn messages_say_what_to_do() {
         "{err}"
     );
 }
+
+/// A closed stdout (`peerport status --watch 1 | head -1`) ends the
+/// command quietly with exit 0, not with a panic (rc 101).
+#[tokio::test]
+async fn status_watch_into_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("rx.sock");
+    let flags = ["--control-socket".to_string(), sock.display().to_string()];
+    // waits for an offer, and answers status meanwhile
+    let mut rx = manual_receiver_proc("iroh-manual", "tcp", dir.path(), &flags);
+    rx.wait_status("the receiver answers", |_| true).await;
+    let mut watch = std::process::Command::new(bin())
+        .args(["status", "--watch", "0.2", "--control-socket"])
+        .arg(&sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "status printed nothing");
+    drop(out); // the reader goes away, like `head -1`
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = watch.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = watch.kill();
+            panic!("status --watch went on writing into a closed pipe");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.is_empty(), "a closed stdout is not an error: {err}");
+}
+
+/// A directory given as the secret file is named as such, with what to
+/// give instead (not advice to chmod it).
+#[tokio::test]
+async fn secret_file_that_is_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for args in [
+        &[
+            "sender",
+            "iroh",
+            "--source",
+            "tcp://127.0.0.1:22",
+            "--secret-file",
+            d,
+        ][..],
+        &["show-id", "--secret-file", d],
+        &["generate-secret", "--output", d, "--force"],
+    ] {
+        let (code, _, err) = run_to_end(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("is a directory") && err.contains("give the path of a file"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("chmod"), "{args:?}: {err}");
+    }
+}
+
+/// nostr mode: this side's own npub as --peer-npub (in npub or hex form)
+/// is refused at startup, on both sides, saying whose npub is needed.
+#[tokio::test]
+async fn nostr_own_npub_as_peer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("nsec");
+    let k = f.to_str().unwrap();
+    let (code, out, err) = run_to_end(&["generate-nostr-key", "--output", k]).await;
+    assert_eq!(code, 0, "{err}");
+    let npub = out.trim().to_string();
+    let hex = peerport_signaling::nostr::parse_public(&npub).unwrap();
+    let common = ["--relay", "ws://127.0.0.1:9", "--no-stun", "--nsec-file", k];
+    for own in [npub.as_str(), hex.as_str()] {
+        for role in [
+            &["sender", "nostr", "--source", "tcp://127.0.0.1:22"][..],
+            &["receiver", "nostr", "--target", "tcp://127.0.0.1:0"],
+        ] {
+            let mut args = role.to_vec();
+            args.extend(common);
+            args.extend(["--peer-npub", own]);
+            let (code, _, err) = run_to_end(&args).await;
+            assert_eq!(code, 2, "{args:?}: {err}");
+            assert!(
+                err.contains("--peer-npub")
+                    && err.contains("own npub")
+                    && err.contains("the other side's npub"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+}
+
+/// An allow rule whose host looks like an IP address but is not one is
+/// refused (flag and config file), not taken as a host name.
+#[tokio::test]
+async fn allow_rule_with_an_invalid_address_is_refused() {
+    let base = [
+        "sender",
+        "iroh",
+        "--source",
+        "tcp://127.0.0.1:22",
+        "--no-mdns",
+    ];
+    for rule in ["300.0.0.1:22", "[fd00::zz]:22"] {
+        let mut args = base.to_vec();
+        args.extend(["--allow", rule]);
+        let (code, _, err) = run_to_end(&args).await;
+        assert_eq!(code, 2, "{rule}: {err}");
+        assert!(err.contains(&format!("`{rule}`")), "{rule}: {err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "source = \"tcp://127.0.0.1:22\"\nallow = [\"10.0.0.0/24:22\", \"300.0.0.1:22\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_to_end(&["sender", "iroh", "-c", cfg.to_str().unwrap()]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`300.0.0.1:22`") && err.contains("looks like an IPv4 address"),
+        "{err}"
+    );
+}
+
+/// A command line without its mode says the mode is missing, lists the
+/// modes and shows the command with one (exit 2).
+#[tokio::test]
+async fn forgotten_mode_lists_the_modes_with_an_example() {
+    for (args, example) in [
+        (
+            &["receiver", "--node-id", "X"][..],
+            "peerport receiver iroh --node-id X",
+        ),
+        (
+            &["sender", "--source", "tcp://127.0.0.1:22"],
+            "peerport sender iroh --source tcp://127.0.0.1:22",
+        ),
+    ] {
+        let (code, _, err) = run_to_end(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("`peerport {}` needs a mode", args[0])) && err.contains(example),
+            "{args:?}: {err}"
+        );
+        for mode in ["iroh", "iroh-manual", "ice", "nostr"] {
+            assert!(err.contains(&format!("\n  {mode} ")), "{args:?}: {err}");
+        }
+    }
+}
+
+/// A mistyped command or mode is answered with the right one.
+#[tokio::test]
+async fn mistyped_command_or_mode_suggests_the_right_one() {
+    for (args, want) in [
+        (&["recever"][..], "'receiver'"),
+        (
+            &["sender", "iorh", "--source", "tcp://127.0.0.1:22"],
+            "'iroh'",
+        ),
+        (&["receiver", "nostt"], "'nostr'"),
+    ] {
+        let (code, _, err) = run_to_end(args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("similar subcommand") && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+}

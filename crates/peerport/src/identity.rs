@@ -42,6 +42,12 @@ pub enum IdentityError {
         /// Path.
         path: String,
     },
+    /// A directory where a file belongs.
+    #[error("secret file {path} is a directory: give the path of a file instead, e.g. {path}/peerport.key")]
+    Directory {
+        /// Path.
+        path: String,
+    },
     /// Exists already.
     #[error("{path} already exists: pass --force to overwrite it (the old identity is lost)")]
     Exists {
@@ -69,8 +75,19 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
     }
 }
 
+/// A directory given where a secret file belongs.
+fn not_a_directory(path: &Path) -> Result<(), IdentityError> {
+    if path.is_dir() {
+        return Err(IdentityError::Directory {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Read a private file (a key), refusing group/world-accessible ones.
 pub fn read_private(path: &Path) -> Result<String, IdentityError> {
+    not_a_directory(path)?;
     let meta = fs::metadata(path).map_err(io_err(path))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -84,6 +101,7 @@ pub fn read_private(path: &Path) -> Result<String, IdentityError> {
 
 /// Write a private text file (mode 0600), refusing to overwrite unless `force`.
 pub fn write_private(path: &Path, text: &str, force: bool) -> Result<(), IdentityError> {
+    not_a_directory(path)?;
     if path.exists() && !force {
         return Err(IdentityError::Exists {
             path: path.display().to_string(),
@@ -167,5 +185,29 @@ mod tests {
         fs::write(&p, "nonsense").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(load(&p), Err(IdentityError::Format { .. })));
+    }
+
+    #[test]
+    fn a_directory_is_not_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for mode in [0o755, 0o700] {
+            fs::set_permissions(d, fs::Permissions::from_mode(mode)).unwrap();
+            for e in [
+                load(d).unwrap_err(),
+                load_or_create(d).unwrap_err(),
+                read_private(d).unwrap_err(),
+                write(d, &SecretKey::generate(), true).unwrap_err(),
+                write(d, &SecretKey::generate(), false).unwrap_err(),
+            ] {
+                let text = e.to_string();
+                assert!(matches!(e, IdentityError::Directory { .. }), "{text}");
+                assert!(
+                    text.contains("is a directory") && text.contains("give the path of a file"),
+                    "{text}"
+                );
+                assert!(!text.contains("chmod"), "{text}");
+            }
+        }
     }
 }

@@ -67,6 +67,31 @@ pub enum Mapping {
     Unknown,
 }
 
+impl Mapping {
+    /// In words, for the text report.
+    pub fn words(self) -> &'static str {
+        match self {
+            Mapping::None => "none (no NAT: the public address is the local one)",
+            Mapping::EndpointIndependent => {
+                "endpoint-independent (cone NAT: one public address for every destination)"
+            }
+            Mapping::EndpointDependent => {
+                "endpoint-dependent (symmetric NAT: a public address per destination)"
+            }
+            Mapping::Unknown => "unknown (needs answers from two STUN servers)",
+        }
+    }
+}
+
+/// yes, no or unknown.
+fn yes_no(v: Option<bool>) -> &'static str {
+    match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -339,7 +364,7 @@ impl Report {
         line(
             &mut s,
             "local address",
-            self.local.clone().unwrap_or_else(|| "?".into()),
+            self.local.clone().unwrap_or_else(|| "unknown".into()),
         );
         line(
             &mut s,
@@ -350,12 +375,8 @@ impl Report {
                 self.public.join(", ")
             },
         );
-        line(&mut s, "nat mapping", format!("{:?}", self.mapping));
-        line(
-            &mut s,
-            "port preserved",
-            format!("{:?}", self.port_preserved),
-        );
+        line(&mut s, "nat mapping", self.mapping.words().into());
+        line(&mut s, "port preserved", yes_no(self.port_preserved).into());
         for (label, list) in [
             ("stun", &self.stun),
             ("turn", &self.turn),
@@ -409,6 +430,65 @@ mod tests {
             (Mapping::EndpointDependent, Some(false))
         );
         assert_eq!(classify(local, &[a("192.168.1.2:5000")]).0, Mapping::None);
+    }
+
+    /// The text report reads as words: no Rust debug text (`None`,
+    /// `Some(true)`, `EndpointIndependent`).
+    #[test]
+    fn text_report_is_words() {
+        let report = |local: Option<&str>, mapping, port_preserved| Report {
+            local: local.map(String::from),
+            public: Vec::new(),
+            mapping,
+            port_preserved,
+            stun: vec![Reach {
+                server: "stun.example:3478".into(),
+                ok: false,
+                ms: None,
+                detail: "timed out".into(),
+            }],
+            turn: Vec::new(),
+            relays: Vec::new(),
+            relay_qad: Vec::new(),
+            nostr: Vec::new(),
+            verdicts: verdicts(mapping, &[], &[], &[], &[]),
+        };
+        let value = |text: &str, key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in\n{text}"))
+                .trim()
+                .to_string()
+        };
+        for (mapping, preserved, want_mapping, want_preserved) in [
+            (Mapping::Unknown, None, "unknown", "unknown"),
+            (Mapping::None, Some(true), "none", "yes"),
+            (
+                Mapping::EndpointIndependent,
+                Some(true),
+                "endpoint-independent",
+                "yes",
+            ),
+            (
+                Mapping::EndpointDependent,
+                Some(false),
+                "endpoint-dependent",
+                "no",
+            ),
+        ] {
+            let text = report(None, mapping, preserved).text();
+            assert_eq!(value(&text, "local address"), "unknown", "{text}");
+            assert!(
+                value(&text, "nat mapping").starts_with(want_mapping),
+                "{text}"
+            );
+            assert_eq!(value(&text, "port preserved"), want_preserved, "{text}");
+            for debug in ["None", "Some(", "Endpoint", "Unknown", "?"] {
+                assert!(!text.contains(debug), "`{debug}` in\n{text}");
+            }
+        }
+        let text = report(Some("192.168.1.2:5000"), Mapping::Unknown, None).text();
+        assert_eq!(value(&text, "local address"), "192.168.1.2:5000");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use iroh::SecretKey;
 use crate::{
     cli::{Cli, Command},
     observe::Progress,
+    out,
     settings::Role,
     settings::{self, Settings},
 };
@@ -91,13 +92,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let key = SecretKey::generate();
             identity::write(&output, &key, force)?;
             eprintln!("wrote a new secret key to {} (mode 0600)", output.display());
-            print_identity(&key);
-            Ok(())
+            print_identity(&key)
         }
         Command::ShowId { secret_file } => {
             let key = identity::load(&secret_file)?;
-            print_identity(&key);
-            Ok(())
+            print_identity(&key)
         }
         Command::GenerateNostrKey { output, force } => {
             let (nsec, npub) = peerport_signaling::nostr::generate();
@@ -109,15 +108,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                         path.display()
                     );
                 }
-                None => println!("{nsec}"),
+                None => out::println(&nsec)?,
             }
-            println!("{npub}");
-            Ok(())
+            out::println(npub)
         }
         Command::ShowNpub { nsec_file } => {
             let hex = settings::read_nsec(nsec_file.as_ref())?;
-            println!("{}", peerport_signaling::nostr::npub_of(&hex)?);
-            Ok(())
+            out::println(peerport_signaling::nostr::npub_of(&hex)?)
         }
         Command::Netcheck {
             stun_server,
@@ -155,11 +152,10 @@ pub async fn run(cli: Cli) -> Result<()> {
             };
             let report = peerport::netcheck::run(&probe).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out::println(serde_json::to_string_pretty(&report)?)
             } else {
-                print!("{}", report.text());
+                out::print(report.text())
             }
-            Ok(())
         }
         Command::Demo { megabytes } => crate::demo::run(megabytes).await,
         Command::Rendezvous { bind, state } => {
@@ -167,19 +163,35 @@ pub async fn run(cli: Cli) -> Result<()> {
                 Some(dir) => Rendezvous::start_in(bind, &dir).await?,
                 None => Rendezvous::start(bind).await?,
             };
-            println!("relay-url {}", r.relay_url);
-            println!("relay-quic-port {}", r.relay_quic_port);
-            println!("relay-ca {}", r.relay_ca_file.display());
-            println!("dns-server {}", r.pkarr_url);
-            println!("dns-udp {}", r.dns_addr);
-            println!("stun-server {}", r.turn_addr);
-            println!("nostr-relay {}", r.nostr_url());
-            println!(
-                "turn-server turn:{} user {} password {}",
-                r.turn_addr, r.turn_user, r.turn_password
-            );
-            let network = write_network(&r)?;
-            println!("network {}", network.display());
+            let printed = out::print(format!(
+                "relay-url {}\nrelay-quic-port {}\nrelay-ca {}\ndns-server {}\ndns-udp {}\n\
+                 stun-server {}\nnostr-relay {}\nturn-server turn:{} user {} password {}\n",
+                r.relay_url,
+                r.relay_quic_port,
+                r.relay_ca_file.display(),
+                r.pkarr_url,
+                r.dns_addr,
+                r.turn_addr,
+                r.nostr_url(),
+                r.turn_addr,
+                r.turn_user,
+                r.turn_password
+            ));
+            if let Err(e) = printed {
+                r.shutdown().await;
+                return Err(e);
+            }
+            let network = match write_network(&r) {
+                Ok(n) => n,
+                Err(e) => {
+                    r.shutdown().await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = out::print(format!("network {}\n", network.display())) {
+                r.shutdown().await;
+                return Err(e);
+            }
             eprintln!(
                 "embedded rendezvous servers running; Ctrl-C stops them\nsenders and receivers use them with: --network {}",
                 network.display()
@@ -220,9 +232,12 @@ fn write_network(r: &Rendezvous) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-fn print_identity(key: &SecretKey) {
-    println!("endpoint-id {}", key.public());
-    println!("ticket {}", iroh_mode::ticket_for(key).encode());
+fn print_identity(key: &SecretKey) -> Result<()> {
+    out::print(format!(
+        "endpoint-id {}\nticket {}\n",
+        key.public(),
+        iroh_mode::ticket_for(key).encode()
+    ))
 }
 
 /// `peerport status`: ask running processes, print text or JSON.
@@ -237,7 +252,7 @@ async fn status_command(
     let stop = shutdown_signal();
     loop {
         let all = control::query_all(&targets).await?;
-        let out = if json {
+        let shown = if json {
             let v = if all.len() == 1 && (name.is_some() || explicit.is_some()) {
                 serde_json::to_string_pretty(&all[0])?
             } else {
@@ -248,17 +263,14 @@ async fn status_command(
             all.iter().map(text::render).collect::<Vec<_>>().join("\n")
         };
         let Some(every) = watch else {
-            print!("{out}");
-            return Ok(());
+            return out::print(shown);
         };
         if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             // clear the screen and go home, like watch(1)
-            print!("\x1b[H\x1b[2J{out}");
+            out::print(format!("\x1b[H\x1b[2J{shown}"))?;
         } else {
-            print!("{out}");
+            out::print(shown)?;
         }
-        use std::io::Write;
-        let _ = std::io::stdout().flush();
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = tokio::time::sleep(std::time::Duration::from_secs_f64(every.max(0.2))) => {}
@@ -329,7 +341,7 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
             };
             let text = settings::template::render(role, mode);
             match output {
-                None => print!("{text}"),
+                None => out::print(text)?,
                 Some(path) => {
                     if path.exists() && !force {
                         return Err(settings::ConfigError::Invalid {
@@ -354,7 +366,7 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
         }
         crate::cli::ConfigAction::Check { file } => {
             let (role, mode, s) = from_file(&file, None)?;
-            println!(
+            out::println(format!(
                 "{}: ok: a {} in mode {mode}, {} {}",
                 file.display(),
                 role.as_str(),
@@ -364,8 +376,7 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
                     "listening on"
                 },
                 s.describe()
-            );
-            Ok(())
+            ))
         }
     }
 }

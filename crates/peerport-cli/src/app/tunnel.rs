@@ -182,7 +182,7 @@ fn context(s: &Settings) -> ModeContext {
 /// receiver goes to stdout, alone; guidance to stderr.
 fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
     if let Some(ticket) = &a.ticket {
-        println!("{ticket}");
+        print_ticket(ticket);
     }
     if let Some(id) = &a.identity {
         match &a.answers {
@@ -211,11 +211,21 @@ fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
     }
 }
 
+/// The ticket, alone on stdout. A closed stdout must not end the sender:
+/// it goes on serving.
+fn print_ticket(ticket: &str) {
+    if let Err(e) = crate::out::println(ticket) {
+        tracing::warn!(
+            "the ticket could not be printed ({e:#}); the sender goes on: with --secret-file FILE, `peerport show-id --secret-file FILE` prints it"
+        );
+    }
+}
+
 /// What `peerport share` says: the ticket on stdout, and the command the
 /// other side types.
 fn announce_share(a: &Announce, net: &str) {
     let Some(ticket) = &a.ticket else { return };
-    println!("{ticket}");
+    print_ticket(ticket);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         eprintln!(
             "on the other machine, run:\n  peerport connect {ticket} 2222{net}\n(2222: any free local port; or run `peerport connect 2222{net}` and paste the ticket when asked, which keeps it out of `ps`)"

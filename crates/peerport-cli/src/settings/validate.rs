@@ -537,6 +537,14 @@ pub(super) fn nostr_config(
     })?;
     let peer = peerport_signaling::nostr::parse_public(peer)
         .map_err(|e| invalid("peer-npub", format!("--peer-npub: {e}")))?;
+    let own = peerport_signaling::nostr::npub_of(&secret)
+        .map_err(|e| invalid("nsec-file", format!("--nsec-file: {e}")))?;
+    if peerport_signaling::nostr::parse_public(&own).is_ok_and(|own| own == peer) {
+        return Err(invalid(
+            "peer-npub",
+            format!("--peer-npub {own} is this side's own npub (of its --nsec-file or PEERPORT_NSEC): give the other side's npub (`peerport show-npub` there prints it)"),
+        ));
+    }
     let relays = match &p.relay {
         Some(r) if !r.is_empty() => r.clone(),
         _ => peerport_signaling::nostr::DEFAULT_RELAYS

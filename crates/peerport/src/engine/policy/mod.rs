@@ -66,12 +66,15 @@ impl FromStr for AllowRule {
         let s = input.trim();
         let bad = |why: &str| format!("--allow `{input}`: {why}; {ALLOW_SYNTAX}");
         let (host, ports) = s.rsplit_once(':').ok_or_else(|| bad("no ports"))?;
-        let host = match host.strip_prefix('[') {
-            Some(h) => h.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?,
+        let (host, bracketed) = match host.strip_prefix('[') {
+            Some(h) => (
+                h.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?,
+                true,
+            ),
             None if host.contains(':') => {
                 return Err(bad("write an IPv6 address or network in brackets"))
             }
-            None => host,
+            None => (host, false),
         };
         if host.is_empty() {
             return Err(bad("no host"));
@@ -80,6 +83,14 @@ impl FromStr for AllowRule {
             HostMatch::Net(net.trunc())
         } else if let Ok(ip) = host.parse::<IpAddr>() {
             HostMatch::Net(IpNet::from(ip.to_canonical()))
+        } else if bracketed {
+            return Err(bad(&format!(
+                "`[{host}]` is not an IPv6 address or network (brackets hold one, e.g. [fd00::1] or [fd00::/64])"
+            )));
+        } else if looks_like_ipv4(host) {
+            return Err(bad(&format!(
+                "`{host}` looks like an IPv4 address but is not one (four numbers from 0 to 255, e.g. 10.0.0.1)"
+            )));
         } else if host.contains('/') {
             return Err(bad(&format!("`{host}` is not a network")));
         } else {
@@ -121,6 +132,14 @@ fn parse_ports(s: &str) -> Result<Vec<RangeInclusive<u16>>, String> {
         out.push(r);
     }
     Ok(out)
+}
+
+/// Numbers and dots only (`300.0.0.1`, `10.1`): meant as an IPv4
+/// address, never a host name (no top-level domain is all digits).
+fn looks_like_ipv4(host: &str) -> bool {
+    host.trim_end_matches('.')
+        .split('.')
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Lower case, no trailing dot; letters, digits, '-', '_' and '.' only.

@@ -52,6 +52,44 @@ fn allow_rules_parse_and_match() {
     }
 }
 
+/// A host that looks like an IP address but is not a valid one is refused,
+/// naming the rule, instead of becoming a host-name rule.
+#[test]
+fn invalid_addresses_are_not_host_names() {
+    for (bad, why) in [
+        ("300.0.0.1:22", "looks like an IPv4 address"),
+        ("10.0.0.256:22", "looks like an IPv4 address"),
+        ("10.0.0:22", "looks like an IPv4 address"),
+        ("1.2.3.4.5:22", "looks like an IPv4 address"),
+        ("10.0.0.1.:22", "looks like an IPv4 address"),
+        ("22:22", "looks like an IPv4 address"),
+        ("[fd00::zz]:22", "is not an IPv6 address"),
+        ("[fd00:::1]:22", "is not an IPv6 address"),
+        ("[db.internal]:22", "is not an IPv6 address"),
+        ("[]:22", "no host"),
+    ] {
+        let e = bad.parse::<AllowRule>().unwrap_err();
+        assert!(
+            e.contains(&format!("--allow `{bad}`")) && e.contains(why) && e.contains("e.g."),
+            "{bad}: {e}"
+        );
+    }
+    // names with digits, valid addresses in or out of brackets still parse
+    for good in [
+        "db1.internal:5432",
+        "10.0.0.1.example:22",
+        "1e100.net:443",
+        "[fd00::1]:22",
+        "[10.0.0.1]:22",
+        "255.255.255.255:1",
+    ] {
+        good.parse::<AllowRule>()
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    let r: AllowRule = "1e100.net:443".parse().unwrap();
+    assert!(r.allows_name("1e100.net", 443));
+}
+
 #[test]
 fn services_by_name_default_peers_and_protocol() {
     let tcp = |p: u16| format!("tcp://127.0.0.1:{p}").parse().unwrap();
