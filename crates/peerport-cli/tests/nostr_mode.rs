@@ -292,6 +292,28 @@ async fn relay_down_at_startup_is_retried() {
     tcp_echo_check(local, 100_000, 9).await;
 }
 
+/// A sender still waiting for its relays stops at SIGTERM (it went on
+/// retrying them before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_waiting_for_its_relays_stops_on_sigterm() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("ws://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key(dir.path(), "a"), key(dir.path(), "b"));
+    let mut s = sender("tcp://127.0.0.1:9", &a, &b, &[&url], &[]);
+    s.wait_stderr("no relay reachable yet").await;
+    s.signal(libc::SIGTERM);
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(5)).await,
+        Some(143),
+        "{}",
+        s.stderr_text()
+    );
+}
+
 /// The Nostr relay restarts on the same port and the sender is killed and
 /// restarted meanwhile: the same receiver re-signals through the restarted
 /// relay and serves TCP again.

@@ -130,7 +130,13 @@ async fn serve<M: Mode>(
     let catalog = s.catalog.clone().context("a sender needs services")?;
     let hint = target_hint(&catalog);
     eprintln!("peerport sender ({}) forwarding {}", M::NAME, s.describe());
-    let accepting = mode.acceptor(&context(s)).await?;
+    // setting up may wait on servers (Nostr relays that do not answer):
+    // a signal stops it too
+    let cx = context(s);
+    let accepting = tokio::select! {
+        a = mode.acceptor(&cx) => a?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     // the other side needs the same network
     let net = s
         .network
@@ -297,7 +303,15 @@ async fn dial<M: Mode>(mode: &M, s: &Settings, progress: Progress) -> Result<()>
     ignore_hangup(shutdown.clone());
     let monitor = status::Monitor::new(info, receiver.ledger());
     let obs = Observers::start(&s.observe, monitor.clone(), progress).await?;
-    let dialing = match mode.dialer(&context(s)).await {
+    let cx = context(s);
+    let dialing = tokio::select! {
+        d = mode.dialer(&cx) => d,
+        _ = shutdown.cancelled() => {
+            obs.stop().await;
+            return Ok(());
+        }
+    };
+    let dialing = match dialing {
         Ok(d) => d,
         Err(e) => {
             obs.stop().await;
