@@ -20,6 +20,7 @@ pub mod error;
 mod flow_table;
 pub mod front;
 pub mod io;
+mod ledger;
 pub mod policy;
 pub mod resume;
 pub mod routes;
