@@ -180,14 +180,21 @@ impl Monitor {
     /// Look whether each session's peer was heard from; a session that
     /// turns stale, or is heard again, becomes an event.
     pub fn listen(&self) {
-        let live = self.inner.ledger.sessions();
+        // the stack is read before the monitor's lock is taken: a status
+        // request never waits on a QUIC stack
+        let heard: Vec<(u64, (bool, Option<Instant>))> = self
+            .inner
+            .ledger
+            .sessions()
+            .iter()
+            .map(|t| (t.id, t.listen()))
+            .collect();
         let now = Instant::now();
         let mut new_events = Vec::new();
         let mut st = self.inner.state.lock().expect("monitor");
-        for t in &live {
-            let (connected, heard_at) = t.listen();
-            if let Some(seen) = st.sessions.get_mut(&t.id) {
-                self.staleness(t.id, seen, connected, heard_at, now, &mut new_events);
+        for (id, (connected, heard_at)) in heard {
+            if let Some(seen) = st.sessions.get_mut(&id) {
+                self.staleness(id, seen, connected, heard_at, now, &mut new_events);
             }
         }
         self.publish(&mut st, new_events);
@@ -271,6 +278,8 @@ impl Monitor {
     /// Take one sample now: rates, history, events.
     pub fn sample(&self) {
         let live = self.inner.ledger.sessions();
+        // read the stack before taking the monitor's lock
+        let readings: Vec<Reading> = live.iter().map(|t| t.sample()).collect();
         let now = Instant::now();
         let at_ms = unix_ms();
         let mut new_events = Vec::new();
@@ -290,8 +299,7 @@ impl Monitor {
         });
         let heard_before = st.last_heard;
         let mut last_heard = heard_before;
-        for t in &live {
-            let r = t.sample();
+        for (t, r) in live.iter().zip(readings) {
             last_heard = last_heard.max(r.heard_at);
             let took = self.took(t, &r, st.down_since, heard_before);
             let seen = st.sessions.entry(t.id).or_default();
@@ -373,6 +381,8 @@ impl Monitor {
         let ledger = &self.inner.ledger;
         let live = ledger.sessions();
         let ended = ledger.ended();
+        // read the stack before taking the monitor's lock
+        let readings: Vec<Reading> = live.iter().map(|t| t.sample()).collect();
         let st = self.inner.state.lock().expect("monitor");
         let now = Instant::now();
         let stale_after = self.stale_after();
@@ -395,8 +405,8 @@ impl Monitor {
         let mut stale_since: Option<Instant> = None;
         let sessions: Vec<SessionStatus> = live
             .iter()
-            .map(|t| {
-                let r = t.sample();
+            .zip(readings)
+            .map(|(t, r)| {
                 let seen = st.sessions.get(&t.id);
                 let path = r.path.clone();
                 let sum = Sums::of(t, &r);
