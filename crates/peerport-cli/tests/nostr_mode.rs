@@ -45,6 +45,13 @@ fn flags(me: &Key, peer: &Key, relays: &[&str]) -> Vec<String> {
     v
 }
 
+/// A port no relay listens on (yet), and its ws:// URL.
+fn unused_relay() -> (u16, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (port, format!("ws://127.0.0.1:{port}"))
+}
+
 fn sender(source: &str, me: &Key, peer: &Key, relays: &[&str], extra: &[&str]) -> Proc {
     let mut args: Vec<String> = vec![
         "sender".into(),
@@ -256,11 +263,7 @@ async fn keys_are_generated_checked_and_explained() {
 /// its --connect-timeout with a clear message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_down_at_startup_is_retried() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("ws://127.0.0.1:{port}");
+    let (port, url) = unused_relay();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (key(dir.path(), "a"), key(dir.path(), "b"));
     let mut svc = JoinSet::new();
@@ -296,11 +299,7 @@ async fn relay_down_at_startup_is_retried() {
 /// retrying them before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_waiting_for_its_relays_stops_on_sigterm() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("ws://127.0.0.1:{port}");
+    let (_, url) = unused_relay();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (key(dir.path(), "a"), key(dir.path(), "b"));
     let mut s = sender("tcp://127.0.0.1:9", &a, &b, &[&url], &[]);

@@ -396,6 +396,13 @@ fn sessions(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
                 .map(|x| (labels(x), ConstGauge::new(f(x))))
                 .collect()
         };
+    // only the sessions that have the value
+    let per_some = |f: &dyn Fn(&peerport::status::SessionStatus) -> Option<f64>| -> Vec<(Labels, ConstGauge<f64>)> {
+        s.sessions
+            .iter()
+            .filter_map(|x| f(x).map(|v| (labels(x), ConstGauge::new(v))))
+            .collect()
+    };
     let per_counter =
         |f: &dyn Fn(&peerport::status::SessionStatus) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
             s.sessions
@@ -434,17 +441,12 @@ fn sessions(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         g,
         per(&|x| f64::from(u8::from(x.state == peerport::status::SessionState::Stale))),
     )?;
-    let heard: Vec<_> = s
-        .sessions
-        .iter()
-        .filter_map(|x| x.last_heard_secs.map(|h| (labels(x), ConstGauge::new(h))))
-        .collect();
     family(
         e,
         "peerport_session_last_heard_seconds",
         "Seconds since a packet from the peer was last noticed",
         g,
-        heard,
+        per_some(&|x| x.last_heard_secs),
     )?;
     family(
         e,
@@ -460,20 +462,12 @@ fn sessions(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
         g,
         per(&|x| x.rtt_ms / 1000.0),
     )?;
-    let min: Vec<_> = s
-        .sessions
-        .iter()
-        .filter_map(|x| {
-            x.min_rtt_ms
-                .map(|m| (labels(x), ConstGauge::new(m / 1000.0)))
-        })
-        .collect();
     family(
         e,
         "peerport_session_min_rtt_seconds",
         "Smallest round-trip time seen (quinn modes)",
         g,
-        min,
+        per_some(&|x| x.min_rtt_ms.map(|m| m / 1000.0)),
     )?;
     family(
         e,
