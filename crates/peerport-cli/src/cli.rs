@@ -159,6 +159,10 @@ pub enum Command {
         /// The key file.
         #[arg(long)]
         secret_file: PathBuf,
+        /// The sender's network (FILE or NAME, as given to it): the ticket
+        /// then names its relays, as the sender's own does.
+        #[arg(long, value_name = "FILE|NAME")]
+        network: Option<String>,
     },
     /// Run a real tunnel on this machine with embedded relay and discovery
     /// servers, move TCP and UDP traffic through it and print a summary.

@@ -95,6 +95,7 @@ async fn busy_target_port() {
     let ticket = peerport_signaling::Ticket {
         endpoint_id: *iroh::SecretKey::generate().public().as_bytes(),
         token: [1; 16],
+        relays: Default::default(),
     }
     .encode();
     let (code, _, err) = run_to_end(&[
@@ -131,6 +132,7 @@ async fn unreachable_sender_fails_in_bounded_time() {
     let ticket = peerport_signaling::Ticket {
         endpoint_id: *iroh::SecretKey::generate().public().as_bytes(),
         token: [1; 16],
+        relays: Default::default(),
     }
     .encode();
     let mut p = receiver_proc(&r, "tcp", &ticket, &["--connect-timeout", "5"]);

@@ -1,7 +1,8 @@
-//! Self-hosting in one flag per side: `peerport rendezvous` describes its
-//! servers in a network file, `--network FILE` gives a sender or receiver
-//! all of them, and `peerport share` / `peerport connect` print what the
-//! other side types. Everything on 127.0.0.1: the rendezvous servers are
+//! Self-hosting in one flag: `peerport rendezvous` describes its servers
+//! in a network file, `--network FILE` gives a sender or receiver all of
+//! them, the sender's ticket names its relays (so an iroh receiver needs
+//! no flag at all), and `peerport share` / `peerport connect` print what
+//! the other side types. Everything on 127.0.0.1: the rendezvous servers are
 //! the real binary's, and no public server is named in any log.
 
 mod common;
@@ -29,9 +30,9 @@ async fn rendezvous_process(state: &std::path::Path) -> (Proc, String) {
 
 /// The sender's hint, run as printed (only the local port changed to a
 /// free one), with the ticket from the sender's stdout pasted where the
-/// hint says.
+/// hint says: the receiver needs no flag, as the ticket names the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn share_and_connect_over_a_self_hosted_network_with_one_flag_each() {
+async fn share_and_connect_over_a_self_hosted_network_with_one_flag() {
     let state = tempfile::tempdir().unwrap();
     let (_rdv, network) = rendezvous_process(state.path()).await;
     let text = std::fs::read_to_string(&network).unwrap();
@@ -62,7 +63,10 @@ async fn share_and_connect_over_a_self_hosted_network_with_one_flag_each() {
     let env = ["env".to_string(), data_home.clone()];
     let mut tx = Proc::spawn_wrapped(&env, share);
     let ticket = tx.first_stdout_line().await;
-    assert!(ticket.starts_with("ppt1"), "{ticket}");
+    let decoded = peerport_signaling::Ticket::decode(&ticket).unwrap();
+    assert_eq!(decoded.relays.urls.len(), 1, "{decoded:?}");
+    assert_eq!(decoded.relays.pins.len(), 1, "{decoded:?}");
+    assert!(ticket.len() < 200, "{} characters: {ticket}", ticket.len());
     let hint = tx.wait_stderr("on the other machine, run: ").await;
     let command = hint
         .split("run: ")
@@ -70,16 +74,24 @@ async fn share_and_connect_over_a_self_hosted_network_with_one_flag_each() {
         .and_then(|c| c.split(',').next())
         .unwrap()
         .to_string();
-    assert_eq!(
-        command,
-        format!("peerport connect 2222 --network {network}")
-    );
+    assert_eq!(command, "peerport connect 2222");
     assert!(
         !hint.contains(&ticket),
         "the ticket reached a non-terminal stderr"
     );
-    // the identity is kept: the same ticket after a restart
-    assert!(data.path().join("peerport/share.key").exists());
+    // the identity is kept: the same ticket after a restart, and
+    // `show-id` on the same network prints it too
+    let key = data.path().join("peerport/share.key");
+    let (code, out, err) = run_to_end(&[
+        "show-id",
+        "--secret-file",
+        key.to_str().unwrap(),
+        "--network",
+        &network,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("ticket {ticket}\n")), "{out}");
 
     // the receiver: exactly that command, with the pasted ticket
     let mut words: Vec<String> = command.split(' ').skip(1).map(String::from).collect();
@@ -91,8 +103,30 @@ async fn share_and_connect_over_a_self_hosted_network_with_one_flag_each() {
     assert_eq!(echo_roundtrip(local, b"one flag").await, b"one flag");
     let st = rx.status().await.unwrap();
     assert_eq!(st.info.mode, "iroh");
+
+    // the ticket alone gets through the relay: no mDNS, no direct path
+    let mut relayed = Proc::spawn_wrapped(
+        &env,
+        &[
+            "receiver".into(),
+            "iroh".into(),
+            "--target".into(),
+            "tcp://127.0.0.1:0".into(),
+            "--relay-only".into(),
+            "--no-mdns".into(),
+        ],
+    );
+    let local = listen_addr(&mut relayed).await;
+    relayed.wait_session().await;
+    assert_eq!(echo_roundtrip(local, b"relayed").await, b"relayed");
+
     // nothing tried the public servers (every one of them is self-hosted)
-    for l in rx.stderr_text().lines().chain(tx.stderr_text().lines()) {
+    for l in rx
+        .stderr_text()
+        .lines()
+        .chain(tx.stderr_text().lines())
+        .chain(relayed.stderr_text().lines())
+    {
         assert!(
             !l.contains("n0.computer") && !l.contains("iroh.link"),
             "a public server was named: {l}"

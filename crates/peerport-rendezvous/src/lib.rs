@@ -390,7 +390,7 @@ impl Rendezvous {
             mdns: false,
             bind: Some((self.dns_addr.ip(), 0).into()),
             portmap: false,
-            quic: Default::default(),
+            ..Default::default()
         }
     }
 

@@ -19,4 +19,4 @@ pub mod nostr;
 pub mod ticket;
 
 pub use mode::{Mode, UnknownMode};
-pub use ticket::{Ticket, TicketError, TOKEN_LEN};
+pub use ticket::{Relays, Ticket, TicketError, TOKEN_LEN};

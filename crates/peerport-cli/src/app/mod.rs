@@ -92,11 +92,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             let key = SecretKey::generate();
             identity::write(&output, &key, force)?;
             eprintln!("wrote a new secret key to {} (mode 0600)", output.display());
-            print_identity(&key)
+            print_identity(&key, None)
         }
-        Command::ShowId { secret_file } => {
+        Command::ShowId {
+            secret_file,
+            network,
+        } => {
             let key = identity::load(&secret_file)?;
-            print_identity(&key)
+            print_identity(&key, network)
         }
         Command::GenerateNostrKey { output, force } => {
             let (nsec, npub) = peerport_signaling::nostr::generate();
@@ -232,11 +235,14 @@ fn write_network(r: &Rendezvous) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
-fn print_identity(key: &SecretKey) -> Result<()> {
+/// The endpoint id and the ticket a sender with this key prints (on
+/// `network`: naming its relays).
+fn print_identity(key: &SecretKey, network: Option<String>) -> Result<()> {
+    let options = settings::network_iroh_options(network)?;
     out::print(format!(
         "endpoint-id {}\nticket {}\n",
         key.public(),
-        iroh_mode::ticket_for(key).encode()
+        iroh_mode::ticket_for(key, &options).encode()
     ))
 }
 

@@ -137,16 +137,22 @@ async fn serve<M: Mode>(
         a = mode.acceptor(&cx) => a?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    // the other side needs the same network
+    // the other side needs the same network, unless the ticket names it
     let net = s
         .network
         .as_deref()
+        .filter(|_| !ticket_names_relays(&accepting.announce))
         .map(|n| format!(" --network {n}"))
         .unwrap_or_default();
     if s.short_verbs {
         announce_share(&accepting.announce, &net);
     } else {
-        announce(M::NAME, &accepting.announce, &format!("{hint}{net}"));
+        let own = s
+            .network
+            .as_deref()
+            .map(|n| format!(" --network {n}"))
+            .unwrap_or_default();
+        announce(M::NAME, &accepting.announce, &format!("{hint}{net}"), &own);
     }
     let sender = Sender::serving(catalog)
         .engine(s.engine.clone())
@@ -186,7 +192,9 @@ fn context(s: &Settings) -> ModeContext {
 
 /// Tell the person what the sender's mode set up: what to copy to the
 /// receiver goes to stdout, alone; guidance to stderr.
-fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
+/// `own_net`: the sender's `--network` flag, which `show-id` needs to
+/// print the same ticket.
+fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str, own_net: &str) {
     if let Some(ticket) = &a.ticket {
         print_ticket(ticket);
     }
@@ -208,13 +216,22 @@ fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str) {
             )
         }
         (Some(_), 0, _) => eprintln!(
-            "on the receiver, run: peerport receiver {mode} --ticket-file FILE {hint} (FILE: holding the line this sender printed on standard output, or `peerport show-id --secret-file FILE`; not written here, as it grants access)"
+            "on the receiver, run: peerport receiver {mode} --ticket-file FILE {hint} (FILE: holding the line this sender printed on standard output, or `peerport show-id --secret-file FILE{own_net}`; not written here, as it grants access)"
         ),
         (_, n, Some(id)) if n > 0 => {
             eprintln!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
         }
         _ => {}
     }
+}
+
+/// Whether the sender's ticket names its relays (version 2): a receiver
+/// given it needs no `--network`.
+fn ticket_names_relays(a: &Announce) -> bool {
+    a.ticket
+        .as_deref()
+        .and_then(|t| peerport_signaling::Ticket::decode(t).ok())
+        .is_some_and(|t| !t.relays.urls.is_empty())
 }
 
 /// The ticket, alone on stdout. A closed stdout must not end the sender:

@@ -205,6 +205,18 @@ pub fn with_network(p: Partial, role: Role, mode: Mode) -> Result<Partial, Confi
     }
 }
 
+/// A sender's iroh options from `--network` alone (`show-id`: the ticket
+/// names the network's relays, as the sender's does).
+pub fn network_iroh_options(
+    network: Option<String>,
+) -> Result<peerport::modes::iroh::IrohOptions, ConfigError> {
+    let p = Partial {
+        network,
+        ..Default::default()
+    };
+    validate::iroh_options(&with_network(p, Role::Sender, Mode::Iroh)?)
+}
+
 impl Settings {
     /// What the process forwards, in one line: the sender's services and
     /// rules, or the receiver's targets.

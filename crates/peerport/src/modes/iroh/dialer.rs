@@ -3,25 +3,27 @@
 
 use std::time::Duration;
 
-use iroh::{Endpoint, EndpointId};
+use iroh::{Endpoint, EndpointAddr};
 use tracing::{debug, info};
 
 use super::{IrohError, PeerSpec, ALPN};
 use crate::transport::iroh::IrohConnection;
 
-/// Dial the sender, retrying while discovery catches up (bounded by `limit`).
+/// Dial the sender (its id, and its relays if known), retrying while
+/// discovery catches up (bounded by `limit`).
 pub async fn connect(
     ep: &Endpoint,
-    peer: EndpointId,
+    addr: EndpointAddr,
     limit: Duration,
 ) -> Result<IrohConnection, IrohError> {
+    let peer = addr.id;
     let deadline = tokio::time::Instant::now() + limit;
     let mut delay = Duration::from_millis(250);
     loop {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let attempt = tokio::time::timeout(
             remaining.max(Duration::from_millis(1)),
-            ep.connect(peer, ALPN),
+            ep.connect(addr.clone(), ALPN),
         )
         .await;
         let last = match attempt {
@@ -82,7 +84,7 @@ impl crate::transport::Dialer for IrohDialer {
     }
 
     async fn dial(&mut self) -> Result<IrohConnection, crate::transport::DialError> {
-        connect(&self.ep, self.peer.id, self.connect_timeout)
+        connect(&self.ep, self.peer.addr(), self.connect_timeout)
             .await
             .map_err(|e| crate::transport::DialError::Unreachable(e.to_string()))
     }

@@ -5,16 +5,20 @@
 //! `--dns-server`) and optionally mDNS, and waits for receivers. A receiver
 //! needs the sender's ticket: the endpoint id (which iroh dials and
 //! authenticates) plus an access token the sender checks before forwarding.
+//! A sender on self-hosted relays puts them in its ticket (version 2), with
+//! their QUIC address-discovery port and the pins of self-signed relay
+//! certificates, so that a receiver given only the ticket dials the sender
+//! through its relay, with no flag and no discovery server.
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
 use iroh::{
     address_lookup::{DnsAddressLookup, PkarrPublisher, PkarrResolver},
     endpoint::{presets, IdleTimeout, PortmapperConfig, QuicTransportConfig, VarInt},
-    Endpoint, EndpointId, RelayMode, RelayUrl, SecretKey,
+    Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl, SecretKey, TransportAddr,
 };
-use iroh_relay::{tls::CaTlsConfig, RelayConfig, RelayMap, RelayQuicConfig};
-use peerport_signaling::Ticket;
+use iroh_relay::{RelayConfig, RelayMap, RelayQuicConfig};
+use peerport_signaling::{Relays, Ticket};
 use tracing::debug;
 use url::Url;
 
@@ -23,10 +27,12 @@ use crate::{identity, transport::QuicSettings};
 mod acceptor;
 mod dialer;
 mod mode;
+mod pin;
 
 pub use acceptor::IrohAcceptor;
 pub use dialer::{connect, IrohDialer};
 pub use mode::{IrohMode, Secret};
+pub use pin::pin_of;
 
 /// ALPN of peerport's iroh mode.
 pub const ALPN: &[u8] = b"peerport/iroh/1";
@@ -45,10 +51,17 @@ pub struct IrohOptions {
     /// Extra trusted root certificates for the relays' TLS (HTTPS and QUIC
     /// address discovery), e.g. a self-hosted relay's self-signed certificate.
     pub relay_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// SHA-256 pins of relay certificates to trust as their own roots (from
+    /// a version 2 ticket); see [`pin_of`].
+    pub relay_pins: Vec<[u8; 32]>,
     /// Use only the relay (no direct UDP).
     pub relay_only: bool,
     /// pkarr relay URL used to publish and resolve; `None` means n0's DNS.
     pub dns_server: Option<Url>,
+    /// Without `dns_server`: publish to and resolve from n0's public DNS.
+    /// Off for a receiver whose ticket names the sender's relays (it needs
+    /// no discovery, and publishes nowhere public).
+    pub public_discovery: bool,
     /// Announce and look up on the local network via mDNS.
     pub mdns: bool,
     /// Local address to bind (e.g. 127.0.0.1:0 in tests); `None` binds all interfaces.
@@ -65,8 +78,10 @@ impl Default for IrohOptions {
             relay_urls: Vec::new(),
             relay_quic_port: None,
             relay_ca: Vec::new(),
+            relay_pins: Vec::new(),
             relay_only: false,
             dns_server: None,
+            public_discovery: true,
             mdns: true,
             bind: None,
             portmap: true,
@@ -145,17 +160,21 @@ pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endp
     } else {
         b.relay_mode(RelayMode::Custom(relay_map(opts)))
     };
-    if !opts.relay_ca.is_empty() {
-        b = b.ca_tls_config(CaTlsConfig::default().with_extra_roots(opts.relay_ca.clone()));
+    if !opts.relay_ca.is_empty() || !opts.relay_pins.is_empty() {
+        b = b.ca_tls_config(pin::ca_tls_config(
+            opts.relay_ca.clone(),
+            opts.relay_pins.clone(),
+        ));
     }
     b = match &opts.dns_server {
         Some(url) => b
             .address_lookup(PkarrPublisher::builder(url.clone()))
             .address_lookup(PkarrResolver::builder(url.clone())),
-        None => b
+        None if opts.public_discovery => b
             .address_lookup(PkarrPublisher::n0_dns())
             .address_lookup(PkarrResolver::n0_dns())
             .address_lookup(DnsAddressLookup::n0_dns()),
+        None => b,
     };
     if opts.mdns {
         b = b.address_lookup(iroh_mdns_address_lookup::MdnsAddressLookup::builder());
@@ -200,11 +219,53 @@ pub async fn wait_online(ep: &Endpoint, limit: Duration) -> bool {
     tokio::time::timeout(limit, ep.online()).await.is_ok()
 }
 
-/// The ticket a sender hands out.
-pub fn ticket_for(secret: &SecretKey) -> Ticket {
+impl IrohOptions {
+    /// A receiver's options for `peer`: a ticket naming the sender's
+    /// relays makes them this endpoint's relays unless relays are set,
+    /// with their QUIC address-discovery port, and then, without a
+    /// discovery server of its own, the endpoint uses no discovery server
+    /// (the ticket says where the sender is). The ticket's certificate pins
+    /// are trusted either way.
+    pub fn for_peer(mut self, peer: &PeerSpec) -> Self {
+        self.relay_pins.extend_from_slice(&peer.relay_pins);
+        if self.relay_urls.is_empty() && !peer.relays.is_empty() {
+            self.relay_urls = peer.relays.clone();
+            self.relay_quic_port = Some(peer.relay_quic_port);
+            if self.dns_server.is_none() {
+                self.public_discovery = false;
+            }
+        }
+        self
+    }
+
+    /// The self-hosted relays a sender's ticket names: its custom relays,
+    /// their QUIC port, and the pins of its trusted relay certificates
+    /// (a self-signed relay certificate is its own pin); none with the
+    /// public relays.
+    fn ticket_relays(&self) -> Relays {
+        if self.relay_urls.is_empty() {
+            return Relays::default();
+        }
+        Relays {
+            urls: self.relay_urls.iter().map(|u| u.to_string()).collect(),
+            quic_port: self.relay_quic_port.unwrap_or(DEFAULT_RELAY_QUIC_PORT),
+            pins: self
+                .relay_ca
+                .iter()
+                .map(pin_of)
+                .chain(self.relay_pins.iter().copied())
+                .collect(),
+        }
+    }
+}
+
+/// The ticket a sender with these options hands out: version 2 naming its
+/// relays when they are self-hosted, else version 1.
+pub fn ticket_for(secret: &SecretKey, opts: &IrohOptions) -> Ticket {
     Ticket {
         endpoint_id: *secret.public().as_bytes(),
         token: identity::derive_token(secret),
+        relays: opts.ticket_relays(),
     }
 }
 
@@ -216,6 +277,22 @@ pub struct PeerSpec {
     pub id: EndpointId,
     /// Access token, if a ticket was given.
     pub token: Option<Vec<u8>>,
+    /// The sender's relays, if its ticket names them.
+    pub relays: Vec<RelayUrl>,
+    /// Their QUIC address-discovery port (0: none).
+    pub relay_quic_port: u16,
+    /// Pins of relay certificates to trust.
+    pub relay_pins: Vec<[u8; 32]>,
+}
+
+impl PeerSpec {
+    /// Where to dial: the endpoint id, and the sender's relays if known.
+    pub fn addr(&self) -> EndpointAddr {
+        EndpointAddr::from_parts(
+            self.id,
+            self.relays.iter().cloned().map(TransportAddr::Relay),
+        )
+    }
 }
 
 impl FromStr for PeerSpec {
@@ -229,9 +306,23 @@ impl FromStr for PeerSpec {
                     "the ticket's endpoint id is not a valid key; copy the ticket again".into(),
                 )
             })?;
+            let relays = t
+                .relays
+                .urls
+                .iter()
+                .map(|u| RelayUrl::from_str(u))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    IrohError::BadPeer(format!(
+                        "the ticket names a relay that is not a URL ({e}); copy the ticket again"
+                    ))
+                })?;
             return Ok(PeerSpec {
                 id,
                 token: Some(t.token.to_vec()),
+                relays,
+                relay_quic_port: t.relays.quic_port,
+                relay_pins: t.relays.pins,
             });
         }
         let id = EndpointId::from_str(s).map_err(|e| {
@@ -239,6 +330,12 @@ impl FromStr for PeerSpec {
                 "`{s}` is neither a peerport ticket (ppt1...) nor an endpoint id ({e}): paste the ticket the sender printed"
             ))
         })?;
-        Ok(PeerSpec { id, token: None })
+        Ok(PeerSpec {
+            id,
+            token: None,
+            relays: Vec::new(),
+            relay_quic_port: 0,
+            relay_pins: Vec::new(),
+        })
     }
 }

@@ -63,7 +63,7 @@ impl Mode for IrohMode {
 
     async fn acceptor(&self, _cx: &ModeContext) -> Result<Accepting<IrohAcceptor>, ModeError> {
         let secret = self.secret.load()?;
-        let ticket = ticket_for(&secret).encode();
+        let ticket = ticket_for(&secret, &self.options).encode();
         let auth = Authorizer::new(
             identity::derive_token(&secret).to_vec(),
             self.allowed_peers.clone(),
@@ -92,7 +92,8 @@ impl Mode for IrohMode {
         let peer = self.peer.clone().ok_or(ModeError::Missing(
             "a receiver needs the sender's ticket: pass --node-id TICKET",
         ))?;
-        let ep = bind_endpoint(self.secret.load()?, &self.options)
+        let options = self.options.clone().for_peer(&peer);
+        let ep = bind_endpoint(self.secret.load()?, &options)
             .await
             .map_err(ModeError::Iroh)?;
         Ok(Dialing {
