@@ -1,8 +1,10 @@
 //! A session's routes: what the receiver asked for in its hello, granted
 //! against the sender's current [`Catalog`]. Every TCP stream and UDP flow
-//! is checked again when it starts (the catalog may have been reloaded),
-//! and [`Routes::no_longer_allowed`] ends a session a reload no longer
-//! allows.
+//! is checked again when it starts (the catalog may have been reloaded)
+//! and holds a [`Permit`] that tells it when a reload no longer allows it,
+//! so a reload closes exactly the connections it disallows;
+//! [`Routes::nothing_allowed`] ends a session none of whose wants is
+//! allowed any more.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -32,6 +34,8 @@ pub struct Routes {
     catalog: CatalogWatch,
     /// Each want's counts, looked up once per session (not per stream).
     counts: Vec<Arc<ServiceCounts>>,
+    /// The wants not allowed when the hello came, with why.
+    refused: Vec<(u16, String)>,
 }
 
 impl Routes {
@@ -66,15 +70,37 @@ impl Routes {
             peer: peer.to_string(),
             catalog,
             counts: Vec::new(),
+            refused: Vec::new(),
         };
+        // what is allowed now is granted (a reconnecting receiver keeps
+        // what a reload still allows); a hello with nothing allowed is refused
         let now = routes.catalog.borrow().clone();
-        routes.check_all(&now)?;
+        let mut refused = routes.refusals(&now);
+        if refused.len() == routes.wants.len() && !refused.is_empty() {
+            return Err(refused.swap_remove(0).1);
+        }
+        for (w, r) in &refused {
+            tracing::warn!(peer, want = %w, "not allowed (the session carries the others): {}", r.message);
+        }
+        let refused: Vec<(u16, String)> = routes
+            .wants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| now.grant(w, peer).err().map(|r| (i as u16, r.message)))
+            .collect();
+        routes.refused = refused;
         routes.counts = routes
             .wants
             .iter()
             .map(|w| ledger.service(&w.short()))
             .collect();
         Ok(routes)
+    }
+
+    /// The wants not allowed when the hello came (their index, and why):
+    /// the reply tells the receiver.
+    pub fn refused(&self) -> &[(u16, String)] {
+        &self.refused
     }
 
     /// Whether the hello listed no wants.
@@ -122,11 +148,37 @@ impl Routes {
         all.join(", ")
     }
 
-    fn check_all(&self, catalog: &Catalog) -> Result<(), Refusal> {
-        for w in &self.wants {
-            catalog.grant(w, &self.peer)?;
+    /// The wants `catalog` does not allow, each with its refusal.
+    fn refusals(&self, catalog: &Catalog) -> Vec<(&Want, Refusal)> {
+        self.wants
+            .iter()
+            .filter_map(|w| catalog.grant(w, &self.peer).err().map(|r| (w, r)))
+            .collect()
+    }
+
+    /// What a stream or flow of want `index` (to `dest`, for a SOCKS5
+    /// connection) holds while it runs: it tells when a reload no longer
+    /// allows it.
+    pub fn permit(&self, index: usize, dest: Option<&(String, u16)>) -> Permit {
+        let want = self
+            .wants
+            .get(index)
+            .cloned()
+            .map(|w| match (&w.what, dest) {
+                (Wanted::Dynamic, Some((host, port))) => Want {
+                    protocol: w.protocol,
+                    what: Wanted::Destination {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                },
+                _ => w,
+            });
+        Permit {
+            want,
+            peer: self.peer.clone(),
+            catalog: self.catalog.clone(),
         }
-        Ok(())
     }
 
     /// Where want `index` goes now, and the addresses to connect to (for
@@ -166,20 +218,54 @@ impl Routes {
         Ok((route, addrs))
     }
 
-    /// Resolves when a reloaded catalog no longer allows one of the wants
-    /// (with the refusal); pending forever otherwise.
-    pub async fn no_longer_allowed(&self) -> Refusal {
+    /// Resolves when a reloaded catalog allows none of the wants (with the
+    /// first refusal); pending forever otherwise. A reload that disallows
+    /// some of them is logged here; their connections close by their
+    /// [`Permit`]s.
+    pub async fn nothing_allowed(&self) -> Refusal {
         let mut rx = self.catalog.clone();
         loop {
             if rx.changed().await.is_err() {
                 return std::future::pending().await;
             }
             let now = rx.borrow_and_update().clone();
-            match self.check_all(&now) {
-                Ok(()) => tracing::info!(
-                    "configuration reloaded: this session's services are still allowed"
-                ),
-                Err(r) => return r,
+            let mut refused = self.refusals(&now);
+            if refused.len() == self.wants.len() && !refused.is_empty() {
+                return refused.swap_remove(0).1;
+            }
+            if refused.is_empty() {
+                tracing::info!("configuration reloaded: this session's services are still allowed");
+            }
+            for (w, r) in refused {
+                tracing::warn!(want = %w, "configuration reloaded: no longer allowed, its connections close (the session carries the others): {}", r.message);
+            }
+        }
+    }
+}
+
+/// A running stream's or flow's right to go on: its want, checked again
+/// after every reload.
+#[derive(Debug)]
+pub struct Permit {
+    want: Option<Want>,
+    peer: String,
+    catalog: CatalogWatch,
+}
+
+impl Permit {
+    /// Resolves when a reloaded catalog no longer allows this want (with
+    /// the refusal); pending forever otherwise.
+    pub async fn revoked(mut self) -> Refusal {
+        let Some(want) = self.want else {
+            return std::future::pending().await;
+        };
+        loop {
+            if self.catalog.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = self.catalog.borrow_and_update().clone();
+            if let Err(r) = now.grant(&want, &self.peer) {
+                return r;
             }
         }
     }

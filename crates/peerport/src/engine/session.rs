@@ -135,9 +135,11 @@ pub async fn serve_sender_session<C: TunnelConnection>(
             window_secs: Some(o.session.window().as_secs().min(u32::MAX as u64) as u32),
             delivered: None,
             services,
+            refused: routes.refused().to_vec(),
         }),
         None if services.is_some() => Reply::ok_with(&ReplyExt {
             services,
+            refused: routes.refused().to_vec(),
             ..Default::default()
         }),
         None => Reply::ok().encode(),
@@ -213,8 +215,9 @@ async fn refuse_hello<C: TunnelConnection>(
 
 /// Serve a session's routes: TCP streams and UDP flows as its wants ask,
 /// side by side, until the connection ends, `cancel` fires, or a reload
-/// no longer allows one of them (the connection is then closed with
-/// [`close_code::FORBIDDEN`] and the reason).
+/// allows none of them (the connection is then closed with
+/// [`close_code::FORBIDDEN`] and the reason; a reload that disallows some
+/// closes only their streams and flows).
 async fn serve_routes<C: TunnelConnection>(
     conn: C,
     ctx: &SenderContext,
@@ -228,7 +231,7 @@ async fn serve_routes<C: TunnelConnection>(
     let policy = async {
         tokio::select! {
             _ = stop.cancelled() => Ok(()),
-            r = routes.no_longer_allowed() => {
+            r = routes.nothing_allowed() => {
                 warn!(peer = %conn.peer_id(), "the reloaded configuration no longer allows this session: {}", r.message);
                 conn.close(close_code::FORBIDDEN, &r.message);
                 Err(SessionError::Unauthorized { peer: conn.peer_id(), reason: r.message })
@@ -380,6 +383,11 @@ pub async fn hello<C: TunnelConnection>(
             kind: RefusalKind::Other,
             message: "the sender runs an older peerport that serves one service only: upgrade it to reach named services or destinations".into(),
         });
+    }
+    for (i, why) in ext.iter().flat_map(|e| &e.refused) {
+        if let Some(w) = wants.get(*i as usize) {
+            warn!("the sender does not allow {w} now, and refuses its connections (the tunnel carries the others): {why}");
+        }
     }
     info!(
         target: EVENT,

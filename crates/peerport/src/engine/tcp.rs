@@ -172,12 +172,19 @@ async fn receiver_stream<C: TunnelConnection>(
                 (Some(session), Some(id)) => {
                     let sent = bytes::Bytes::from(std::mem::take(&mut w.prefix));
                     let first = Attach::Fresh { conn, send, recv };
-                    session.spawn_stream(id, w.stream, sent, first, open);
+                    let until = Box::pin(std::future::pending());
+                    session.spawn_stream(id, w.stream, sent, first, open, until);
                     Ok(())
                 }
-                _ => pump(w.stream, send, async { Ok(recv) }, open)
-                    .await
-                    .map_err(StreamEnd::Failed),
+                _ => pump(
+                    w.stream,
+                    send,
+                    async { Ok(recv) },
+                    open,
+                    std::future::pending(),
+                )
+                .await
+                .map_err(StreamEnd::Failed),
             }
         }
     }
@@ -345,13 +352,22 @@ async fn sender_stream<C: TunnelConnection>(
         .await
         .map_err(|e| format!("cannot write reply: {e}"))?;
     let open = tally.stream_opened_for(counts);
+    // a reload that no longer allows it closes it
+    let permit = routes.permit(index, req.dest.as_ref());
+    let revoked = async move {
+        format!(
+            "no longer allowed by the reloaded configuration ({})",
+            permit.revoked().await.message
+        )
+    };
     match resumable {
         Some((session, id)) => {
             let first = Attach::Fresh { conn, send, recv };
-            session.spawn_stream(id, tcp, bytes::Bytes::new(), first, open);
+            let until = Box::pin(revoked);
+            session.spawn_stream(id, tcp, bytes::Bytes::new(), first, open, until);
             Ok(())
         }
-        None => pump(tcp, send, async { Ok(recv) }, open).await,
+        None => pump(tcp, send, async { Ok(recv) }, open, revoked).await,
     }
 }
 
@@ -384,17 +400,20 @@ async fn refuse<S: TunnelSend>(send: &mut S, status: Status, msg: &str) {
 /// `gate` must yield the receiving half before data flows towards TCP (the
 /// receiver uses it to wait for the sender's reply). On any error both
 /// sides are aborted, so the local socket closes promptly. The connection
-/// counts as open (`_open`) until this returns.
-async fn pump<S, R, G>(
+/// counts as open (`_open`) until this returns, or until `until` resolves
+/// with the reason to close it early.
+async fn pump<S, R, G, U>(
     tcp: TcpStream,
     mut send: S,
     gate: G,
     _open: StreamGuard,
+    until: U,
 ) -> Result<(), String>
 where
     S: TunnelSend,
     R: TunnelRecv,
     G: Future<Output = Result<R, String>>,
+    U: Future<Output = String>,
 {
     let (tcp_r, mut tcp_w) = tcp.into_split();
     let result = {
@@ -413,13 +432,14 @@ where
             }
             r
         };
-        tokio::pin!(up, down);
+        tokio::pin!(up, down, until);
         let (mut up_done, mut down_done) = (false, false);
         loop {
             if up_done && down_done {
                 break Ok(());
             }
             tokio::select! {
+                why = &mut until => break Err(why),
                 r = &mut up, if !up_done => match r {
                     Ok(n) => { up_done = true; debug!(bytes = n, "local side finished sending"); }
                     Err(e) => break Err(e),

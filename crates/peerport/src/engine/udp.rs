@@ -247,8 +247,9 @@ impl<C: TunnelConnection> SenderFlows<C> {
 
     /// The socket of flow `id`, opened (with its reader) on first use;
     /// `None` when the flow cap is reached or the source is unreachable.
+    /// The flow ends when a reload no longer allows it.
     async fn socket(
-        &self,
+        self: &Arc<Self>,
         id: u32,
         routes: &Routes,
         config: &EngineConfig,
@@ -311,21 +312,45 @@ impl<C: TunnelConnection> SenderFlows<C> {
             last_seen: Arc::new(AtomicU64::new(self.millis())),
             stop: self.stop.child_token(),
         };
+        let reader = flow_reader(
+            self.conn.subscribe(),
+            id,
+            sock.clone(),
+            flow.last_seen.clone(),
+            flow.stop.clone(),
+            self.stats.clone(),
+            self.started,
+        );
+        let permit = routes.permit(index, None);
+        let me = Arc::downgrade(self);
         self.tasks.spawn(
-            flow_reader(
-                self.conn.subscribe(),
-                id,
-                sock.clone(),
-                flow.last_seen.clone(),
-                flow.stop.clone(),
-                self.stats.clone(),
-                self.started,
-            )
+            async move {
+                tokio::select! {
+                    _ = reader => {}
+                    r = permit.revoked() => if let Some(me) = me.upgrade() {
+                        me.revoke(id, &r.message);
+                    }
+                }
+            }
             .in_current_span(),
         );
         flows.insert(id, flow);
         self.stats.set_flows(flows.len(), true);
         Some(sock)
+    }
+
+    /// End flow `id`, which a reload no longer allows: its socket closes,
+    /// and its next packet is refused like any flow's.
+    fn revoke(&self, id: u32, why: &str) {
+        let mut flows = self.flows.lock().expect("flows");
+        if let Some(f) = flows.remove(&id) {
+            f.stop.cancel();
+            warn!(
+                flow = id,
+                "udp flow closed: no longer allowed by the reloaded configuration ({why})"
+            );
+        }
+        self.stats.set_flows(flows.len(), false);
     }
 
     /// Forget flows idle for `idle`; returns their ids.

@@ -241,6 +241,9 @@ const EXT_RESUMED: u8 = 2;
 const EXT_WINDOW: u8 = 3;
 const EXT_DELIVERED: u8 = 4;
 const EXT_SERVICES: u8 = 5;
+const EXT_REFUSED: u8 = 6;
+/// Longest refusal message a hello reply carries per want, in bytes.
+const REFUSED_MESSAGE: usize = 160;
 
 /// Reply extension: what a resume-aware sender adds after its reply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -256,6 +259,11 @@ pub struct ReplyExt {
     /// Hello: how many of the hello's wants the sender granted (all of
     /// them; present only when the hello listed wants).
     pub services: Option<u16>,
+    /// Hello: the wants the sender does not allow now (their index, and
+    /// why), while it carries the others; each is `index u16 | message`
+    /// in a TLV of its own, messages cut to 160 bytes, and as many as fit
+    /// the header.
+    pub refused: Vec<(u16, String)>,
 }
 
 impl ReplyExt {
@@ -276,6 +284,14 @@ impl ReplyExt {
         }
         if let Some(n) = self.services {
             put_tlv(&mut body, EXT_SERVICES, &n.to_be_bytes());
+        }
+        for (index, message) in &self.refused {
+            let mut v = index.to_be_bytes().to_vec();
+            v.extend_from_slice(cut(message, REFUSED_MESSAGE).as_bytes());
+            if body.len() + 3 + v.len() > MAX_BODY {
+                break;
+            }
+            put_tlv(&mut body, EXT_REFUSED, &v);
         }
         let mut out = (body.len() as u16).to_be_bytes().to_vec();
         out.extend_from_slice(&body);
@@ -312,11 +328,28 @@ impl ReplyExt {
                         v.try_into().map_err(|_| HeaderError::Malformed)?,
                     ))
                 }
+                EXT_REFUSED => {
+                    let (index, message) =
+                        v.split_first_chunk::<2>().ok_or(HeaderError::Malformed)?;
+                    let message =
+                        std::str::from_utf8(message).map_err(|_| HeaderError::Malformed)?;
+                    ext.refused
+                        .push((u16::from_be_bytes(*index), message.to_string()));
+                }
                 _ => {}
             }
         }
         Ok(ext)
     }
+}
+
+/// `text` cut to at most `max` bytes on a char boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// `delivered u64 | fin u8`.
@@ -397,6 +430,7 @@ mod tests {
             window_secs: Some(300),
             delivered: Some((12345, false)),
             services: Some(3),
+            refused: vec![(1, "no service `ssh`".into()), (2, String::new())],
         };
         let b = e.encode();
         assert_eq!(u16::from_be_bytes([b[0], b[1]]) as usize, b.len() - 2);
@@ -404,6 +438,18 @@ mod tests {
         assert_eq!(ReplyExt::decode_body(&[]).unwrap(), ReplyExt::default());
         assert!(ReplyExt::decode_body(&[EXT_TICKET, 0, 3, 1, 2, 3]).is_err());
         assert!(ReplyExt::decode_body(&[EXT_RESUMED, 0, 1, 7]).is_err());
+        assert!(ReplyExt::decode_body(&[EXT_REFUSED, 0, 1, 7]).is_err());
+        assert!(ReplyExt::decode_body(&[EXT_REFUSED, 0, 3, 0, 0, 0xff]).is_err());
+        // long messages are cut on a char boundary, and only what fits is sent
+        let many = ReplyExt {
+            refused: (0..64).map(|i| (i, "é".repeat(200))).collect(),
+            ..Default::default()
+        };
+        let b = many.encode();
+        assert!(b.len() - 2 <= MAX_BODY);
+        let back = ReplyExt::decode_body(&b[2..]).unwrap();
+        assert!(!back.refused.is_empty() && back.refused.len() < 64);
+        assert!(back.refused.iter().all(|(_, m)| m.len() <= REFUSED_MESSAGE));
         // unknown tags are skipped
         assert_eq!(
             ReplyExt::decode_body(&[99, 0, 1, 0]).unwrap(),

@@ -32,7 +32,7 @@ pub use super::config::ResumeConfig;
 pub use registry::{Opened, Registry, MAX_SESSIONS};
 pub use session::{with_control, Session};
 pub use slot::{Attach, Slot};
-pub use stream::read_ext;
+pub use stream::{read_ext, Until};
 
 /// Largest read from a local socket.
 const READ_CHUNK: usize = 256 * 1024;

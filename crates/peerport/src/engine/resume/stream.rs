@@ -64,12 +64,17 @@ pub(super) enum DirError {
     Tunnel(std::io::Error),
 }
 
+/// Why a connection must close early, when it must (the sender's reload
+/// no longer allows it); pending forever for one that may run to its end.
+pub type Until = std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>;
+
 pub(super) async fn run_stream<C: TunnelConnection>(
     session: &Session<C>,
     slot: &Slot<C>,
     tcp: TcpStream,
     first: Attach<C>,
     mut rx: mpsc::Receiver<Attach<C>>,
+    mut revoked: Until,
 ) {
     let _ = tcp.set_nodelay(true);
     let (mut tcp_r, mut tcp_w) = tcp.into_split();
@@ -83,6 +88,10 @@ pub(super) async fn run_stream<C: TunnelConnection>(
                 let until = since + session.cfg.window;
                 tokio::select! {
                     _ = session.cancel.cancelled() => return,
+                    why = &mut revoked => {
+                        info!("{why}: closing this connection");
+                        return;
+                    }
                     _ = slot.abandon.cancelled() => {
                         info!("the receiver resumed the session without this connection (it never saw it set up): closing it");
                         return;
@@ -130,7 +139,15 @@ pub(super) async fn run_stream<C: TunnelConnection>(
             }
         }
         match pump(
-            session, slot, &mut tcp_r, &mut tcp_w, conn, send, recv, &mut rx,
+            session,
+            slot,
+            &mut tcp_r,
+            &mut tcp_w,
+            conn,
+            send,
+            recv,
+            &mut rx,
+            &mut revoked,
         )
         .await
         {
@@ -261,6 +278,7 @@ pub(super) async fn pump<C: TunnelConnection>(
     mut send: C::Send,
     mut recv: C::Recv,
     rx: &mut mpsc::Receiver<Attach<C>>,
+    revoked: &mut Until,
 ) -> End<C> {
     let up = async {
         let mut buf = Scratch::new(READ_CHUNK);
@@ -338,17 +356,18 @@ pub(super) async fn pump<C: TunnelConnection>(
             tokio::select! {
                 biased;
                 _ = session.cancel.cancelled() => return End::Shutdown,
+                why = &mut *revoked => break Stop::Revoked(why),
                 a = rx.recv() => match a {
-                    Some(a) => break Err(a),
+                    Some(a) => break Stop::Replaced(a),
                     None => return End::Shutdown,
                 },
                 r = &mut up, if !up_done => match r {
                     Ok(()) => up_done = true,
-                    Err(e) => break Ok(e),
+                    Err(e) => break Stop::Failed(e),
                 },
                 r = &mut down, if !down_done => match r {
                     Ok(()) => down_done = true,
-                    Err(e) => break Ok(e),
+                    Err(e) => break Stop::Failed(e),
                 },
                 _ = slot.wait_for(Slot::complete), if up_done && down_done => return End::Complete,
                 reason = conn.closed() => return lost(&reason),
@@ -357,16 +376,20 @@ pub(super) async fn pump<C: TunnelConnection>(
     };
     match failed {
         // a newer connection took over: the old stream must not look finished
-        Err(a) => {
+        Stop::Replaced(a) => {
             send_abort(&mut send, &mut recv);
             End::Replaced(a)
         }
-        Ok(DirError::Local(e)) => {
+        Stop::Revoked(why) => {
+            send_abort(&mut send, &mut recv);
+            End::Fatal(why)
+        }
+        Stop::Failed(DirError::Local(e)) => {
             // our local socket failed: the peer closes its side too
             send_abort(&mut send, &mut recv);
             End::Fatal(format!("local socket: {e}"))
         }
-        Ok(DirError::Tunnel(e)) => {
+        Stop::Failed(DirError::Tunnel(e)) => {
             // the stream failed: a lost connection (park), or the peer reset it
             match tokio::time::timeout(Duration::from_millis(300), conn.closed()).await {
                 Ok(reason) => lost(&reason),
@@ -391,6 +414,16 @@ pub(super) fn lost<C: TunnelConnection>(reason: &CloseReason) -> End<C> {
     }
 }
 
+/// Why [`pump`] stopped before the stream was complete.
+enum Stop<C: TunnelConnection> {
+    /// A newer connection took over.
+    Replaced(Attach<C>),
+    /// A direction failed.
+    Failed(DirError),
+    /// The reason it may not go on.
+    Revoked(String),
+}
+
 pub(super) fn send_abort<S: TunnelSend, R: TunnelRecv>(send: &mut S, recv: &mut R) {
     send.reset(close_code::STREAM_ABORT);
     recv.stop(close_code::STREAM_ABORT);
@@ -398,7 +431,8 @@ pub(super) fn send_abort<S: TunnelSend, R: TunnelRecv>(send: &mut S, recv: &mut 
 
 impl<C: TunnelConnection> Session<C> {
     /// Carry a set-up TCP connection as resumable stream `id`; the task
-    /// belongs to the session and outlives the connection.
+    /// belongs to the session and outlives the connection, and ends early
+    /// when `until` resolves.
     pub fn spawn_stream(
         self: &Arc<Self>,
         id: u64,
@@ -406,6 +440,7 @@ impl<C: TunnelConnection> Session<C> {
         sent: Bytes,
         first: Attach<C>,
         open: crate::engine::tally::StreamGuard,
+        until: Until,
     ) {
         let (tx, rx) = mpsc::channel(4);
         let mut out = ReplayBuf::new(self.cfg.stream_buffer.max(READ_CHUNK));
@@ -432,7 +467,7 @@ impl<C: TunnelConnection> Session<C> {
         let span = tracing::info_span!("resumable", stream = id);
         self.tasks.spawn(
             async move {
-                run_stream(&me, &slot, tcp, first, rx).await;
+                run_stream(&me, &slot, tcp, first, rx, until).await;
                 me.slots.lock().expect("slots").remove(&id);
                 drop(open);
             }
