@@ -120,3 +120,57 @@ async fn udp_roundtrip(sock: &tokio::net::UdpSocket, payload: &[u8]) -> bool {
     }
     false
 }
+
+/// The same for destinations under `--allow` rules: a reload that drops
+/// one rule closes the connection to that destination only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_closes_only_the_destinations_it_disallows() {
+    let r = rendezvous().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = JoinSet::new();
+    let (a, b) = (
+        spawn_tcp_echo(&mut tasks).await.unwrap(),
+        spawn_tcp_echo(&mut tasks).await.unwrap(),
+    );
+    let base = toml_of("sender", "iroh", &local_flags(&r));
+    let rules = |ports: &[u16]| {
+        let all: Vec<String> = ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1/32:{p}\""))
+            .collect();
+        format!("allow = [{}]\n", all.join(", "))
+    };
+    let cfg = dir.path().join("sender.toml");
+    std::fs::write(&cfg, format!("{base}{}", rules(&[a.port(), b.port()]))).unwrap();
+    let mut tx = Proc::spawn(&["run".into(), "-c".into(), cfg.display().to_string()]);
+    let ticket = tx.first_stdout_line().await;
+    let mut args: Vec<String> = vec!["receiver".into(), "iroh".into(), "--node-id".into(), ticket];
+    for to in [a, b] {
+        args.extend(["--target".to_string(), format!("tcp://127.0.0.1:0={to}")]);
+    }
+    args.extend(local_flags(&r));
+    let mut rx = Proc::spawn(&args);
+    let (a_at, b_at) = (
+        listen_addr_nth(&mut rx, 1).await,
+        listen_addr_nth(&mut rx, 2).await,
+    );
+    rx.wait_session().await;
+    let (mut to_a, mut to_b) = (Held::open(a_at).await, Held::open(b_at).await);
+    assert!(to_a.echo(b"a", WAIT).await.is_some());
+    assert!(to_b.echo(b"b", WAIT).await.is_some());
+
+    std::fs::write(&cfg, format!("{base}{}", rules(&[b.port()]))).unwrap();
+    tx.signal(1);
+    assert!(
+        to_a.closed_within(WAIT).await,
+        "the connection to a stayed open"
+    );
+    assert!(to_b.echo(b"b after", WAIT).await.is_some());
+    let mut again = Held::open(a_at).await;
+    assert!(again.closed_within(WAIT).await);
+    rx.wait_stderr("is not allowed by the sender's --allow rules")
+        .await;
+    let st = rx.status().await.expect("the receiver runs");
+    assert_eq!(st.sessions.len(), 1, "{}", rx.stderr_text());
+    assert_eq!(st.totals.reconnects, 0, "{}", rx.stderr_text());
+}
