@@ -69,9 +69,11 @@ fn ice_path(r: &Rendezvous, relay_only: bool) -> IcePath {
 pub async fn run(megabytes: usize) -> Result<()> {
     let started = Instant::now();
     let rdv = Rendezvous::start(Ipv4Addr::LOCALHOST.into()).await?;
-    eprintln!(
+    crate::out::say!(
         "embedded relay {}, discovery {}, STUN/TURN {} on 127.0.0.1",
-        rdv.relay_url, rdv.pkarr_url, rdv.turn_addr
+        rdv.relay_url,
+        rdv.pkarr_url,
+        rdv.turn_addr
     );
     let mut services = JoinSet::new();
     let tcp_echo = spawn_tcp_echo(&mut services).await?;
@@ -88,10 +90,10 @@ pub async fn run(megabytes: usize) -> Result<()> {
             } else {
                 "iroh"
             };
-            eprintln!("running {mode} {}", source.protocol);
+            crate::out::say!("running {mode} {}", source.protocol);
             rows.push(iroh_row(&rdv, mode, source, relay_only, megabytes).await?);
         }
-        eprintln!("running iroh-manual {}", source.protocol);
+        crate::out::say!("running iroh-manual {}", source.protocol);
         let p = IrohManualPath {
             bind: (Ipv4Addr::LOCALHOST, 0).into(),
             stun_servers: vec![rdv.turn_addr.to_string()],
@@ -102,10 +104,10 @@ pub async fn run(megabytes: usize) -> Result<()> {
         };
         rows.push(manual_row(&p, "iroh-manual", source, megabytes).await?);
         for (mode, relay_only) in [("ice", false), ("ice --relay-only (TURN)", true)] {
-            eprintln!("running {mode} {}", source.protocol);
+            crate::out::say!("running {mode} {}", source.protocol);
             rows.push(manual_row(&ice_path(&rdv, relay_only), mode, source, megabytes).await?);
         }
-        eprintln!("running nostr {}", source.protocol);
+        crate::out::say!("running nostr {}", source.protocol);
         rows.push(nostr_row(&rdv, source, megabytes).await?);
     }
     rdv.shutdown().await;

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 .collect();
             match cli::missing_mode(&args, &e) {
                 Some(message) => {
-                    eprintln!("error: {message}");
+                    crate::out::say!("error: {message}");
                     return ExitCode::from(app::exit::USAGE);
                 }
                 None => e.exit(),
@@ -61,9 +61,14 @@ fn main() -> ExitCode {
         _ => "debug,peerport=trace".to_string(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // a stderr that fails (a closed pipe) loses log lines and nothing else:
+    // tracing-subscriber would report the failure with `eprintln!`, which
+    // panics on the same stderr, in whichever task logged (a signal task
+    // that panics never stops the process)
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(observe::LogWriter);
+        .with_writer(observe::LogWriter)
+        .log_internal_errors(false);
     match cli.log_format {
         cli::LogFormat::Json => fmt.json().with_ansi(false).init(),
         cli::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -71,7 +76,7 @@ fn main() -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::out::say!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -89,7 +94,7 @@ fn main() -> ExitCode {
             // the reader of stdout went away (`| head`): nothing to report
             Err(e) if out::is_closed(&e) => ExitCode::from(app::exit::OK),
             Err(e) => {
-                eprintln!("error: {}", app::render_error(&e));
+                crate::out::say!("error: {}", app::render_error(&e));
                 ExitCode::from(app::exit_code(&e))
             }
         }

@@ -178,7 +178,7 @@ async fn progress_lines(monitor: Monitor, progress: Progress, cancel: Cancellati
                     _ => ev.to_string(),
                 };
                 match progress {
-                    Progress::Terminal => eprintln!("{line}"),
+                    Progress::Terminal => crate::out::say!("{line}"),
                     Progress::Log => info!(session = ev.session, "{line}"),
                 }
                 notify(&[NotifyState::Status(&line)]);
@@ -198,7 +198,7 @@ async fn progress_lines(monitor: Monitor, progress: Progress, cancel: Cancellati
                 } else if last_plain.is_none_or(|t| t.elapsed() >= PLAIN_EVERY) {
                     last_plain = Some(tokio::time::Instant::now());
                     match progress {
-                        Progress::Terminal => eprintln!("{line}"),
+                        Progress::Terminal => crate::out::say!("{line}"),
                         Progress::Log => info!("{line}"),
                     }
                 }

@@ -36,6 +36,28 @@ fn write_to(w: &mut impl Write, text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Write a line to standard error, like `eprintln!`, but never panic: a
+/// closed or failing stderr (a pipe whose reader went away) loses the
+/// line, and the process goes on serving (`eprintln!` would panic, and a
+/// panic in a signal or session task stops that task for good).
+pub fn say_line(args: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|()| e.write_all(b"\n"));
+}
+
+/// [`say_line`] without the newline (a prompt).
+pub fn say_inline(args: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args).and_then(|()| e.flush());
+}
+
+/// `eprintln!` through [`say_line`].
+macro_rules! say {
+    () => { $crate::out::say_line(format_args!("")) };
+    ($($t:tt)*) => { $crate::out::say_line(format_args!($($t)*)) };
+}
+pub(crate) use say;
+
 /// Whether `e` (or a cause of it) is a closed stdout.
 pub fn is_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.is::<Closed>())

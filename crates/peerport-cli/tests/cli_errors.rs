@@ -324,6 +324,69 @@ async fn status_watch_into_a_closed_pipe_ends_quietly() {
     assert!(err.is_empty(), "a closed stdout is not an error: {err}");
 }
 
+/// A sender whose stdout and stderr readers went away (`peerport sender
+/// ... 2>&1 | head -c 10`) goes on running, and stops on SIGTERM with exit
+/// 143: a failed log write neither panics a task (the signal task once
+/// did, through tracing-subscriber's own report of the failure) nor
+/// aborts the process.
+#[tokio::test]
+async fn a_sender_with_closed_output_pipes_stops_on_sigterm() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("tx.sock");
+    let (r, w) = std::io::pipe().unwrap();
+    let mut tx = std::process::Command::new(bin())
+        .args([
+            "sender",
+            "iroh",
+            "--source",
+            "tcp://127.0.0.1:9",
+            "--no-mdns",
+        ])
+        .args([
+            "--relay-url",
+            "http://127.0.0.1:1/",
+            "--dns-server",
+            "http://127.0.0.1:1/pkarr",
+        ])
+        .arg("--control-socket")
+        .arg(&sock)
+        .stdin(std::process::Stdio::null())
+        .stdout(w.try_clone().unwrap())
+        .stderr(w)
+        .spawn()
+        .unwrap();
+    // read the first bytes, then go away like `head -c 10`
+    let mut first = [0u8; 10];
+    let mut r = r;
+    r.read_exact(&mut first).unwrap();
+    drop(r);
+    // it keeps logging (pkarr retries) into the closed pipe meanwhile
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(tx.try_wait().unwrap().is_none(), "the sender died");
+    nix_kill(tx.id(), 15);
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = tx.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = tx.kill();
+            panic!("SIGTERM did not stop a sender whose output pipes are closed");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(143), "{status:?}");
+}
+
+fn nix_kill(pid: u32, sig: i32) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// A directory given as the secret file is named as such, with what to
 /// give instead (not advice to chmod it).
 #[tokio::test]

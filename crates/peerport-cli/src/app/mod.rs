@@ -91,7 +91,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::GenerateSecret { output, force } => {
             let key = SecretKey::generate();
             identity::write(&output, &key, force)?;
-            eprintln!("wrote a new secret key to {} (mode 0600)", output.display());
+            crate::out::say!("wrote a new secret key to {} (mode 0600)", output.display());
             print_identity(&key, None)
         }
         Command::ShowId {
@@ -106,7 +106,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             match output {
                 Some(path) => {
                     identity::write_private(&path, &nsec, force)?;
-                    eprintln!(
+                    crate::out::say!(
                         "wrote a new Nostr secret key to {} (mode 0600)",
                         path.display()
                     );
@@ -195,7 +195,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 r.shutdown().await;
                 return Err(e);
             }
-            eprintln!(
+            crate::out::say!(
                 "embedded rendezvous servers running; Ctrl-C stops them\nsenders and receivers use them with: --network {}",
                 network.display()
             );
@@ -361,7 +361,7 @@ fn config_command(action: crate::cli::ConfigAction) -> Result<()> {
                     }
                     std::fs::write(&path, text)
                         .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!(
+                    crate::out::say!(
                         "wrote {}: fill in the required values, then `peerport config check {}`",
                         path.display(),
                         path.display()

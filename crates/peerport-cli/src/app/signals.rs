@@ -54,7 +54,7 @@ pub fn stop_signals() -> (CancellationToken, CancellationToken) {
         );
         if first == 2 && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             // the terminal echoed ^C without a line break: start a new line
-            eprintln!();
+            crate::out::say!();
         }
         info!("shutting down");
         d.cancel();

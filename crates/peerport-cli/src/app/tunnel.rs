@@ -37,7 +37,7 @@ impl Terminal {
 
 impl Console for Terminal {
     fn say(&self, text: &str) {
-        eprintln!("{text}");
+        crate::out::say!("{text}");
     }
 
     fn show(&self, armor: &str) -> std::io::Result<()> {
@@ -129,7 +129,7 @@ async fn serve<M: Mode>(
     let (shutdown, now) = stop_signals();
     let catalog = s.catalog.clone().context("a sender needs services")?;
     let hint = target_hint(&catalog);
-    eprintln!("peerport sender ({}) forwarding {}", M::NAME, s.describe());
+    crate::out::say!("peerport sender ({}) forwarding {}", M::NAME, s.describe());
     // setting up may wait on servers (Nostr relays that do not answer):
     // a signal stops it too
     let cx = context(s);
@@ -200,26 +200,26 @@ fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str, own_net: &
     }
     if let Some(id) = &a.identity {
         match &a.answers {
-            Some(peer) => eprintln!(
+            Some(peer) => crate::out::say!(
                 "this sender is {id}, answering {peer} over {} relay(s)",
                 a.relays
             ),
-            None => eprintln!("this sender is endpoint {id}"),
+            None => crate::out::say!("this sender is endpoint {id}"),
         }
     }
     match (&a.ticket, a.pinned, &a.identity) {
         // the ticket holds the access token: on a terminal it is shown in
         // the command to copy; in a log (journal, file) it is not written
         (Some(ticket), 0, _) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
-            eprintln!(
+            crate::out::say!(
                 "on the receiver, run:\n  PEERPORT_TICKET={ticket} peerport receiver {mode} {hint}\n(the ticket grants access: keep it off command lines, where `ps` shows it; --ticket-file FILE reads it from a file)"
             )
         }
-        (Some(_), 0, _) => eprintln!(
+        (Some(_), 0, _) => crate::out::say!(
             "on the receiver, run: peerport receiver {mode} --ticket-file FILE {hint} (FILE: holding the line this sender printed on standard output, or `peerport show-id --secret-file FILE{own_net}`; not written here, as it grants access)"
         ),
         (_, n, Some(id)) if n > 0 => {
-            eprintln!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
+            crate::out::say!("admitting only {n} pinned receiver id(s); they connect with --node-id {id}")
         }
         _ => {}
     }
@@ -250,11 +250,11 @@ fn announce_share(a: &Announce, net: &str) {
     let Some(ticket) = &a.ticket else { return };
     print_ticket(ticket);
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        eprintln!(
+        crate::out::say!(
             "on the other machine, run:\n  peerport connect {ticket} 2222{net}\n(2222: any free local port; or run `peerport connect 2222{net}` and paste the ticket when asked, which keeps it out of `ps`)"
         );
     } else {
-        eprintln!(
+        crate::out::say!(
             "on the other machine, run: peerport connect 2222{net}, and paste the ticket when asked (the line this command printed on standard output; not written here, as it grants access)"
         );
     }

@@ -103,7 +103,9 @@ pub(super) async fn connect(
 /// Ask for the ticket on the terminal (it then never appears in `ps`).
 async fn ask_ticket() -> Result<String> {
     use tokio::io::AsyncBufReadExt;
-    eprint!("paste the ticket `peerport share` printed (ppt1...): ");
+    crate::out::say_inline(format_args!(
+        "paste the ticket `peerport share` printed (ppt1...): "
+    ));
     let mut line = String::new();
     tokio::io::BufReader::new(tokio::io::stdin())
         .read_line(&mut line)

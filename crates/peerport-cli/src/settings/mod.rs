@@ -246,6 +246,9 @@ impl Settings {
         let reconnect = Reconnect {
             enabled: p.no_reconnect != Some(true),
             give_up_after: p.give_up_after.filter(|s| s.0 > 0).map(Secs::duration),
+            // a sender silent for longer than its keep-alives allow gets a
+            // replacement connection dialed (status calls it stale then)
+            silence_limit: Some(validate::stale_after(&p)),
             ..Reconnect::default()
         };
         let mode_settings = ModeSettings::build(mode, &p, role, connect_timeout)?;

@@ -89,7 +89,7 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
 
 /// The keep-alive interval the QUIC stack will use, plus a second: both
 /// sides send keep-alives, so a live peer is heard at least that often.
-fn stale_after(p: &Partial) -> Duration {
+pub(super) fn stale_after(p: &Partial) -> Duration {
     let d = QuicSettings::default();
     let q = QuicSettings {
         idle_timeout: p.idle_timeout.map_or(d.idle_timeout, Secs::duration),

@@ -40,6 +40,7 @@ use crate::{
 
 mod builder;
 mod reconnect;
+mod silence;
 
 pub use builder::ReceiverBuilder;
 use reconnect::Backoff;
@@ -240,8 +241,12 @@ impl Receiver {
                     id += 1;
                     let span = tracing::info_span!("session", id);
                     let token = dialer.token();
+                    let silence = self
+                        .reconnect
+                        .silence_limit
+                        .filter(|_| dialer.unattended() && self.reconnect.enabled);
                     let outcome = self
-                        .session(conn, token.as_deref(), shutdown, resumable)
+                        .session(conn, token.as_deref(), shutdown, resumable, silence)
                         .instrument(span)
                         .await;
                     match outcome {
@@ -377,14 +382,16 @@ impl Receiver {
         Some(s)
     }
 
-    /// One session: hello, then forward until it ends; the connection is
-    /// closed and released before returning.
+    /// One session: hello, then forward until it ends (or, with a
+    /// `silence` limit, until the sender has been silent that long); the
+    /// connection is closed and released before returning.
     async fn session<C: TunnelConnection>(
         &mut self,
         conn: C,
         token: Option<&[u8]>,
         shutdown: &CancellationToken,
         resumable: &mut Option<Arc<resume::Session<C>>>,
+        silence: Option<Duration>,
     ) -> Outcome {
         // sessions are resumable when both sides allow it: TCP streams
         // continue, and UDP flows keep their sockets towards the service
@@ -427,12 +434,24 @@ impl Receiver {
                     }
                 };
                 let legacy = Want::default_only(&self.wants);
+                let silent = async {
+                    match silence {
+                        Some(limit) => silence::silent(&conn, &tally, limit).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let forwarded = tokio::select! {
                     r = session::forward(conn.clone(), hello, &mut self.fronts, legacy, self.engine.clone(), session, tally.clone(), shutdown.child_token()) => r,
                     why = conn.path_gone() => {
                         // lost, not ended: open streams wait for the resume
                         conn.close(close_code::PATH_GONE, &why);
                         Err(SessionError::ConnectionLost(CloseReason::PathGone(why)))
+                    }
+                    silent = silent => {
+                        // lost, not ended: open streams resume on the next one
+                        let why = CloseReason::Silent(silent);
+                        conn.close(close_code::PATH_GONE, &why.to_string());
+                        Err(SessionError::ConnectionLost(why))
                     }
                     _ = async { conn.watch_path().await; std::future::pending::<()>().await } => unreachable!(),
                     _ = publish => unreachable!(),

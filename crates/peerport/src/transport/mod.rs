@@ -144,6 +144,9 @@ pub enum CloseReason {
     /// This side closed it because its path can never work again (see
     /// [`TunnelConnection::path_gone`]).
     PathGone(String),
+    /// This side gave it up: nothing was heard from the peer for this
+    /// long, although both sides send keep-alives.
+    Silent(std::time::Duration),
 }
 
 impl CloseReason {
@@ -216,6 +219,11 @@ impl std::fmt::Display for CloseReason {
             CloseReason::Reset => f.write_str("reset by the peer"),
             CloseReason::Transport(e) => write!(f, "transport error: {e}"),
             CloseReason::PathGone(why) => f.write_str(why),
+            CloseReason::Silent(silent) => write!(
+                f,
+                "nothing heard from the peer for {:.1} s, keep-alives unanswered",
+                silent.as_secs_f64()
+            ),
         }
     }
 }

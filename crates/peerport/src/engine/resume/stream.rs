@@ -86,7 +86,10 @@ pub(super) async fn run_stream<C: TunnelConnection>(
             None => {
                 let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
                 let until = since + session.cfg.window;
+                // biased: closing the session cancels `abandon` too (a
+                // child token), and that is no abandoned stream
                 tokio::select! {
+                    biased;
                     _ = session.cancel.cancelled() => return,
                     why = &mut revoked => {
                         info!("{why}: closing this connection");

@@ -17,7 +17,10 @@ use super::{
     blobs::{decode_utf8_lossy, expect, BlobReader, BlobSink, BlobSource},
     unix_now, ManualPath, PathError, Side, MAX_BLOB_AGE, REJOIN_WINDOW,
 };
-use crate::transport::{AcceptError, Acceptor, TunnelConnection};
+use crate::{
+    engine::close_code,
+    transport::{AcceptError, Acceptor, CloseReason, TunnelConnection},
+};
 
 /// Most offers set up at once (each holds an ICE agent or endpoint while it
 /// waits for its receiver); more are refused with a message until one ends.
@@ -213,11 +216,16 @@ pub(super) async fn keep_rejoining<P: ManualPath>(
     loop {
         // until the connection is lost, then until its receiver is back
         let round = async {
+            // closed on purpose: no rejoin. A receiver that gave the
+            // connection up (its path is gone, or it heard nothing for
+            // seconds) closes with PATH_GONE: lost, so it may come back
             let reason = conn.closed().await;
-            if matches!(
-                reason,
-                crate::transport::CloseReason::Peer { .. } | crate::transport::CloseReason::Local
-            ) {
+            let lost = match &reason {
+                CloseReason::Peer { code, .. } => *code == close_code::PATH_GONE,
+                CloseReason::Local => false,
+                _ => true,
+            };
+            if !lost {
                 return None;
             }
             info!(

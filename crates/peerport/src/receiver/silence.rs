@@ -1,0 +1,54 @@
+//! Dead-peer detection in seconds: both sides send keep-alives, so a live
+//! sender is heard every few seconds. A session whose sender has been
+//! silent for the silence limit is given up at once and dialed again (its
+//! open connections wait and resume on the next connection), instead of
+//! waiting for the idle timeout. The old connection is closed before the
+//! new one is dialed: iroh keeps using the dead connection's path for a
+//! new handshake to the same endpoint while the old connection is open
+//! (a replacement dialed beside it took 15 s; after closing it, 26 ms).
+
+use std::time::Duration;
+
+use crate::{engine::tally::Tally, transport::TunnelConnection};
+
+/// How often the peer's silence is checked.
+const TICK: Duration = Duration::from_millis(250);
+
+/// The silence that ends a connection: `limit`, or four round trips on a
+/// slow path.
+fn scaled(limit: Duration, rtt: Duration) -> Duration {
+    limit.max(rtt.saturating_mul(4))
+}
+
+/// Resolves with how long `conn`'s peer has been silent, once that is the
+/// silence limit (see [`scaled`]); pending while the peer is heard from.
+pub(super) async fn silent<C: TunnelConnection>(
+    conn: &C,
+    tally: &Tally,
+    limit: Duration,
+) -> Duration {
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        let (_, heard) = tally.listen();
+        let silent = heard.map_or(Duration::ZERO, |h| h.elapsed());
+        if silent >= scaled(limit, conn.stats().rtt) {
+            return silent;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_grows_with_slow_paths_only() {
+        let limit = Duration::from_secs(3);
+        assert_eq!(scaled(limit, Duration::from_millis(1)), limit);
+        assert_eq!(
+            scaled(limit, Duration::from_millis(900)),
+            Duration::from_millis(3600)
+        );
+    }
+}
