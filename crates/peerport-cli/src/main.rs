@@ -73,6 +73,7 @@ fn main() -> ExitCode {
         cli::LogFormat::Json => fmt.json().with_ansi(false).init(),
         cli::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
     }
+    raise_fd_limit();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -102,4 +103,22 @@ fn main() -> ExitCode {
     // Do not wait for a blocking read of stdin (a paste prompt) to return.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     code
+}
+
+/// Raise the soft limit on open descriptors to the hard one, as Go
+/// programs do: each carried TCP connection costs a descriptor, and the
+/// usual soft limit (1024) is reached by a few hundred clients. The hard
+/// limit stays what the administrator set (`LimitNOFILE=` in the units).
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
 }

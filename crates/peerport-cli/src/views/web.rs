@@ -6,7 +6,9 @@
 //!
 //! The dashboard listens on loopback unless told otherwise; on any other
 //! address it requires a token (`--dashboard-token-file`), given as
-//! `?token=` in the page's address or as `Authorization: Bearer`.
+//! `?token=` in the page's address or as `Authorization: Bearer`. Both
+//! ports admit a bounded number of connections with deadlines
+//! ([`super::guard`]), so no client can take the tunnel's descriptors.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
@@ -26,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use peerport::status::Monitor;
 
-use super::metrics;
+use super::{guard::Guarded, metrics};
 
 const PAGE: &str = include_str!("dashboard.html");
 
@@ -72,7 +74,7 @@ pub async fn serve_metrics(listener: TcpListener, monitor: Monitor, cancel: Canc
             get(|| async { Html("<a href=\"/metrics\">/metrics</a>\n") }),
         )
         .with_state(monitor);
-    let _ = axum::serve(listener, app)
+    let _ = axum::serve(Guarded::new(listener), app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;
 }
@@ -160,7 +162,7 @@ pub async fn serve_dashboard(
         .route("/api/history", get(history))
         .route("/api/events", get(events))
         .with_state(state);
-    let _ = axum::serve(listener, app)
+    let _ = axum::serve(Guarded::new(listener), app)
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await;
     Ok(())

@@ -297,31 +297,48 @@ impl Proc {
     /// The process's status, read from its control socket (`None` while
     /// it does not answer).
     pub async fn status(&self) -> Option<Snapshot> {
+        self.try_status().await.ok()
+    }
+
+    /// The same, or why there is none (which socket, which step failed,
+    /// what came back), for a failing test's message.
+    pub async fn try_status(&self) -> Result<Snapshot, String> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let path = self.control_socket()?;
+        let path = self.control_socket().ok_or("no control socket found")?;
+        let shown = path.display();
         let read = async {
-            let mut s = tokio::net::UnixStream::connect(&path).await.ok()?;
-            s.write_all(b"status\n").await.ok()?;
+            let mut s = tokio::net::UnixStream::connect(&path)
+                .await
+                .map_err(|e| format!("connect {shown}: {e}"))?;
+            s.write_all(b"status\n")
+                .await
+                .map_err(|e| format!("write {shown}: {e}"))?;
             let mut out = Vec::new();
-            s.read_to_end(&mut out).await.ok()?;
-            serde_json::from_slice(&out).ok()
+            s.read_to_end(&mut out)
+                .await
+                .map_err(|e| format!("read {shown}: {e}"))?;
+            serde_json::from_slice(&out).map_err(|e| {
+                format!(
+                    "parse the reply of {shown} ({e}): {}",
+                    String::from_utf8_lossy(&out)
+                )
+            })
         };
         tokio::time::timeout(Duration::from_secs(5), read)
             .await
-            .ok()
-            .flatten()
+            .map_err(|_| format!("{shown} gave no reply within 5 s"))?
     }
 
     /// Wait (bounded) until the status satisfies `pred`, and return it.
     pub async fn wait_status(&mut self, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut last = None;
+        let mut failed = String::new();
         loop {
-            if let Some(s) = self.status().await {
-                if pred(&s) {
-                    return s;
-                }
-                last = Some(s);
+            match self.try_status().await {
+                Ok(s) if pred(&s) => return s,
+                Ok(s) => last = Some(s),
+                Err(e) => failed = e,
             }
             if let Ok(Some(exit)) = self.child.try_wait() {
                 panic!(
@@ -331,7 +348,7 @@ impl Proc {
             }
             if tokio::time::Instant::now() >= deadline {
                 panic!(
-                    "{what}: not within {WAIT:?}; last status: {last:?}\nstderr:\n{}",
+                    "{what}: not within {WAIT:?}; last status: {last:?}; last failure to read one: {failed}\nstderr:\n{}",
                     self.stderr_text()
                 );
             }
