@@ -50,6 +50,11 @@ settings! {
     reconnect_wait: Secs {
         scope: Scope::receiver(ALL_MODES), value: "SECS", default: super::DEFAULT_RECONNECT_WAIT.as_secs(),
     }
+    /// Most TCP connections the tunnel carries at once; a client beyond
+    /// is closed at once, with a log line.
+    max_connections: usize {
+        scope: Scope::receiver(ALL_MODES), value: "N", default: peerport::engine::MAX_CONNECTIONS,
+    }
     /// Admit only this receiver endpoint id (repeatable); replaces ticket tokens.
     allowed_peer: Vec<String> { scope: Scope::sender(&[Iroh]), value: "ID" }
     /// File of admitted receiver ids, one per line (# comments allowed).

@@ -216,6 +216,18 @@ pub(super) fn engine(p: &Partial) -> Result<EngineConfig, ConfigError> {
         }
         e.max_udp_flows = n;
     }
+    if let Some(n) = p.max_connections {
+        if !(1..=peerport::engine::MAX_CONNECTIONS).contains(&n) {
+            return Err(invalid(
+                "max-connections",
+                format!(
+                    "--max-connections must be between 1 and {} (a QUIC connection carries at most 4096 streams at once)",
+                    peerport::engine::MAX_CONNECTIONS
+                ),
+            ));
+        }
+        e.max_connections = n;
+    }
     if let Some(s) = p.resume_window {
         e.resume.window = s.duration();
     }

@@ -265,6 +265,12 @@ fn process(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
     )?;
     counter(
         e,
+        "peerport_tcp_connections_refused_full_total",
+        "Local clients closed at once: the session carried --max-connections",
+        t.sums.tcp_refused_full,
+    )?;
+    counter(
+        e,
         "peerport_source_connect_failures_total",
         "Failed connects to the source service",
         t.sums.connect_failures,

@@ -166,6 +166,13 @@ fn session(o: &mut String, x: &SessionStatus) {
         "    tcp {} open / {} total",
         x.sums.tcp_open, x.sums.tcp_total
     );
+    if x.sums.tcp_refused_full > 0 {
+        let _ = write!(
+            line,
+            ", {} closed at once (the session carried the most it may, --max-connections)",
+            x.sums.tcp_refused_full
+        );
+    }
     if x.sums.connect_failures > 0 {
         let _ = write!(
             line,

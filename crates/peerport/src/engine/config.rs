@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// The most TCP connections a session can carry at once: both QUIC stacks
+/// allow 4096 concurrent streams per connection, and the session's own
+/// hello and resume streams need a few.
+pub const MAX_CONNECTIONS: usize = 4000;
+
 /// Tunables shared by both roles.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -9,6 +14,9 @@ pub struct EngineConfig {
     pub udp_idle_timeout: Duration,
     /// Most UDP flows (distinct client addresses) per session.
     pub max_udp_flows: usize,
+    /// Receiver: most TCP connections one session carries at once (at
+    /// most [`MAX_CONNECTIONS`]); a client beyond it is closed at once.
+    pub max_connections: usize,
     /// Timeout for connecting to the source service.
     pub connect_timeout: Duration,
     /// Timeout for a peer to send a stream header.
@@ -22,6 +30,7 @@ impl Default for EngineConfig {
         EngineConfig {
             udp_idle_timeout: Duration::from_secs(60),
             max_udp_flows: 1024,
+            max_connections: MAX_CONNECTIONS,
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             resume: ResumeConfig::default(),

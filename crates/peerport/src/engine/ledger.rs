@@ -100,6 +100,10 @@ pub struct Sums {
     pub tcp_open: u64,
     /// TCP connections carried.
     pub tcp_total: u64,
+    /// Local clients closed at once: the session carried the most
+    /// connections it may (receiver, `--max-connections`).
+    #[serde(default)]
+    pub tcp_refused_full: u64,
     /// Failed connects to the source.
     pub connect_failures: u64,
     /// TCP connections resumed.
@@ -120,6 +124,7 @@ impl Sums {
         Sums {
             tcp_open: t.tcp_open.load(Relaxed),
             tcp_total: t.tcp_total.load(Relaxed),
+            tcp_refused_full: t.tcp_refused_full.load(Relaxed),
             connect_failures: t.connect_failures.load(Relaxed),
             streams_resumed: t.streams_resumed.load(Relaxed),
             tx_bytes: r.tx_bytes,
@@ -133,6 +138,7 @@ impl Sums {
     pub fn add(&mut self, o: &Sums) {
         self.tcp_open += o.tcp_open;
         self.tcp_total += o.tcp_total;
+        self.tcp_refused_full += o.tcp_refused_full;
         self.connect_failures += o.connect_failures;
         self.streams_resumed += o.streams_resumed;
         self.tx_bytes += o.tx_bytes;

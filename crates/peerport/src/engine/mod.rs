@@ -35,7 +35,7 @@ pub mod udp_stats;
 
 pub use crate::proto::close::{close_code, RefusalKind};
 pub use auth::Authorizer;
-pub use config::EngineConfig;
+pub use config::{EngineConfig, MAX_CONNECTIONS};
 pub use error::SessionError;
 pub use front::Front;
 pub use io::{open_bi_retry, OPEN_RETRY_BACKOFF};

@@ -439,6 +439,7 @@ pub async fn forward<C: TunnelConnection>(
                 (!legacy).then_some(i as u16),
                 resumable.clone(),
                 tally.clone(),
+                engine.max_connections,
                 stop.clone(),
             ))),
             Front::Udp(u) => udp.push(&*u),

@@ -103,6 +103,11 @@ pub struct Tally {
     pub tcp_open: AtomicU64,
     /// TCP connections carried so far.
     pub tcp_total: AtomicU64,
+    /// Receiver: local clients being set up (not yet open).
+    pub tcp_starting: AtomicU64,
+    /// Receiver: local clients closed at once because the session carried
+    /// the most connections it may.
+    pub tcp_refused_full: AtomicU64,
     /// Connections to the source service that failed (sender).
     pub connect_failures: AtomicU64,
     /// TCP connections carried over to a new QUIC connection.
@@ -141,6 +146,8 @@ impl Tally {
             started_unix_ms: unix_ms(),
             tcp_open: AtomicU64::new(0),
             tcp_total: AtomicU64::new(0),
+            tcp_starting: AtomicU64::new(0),
+            tcp_refused_full: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
             streams_resumed: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -154,6 +161,19 @@ impl Tally {
     /// Counters that nobody reads (a library user without a monitor).
     pub fn unobserved() -> Arc<Self> {
         Tally::new(0, Arc::default(), None)
+    }
+
+    /// Receiver: room for one more local client, counted as starting
+    /// until the guard drops (by then it is open, or gone); `None` (and
+    /// counted as refused) when the session carries `limit` already.
+    pub fn start_stream(self: &Arc<Self>, limit: usize) -> Option<Starting> {
+        let busy = self.tcp_open.load(Relaxed) + self.tcp_starting.load(Relaxed);
+        if busy >= limit as u64 {
+            self.tcp_refused_full.fetch_add(1, Relaxed);
+            return None;
+        }
+        self.tcp_starting.fetch_add(1, Relaxed);
+        Some(Starting(self.clone()))
     }
 
     /// A TCP connection starts; it counts as open until the guard drops.
@@ -313,6 +333,15 @@ impl Drop for StreamGuard {
         if let Some(s) = &self.1 {
             s.tcp_open.fetch_sub(1, Relaxed);
         }
+    }
+}
+
+/// A local client being set up (see [`Tally::start_stream`]).
+pub struct Starting(Arc<Tally>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        self.0.tcp_starting.fetch_sub(1, Relaxed);
     }
 }
 

@@ -45,19 +45,24 @@ use crate::{
 const COPY_BUF: usize = 256 * 1024;
 
 /// Receiver: carry each local TCP client waiting in `queue` over a new
-/// stream until the connection dies or `cancel` fires. The queue (and its
-/// listener) stays with the caller for the next session.
+/// stream until the connection dies or `cancel` fires; a client beyond
+/// `limit` connections in the session is closed at once (never left
+/// waiting for a stream the QUIC connection cannot open). The queue (and
+/// its listener) stays with the caller for the next session.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_receiver<C: TunnelConnection>(
     conn: C,
     queue: &mut TcpQueue,
     service: Option<u16>,
     session: Option<Arc<Session<C>>>,
     tally: Arc<Tally>,
+    limit: usize,
     cancel: CancellationToken,
 ) -> Result<(), SessionError> {
     let tasks = TaskTracker::new();
     let child = cancel.child_token();
     let requeue = queue.requeue();
+    let mut full = Full::default();
     let result = loop {
         tokio::select! {
             // a connection known to be gone takes no more clients
@@ -65,10 +70,15 @@ pub async fn run_receiver<C: TunnelConnection>(
             _ = cancel.cancelled() => break Ok(()),
             reason = conn.closed() => break Err(SessionError::ConnectionLost(reason)),
             w = queue.next() => {
+                let Some(starting) = tally.start_stream(limit) else {
+                    full.refused(&w.client, limit);
+                    continue; // dropping `w` closes the client
+                };
                 let (conn, child, requeue) = (conn.clone(), child.clone(), requeue.clone());
                 let (session, tally, counts) = (session.clone(), tally.clone(), queue.counts.clone());
                 let span = tracing::info_span!("tcp", client = %w.client);
                 tasks.spawn(async move {
+                    let _starting = starting;
                     tokio::select! {
                         _ = child.cancelled() => {}
                         r = receiver_stream(conn, w, service, session, tally, counts) => match r {
@@ -90,6 +100,32 @@ pub async fn run_receiver<C: TunnelConnection>(
     tasks.close();
     tasks.wait().await;
     result
+}
+
+/// Clients closed because the session was full: the first is logged at
+/// once, then one line every [`Full::EVERY`] with how many since.
+#[derive(Default)]
+struct Full {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+impl Full {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn refused(&mut self, client: &std::net::SocketAddr, limit: usize) {
+        self.since += 1;
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            return;
+        }
+        warn!(
+            %client,
+            closed = self.since,
+            "closing new local connections: this session carries {limit} connections, the most it may (--max-connections)"
+        );
+        self.last = Some(tokio::time::Instant::now());
+        self.since = 0;
+    }
 }
 
 /// Why a receiver's stream ended early.
