@@ -306,17 +306,11 @@ async fn status_watch_into_a_closed_pipe_ends_quietly() {
     out.read_line(&mut line).unwrap();
     assert!(!line.is_empty(), "status printed nothing");
     drop(out); // the reader goes away, like `head -1`
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = watch.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = watch.kill();
-            panic!("status --watch went on writing into a closed pipe");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let status = exit_of(
+        &mut watch,
+        "status --watch went on writing into a closed pipe",
+    )
+    .await;
     let mut err = String::new();
     std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
@@ -364,22 +358,32 @@ async fn a_sender_with_closed_output_pipes_stops_on_sigterm() {
     // it keeps logging (pkarr retries) into the closed pipe meanwhile
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(tx.try_wait().unwrap().is_none(), "the sender died");
-    nix_kill(tx.id(), 15);
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(s) = tx.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = tx.kill();
-            panic!("SIGTERM did not stop a sender whose output pipes are closed");
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    kill_pid(tx.id(), 15);
+    let status = exit_of(
+        &mut tx,
+        "SIGTERM did not stop a sender whose output pipes are closed",
+    )
+    .await;
     assert_eq!(status.code(), Some(143), "{status:?}");
 }
 
-fn nix_kill(pid: u32, sig: i32) {
+/// How `child` ended, waiting at most [`WAIT`] (else it is killed and
+/// the test fails with `stuck`).
+async fn exit_of(child: &mut std::process::Child, stuck: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{stuck}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn kill_pid(pid: u32, sig: i32) {
     let status = std::process::Command::new("kill")
         .args([format!("-{sig}"), pid.to_string()])
         .status()

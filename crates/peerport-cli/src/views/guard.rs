@@ -138,6 +138,29 @@ impl GuardedIo {
         }
     }
 
+    /// After a write: bytes written answer the client and move the idle
+    /// clock; a write that waits fails once the deadline passed.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match r {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.answered = true;
+                    self.moved();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => match self.expired(cx) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+            other => other,
+        }
+    }
+
     /// An error once the deadline passed (the waker is registered otherwise).
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
         self.deadline.as_mut().poll(cx).is_ready().then(|| {
@@ -180,20 +203,8 @@ impl AsyncWrite for GuardedIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.answered = true;
-                    self.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match self.expired(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-            other => other,
-        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.wrote(cx, r)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -209,20 +220,8 @@ impl AsyncWrite for GuardedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.answered = true;
-                    self.moved();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending => match self.expired(cx) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => Poll::Pending,
-            },
-            other => other,
-        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
