@@ -286,11 +286,14 @@ impl Proc {
         if let Some(name) = arg("--name") {
             return Some(dir.join(format!("{name}.sock")));
         }
+        // the newest: a process killed earlier with the same PID (PIDs are
+        // reused, up to 32768 here) may have left its socket behind
         let suffix = format!("-{}.sock", self.pid?);
         std::fs::read_dir(&dir)
             .ok()?
             .flatten()
-            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
             .map(|e| e.path())
     }
 
@@ -644,6 +647,10 @@ pub struct Coturn {
 }
 
 impl Coturn {
+    /// coturn on a free port of 127.0.0.1, once it answers STUN. A port
+    /// found free can be taken before coturn binds it (the other tests'
+    /// sockets): coturn then never answers, and it is started again on
+    /// another port (at most five times).
     pub async fn start() -> Option<Coturn> {
         let bin = ["/usr/bin/turnserver", "/usr/sbin/turnserver"]
             .into_iter()
@@ -655,10 +662,20 @@ impl Coturn {
             eprintln!("SKIPPED: coturn not installed (apt-get install coturn); .ci/run installs it and requires it");
             return None;
         };
-        let port = {
-            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            s.local_addr().unwrap().port()
-        };
+        for _ in 0..5 {
+            if let Some(c) = Self::start_once(bin).await {
+                return Some(c);
+            }
+        }
+        panic!("coturn did not answer STUN on 127.0.0.1 in five starts");
+    }
+
+    async fn start_once(bin: &str) -> Option<Coturn> {
+        // below Linux's ephemeral range (32768-60999), where the other
+        // tests' sockets get their ports
+        let base = 20_000 + (std::process::id() % 1_000) as u16 * 10;
+        let port =
+            (base..base + 100).find(|p| std::net::UdpSocket::bind(("127.0.0.1", *p)).is_ok())?;
         let dir = tempfile::tempdir().unwrap();
         let child = tokio::process::Command::new(bin)
             .args([
@@ -695,12 +712,26 @@ impl Coturn {
             .kill_on_drop(true)
             .spawn()
             .expect("start coturn");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Some(Coturn {
-            port,
-            _child: child,
-            _dir: dir,
-        })
+        // ready when it answers a STUN Binding request (bounded)
+        let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+        request.extend_from_slice(b"peerport-tst");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        let mut buf = [0u8; 512];
+        while tokio::time::Instant::now() < deadline {
+            let _ = probe.send_to(&request, ("127.0.0.1", port)).await;
+            let answer =
+                tokio::time::timeout(Duration::from_millis(200), probe.recv_from(&mut buf)).await;
+            if matches!(answer, Ok(Ok((n, _))) if n >= 20 && buf[..2] == [0x01, 0x01]) {
+                return Some(Coturn {
+                    port,
+                    _child: child,
+                    _dir: dir,
+                });
+            }
+        }
+        eprintln!("coturn did not answer STUN on 127.0.0.1:{port} within 8 s: starting it again on another port");
+        None
     }
 }
 
