@@ -27,7 +27,7 @@ use peerport::{
     addr::ForwardAddr,
     modes::{
         ice::{IcePath, TurnServer},
-        iroh::IrohOptions,
+        iroh::{IrohOptions, PeerSpec},
         iroh_manual::IrohManualPath,
         manual::ManualPath,
         Announce, IrohMode, ManualMode, Mode, NostrMode,
@@ -148,12 +148,9 @@ async fn iroh_row(
     let receiver = |a: &Announce| {
         anyhow::Ok(IrohMode {
             options: local_options(rdv, relay_only),
-            peer: Some(
-                a.ticket
-                    .as_deref()
-                    .context("the sender has no ticket")?
-                    .parse()?,
-            ),
+            peer: Some(PeerSpec::try_from(
+                a.ticket.as_ref().context("the sender has no ticket")?,
+            )?),
             ..Default::default()
         })
     };

@@ -166,11 +166,24 @@ impl Ticket {
         })
     }
 
+    /// Whether it names the sender's relays (version 2): a receiver given
+    /// it needs no relay, discovery or certificate setting of its own.
+    pub fn names_relays(&self) -> bool {
+        !self.relays.urls.is_empty()
+    }
+
     /// Whether `text` looks like a ticket (as opposed to a bare endpoint id).
     pub fn looks_like_ticket(text: &str) -> bool {
         text.trim()
             .get(..PREFIX.len())
             .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+    }
+}
+
+/// The pasteable text form ([`Ticket::encode`]).
+impl std::fmt::Display for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.encode())
     }
 }
 

@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use peerport::{
-    modes::{IrohMode, Mode, ModeContext},
+    modes::{iroh::PeerSpec, IrohMode, Mode, ModeContext},
     Receiver, Sender,
 };
 use peerport_rendezvous::Rendezvous;
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = receiver.local_addr();
     let receiver_mode = IrohMode {
         options: opts,
-        peer: Some(ticket.parse()?),
+        peer: Some(PeerSpec::try_from(&ticket)?),
         ..Default::default()
     };
     let dialer = receiver_mode.dialer(&cx).await?.dialer;

@@ -138,20 +138,16 @@ async fn serve<M: Mode>(
         _ = shutdown.cancelled() => return Ok(()),
     };
     // the other side needs the same network, unless the ticket names it
-    let net = s
+    let own = s
         .network
         .as_deref()
-        .filter(|_| !ticket_names_relays(&accepting.announce))
         .map(|n| format!(" --network {n}"))
         .unwrap_or_default();
+    let named = (accepting.announce.ticket.as_ref()).is_some_and(|t| t.names_relays());
+    let net = if named { "" } else { own.as_str() };
     if s.short_verbs {
-        announce_share(&accepting.announce, &net);
+        announce_share(&accepting.announce, net);
     } else {
-        let own = s
-            .network
-            .as_deref()
-            .map(|n| format!(" --network {n}"))
-            .unwrap_or_default();
         announce(M::NAME, &accepting.announce, &format!("{hint}{net}"), &own);
     }
     let sender = Sender::serving(catalog)
@@ -225,19 +221,10 @@ fn announce(mode: peerport_signaling::Mode, a: &Announce, hint: &str, own_net: &
     }
 }
 
-/// Whether the sender's ticket names its relays (version 2): a receiver
-/// given it needs no `--network`.
-fn ticket_names_relays(a: &Announce) -> bool {
-    a.ticket
-        .as_deref()
-        .and_then(|t| peerport_signaling::Ticket::decode(t).ok())
-        .is_some_and(|t| !t.relays.urls.is_empty())
-}
-
 /// The ticket, alone on stdout. A closed stdout must not end the sender:
 /// it goes on serving.
-fn print_ticket(ticket: &str) {
-    if let Err(e) = crate::out::println(ticket) {
+fn print_ticket(ticket: &peerport_signaling::Ticket) {
+    if let Err(e) = crate::out::println(ticket.encode()) {
         tracing::warn!(
             "the ticket could not be printed ({e:#}); the sender goes on: with --secret-file FILE, `peerport show-id --secret-file FILE` prints it"
         );

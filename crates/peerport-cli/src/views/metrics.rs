@@ -233,72 +233,66 @@ fn process(e: &mut DescriptorEncoder, s: &Snapshot) -> std::fmt::Result {
             .map(|(c, n)| (vec![("cause", c.to_string())], ConstCounter::new(*n)))
             .collect(),
     )?;
-    counter(
-        e,
-        "peerport_resumes_total",
-        "Sessions resumed on a new connection",
-        t.resumes,
-    )?;
-    counter(
-        e,
-        "peerport_reconnects_total",
-        "Connections lost and dialled again (receiver)",
-        t.reconnects,
-    )?;
-    counter(
-        e,
-        "peerport_dial_failures_total",
-        "Failed attempts to reach the sender (receiver)",
-        t.dial_failures,
-    )?;
     gauge(
         e,
         "peerport_tcp_connections_open",
         "TCP connections open now",
         t.sums.tcp_open,
     )?;
-    counter(
-        e,
-        "peerport_tcp_connections_total",
-        "TCP connections carried",
-        t.sums.tcp_total,
-    )?;
-    counter(
-        e,
-        "peerport_tcp_connections_refused_full_total",
-        "Local clients closed at once: the session carried --max-connections",
-        t.sums.tcp_refused_full,
-    )?;
-    counter(
-        e,
-        "peerport_source_connect_failures_total",
-        "Failed connects to the source service",
-        t.sums.connect_failures,
-    )?;
-    counter(
-        e,
-        "peerport_tcp_streams_resumed_total",
-        "TCP connections carried over to a new QUIC connection",
-        t.sums.streams_resumed,
-    )?;
-    counter(
-        e,
-        "peerport_sent_bytes_total",
-        "UDP payload bytes sent by the QUIC connections",
-        t.sums.tx_bytes,
-    )?;
-    counter(
-        e,
-        "peerport_received_bytes_total",
-        "UDP payload bytes received by the QUIC connections",
-        t.sums.rx_bytes,
-    )?;
-    counter(
-        e,
-        "peerport_lost_packets_total",
-        "QUIC packets declared lost",
-        t.sums.lost_packets,
-    )?;
+    for (name, help, v) in [
+        (
+            "peerport_resumes_total",
+            "Sessions resumed on a new connection",
+            t.resumes,
+        ),
+        (
+            "peerport_reconnects_total",
+            "Connections lost and dialled again (receiver)",
+            t.reconnects,
+        ),
+        (
+            "peerport_dial_failures_total",
+            "Failed attempts to reach the sender (receiver)",
+            t.dial_failures,
+        ),
+        (
+            "peerport_tcp_connections_total",
+            "TCP connections carried",
+            t.sums.tcp_total,
+        ),
+        (
+            "peerport_tcp_connections_refused_full_total",
+            "Local clients closed at once: the session carried --max-connections",
+            t.sums.tcp_refused_full,
+        ),
+        (
+            "peerport_source_connect_failures_total",
+            "Failed connects to the source service",
+            t.sums.connect_failures,
+        ),
+        (
+            "peerport_tcp_streams_resumed_total",
+            "TCP connections carried over to a new QUIC connection",
+            t.sums.streams_resumed,
+        ),
+        (
+            "peerport_sent_bytes_total",
+            "UDP payload bytes sent by the QUIC connections",
+            t.sums.tx_bytes,
+        ),
+        (
+            "peerport_received_bytes_total",
+            "UDP payload bytes received by the QUIC connections",
+            t.sums.rx_bytes,
+        ),
+        (
+            "peerport_lost_packets_total",
+            "QUIC packets declared lost",
+            t.sums.lost_packets,
+        ),
+    ] {
+        counter(e, name, help, v)?;
+    }
     let u = &t.sums.udp;
     family(
         e,

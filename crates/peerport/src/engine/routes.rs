@@ -79,16 +79,13 @@ impl Routes {
         if refused.len() == routes.wants.len() && !refused.is_empty() {
             return Err(refused.swap_remove(0).1);
         }
-        for (w, r) in &refused {
-            tracing::warn!(peer, want = %w, "not allowed (the session carries the others): {}", r.message);
+        for (i, r) in &refused {
+            tracing::warn!(peer, want = %routes.wants[*i], "not allowed (the session carries the others): {}", r.message);
         }
-        let refused: Vec<(u16, String)> = routes
-            .wants
-            .iter()
-            .enumerate()
-            .filter_map(|(i, w)| now.grant(w, peer).err().map(|r| (i as u16, r.message)))
+        routes.refused = refused
+            .into_iter()
+            .map(|(i, r)| (i as u16, r.message))
             .collect();
-        routes.refused = refused;
         routes.counts = routes
             .wants
             .iter()
@@ -148,11 +145,13 @@ impl Routes {
         all.join(", ")
     }
 
-    /// The wants `catalog` does not allow, each with its refusal.
-    fn refusals(&self, catalog: &Catalog) -> Vec<(&Want, Refusal)> {
+    /// The wants `catalog` does not allow (their index), each with its
+    /// refusal.
+    fn refusals(&self, catalog: &Catalog) -> Vec<(usize, Refusal)> {
         self.wants
             .iter()
-            .filter_map(|w| catalog.grant(w, &self.peer).err().map(|r| (w, r)))
+            .enumerate()
+            .filter_map(|(i, w)| catalog.grant(w, &self.peer).err().map(|r| (i, r)))
             .collect()
     }
 
@@ -236,8 +235,8 @@ impl Routes {
             if refused.is_empty() {
                 tracing::info!("configuration reloaded: this session's services are still allowed");
             }
-            for (w, r) in refused {
-                tracing::warn!(want = %w, "configuration reloaded: no longer allowed, its connections close (the session carries the others): {}", r.message);
+            for (i, r) in refused {
+                tracing::warn!(want = %self.wants[i], "configuration reloaded: no longer allowed, its connections close (the session carries the others): {}", r.message);
             }
         }
     }

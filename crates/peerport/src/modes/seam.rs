@@ -100,7 +100,7 @@ pub struct Dialing<D> {
 pub struct Announce {
     /// What the receiver's person must be given (the iroh ticket): shown
     /// alone on standard output, so it can be piped.
-    pub ticket: Option<String>,
+    pub ticket: Option<peerport_signaling::Ticket>,
     /// This sender's public identity (endpoint id, npub).
     pub identity: Option<String>,
     /// The one peer this sender answers (the receiver's npub).

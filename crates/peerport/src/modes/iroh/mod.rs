@@ -295,35 +295,43 @@ impl PeerSpec {
     }
 }
 
+/// The sender a ticket names: its id, token and relays.
+impl TryFrom<&Ticket> for PeerSpec {
+    type Error = IrohError;
+    fn try_from(t: &Ticket) -> Result<Self, IrohError> {
+        let id = EndpointId::from_bytes(&t.endpoint_id).map_err(|_| {
+            IrohError::BadPeer(
+                "the ticket's endpoint id is not a valid key; copy the ticket again".into(),
+            )
+        })?;
+        let relays = t
+            .relays
+            .urls
+            .iter()
+            .map(|u| RelayUrl::from_str(u))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                IrohError::BadPeer(format!(
+                    "the ticket names a relay that is not a URL ({e}); copy the ticket again"
+                ))
+            })?;
+        Ok(PeerSpec {
+            id,
+            token: Some(t.token.to_vec()),
+            relays,
+            relay_quic_port: t.relays.quic_port,
+            relay_pins: t.relays.pins.clone(),
+        })
+    }
+}
+
 impl FromStr for PeerSpec {
     type Err = IrohError;
     fn from_str(s: &str) -> Result<Self, IrohError> {
         let s = s.trim();
         if Ticket::looks_like_ticket(s) {
             let t = Ticket::decode(s).map_err(|e| IrohError::BadPeer(e.to_string()))?;
-            let id = EndpointId::from_bytes(&t.endpoint_id).map_err(|_| {
-                IrohError::BadPeer(
-                    "the ticket's endpoint id is not a valid key; copy the ticket again".into(),
-                )
-            })?;
-            let relays = t
-                .relays
-                .urls
-                .iter()
-                .map(|u| RelayUrl::from_str(u))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| {
-                    IrohError::BadPeer(format!(
-                        "the ticket names a relay that is not a URL ({e}); copy the ticket again"
-                    ))
-                })?;
-            return Ok(PeerSpec {
-                id,
-                token: Some(t.token.to_vec()),
-                relays,
-                relay_quic_port: t.relays.quic_port,
-                relay_pins: t.relays.pins,
-            });
+            return PeerSpec::try_from(&t);
         }
         let id = EndpointId::from_str(s).map_err(|e| {
             IrohError::BadPeer(format!(

@@ -63,7 +63,7 @@ impl Mode for IrohMode {
 
     async fn acceptor(&self, _cx: &ModeContext) -> Result<Accepting<IrohAcceptor>, ModeError> {
         let secret = self.secret.load()?;
-        let ticket = ticket_for(&secret, &self.options).encode();
+        let ticket = ticket_for(&secret, &self.options);
         let auth = Authorizer::new(
             identity::derive_token(&secret).to_vec(),
             self.allowed_peers.clone(),
