@@ -159,6 +159,7 @@ run_case() {
   $NETLAB down >/dev/null 2>&1 || true
   $NETLAB up cone cone > "$dir/netlab.log" 2>&1 || { log "lab up failed"; cat "$dir/netlab.log" >&2; return 0; }
   local connected=no survived=no exact=no stall="" replayed=0 outage="" after=no note=""
+  local recover_open="" recover_new=""
   local iperf_tunnel="" iperf_run=no
   $NETLAB wire b $BASE
   PAIR_EXTRA=()
@@ -185,6 +186,10 @@ run_case() {
     local t_fault; t_fault=$(now)
     inject "$case" "$dir" "$mode"
     local t_end; t_end=$(now)
+    # recovery through a new connection, measured from the fault's end (in the background, so
+    # the checks below are not delayed)
+    ( first_byte_new "$t_end" > "$dir/recover_new" ) &
+    local probe=$!
     log "   fault applied ($(awk -v a="$t_fault" -v b="$t_end" 'BEGIN{printf "%.0f", b-a}') s)"
     # bounded: the download finishes, then the ticker is told to stop
     local end=$(( SECONDS + 300 ))
@@ -201,6 +206,9 @@ run_case() {
     [[ $(cat "$dir/download.sha" 2>/dev/null) == "$PAYLOAD_SHA" ]] && exact=yes
     ticker_survived "$dir" && survived=yes
     stall=$(ticker_stall "$dir")
+    [[ $survived == yes ]] && recover_open=$(ticker_after "$dir" "$t_end")
+    wait $probe 2>/dev/null || true
+    recover_new=$(cat "$dir/recover_new" 2>/dev/null || true)
     replayed=$( { grep -ho 'stream resumed replayed=[0-9]*' "$dir"/ssh.*.log || true; } | awk -F= '{s+=$2} END{print s+0}')
     outage=$(grep -ho 'stream resumed.*outage_ms=[0-9]*' "$dir/ssh.receiver.log" | tail -1 | grep -o '[0-9]*$' || true)
     # a new session works afterwards
@@ -209,10 +217,12 @@ run_case() {
   fi
   jq -n --arg mode "$mode" --arg case "$case" --arg connected "$connected" --arg survived "$survived" \
     --arg exact "$exact" --arg stall "$stall" --arg replayed "$replayed" --arg outage "$outage" \
-    --arg after "$after" --arg note "$note" \
+    --arg after "$after" --arg note "$note" --arg ro "$recover_open" --arg rn "$recover_new" \
     '{mode:$mode, case:$case, connected:$connected, survived:$survived, exact:$exact, stall_s:$stall,
-      replayed:($replayed|tonumber), outage_ms:$outage, new_session:$after, log:$note}' > "$dir/result.json"
-  log "   connected=$connected survived=$survived exact=$exact stall=${stall}s replayed=$replayed new-session=$after"
+      replayed:($replayed|tonumber), outage_ms:$outage, new_session:$after,
+      recover_open_s:(if $ro == "" then null else ($ro|tonumber) end),
+      recover_new_s:(if $rn == "" then null else ($rn|tonumber) end), log:$note}' > "$dir/result.json"
+  log "   connected=$connected survived=$survived exact=$exact stall=${stall}s replayed=$replayed new-session=$after recover open=${recover_open:--}s new=${recover_new:--}s"
   if iperf_case "$case"; then
     local ip; ip=$(iperf_result "$dir" "${iperf_tunnel:-no}")
     jq --argjson ip "$ip" '. + {iperf: $ip}' "$dir/result.json" > "$dir/result.json.new" && mv "$dir/result.json.new" "$dir/result.json"
@@ -257,11 +267,11 @@ else
 {
   echo "**peerport fault lab ($(date -u +%F\ %TZ), $((SECONDS-START)) s)**"
   echo
-  echo "cone/cone sites; sender in a, receiver in b; the fault on b's wire unless noted. survived = the ssh ticker session ended normally with every tick; exact = the 32 MiB download (50 Mbit/s link) through ssh matched its sha256; stall = longest gap between ticks at the client; replayed = bytes resent when streams resumed; outage = the receiver's last \`stream resumed\` outage."
+  echo "cone/cone sites; sender in a, receiver in b; the fault on b's wire unless noted. survived = the ssh ticker session ended normally with every tick; exact = the 32 MiB download (50 Mbit/s link) through ssh matched its sha256; stall = longest gap between ticks at the client; replayed = bytes resent when streams resumed; outage = the receiver's last \`stream resumed\` outage. Recovery, from the fault's end (a blackout's end, the restarted process or server started): open = to the first tick through the already-open ssh session (ticks every 0.2 s; - when it cannot survive), new = to the first byte (sshd's banner) through a new TCP connection, tried every 0.2 s from then."
   echo
-  echo "| mode | case | survived | exact | stall s | replayed bytes | outage ms | new session | log |"
-  echo "|---|---|---|---|---|---|---|---|---|"
-  jq -r '.[] | "| \(.mode) | \(.case) | \(.survived) | \(.exact) | \(.stall_s) | \(.replayed) | \(.outage_ms) | \(.new_session) | \(.log|gsub("\\|";"/")) |"' "$OUTDIR/$OUT.json"
+  echo "| mode | case | survived | exact | stall s | recovery open s | recovery new s | replayed bytes | outage ms | new session | log |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  jq -r '.[] | "| \(.mode) | \(.case) | \(.survived) | \(.exact) | \(.stall_s) | \(.recover_open_s // "-") | \(.recover_new_s // "-") | \(.replayed) | \(.outage_ms) | \(.new_session) | \(.log|gsub("\\|";"/")) |"' "$OUTDIR/$OUT.json"
 } > "$OUTDIR/$OUT.md"
 fi
 cat "$OUTDIR/$OUT.md"

@@ -120,13 +120,13 @@ ssh_r() {  # ssh_r TIMEOUT CMD...: ssh from the receiver host through the tunnel
     root@127.0.0.1 "$@"
 }
 
-# start_ticker DIR SECS: an ssh session through the tunnel printing "tick N" every second until
+# start_ticker DIR SECS: an ssh session through the tunnel printing "tick N" every 0.2 s until
 # $TMP/stop exists, then "done"; arrival times go to DIR/ticks, ssh's exit code to DIR/ticker.rc.
 # Sets TICKER to its pid.
 start_ticker() {
   local dir=$1 secs=$2
   rm -f "$TMP/stop"
-  ( ssh_r "$secs" "i=0; while [ ! -e $TMP/stop ]; do i=\$((i+1)); echo tick \$i; sleep 1; done; echo done" \
+  ( ssh_r "$secs" "i=0; while [ ! -e $TMP/stop ]; do i=\$((i+1)); echo tick \$i; sleep 0.2; done; echo done" \
       2> "$dir/ticker.err" | while IFS= read -r l; do echo "$(now) $l"; done > "$dir/ticks"
     echo "${PIPESTATUS[0]}" > "$dir/ticker.rc" ) &
   TICKER=$!
@@ -140,6 +140,24 @@ ticker_survived() {
 
 # ticker_stall DIR: the longest gap between ticks at the client, seconds
 ticker_stall() { awk '{ if (p && $1-p > m) m = $1-p; p = $1 } END{ printf "%.1f", m }' "$1/ticks"; }
+
+# ticker_after DIR T: seconds from T (date +%s.%N) to the first tick that arrived after it
+ticker_after() {
+  awk -v t="$2" '$2=="tick" && $1 > t { printf "%.1f", $1-t; found=1; exit } END{ if (!found) printf "" }' "$1/ticks"
+}
+
+# first_byte_new T: seconds from T until a new TCP connection through the tunnel gets its first
+# byte (sshd's banner); retried every 0.2 s while the tunnel refuses or closes, for at most 120 s
+first_byte_new() {
+  local t=$1 end=$(( SECONDS + 120 ))
+  while (( SECONDS < end )); do
+    if [[ $(ip netns exec $R timeout 20 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2222 && head -c 4 <&3' 2>/dev/null) == SSH- ]]; then
+      awk -v a="$t" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}'
+      return 0
+    fi
+    sleep 0.2
+  done
+}
 
 # ---- start one sender/receiver pair (in the background) ------------------------------------
 start_pair() {

@@ -254,7 +254,7 @@ async fn ice_sender_restart_with_blob_files() {
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let source = format!("tcp://{echo}");
-    // the old endpoint is tried first (3 times, each within the connect timeout)
+    // the old endpoint is tried, and a fresh offer follows within a second
     let idle: Vec<String> = ["--idle-timeout", "3", "--connect-timeout", "3"]
         .map(String::from)
         .to_vec();
@@ -275,8 +275,10 @@ async fn ice_sender_restart_with_blob_files() {
 
 /// A copy-paste mode after a blackout: the path goes silent for longer
 /// than the idle timeout (the sender is stopped with SIGSTOP); both sides
-/// keep their endpoints and reconnect to each other without a new offer.
-/// `extra` goes to both sides; returns the receiver's stderr.
+/// keep their endpoints, the receiver also writes a fresh offer to the
+/// file, and the tunnel comes back by whichever answers first, with the
+/// open connection resumed. `extra` goes to both sides; returns the
+/// receiver's stderr.
 async fn rejoins_without_a_new_paste(mode: &str, extra: &[String]) -> String {
     let mut svc = JoinSet::new();
     let echo = spawn_tcp_echo(&mut svc).await.unwrap();
@@ -311,11 +313,12 @@ async fn rejoins_without_a_new_paste(mode: &str, extra: &[String]) -> String {
         "{mode}{via}: rejoined {} ms after the path came back",
         t0.elapsed().as_millis()
     );
+    // at most the one fresh offer beside the rejoin (the receiver's
+    // backoff bounds any more)
     let offers = std::fs::read_to_string(dir.path().join("offers.txt")).unwrap();
-    assert_eq!(
-        offers.matches("BEGIN PEERPORT OFFER").count(),
-        1,
-        "a new offer was made:\n{}",
+    assert!(
+        offers.matches("BEGIN PEERPORT OFFER").count() <= 2,
+        "more than one fresh offer:\n{}",
         rx.stderr_text()
     );
     rx.stderr_text()
@@ -368,9 +371,9 @@ async fn restarted_receiver_replaces_its_dead_session() {
     );
 }
 
-/// iroh-manual when the sender process is gone (restarted): reconnecting
-/// to its old endpoint fails, so after a few tries the receiver makes a
-/// fresh offer, which the restarted sender (same blob files) answers.
+/// iroh-manual when the sender process is gone (restarted): its old
+/// endpoint never answers, and the fresh offer the receiver writes a second
+/// after the loss is answered by the restarted sender (same blob files).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iroh_manual_sender_restart_falls_back_to_a_fresh_offer() {
     let mut svc = JoinSet::new();
@@ -386,11 +389,10 @@ async fn iroh_manual_sender_restart_falls_back_to_a_fresh_offer() {
     s.child.kill().await.unwrap();
     let t0 = std::time::Instant::now();
     let _s2 = manual_sender("iroh-manual", &source, dir.path(), &flags);
-    rx.wait_stderr("making a fresh offer").await;
     rx.wait_session_nth(2).await;
     assert!(tcp_echo_within(local, b"second", WAIT).await);
     eprintln!(
-        "iroh-manual: back {} ms after the sender restarted (rejoin tries, then a fresh offer)",
+        "iroh-manual: back {} ms after the sender restarted (a fresh offer beside the rejoin)",
         t0.elapsed().as_millis()
     );
     let offers = std::fs::read_to_string(dir.path().join("offers.txt")).unwrap();

@@ -57,6 +57,27 @@ pub struct Prepared {
     side: Side,
     /// Why configured TURN servers gave no relay candidate (one line each).
     turn_problems: Vec<String>,
+    /// Not connected yet: dropped now (an exchange given up before its
+    /// answer came, a connect cancelled), the agent and its TURN
+    /// allocations close.
+    unused: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.unused.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let agent = self.agent.clone();
+            // closing only tells the agent's tasks to stop and releases
+            // its allocations (bounded); nothing waits for the result
+            rt.spawn(async move {
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), agent.close()).await;
+            });
+        }
+    }
 }
 
 fn stun_url(s: &str) -> Result<Url, String> {

@@ -85,6 +85,7 @@ impl ManualPath for IcePath {
                 identity,
                 side,
                 turn_problems,
+                unused: true.into(),
             },
             body,
         ))
@@ -178,7 +179,7 @@ impl IcePath {
             .unwrap_or(start)
             .max(start + self.connect_timeout);
         let seen = tokio::select! {
-            r = &mut work => return close_on_error(r, &agent).await,
+            r = &mut work => return p.settled(close_on_error(r, &agent).await),
             _ = peer_seen(&agent) => true,
             _ = tokio::time::sleep_until(first) => false,
         };
@@ -210,7 +211,7 @@ impl IcePath {
                 ),
             }))
         };
-        close_on_error(r, &agent).await
+        p.settled(close_on_error(r, &agent).await)
     }
 }
 
@@ -248,6 +249,14 @@ pub(super) async fn peer_seen(agent: &Agent) {
 }
 
 impl Prepared {
+    /// The connect is over: connected (the agent lives on with the path)
+    /// or failed (the agent was closed): dropping this closes nothing.
+    fn settled<T>(&self, r: T) -> T {
+        self.unused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
     /// What to add to a failure message about the relay fallback.
     pub(super) fn relay_hint(&self, turn: &[TurnServer]) -> String {
         if turn.is_empty() {

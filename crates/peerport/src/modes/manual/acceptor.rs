@@ -131,6 +131,8 @@ pub(super) async fn answer_offers<P: ManualPath>(
     // setting up holds a slot; a set-up session that can rejoin keeps its
     // task (not its slot) while its receiver may come back
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SETUPS));
+    // the setups holding a slot, oldest first (a cancelled token: done)
+    let mut waiting = std::collections::VecDeque::new();
     let mut setups = JoinSet::new();
     let want = expect(Kind::Offer, P::MODE, None);
     if let Some(c) = &console {
@@ -166,20 +168,28 @@ pub(super) async fn answer_offers<P: ManualPath>(
             continue;
         }
         while setups.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Some(slot) = slot_for_new_offer(&slots, &mut waiting).await else {
             warn!(
-                "refusing an offer: {MAX_SETUPS} offers are already waiting for their receivers; try again when one has connected or expired"
+                "refusing an offer: {MAX_SETUPS} offers are already being set up; try again when one has connected or expired"
             );
             continue;
         };
         let (path, answers, tx, stop) = (path.clone(), answers.clone(), tx.clone(), stop.clone());
+        let evict = tokio_util::sync::CancellationToken::new();
+        waiting.push_back(evict.clone());
         let span = tracing::info_span!("setup", session = %hex::encode(offer.session));
         setups.spawn(
             async move {
                 let r = tokio::select! {
                     r = setup_session(&*path, offer, &answers) => r,
                     _ = stop.cancelled() => return,
+                    _ = evict.cancelled() => {
+                        info!("gave up this answered offer: its receiver has not connected, and a newer offer needed the place");
+                        return;
+                    }
                 };
+                // no longer waiting: nothing to give up
+                evict.cancel();
                 drop(slot);
                 let (result, rejoin) = match r {
                     Ok((conn, rejoin)) => (Ok(conn), rejoin),
@@ -201,6 +211,28 @@ pub(super) async fn answer_offers<P: ManualPath>(
     }
     // input closed: finish the setups under way, then end
     while setups.join_next().await.is_some() {}
+}
+
+/// A place for a new offer's setup. When every place is taken, the oldest
+/// answered offer whose receiver has not connected gives way: a receiver
+/// that wrote a newer offer (after a restart, or because its earlier try
+/// failed) is the likelier one to come, and abandoned offers must not lock
+/// out every later one until they expire.
+async fn slot_for_new_offer(
+    slots: &Arc<tokio::sync::Semaphore>,
+    waiting: &mut std::collections::VecDeque<tokio_util::sync::CancellationToken>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(slot) = slots.clone().try_acquire_owned() {
+        return Some(slot);
+    }
+    waiting.retain(|t| !t.is_cancelled());
+    let oldest = waiting.pop_front()?;
+    oldest.cancel();
+    // its task ends at its next poll and frees the slot
+    tokio::time::timeout(Duration::from_secs(5), slots.clone().acquire_owned())
+        .await
+        .ok()?
+        .ok()
 }
 
 /// After a session's connection is lost (not closed on purpose), keep its
@@ -290,4 +322,44 @@ pub(super) async fn setup_session<P: ManualPath>(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(valid_for);
     path.connect(prepared, offer.body, Side::Answerer, Some(deadline))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    /// Every place taken: the oldest waiting setup gives way, the newer
+    /// ones keep theirs, and a setup already done is never picked.
+    #[tokio::test]
+    async fn a_new_offer_evicts_the_oldest_waiting_setup() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let mut waiting = std::collections::VecDeque::new();
+        let mut tasks = JoinSet::new();
+        let done = CancellationToken::new();
+        done.cancel(); // finished earlier: its token is cancelled, its slot free
+        waiting.push_back(done);
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let slot = slot_for_new_offer(&slots, &mut waiting).await.unwrap();
+            let evict = CancellationToken::new();
+            waiting.push_back(evict.clone());
+            tokens.push(evict.clone());
+            tasks.spawn(async move {
+                evict.cancelled().await;
+                drop(slot);
+            });
+        }
+        let third = slot_for_new_offer(&slots, &mut waiting).await;
+        assert!(third.is_some());
+        assert!(tokens[0].is_cancelled(), "the oldest gave way");
+        assert!(!tokens[1].is_cancelled(), "the newer one kept its place");
+        assert_eq!(waiting.len(), 1);
+        // nothing left to give way (the last one holds the only other place)
+        let mut none_waiting = std::collections::VecDeque::new();
+        let fourth = slot_for_new_offer(&slots, &mut none_waiting).await;
+        assert!(fourth.is_none());
+        tokens[1].cancel();
+        while tasks.join_next().await.is_some() {}
+    }
 }

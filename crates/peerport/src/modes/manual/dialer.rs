@@ -1,39 +1,60 @@
 //! The receiver's side of the copy-paste modes: offer, wait for the answer,
-//! connect; rejoin the same endpoint after a loss before offering again.
+//! connect; after a loss, rejoin the same endpoint while a fresh offer is
+//! made beside it.
 
 use std::time::Duration;
 
 use peerport_signaling::blob::{Blob, Kind};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     blobs::{expect, BlobReader, BlobSink, BlobSource},
-    unix_now, ManualPath, Side, REJOIN_ATTEMPTS,
+    unix_now, ManualPath, RejoinError, Side, REJOIN_ATTEMPTS,
 };
 use crate::transport::{DialError, Dialer};
+
+/// After a lost session, how long the receiver tries only the old endpoint
+/// before it also makes a fresh offer, when answers come from a file (no
+/// person involved): a live sender answers a rejoin within a few round
+/// trips; a restarted one never will, and its new process answers the
+/// fresh offer at once.
+pub const FRESH_OFFER_AFTER: Duration = Duration::from_secs(1);
+
+/// The same when a person pastes the answer: a short outage should not ask
+/// them for a new exchange, a restarted sender should not keep them waiting.
+pub const FRESH_OFFER_AFTER_PASTE: Duration = Duration::from_secs(3);
 
 /// Receiver side of a copy-paste mode: each [`Dialer::dial`] writes a
 /// fresh OFFER, waits for the matching ANSWER (asking again after a bad
 /// paste) and connects. After a lost session it first connects again to
-/// the same sender endpoint without a person (it is unattended while it
-/// holds that way back), and makes a fresh offer when that fails.
+/// the same sender endpoint; a fresh offer follows shortly, and whichever
+/// comes back first (the old endpoint, or an answer) carries the session.
 pub struct ManualDialer<P: ManualPath> {
     pub(super) path: P,
-    pub(super) offers: BlobSink,
-    pub(super) reader: BlobReader,
-    pub(super) answers_from: String,
-    pub(super) limit: Duration,
+    pub(super) exchange: Exchange,
     /// The last session's way back to the sender, and failed tries.
     pub(super) rejoin: Option<(P::Rejoin, u32)>,
     pub(super) rejoin_limit: Duration,
+    /// Old endpoints being closed while the new session runs (closing an
+    /// endpoint whose connection was lost can take seconds).
+    releasing: tokio_util::task::TaskTracker,
 }
 
-impl<P: ManualPath> ManualDialer<P> {
+/// The receiver's half of an offer/answer exchange.
+pub(super) struct Exchange {
+    offers: BlobSink,
+    reader: BlobReader,
+    answers_from: String,
+    /// Answers are read from a file: a fresh exchange needs no person.
+    automatic: bool,
+    limit: Duration,
+}
+
+impl<P: ManualPath + Clone> ManualDialer<P> {
     /// Offers go to `offers`, answers are read from `answers`; each
     /// exchange must complete within `limit`. After a lost session the
-    /// dialer first reconnects without a new exchange (each try within
-    /// `rejoin_limit`), and makes a fresh
-    /// offer after a few failed tries.
+    /// dialer reconnects to the same endpoint (each try within
+    /// `rejoin_limit`) and makes a fresh offer beside it.
     pub fn new(
         path: P,
         offers: BlobSink,
@@ -41,64 +62,136 @@ impl<P: ManualPath> ManualDialer<P> {
         limit: Duration,
         rejoin_limit: Duration,
     ) -> Self {
-        let answers_from = match &answers {
-            BlobSource::Console(_) => "then paste the sender's ANSWER here:".to_string(),
-            BlobSource::File(p) => format!("waiting for the ANSWER in {}", p.display()),
+        let (answers_from, automatic) = match &answers {
+            BlobSource::Console(_) => ("then paste the sender's ANSWER here:".to_string(), false),
+            BlobSource::File(p) => (format!("waiting for the ANSWER in {}", p.display()), true),
         };
         ManualDialer {
             path,
-            offers,
-            reader: BlobReader::new(answers),
-            answers_from,
-            limit,
+            exchange: Exchange {
+                offers,
+                reader: BlobReader::new(answers),
+                answers_from,
+                automatic,
+                limit,
+            },
             rejoin: None,
             rejoin_limit,
+            releasing: tokio_util::task::TaskTracker::new(),
         }
     }
 
-    pub(super) async fn try_rejoin(&mut self) -> Option<Result<P::Conn, DialError>> {
-        let (state, failures) = self.rejoin.as_mut()?;
-        match self
+    /// Connect to the sender that answered; keep what a rejoin needs.
+    async fn connect(&mut self, prepared: P::Prepared, answer: Blob) -> Result<P::Conn, DialError> {
+        info!("answer accepted; connecting");
+        let (conn, rejoin) = self
             .path
-            .rejoin(state, Side::Offerer, self.rejoin_limit)
-            .await
-        {
-            Ok(conn) => {
-                *failures = 0;
-                Some(Ok(conn))
+            .connect(prepared, answer.body, Side::Offerer, None)
+            .await?;
+        self.rejoin = rejoin.map(|r| (r, 0));
+        Ok(conn)
+    }
+
+    /// After a loss: the old endpoint and a fresh offer, side by side.
+    async fn rejoin_or_offer(
+        &mut self,
+        state: P::Rejoin,
+        failures: u32,
+    ) -> Result<P::Conn, DialError> {
+        let grace = if self.exchange.automatic {
+            FRESH_OFFER_AFTER
+        } else {
+            FRESH_OFFER_AFTER_PASTE
+        };
+        enum First<C, A> {
+            Rejoined(C),
+            Answered(A, bool),
+        }
+        let first = {
+            let (path, limit) = (&self.path, self.rejoin_limit);
+            let rejoining = keep_rejoining(path, &state, failures, limit);
+            let exchange = &mut self.exchange;
+            let fresh = async {
+                tokio::time::sleep(grace).await;
+                exchange.offers.say(&format!(
+                    "the sender did not answer at its old endpoint within {} s: if it restarted, it needs a new OFFER (still trying the old endpoint meanwhile)",
+                    grace.as_secs()
+                ));
+                exchange.offer(path).await
+            };
+            tokio::pin!(rejoining, fresh);
+            let mut gave_up = false;
+            // the fresh exchange is dropped only while it waits for its
+            // answer (its local state closes itself); once an answer is in,
+            // it connects
+            loop {
+                tokio::select! {
+                    r = &mut rejoining, if !gave_up => match r {
+                        Ok(conn) => break First::Rejoined(conn),
+                        Err(e) => {
+                            warn!("could not reconnect without a new exchange ({e}); waiting for the answer to the fresh offer");
+                            gave_up = true;
+                        }
+                    },
+                    r = &mut fresh => break First::Answered(r, gave_up),
+                }
+            }
+        };
+        let (answered, gave_up) = match first {
+            First::Rejoined(conn) => {
+                self.rejoin = Some((state, 0));
+                return Ok(conn);
+            }
+            First::Answered(r, gave_up) => (r, gave_up),
+        };
+        match answered {
+            Ok((prepared, answer)) => {
+                // the sender answers offers: the way back is the new
+                // exchange now (the old endpoint is let go meanwhile)
+                let path = self.path.clone();
+                self.releasing
+                    .spawn(async move { path.release(state).await });
+                self.connect(prepared, answer).await
             }
             Err(e) => {
-                *failures += 1;
-                if *failures >= REJOIN_ATTEMPTS || e.permanent {
-                    if let Some((state, _)) = self.rejoin.take() {
-                        self.path.release(state).await;
-                    }
-                    warn!("could not reconnect without a new exchange ({e}); making a fresh offer");
+                if gave_up {
+                    self.path.release(state).await;
+                } else {
+                    self.rejoin = Some((state, failures));
                 }
-                Some(Err(DialError::Unreachable(format!(
-                    "reconnecting to the same sender endpoint failed: {e}"
-                ))))
+                Err(e)
             }
         }
     }
 }
 
-impl<P: ManualPath> Dialer for ManualDialer<P> {
-    type Conn = P::Conn;
-
-    fn unattended(&self) -> bool {
-        self.rejoin.is_some()
-    }
-
-    async fn dial(&mut self) -> Result<P::Conn, DialError> {
-        match self.try_rejoin().await {
-            None => {}
-            // the way back is given up (this host was renumbered, or the
-            // tries ran out): the fresh offer comes now, not after a backoff
-            Some(Err(_)) if self.rejoin.is_none() => {}
-            Some(r) => return r,
+/// Rejoin tries until one works, one fails for good, or [`REJOIN_ATTEMPTS`]
+/// failed (counting `failures` from earlier rounds).
+async fn keep_rejoining<P: ManualPath>(
+    path: &P,
+    state: &P::Rejoin,
+    mut failures: u32,
+    limit: Duration,
+) -> Result<P::Conn, RejoinError> {
+    loop {
+        match path.rejoin(state, Side::Offerer, limit).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) => {
+                failures += 1;
+                if failures >= REJOIN_ATTEMPTS || e.permanent {
+                    return Err(e);
+                }
+                debug!("reconnecting to the same sender endpoint failed: {e}; trying again");
+            }
         }
-        let (prepared, body) = self.path.prepare(Side::Offerer).await?;
+    }
+}
+
+impl Exchange {
+    /// Write a fresh OFFER and wait for its ANSWER (asking again after a
+    /// bad paste).
+    async fn offer<P: ManualPath>(&mut self, path: &P) -> Result<(P::Prepared, Blob), DialError> {
+        let (prepared, body) = path.prepare(Side::Offerer).await?;
         let session: [u8; 8] = rand::random();
         let offer = Blob {
             kind: Kind::Offer,
@@ -139,18 +232,30 @@ impl<P: ManualPath> Dialer for ManualDialer<P> {
                 self.limit.as_secs()
             ))
         })??;
-        info!("answer accepted; connecting");
-        let (conn, rejoin) = self
-            .path
-            .connect(prepared, answer.body, Side::Offerer, None)
-            .await?;
-        self.rejoin = rejoin.map(|r| (r, 0));
-        Ok(conn)
+        Ok((prepared, answer))
+    }
+}
+
+impl<P: ManualPath + Clone> Dialer for ManualDialer<P> {
+    type Conn = P::Conn;
+
+    fn unattended(&self) -> bool {
+        self.exchange.automatic || self.rejoin.is_some()
+    }
+
+    async fn dial(&mut self) -> Result<P::Conn, DialError> {
+        if let Some((state, failures)) = self.rejoin.take() {
+            return self.rejoin_or_offer(state, failures).await;
+        }
+        let (prepared, answer) = self.exchange.offer(&self.path).await?;
+        self.connect(prepared, answer).await
     }
 
     async fn close(self) {
         if let Some((state, _)) = self.rejoin {
             self.path.release(state).await;
         }
+        self.releasing.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.releasing.wait()).await;
     }
 }
