@@ -80,7 +80,7 @@ pub fn address_gone(ip: std::net::IpAddr) -> bool {
         )
 }
 
-#[cfg(feature = "iroh")]
+#[cfg(any(feature = "iroh", feature = "nostr"))]
 /// The local address the kernel would send from to reach `to` (a
 /// connected UDP socket sends nothing), or `None` without a route.
 pub fn route_source(to: std::net::SocketAddr) -> Option<std::net::IpAddr> {
@@ -101,6 +101,50 @@ pub async fn watch_address(ip: std::net::IpAddr) -> String {
         tick.tick().await;
         if address_gone(ip) {
             return format!("this host no longer has the address {ip} the path used (renumbered?)");
+        }
+    }
+}
+
+/// The local addresses this host sends from towards some servers, to
+/// notice when they change (renumbered, or another interface took over).
+#[cfg(feature = "nostr")]
+pub struct RouteWatch {
+    targets: Vec<std::net::SocketAddr>,
+    sources: Vec<Option<std::net::IpAddr>>,
+}
+
+#[cfg(feature = "nostr")]
+impl RouteWatch {
+    /// Watch the routes towards `targets`, as they are now.
+    pub fn new(targets: Vec<std::net::SocketAddr>) -> Self {
+        let sources = targets.iter().map(|t| route_source(*t)).collect();
+        RouteWatch { targets, sources }
+    }
+
+    /// Resolves (polled every second) when the source address towards a
+    /// target changed; the change, for the log. Never, without targets.
+    pub async fn changed(&mut self) -> String {
+        if self.targets.is_empty() {
+            return std::future::pending().await;
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for (t, was) in self.targets.iter().zip(self.sources.iter_mut()) {
+                let now = route_source(*t);
+                if now != *was {
+                    let show = |ip: &Option<std::net::IpAddr>| {
+                        ip.map_or_else(|| "no route".to_string(), |ip| ip.to_string())
+                    };
+                    let change = format!(
+                        "the way to {t} now leaves from {} (was {})",
+                        show(&now),
+                        show(was)
+                    );
+                    *was = now;
+                    return change;
+                }
+            }
         }
     }
 }

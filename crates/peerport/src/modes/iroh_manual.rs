@@ -253,6 +253,21 @@ pub struct IrohRejoin {
     _listed: Listed,
 }
 
+/// Dropped without [`ManualPath::release`] (a connect given up midway,
+/// because the other way back won), the endpoint closes in the background,
+/// as [`Unclosed`] does.
+impl Drop for IrohRejoin {
+    fn drop(&mut self) {
+        if self.ep.is_closed() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let ep = self.ep.clone();
+            rt.spawn(async move { ep.close().await });
+        }
+    }
+}
+
 /// How long a reconnect tries the old path after this host was renumbered.
 const RENUMBERED_TRY: Duration = Duration::from_secs(3);
 
@@ -299,6 +314,9 @@ async fn accept_peer(ep: Endpoint, peer: EndpointId, tx: tokio::sync::mpsc::Send
     }
 }
 
+/// How long one handshake attempt may take before a fresh one.
+const DIAL_ATTEMPT: Duration = Duration::from_secs(3);
+
 /// Dial and accept at once; keep the connection dialed by the lower id.
 async fn race(state: &IrohRejoin) -> Connection {
     let (ep, peer) = (&state.ep, &state.peer);
@@ -308,14 +326,16 @@ async fn race(state: &IrohRejoin) -> Connection {
     let dial = async {
         let mut delay = Duration::from_millis(200);
         loop {
-            match ep.connect(peer.clone(), ALPN).await {
-                Ok(c) => return c,
-                Err(e) => {
-                    debug!("dial failed: {e}; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
+            // one handshake at most a few seconds: its retransmissions back
+            // off (after an outage the next one may be many seconds away),
+            // a fresh attempt does not
+            match tokio::time::timeout(DIAL_ATTEMPT, ep.connect(peer.clone(), ALPN)).await {
+                Ok(Ok(c)) => return c,
+                Ok(Err(e)) => debug!("dial failed: {e}; retrying"),
+                Err(_) => debug!("no answer within {DIAL_ATTEMPT:?}; dialing afresh"),
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
     };
     let listen = async {

@@ -186,10 +186,13 @@ impl NostrAcceptor {
         max_sessions: usize,
     ) -> Result<Self, peerport_signaling::nostr::NostrError> {
         let sig = NostrSignaling::connect(cfg, None).await?;
+        let routes = crate::net::RouteWatch::new(relay_addresses(&cfg.relays).await);
         let (tx, rx) = mpsc::channel(16);
         let stop = tokio_util::sync::CancellationToken::new();
         let mut tasks = JoinSet::new();
-        tasks.spawn(answer_requests(sig, ice, max_sessions, tx, stop.clone()).in_current_span());
+        tasks.spawn(
+            answer_requests(sig, routes, ice, max_sessions, tx, stop.clone()).in_current_span(),
+        );
         Ok(NostrAcceptor { rx, stop, tasks })
     }
 }
@@ -234,8 +237,34 @@ struct Answer {
 
 type Answered = Arc<std::sync::Mutex<HashMap<String, Answer>>>;
 
+/// The relays' socket addresses (each name looked up once, briefly; a
+/// relay whose name does not resolve now is left out).
+async fn relay_addresses(relays: &[String]) -> Vec<std::net::SocketAddr> {
+    let mut out = Vec::new();
+    for r in relays {
+        let Ok(u) = url::Url::parse(r) else { continue };
+        let (Some(host), Some(port)) = (u.host_str(), u.port_or_known_default()) else {
+            continue;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if let Ok(Ok(addrs)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::lookup_host((host, port)),
+        )
+        .await
+        {
+            out.extend(addrs);
+        }
+    }
+    out
+}
+
 async fn answer_requests(
     mut sig: NostrSignaling,
+    mut routes: crate::net::RouteWatch,
     ice: Arc<IcePath>,
     max_sessions: usize,
     tx: mpsc::Sender<Result<QuinnConnection, AcceptError>>,
@@ -249,6 +278,14 @@ async fn answer_requests(
         let p = tokio::select! {
             _ = stop.cancelled() => break,
             p = sig.recv() => match p { Some(p) => p, None => break },
+            // renumbered: the relay connections left from the old address
+            // and are dead, though idle ones would learn it only from their
+            // next ping; the receiver's new requests need them now
+            change = routes.changed() => {
+                info!("{change}: reconnecting to the relays");
+                publisher.reconnect_relays().await;
+                continue;
+            }
         };
         while sessions.try_join_next().is_some() {}
         answered

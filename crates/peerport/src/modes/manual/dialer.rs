@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     blobs::{expect, BlobReader, BlobSink, BlobSource},
-    unix_now, ManualPath, RejoinError, Side, REJOIN_ATTEMPTS,
+    unix_now, ManualPath, RejoinError, Side, REJOIN_WINDOW,
 };
 use crate::transport::{DialError, Dialer};
 
@@ -32,8 +32,9 @@ pub const FRESH_OFFER_AFTER_PASTE: Duration = Duration::from_secs(3);
 pub struct ManualDialer<P: ManualPath> {
     pub(super) path: P,
     pub(super) exchange: Exchange,
-    /// The last session's way back to the sender, and failed tries.
-    pub(super) rejoin: Option<(P::Rejoin, u32)>,
+    /// The last session's way back to the sender, and since when it has
+    /// been tried (`None`: the session was not lost yet).
+    pub(super) rejoin: Option<(P::Rejoin, Option<tokio::time::Instant>)>,
     pub(super) rejoin_limit: Duration,
     /// Old endpoints being closed while the new session runs (closing an
     /// endpoint whose connection was lost can take seconds).
@@ -88,76 +89,92 @@ impl<P: ManualPath + Clone> ManualDialer<P> {
             .path
             .connect(prepared, answer.body, Side::Offerer, None)
             .await?;
-        self.rejoin = rejoin.map(|r| (r, 0));
+        self.rejoin = rejoin.map(|r| (r, None));
         Ok(conn)
     }
 
-    /// After a loss: the old endpoint and a fresh offer, side by side.
+    /// After a loss: the old endpoint and a fresh offer, side by side,
+    /// until one of them connects (the other is dropped; its local state
+    /// closes itself) or both failed.
     async fn rejoin_or_offer(
         &mut self,
         state: P::Rejoin,
-        failures: u32,
+        since: Option<tokio::time::Instant>,
     ) -> Result<P::Conn, DialError> {
         let grace = if self.exchange.automatic {
             FRESH_OFFER_AFTER
         } else {
             FRESH_OFFER_AFTER_PASTE
         };
-        enum First<C, A> {
+        enum First<C, R> {
             Rejoined(C),
-            Answered(A, bool),
+            Fresh(C, Option<R>),
+            /// And whether the old endpoint is still worth trying.
+            Failed(DialError, bool),
         }
+        let lost = since.unwrap_or_else(tokio::time::Instant::now);
         let first = {
             let (path, limit) = (&self.path, self.rejoin_limit);
-            let rejoining = keep_rejoining(path, &state, failures, limit);
+            let rejoining = keep_rejoining(path, &state, lost + REJOIN_WINDOW, limit);
             let exchange = &mut self.exchange;
             let fresh = async {
-                tokio::time::sleep(grace).await;
-                exchange.offers.say(&format!(
-                    "the sender did not answer at its old endpoint within {} s: if it restarted, it needs a new OFFER (still trying the old endpoint meanwhile)",
-                    grace.as_secs()
-                ));
-                exchange.offer(path).await
+                if since.is_none() {
+                    tokio::time::sleep(grace).await;
+                    exchange.offers.say(&format!(
+                        "the sender did not answer at its old endpoint within {} s: if it restarted, it needs a new OFFER (still trying the old endpoint meanwhile)",
+                        grace.as_secs()
+                    ));
+                }
+                let (prepared, answer) = exchange.offer(path).await?;
+                info!("answer accepted; connecting (and still trying the old endpoint)");
+                path.connect(prepared, answer.body, Side::Offerer, None)
+                    .await
+                    .map_err(DialError::from)
             };
             tokio::pin!(rejoining, fresh);
-            let mut gave_up = false;
-            // the fresh exchange is dropped only while it waits for its
-            // answer (its local state closes itself); once an answer is in,
-            // it connects
+            let mut rejoin_failed = false;
+            // both ways go on until one connects: after an outage the old
+            // endpoint may come back before a fresh exchange can work (an
+            // offer made during the outage lacks this host's public
+            // address), after a restart only the fresh one can. A failed
+            // fresh exchange ends this dial (the next one, after the
+            // receiver's backoff, makes another offer); the old endpoint is
+            // tried on across dials
             loop {
                 tokio::select! {
-                    r = &mut rejoining, if !gave_up => match r {
+                    r = &mut rejoining, if !rejoin_failed => match r {
                         Ok(conn) => break First::Rejoined(conn),
                         Err(e) => {
-                            warn!("could not reconnect without a new exchange ({e}); waiting for the answer to the fresh offer");
-                            gave_up = true;
+                            warn!("could not reconnect without a new exchange ({e})");
+                            rejoin_failed = true;
                         }
                     },
-                    r = &mut fresh => break First::Answered(r, gave_up),
+                    r = &mut fresh => match r {
+                        Ok((conn, rejoin)) => break First::Fresh(conn, rejoin),
+                        Err(e) => break First::Failed(e, !rejoin_failed),
+                    },
                 }
             }
         };
-        let (answered, gave_up) = match first {
+        match first {
             First::Rejoined(conn) => {
-                self.rejoin = Some((state, 0));
-                return Ok(conn);
+                self.rejoin = Some((state, None));
+                Ok(conn)
             }
-            First::Answered(r, gave_up) => (r, gave_up),
-        };
-        match answered {
-            Ok((prepared, answer)) => {
-                // the sender answers offers: the way back is the new
-                // exchange now (the old endpoint is let go meanwhile)
+            First::Fresh(conn, rejoin) => {
+                // the old endpoint closes in the background (closing one
+                // whose connection was lost can take seconds)
                 let path = self.path.clone();
                 self.releasing
                     .spawn(async move { path.release(state).await });
-                self.connect(prepared, answer).await
+                self.rejoin = rejoin.map(|r| (r, None));
+                Ok(conn)
             }
-            Err(e) => {
-                if gave_up {
-                    self.path.release(state).await;
+            First::Failed(e, keep) => {
+                if keep {
+                    self.rejoin = Some((state, Some(lost)));
                 } else {
-                    self.rejoin = Some((state, failures));
+                    self.path.release(state).await;
                 }
                 Err(e)
             }
@@ -165,23 +182,20 @@ impl<P: ManualPath + Clone> ManualDialer<P> {
     }
 }
 
-/// Rejoin tries until one works, one fails for good, or [`REJOIN_ATTEMPTS`]
-/// failed (counting `failures` from earlier rounds).
+/// Rejoin tries until one works, one fails for good, or `until` passed
+/// (the sender keeps a lost session's endpoint for [`REJOIN_WINDOW`]).
 async fn keep_rejoining<P: ManualPath>(
     path: &P,
     state: &P::Rejoin,
-    mut failures: u32,
+    until: tokio::time::Instant,
     limit: Duration,
 ) -> Result<P::Conn, RejoinError> {
     loop {
         match path.rejoin(state, Side::Offerer, limit).await {
             Ok(conn) => return Ok(conn),
+            Err(e) if e.permanent || tokio::time::Instant::now() >= until => return Err(e),
             Err(e) => {
-                failures += 1;
-                if failures >= REJOIN_ATTEMPTS || e.permanent {
-                    return Err(e);
-                }
-                debug!("reconnecting to the same sender endpoint failed: {e}; trying again");
+                debug!("reconnecting to the same sender endpoint failed: {e}; trying again")
             }
         }
     }
@@ -244,8 +258,8 @@ impl<P: ManualPath + Clone> Dialer for ManualDialer<P> {
     }
 
     async fn dial(&mut self) -> Result<P::Conn, DialError> {
-        if let Some((state, failures)) = self.rejoin.take() {
-            return self.rejoin_or_offer(state, failures).await;
+        if let Some((state, since)) = self.rejoin.take() {
+            return self.rejoin_or_offer(state, since).await;
         }
         let (prepared, answer) = self.exchange.offer(&self.path).await?;
         self.connect(prepared, answer).await

@@ -135,9 +135,6 @@ impl RejoinError {
 /// reconnect without a new exchange.
 pub const REJOIN_WINDOW: Duration = Duration::from_secs(5 * 60);
 
-/// Failed rejoins after which a receiver makes a fresh offer instead.
-const REJOIN_ATTEMPTS: u32 = 3;
-
 /// Current unix time in seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -21,6 +21,9 @@ use nostr_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, task::JoinHandle};
 
+mod relays;
+use relays::{publish_any, reconnect_relays, relay_options, spawn_watcher, CONNECT_AGAIN_AFTER};
+
 /// Default event kind (ephemeral range; not 24242, which Blossom uses).
 pub const DEFAULT_KIND: u16 = 21059;
 /// Largest content accepted before decrypting.
@@ -254,6 +257,13 @@ pub struct NostrPublisher {
 }
 
 impl NostrPublisher {
+    /// Open every relay connection afresh (this host's address changed: a
+    /// WebSocket from the old address is dead, but an idle one learns that
+    /// only from its next ping, up to a minute later).
+    pub async fn reconnect_relays(&self) {
+        reconnect_relays(&self.client).await;
+    }
+
     /// Publish one payload to every relay; returns when any accepted it.
     pub async fn send(
         &self,
@@ -311,12 +321,9 @@ impl NostrSignaling {
             .monitor(Monitor::new(256))
             .build();
         for url in &cfg.relays {
-            let opts = RelayOptions::new()
-                .retry_interval(Duration::from_secs(2))
-                .adjust_retry_interval(true);
             client
                 .pool()
-                .add_relay(url.as_str(), opts)
+                .add_relay(url.as_str(), relay_options())
                 .await
                 .map_err(|e| NostrError::Relay(format!("relay `{url}`: {e}")))?;
         }
@@ -327,6 +334,7 @@ impl NostrSignaling {
         let deadline = wait.map(|w| started + w);
         let mut first_up: Option<tokio::time::Instant> = None;
         let mut told = false;
+        let (mut kicked, mut kick_after) = (started, CONNECT_AGAIN_AFTER);
         let connected = loop {
             let mut up = 0;
             let mut down = Vec::new();
@@ -363,6 +371,11 @@ impl NostrSignaling {
                 for (url, status) in &down {
                     tracing::warn!(relay = %url, %status, "no relay reachable yet; retrying {until}");
                 }
+            }
+            if up == 0 && now - kicked >= kick_after {
+                kicked = now;
+                kick_after = (kick_after * 2).min(Duration::from_secs(30));
+                reconnect_relays(&client).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
@@ -435,86 +448,6 @@ fn rand_u64() -> u64 {
     Keys::generate().public_key().to_bytes()[..8]
         .iter()
         .fold(0u64, |a, b| (a << 8) | *b as u64)
-}
-
-/// Publish to every relay in parallel; return as soon as any says OK.
-async fn publish_any(client: &Client, ev: &Event) -> Result<String, NostrError> {
-    let relays = client.relays().await;
-    let mut set = tokio::task::JoinSet::new();
-    for (url, relay) in relays {
-        let ev = ev.clone();
-        set.spawn(async move { (url, relay.send_event(&ev).await.map_err(|e| e.to_string())) });
-    }
-    let mut errs = Vec::new();
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok((url, Ok(_))) => {
-                // the other relays keep trying in the background, bounded by the SDK's timeout
-                set.detach_all();
-                return Ok(url.to_string());
-            }
-            Ok((url, Err(e))) => {
-                tracing::warn!(relay = %url, "relay refused or unreachable: {e}");
-                errs.push(format!("{url}: {e}"));
-            }
-            Err(e) => errs.push(e.to_string()),
-        }
-    }
-    Err(NostrError::Publish(errs.join("; ")))
-}
-
-/// Re-subscribe when a relay sends CLOSED (nostr-sdk 0.44 drops such a
-/// subscription for good, even across reconnects) and on every reconnect.
-fn spawn_watcher(
-    client: Client,
-    sub: SubscriptionId,
-    peer: PublicKey,
-    me: PublicKey,
-    kind: u16,
-) -> JoinHandle<()> {
-    let mut notes = client.notifications();
-    let status = client.monitor().map(|m| m.subscribe());
-    tokio::spawn(async move {
-        let Some(mut status) = status else { return };
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let target: RelayUrl = tokio::select! {
-                n = notes.recv() => match n {
-                    Ok(RelayPoolNotification::Message { relay_url, message: RelayMessage::Closed { subscription_id, message } })
-                        if *subscription_id == sub => {
-                        tracing::warn!(relay = %relay_url, "relay closed the subscription ({message}); re-subscribing in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
-                        relay_url
-                    }
-                    Ok(RelayPoolNotification::Shutdown) | Err(broadcast::error::RecvError::Closed) => return,
-                    _ => continue,
-                },
-                s = status.recv() => match s {
-                    Ok(MonitorNotification::StatusChanged { relay_url, status }) => {
-                        if status == RelayStatus::Connected {
-                            tracing::info!(relay = %relay_url, "relay connected");
-                            backoff = Duration::from_millis(200);
-                            relay_url
-                        } else {
-                            if matches!(status, RelayStatus::Disconnected | RelayStatus::Terminated) {
-                                tracing::warn!(relay = %relay_url, %status, "relay connection lost; retrying");
-                            }
-                            continue;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => return,
-                },
-            };
-            if let Err(e) = client
-                .subscribe_with_id_to([target.clone()], sub.clone(), filter(peer, me, kind), None)
-                .await
-            {
-                tracing::warn!(relay = %target, "re-subscribe failed: {e}");
-            }
-        }
-    })
 }
 
 #[cfg(test)]
