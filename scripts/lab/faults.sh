@@ -13,6 +13,7 @@
 # Cases:
 #   loss1 loss5        1 % / 5 % random loss on the receiver site's wire, both directions
 #   rtt50 rtt200       +50 / +200 ms round trip (receiver site's wire), 2 ms jitter
+#   blackout7          the receiver site's wire drops everything for 7 s (not in the default list)
 #   blackout40         the receiver site's wire drops everything for 40 s (> --idle-timeout 30)
 #   natflush           conntrack -F on both routers (every NAT mapping forgotten)
 #   readdr-receiver    the receiver host moves to a new LAN address (10.0.2.3), old one removed
@@ -68,6 +69,7 @@ inject() {  # inject CASE DIR: apply the fault (returns when it is over)
     loss5) $NETLAB wire b $BASE loss=0.05 ;;
     rtt50) $NETLAB wire b $BASE delay_ms=25 jitter_ms=2 ;;
     rtt200) $NETLAB wire b $BASE delay_ms=100 jitter_ms=2 ;;
+    blackout7) $NETLAB wire b $BASE down=1; sleep 7; $NETLAB wire b $BASE ;;
     blackout40) $NETLAB wire b $BASE down=1; sleep 40; $NETLAB wire b $BASE ;;
     natflush) for s in a b; do ip netns exec $PPLAB-$s-rtr conntrack -F >/dev/null 2>&1 || true; done ;;
     readdr-receiver) $NETLAB readdr b 10.0.2.3 ;;

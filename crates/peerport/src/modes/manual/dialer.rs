@@ -115,7 +115,7 @@ impl<P: ManualPath + Clone> ManualDialer<P> {
         let lost = since.unwrap_or_else(tokio::time::Instant::now);
         let first = {
             let (path, limit) = (&self.path, self.rejoin_limit);
-            let rejoining = keep_rejoining(path, &state, lost + REJOIN_WINDOW, limit);
+            let rejoining = rejoin_until(path, &state, lost + REJOIN_WINDOW, limit);
             let exchange = &mut self.exchange;
             let fresh = async {
                 if since.is_none() {
@@ -184,7 +184,7 @@ impl<P: ManualPath + Clone> ManualDialer<P> {
 
 /// Rejoin tries until one works, one fails for good, or `until` passed
 /// (the sender keeps a lost session's endpoint for [`REJOIN_WINDOW`]).
-async fn keep_rejoining<P: ManualPath>(
+async fn rejoin_until<P: ManualPath>(
     path: &P,
     state: &P::Rejoin,
     until: tokio::time::Instant,
