@@ -273,15 +273,13 @@ impl BlobReader {
     /// `e`), queue them for [`Self::next`], and keep only the unfinished
     /// rest (dropped past a megabyte without a block).
     #[doc(hidden)] // pub for the fuzz target `paste_reader`
-    pub fn take_blocks(&mut self, e: &Expect) -> usize {
+    pub fn take_blocks(&mut self, e: &Expect) {
         let (blobs, used) = scan_blocks(&self.pending, e);
         self.pending.drain(..used);
         if self.pending.len() > 1 << 20 {
             self.pending.clear(); // no block in a megabyte of text: drop it
         }
-        let n = blobs.len();
         self.ready.extend(blobs);
-        n
     }
 
     /// The blocks decoded and not yet returned by [`Self::next`] (each a
