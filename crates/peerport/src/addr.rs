@@ -43,6 +43,9 @@ pub enum AddrError {
     /// Path or other trailing parts.
     #[error("`{0}` has extra parts after the port: write only SCHEME://HOST:PORT")]
     Trailing(String),
+    /// A host that is neither a name nor an IP address.
+    #[error("`{0}`: the host must be a name (letters, digits, '-', '_', '.') or an IP address (IPv6 in brackets, e.g. tcp://[::1]:22)")]
+    BadHost(String),
 }
 
 impl FromStr for ForwardAddr {
@@ -85,6 +88,14 @@ impl FromStr for ForwardAddr {
         };
         if host.is_empty() {
             return Err(AddrError::Host(input.into()));
+        }
+        // what a resolver takes: a name, an IPv4 address, an IPv6 address
+        // (with a zone: fe80::1%eth0); no brackets, spaces or controls
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:%".contains(c))
+        {
+            return Err(AddrError::BadHost(input.into()));
         }
         let port: u16 = port.parse().map_err(|_| AddrError::BadPort(input.into()))?;
         Ok(ForwardAddr {
@@ -382,6 +393,34 @@ mod tests {
             "",
         ] {
             assert!(bad.parse::<ForwardAddr>().is_err(), "{bad} accepted");
+        }
+    }
+
+    /// Found by the fuzz target `addr_rules` (crash input
+    /// fuzz/corpus/addr_rules/regression_bracket_host): a host with a
+    /// bracket or control characters in it was taken (and failed only when
+    /// resolved), and printed back it no longer parsed.
+    #[test]
+    fn a_host_is_a_name_or_an_address() {
+        for bad in [
+            "udp://[[\x19\x1c535(53]:5",
+            "tcp://[[::1]:22",
+            "tcp://a[b:22",
+            "tcp://my host:22",
+            "tcp://host\t:22",
+        ] {
+            assert!(
+                matches!(bad.parse::<ForwardAddr>(), Err(AddrError::BadHost(_))),
+                "{bad:?} accepted"
+            );
+        }
+        for good in [
+            "tcp://[fe80::1%eth0]:22",
+            "tcp://db_1.internal:5432",
+            "udp://[::ffff:10.0.0.1]:53",
+        ] {
+            let a: ForwardAddr = good.parse().unwrap();
+            assert_eq!(a.to_string().parse::<ForwardAddr>(), Ok(a));
         }
     }
 }

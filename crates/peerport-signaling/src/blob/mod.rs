@@ -480,17 +480,43 @@ pub fn scan_blocks(text: &str, expect: &Expect) -> (Vec<Result<Blob, BlobError>>
         let Some(end_rel) = end_rel else {
             break;
         };
-        let tail = &after_begin[end_rel..];
-        let line_end = tail.find('\n').map(|i| i + 1).unwrap_or(tail.len());
-        if !tail[..line_end].trim_end().ends_with("-----") {
+        let Some(end_len) = end_line(&after_begin[end_rel + END.len()..]) else {
             break; // END line not complete yet
-        }
-        let block_len = begin + end_rel + line_end;
+        };
+        let block_len = begin + end_rel + END.len() + end_len;
         out.push(find_and_decode(&rest[begin..block_len], expect));
         consumed += block_len;
         rest = &rest[block_len..];
     }
     (out, consumed)
+}
+
+/// How much of `tail`, the text after an END line's `-----END PEERPORT`,
+/// belongs to the block; `None` until that is known. The line ends its
+/// block at its closing `-----` (whatever follows them on the line is
+/// text of its own, but for white space up to the line's end), or at the
+/// line's end when it has none (a malformed END line). So the same text
+/// reads the same however its pieces arrive: text after the dashes is
+/// never waited for, nor taken.
+fn end_line(tail: &str) -> Option<usize> {
+    let newline = tail.find('\n');
+    let close = tail
+        .find("-----")
+        .filter(|c| newline.is_none_or(|n| *c < n));
+    match (close, newline) {
+        (Some(c), _) => {
+            let after = c + "-----".len();
+            let rest = &tail[after..];
+            let blank = rest.len() - rest.trim_start_matches([' ', '\t', '\r']).len();
+            if rest[blank..].starts_with('\n') {
+                Some(after + blank + 1)
+            } else {
+                Some(after)
+            }
+        }
+        (None, Some(n)) => Some(n + 1),
+        (None, None) => None,
+    }
 }
 
 /// What is wrong with pasted text that holds no complete block, once the

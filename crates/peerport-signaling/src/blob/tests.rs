@@ -214,3 +214,48 @@ fn quiet_pastes_without_a_whole_block_are_told_apart() {
         None
     );
 }
+
+/// Found by the fuzz target `paste_reader` (crash input
+/// fuzz/corpus/paste_reader/regression_end_line_text): an END line with
+/// text after its closing dashes was decoded or not depending on whether
+/// the rest of its line had arrived yet, and once it had, the block was
+/// never read (nor any block after it).
+#[test]
+fn text_after_an_end_line_neither_blocks_nor_changes_the_reading() {
+    let e = expect(Kind::Offer, Mode::IrohManual);
+    let a = iroh_offer();
+    let mut b = iroh_offer();
+    b.session = [9; 8];
+    let text = format!(
+        "{}{}",
+        a.to_armor().replace(
+            "END PEERPORT OFFER-----\n",
+            "END PEERPORT OFFER----- thanks!\n"
+        ),
+        b.to_armor()
+    );
+    let (blobs, used) = scan_blocks(&text, &e);
+    assert_eq!(blobs, vec![Ok(a.clone()), Ok(b)]);
+    assert_eq!(used, text.len());
+    // every prefix reads what the whole text reads, up to where it stops
+    for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
+        let (some, _) = scan_blocks(&text[..cut], &e);
+        assert_eq!(some[..], blobs[..some.len()], "cut at {cut}");
+    }
+    // the minimized crash: a (malformed) block then a byte on its END line
+    let crash = "-----BEGIN PEERPORT-----END PEERPORT-----\0";
+    let whole = scan_blocks(crash, &e);
+    assert_eq!(whole, scan_blocks(&crash[..crash.len() - 1], &e));
+    assert_eq!(whole.0.len(), 1);
+    // an END line without its closing dashes ends its block at the line's
+    // end (an error), and the next block is read
+    let text = format!(
+        "{}{}",
+        a.to_armor()
+            .replace("END PEERPORT OFFER-----\n", "END PEERPORT OFFER\n"),
+        a.to_armor()
+    );
+    let (blobs, used) = scan_blocks(&text, &e);
+    assert_eq!(blobs, vec![Err(BlobError::Unterminated("OFFER")), Ok(a)]);
+    assert_eq!(used, text.len());
+}

@@ -161,7 +161,9 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    fn new(keys: Keys, peer: PublicKey, kind: u16) -> Self {
+    /// Checks for events of `kind` from `peer` to `keys`' owner.
+    #[doc(hidden)] // pub for the fuzz target `nostr_payload`
+    pub fn new(keys: Keys, peer: PublicKey, kind: u16) -> Self {
         Inbox {
             keys,
             peer,

@@ -7,7 +7,10 @@
 use std::time::Duration;
 
 use socks5_proto::{handshake, Address, Command, Reply, Request, Response};
-use tokio::net::TcpStream;
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
 
 use crate::proto::header::Status;
 
@@ -23,7 +26,11 @@ pub async fn accept(stream: &mut TcpStream) -> Result<(String, u16), String> {
     }
 }
 
-async fn negotiate(stream: &mut TcpStream) -> Result<(String, u16), String> {
+/// [`accept`] without its timeout, on any byte stream.
+#[doc(hidden)] // pub for the fuzz target `socks5_handshake`
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<(String, u16), String> {
     let hello = handshake::Request::read_from(stream)
         .await
         .map_err(|e| format!("not a SOCKS5 client: {e}"))?;

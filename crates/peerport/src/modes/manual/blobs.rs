@@ -157,7 +157,10 @@ impl BlobReader {
         }
     }
 
-    pub(super) fn feed(&mut self, bytes: &[u8]) {
+    /// Take bytes just read (a pasted line, a file's new tail): the text
+    /// is kept until [`Self::take_blocks`] finds whole blocks in it.
+    #[doc(hidden)] // pub for the fuzz target `paste_reader`
+    pub fn feed(&mut self, bytes: &[u8]) {
         self.undecoded.extend_from_slice(bytes);
         let skipped = decode_utf8_lossy(&mut self.undecoded, &mut self.pending);
         if skipped > 0 {
@@ -259,17 +262,38 @@ impl BlobReader {
                     }
                 }
             }
-            let e = Expect {
+            self.take_blocks(&Expect {
                 now: unix_now(),
                 ..*expect
-            };
-            let (blobs, used) = scan_blocks(&self.pending, &e);
-            self.pending.drain(..used);
-            if self.pending.len() > 1 << 20 {
-                self.pending.clear(); // no block in a megabyte of text: drop it
-            }
-            self.ready.extend(blobs);
+            });
         }
+    }
+
+    /// Decode the whole blocks of the text fed so far (checked against
+    /// `e`), queue them for [`Self::next`], and keep only the unfinished
+    /// rest (dropped past a megabyte without a block).
+    #[doc(hidden)] // pub for the fuzz target `paste_reader`
+    pub fn take_blocks(&mut self, e: &Expect) {
+        let (blobs, used) = scan_blocks(&self.pending, e);
+        self.pending.drain(..used);
+        if self.pending.len() > 1 << 20 {
+            self.pending.clear(); // no block in a megabyte of text: drop it
+        }
+        self.ready.extend(blobs);
+    }
+
+    /// The blocks decoded and not yet returned by [`Self::next`] (each a
+    /// blob or why not), taken out.
+    #[doc(hidden)] // pub for the fuzz target `paste_reader`
+    pub fn take_ready(&mut self) -> Vec<Result<Blob, BlobError>> {
+        self.ready.drain(..).collect()
+    }
+
+    /// Bytes held: the undecoded tail of the input (at most an incomplete
+    /// character) and the text not yet consumed by a block.
+    #[doc(hidden)] // pub for the fuzz target `paste_reader`
+    pub fn buffered(&self) -> (usize, usize) {
+        (self.undecoded.len(), self.pending.len())
     }
 }
 

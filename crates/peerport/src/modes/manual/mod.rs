@@ -171,6 +171,40 @@ mod tests {
         }
     }
 
+    /// Found by the fuzz target `paste_reader` (crash input
+    /// fuzz/corpus/paste_reader/regression_end_line_text, without its
+    /// first 8 bytes, which say where the target cuts the input): the
+    /// blocks a paste gives must not depend on the pieces it arrives in.
+    #[test]
+    fn a_paste_reads_the_same_in_any_pieces() {
+        use peerport_signaling::{
+            blob::{Expect, Kind},
+            Mode,
+        };
+        let e = Expect {
+            kind: Kind::Offer,
+            mode: Mode::Ice,
+            session: None,
+            now: 1_700_000_000,
+            max_age: 900,
+        };
+        let paste = b"-----BEGIN PEERPORT-----END PEERPORT-----\xff\x00";
+        let read = |pieces: &[&[u8]]| {
+            let mut r = BlobReader::new(BlobSource::File("paste".into()));
+            for p in pieces {
+                r.feed(p);
+                r.take_blocks(&e);
+            }
+            r.take_ready()
+        };
+        let whole = read(&[paste]);
+        assert_eq!(whole.len(), 1);
+        let (a, b) = paste.split_at(paste.len() - 2);
+        assert_eq!(read(&[a, b]), whole);
+        let bytes: Vec<&[u8]> = paste.chunks(1).collect();
+        assert_eq!(read(&bytes), whole);
+    }
+
     #[test]
     fn invalid_utf8_is_skipped_and_split_characters_wait() {
         let mut raw = b"ab\xffcd\xe2\x82".to_vec();
