@@ -77,6 +77,12 @@ impl IcePath {
             } else {
                 1000
             })),
+            // nominate a working direct pair after 0.2 s, not webrtc-ice's
+            // 0.5 s (server-reflexive) or 1 s (peer-reflexive: the usual
+            // remote behind a NAT): a better pair has had its checks by
+            // then, and each reconnect paid the full second
+            srflx_acceptance_min_wait: Some(Duration::from_millis(200)),
+            prflx_acceptance_min_wait: Some(Duration::from_millis(200)),
             disconnected_timeout: Some(Duration::from_secs(10)),
             // ICE never gives up by itself: a copy-paste answerer waits for
             // its receiver as long as the offer is valid, and a relay pair
