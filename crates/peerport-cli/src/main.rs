@@ -84,7 +84,12 @@ fn main() -> ExitCode {
     // the allocator returns a burst's memory; stops with the runtime
     let reclaim = tokio_util::sync::CancellationToken::new();
     rt.spawn(memory::reclaim(reclaim.clone()));
-    let result = rt.block_on(app::run(cli));
+    let result = rt.block_on(async {
+        let r = app::run(cli).await;
+        // endpoints of exchanges given up midway finish closing
+        peerport::closing::wait(std::time::Duration::from_secs(1)).await;
+        r
+    });
     reclaim.cancel();
     let code = if let Some(sig) = app::stop_signal() {
         // stopped by Ctrl-C or SIGTERM: 130 / 143, as shells expect

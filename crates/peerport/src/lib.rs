@@ -34,6 +34,7 @@
 pub const EVENT: &str = "peerport::event";
 
 pub mod addr;
+pub mod closing;
 pub mod engine;
 #[cfg(feature = "iroh")]
 pub mod identity;

@@ -64,10 +64,10 @@ pub struct Unclosed(Option<Endpoint>);
 
 impl Drop for Unclosed {
     fn drop(&mut self) {
-        if let (Some(ep), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            // nothing to wait for: closing an endpoint without connections
-            // only tells its tasks to stop
-            rt.spawn(async move { ep.close().await });
+        if let Some(ep) = self.0.take() {
+            // closing an endpoint without connections only tells its tasks
+            // to stop
+            crate::closing::spawn(async move { ep.close().await });
         }
     }
 }
@@ -261,10 +261,8 @@ impl Drop for IrohRejoin {
         if self.ep.is_closed() {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let ep = self.ep.clone();
-            rt.spawn(async move { ep.close().await });
-        }
+        let ep = self.ep.clone();
+        crate::closing::spawn(async move { ep.close().await });
     }
 }
 

@@ -68,15 +68,12 @@ impl Drop for Prepared {
         if !self.unused.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let agent = self.agent.clone();
-            // closing only tells the agent's tasks to stop and releases
-            // its allocations (bounded); nothing waits for the result
-            rt.spawn(async move {
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(5), agent.close()).await;
-            });
-        }
+        let agent = self.agent.clone();
+        // closing tells the agent's tasks to stop and releases its
+        // allocations (bounded)
+        crate::closing::spawn(async move {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), agent.close()).await;
+        });
     }
 }
 
