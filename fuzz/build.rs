@@ -1,9 +1,6 @@
 //! The CLI's settings table (crates/peerport-cli/src/settings/table.rs),
 //! made compilable here: without its inner doc comments (it is
-//! `include!`d into a module), and with the defaults that only the
-//! library's `iroh` feature provides (which this crate leaves out, so
-//! its sanitizer build stays small) taken from
-//! fuzz_targets/settings/mod.rs instead: they only show in help texts.
+//! `include!`d into a module).
 use std::{env, fs, path::PathBuf};
 
 fn main() {
@@ -15,7 +12,6 @@ fn main() {
         .filter(|l| !l.trim_start().starts_with("//!"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let text = text.replace("peerport::modes::iroh::", "super::iroh_defaults::");
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("settings_table.rs");
     fs::write(out, text).unwrap();
 }

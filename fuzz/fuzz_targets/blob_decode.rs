@@ -5,6 +5,8 @@
 //! decoder past the checksum is fuzzed too.
 #![no_main]
 
+mod common;
+
 use libfuzzer_sys::fuzz_target;
 use peerport_signaling::{
     blob::{find_and_decode, scan_blocks, Blob, Expect, Kind},
@@ -35,13 +37,7 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(text) = std::str::from_utf8(data) {
         for (kind, mode) in [(Kind::Offer, Mode::Ice), (Kind::Answer, Mode::IrohManual)] {
-            let e = Expect {
-                kind,
-                mode,
-                session: None,
-                now: 1_700_000_000,
-                max_age: 900,
-            };
+            let e = common::expect_blob(kind, mode);
             let _ = find_and_decode(text, &e);
             let (_, used) = scan_blocks(text, &e);
             assert!(used <= text.len() && text.is_char_boundary(used));

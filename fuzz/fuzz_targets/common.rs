@@ -54,3 +54,18 @@ impl<'a> Input<'a> {
         self.bytes(usize::MAX)
     }
 }
+
+/// What a reader of pasted blobs expects: `kind` of `mode`, any session,
+/// made up to 900 s before a fixed now.
+pub fn expect_blob(
+    kind: peerport_signaling::blob::Kind,
+    mode: peerport_signaling::Mode,
+) -> peerport_signaling::blob::Expect {
+    peerport_signaling::blob::Expect {
+        kind,
+        mode,
+        session: None,
+        now: 1_700_000_000,
+        max_age: 900,
+    }
+}

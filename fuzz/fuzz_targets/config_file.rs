@@ -8,7 +8,7 @@ mod settings;
 
 use libfuzzer_sys::fuzz_target;
 use peerport_signaling::Mode;
-use settings::{file, Partial, ROLES};
+use settings::{file, Partial, Role};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match file::parse("fuzz.toml", text) {
         Ok(p) => {
-            for role in ROLES {
+            for role in Role::ALL {
                 for mode in Mode::ALL {
                     let _ = file::check_file("fuzz.toml", &p, role, mode);
                 }

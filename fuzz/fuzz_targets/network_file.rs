@@ -10,7 +10,7 @@ use std::{path::PathBuf, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use peerport_signaling::Mode;
-use settings::{network, ROLES};
+use settings::{network, Role};
 
 fn file() -> &'static PathBuf {
     static F: OnceLock<PathBuf> = OnceLock::new();
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         for f in [&n.relay_ca, &n.turn_password_file].into_iter().flatten() {
             assert!(f.is_absolute(), "{}", f.display());
         }
-        for role in ROLES {
+        for role in Role::ALL {
             for mode in Mode::ALL {
                 let _ = network::for_command(n.clone(), role, mode);
             }

@@ -14,7 +14,7 @@ use common::Input;
 use libfuzzer_sys::fuzz_target;
 use peerport::modes::manual::{decode_utf8_lossy, BlobReader, BlobSource};
 use peerport_signaling::{
-    blob::{self, scan_blocks, Expect, Kind},
+    blob::{self, scan_blocks, Kind},
     Mode,
 };
 
@@ -31,13 +31,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Kind::Answer
     };
-    let e = Expect {
-        kind,
-        mode,
-        session: None,
-        now: 1_700_000_000,
-        max_age: 900,
-    };
+    let e = common::expect_blob(kind, mode);
     let text = input.rest();
 
     // all at once

@@ -111,6 +111,9 @@ pub async fn watch_address(ip: std::net::IpAddr) -> String {
 pub struct RouteWatch {
     targets: Vec<std::net::SocketAddr>,
     sources: Vec<Option<std::net::IpAddr>>,
+    /// One poll a second however often [`RouteWatch::changed`] is called
+    /// again (it sits in a `select!` loop that also wakes for messages).
+    tick: tokio::time::Interval,
 }
 
 #[cfg(feature = "nostr")]
@@ -118,18 +121,27 @@ impl RouteWatch {
     /// Watch the routes towards `targets`, as they are now.
     pub fn new(targets: Vec<std::net::SocketAddr>) -> Self {
         let sources = targets.iter().map(|t| route_source(*t)).collect();
-        RouteWatch { targets, sources }
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        RouteWatch {
+            targets,
+            sources,
+            tick,
+        }
     }
 
     /// Resolves (polled every second) when the source address towards a
     /// target changed; the change, for the log. Never, without targets.
+    /// Cancel-safe.
     pub async fn changed(&mut self) -> String {
         if self.targets.is_empty() {
             return std::future::pending().await;
         }
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tick.tick().await;
+            self.tick.tick().await;
             for (t, was) in self.targets.iter().zip(self.sources.iter_mut()) {
                 let now = route_source(*t);
                 if now != *was {

@@ -4,7 +4,7 @@
 //! flags, the file format, the precedence merge, the scope check and the
 //! `config init` template cannot drift apart.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Arg, ArgAction, ArgMatches};
 use peerport_signaling::Mode;
@@ -19,6 +19,10 @@ pub enum Role {
 }
 
 impl Role {
+    /// Both roles (for tests and the fuzz targets).
+    #[allow(dead_code)]
+    pub const ALL: [Role; 2] = [Role::Sender, Role::Receiver];
+
     /// `sender` or `receiver`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -26,6 +30,22 @@ impl Role {
             Role::Receiver => "receiver",
         }
     }
+}
+
+/// Default connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a local TCP client waits for the tunnel by default.
+pub const DEFAULT_RECONNECT_WAIT: Duration = Duration::from_secs(10);
+/// The longest drain on SIGTERM by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the table's setting named `name` (its field, `resume_window`,
+/// or its key, `resume-window`) belongs to `role` in `mode`.
+pub fn applies(name: &str, role: Role, mode: Mode) -> bool {
+    let field = name.replace('-', "_");
+    super::table::SETTINGS
+        .iter()
+        .any(|s| s.field == field && s.scope.applies(role, mode))
 }
 
 /// The roles and modes a setting belongs to.

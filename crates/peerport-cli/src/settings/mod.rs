@@ -16,7 +16,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use peerport_signaling::Mode;
 
-pub use declare::Role;
+pub use declare::{
+    applies, Role, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_RECONNECT_WAIT,
+};
 pub use file::ConfigError;
 pub use modes::{ModeSettings, ModeVisitor};
 pub use table::{Partial, SETTINGS};
@@ -31,22 +33,6 @@ use peerport::{
     transport::QuicSettings,
 };
 use validate::{catalog, engine, invalid, observe, secs, targets};
-
-/// Default connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a local TCP client waits for the tunnel by default.
-pub const DEFAULT_RECONNECT_WAIT: Duration = Duration::from_secs(10);
-/// The longest drain on SIGTERM by default.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Whether the table's setting named `name` (its field, `resume_window`,
-/// or its key, `resume-window`) belongs to `role` in `mode`.
-pub fn applies(name: &str, role: Role, mode: Mode) -> bool {
-    let field = name.replace('-', "_");
-    SETTINGS
-        .iter()
-        .any(|s| s.field == field && s.scope.applies(role, mode))
-}
 
 /// Validated settings of a sender or receiver in any mode.
 #[derive(Debug, Clone)]

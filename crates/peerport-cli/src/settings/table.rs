@@ -77,7 +77,7 @@ settings! {
     /// UDP port of those relays' QUIC address discovery, which tells this
     /// host its public address for hole punching (0 = off).
     relay_quic_port: u16 {
-        scope: Scope::both(&[Iroh]), value: "PORT", default: peerport::modes::iroh::DEFAULT_RELAY_QUIC_PORT,
+        scope: Scope::both(&[Iroh]), value: "PORT", default: peerport::modes::iroh_defaults::DEFAULT_RELAY_QUIC_PORT,
     }
     /// PEM file of extra trusted CA certificates for the relays' TLS (e.g. a
     /// self-hosted relay's self-signed certificate).
@@ -147,7 +147,7 @@ settings! {
         default: format!(
             "{} in ice and nostr; {} with bbr, else the QUIC stack's own, in the iroh modes",
             peerport::transport::quinn::WINDOWS.0,
-            peerport::modes::iroh::BBR_WINDOWS.0
+            peerport::modes::iroh_defaults::BBR_WINDOWS.0
         ),
     }
     /// Forget a UDP client after this many idle seconds.

@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn every_example_parses_and_belongs_to_its_role_and_mode() {
-        for role in [Role::Sender, Role::Receiver] {
+        for role in Role::ALL {
             for mode in [Mode::Iroh, Mode::IrohManual, Mode::Ice, Mode::Nostr] {
                 let text = render(role, mode);
                 let p = config::parse("example", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));

@@ -1,7 +1,7 @@
 //! The relay connections: how they retry, start over, publish and stay
 //! subscribed.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use nostr_sdk::prelude::*;
 use tokio::{sync::broadcast, task::JoinHandle};
@@ -21,19 +21,51 @@ pub(super) fn relay_options() -> RelayOptions {
 /// WebSocket, a TCP handshake in its retransmission backoff).
 pub(super) async fn reconnect_relays(client: &Client) {
     for url in client.relays().await.into_keys() {
-        if let Err(e) = client.force_remove_relay(url.clone()).await {
-            tracing::warn!(relay = %url, "could not drop the relay connection: {e}");
-            continue;
-        }
-        match client.pool().add_relay(url.clone(), relay_options()).await {
-            Ok(_) => {
-                if let Err(e) = client.connect_relay(url.clone()).await {
-                    tracing::warn!(relay = %url, "reconnecting failed: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(relay = %url, "could not add the relay again: {e}"),
-        }
+        reconnect_relay(client, url).await;
     }
+}
+
+/// Replace the relay `url` with a new connection (see [`reconnect_relays`]).
+async fn reconnect_relay(client: &Client, url: RelayUrl) {
+    if let Err(e) = client.force_remove_relay(url.clone()).await {
+        tracing::warn!(relay = %url, "could not drop the relay connection: {e}");
+        return;
+    }
+    match client.pool().add_relay(url.clone(), relay_options()).await {
+        Ok(_) => {
+            if let Err(e) = client.connect_relay(url.clone()).await {
+                tracing::warn!(relay = %url, "reconnecting failed: {e}");
+            }
+        }
+        Err(e) => tracing::warn!(relay = %url, "could not add the relay again: {e}"),
+    }
+}
+
+/// A lost relay connection is started afresh after this long, then after
+/// twice as long each time, at most [`AGAIN_SOON_MAX`] for the first
+/// [`AGAIN_SOON_FOR`] (a restarted relay is back within seconds), then
+/// up to 30 s: nostr-sdk's own retries add up to ±3 s of jitter to a
+/// growing interval, which left a relay that was back unused for 2-7 s.
+const AGAIN_FIRST: Duration = Duration::from_millis(500);
+const AGAIN_SOON_MAX: Duration = Duration::from_secs(2);
+const AGAIN_SOON_FOR: Duration = Duration::from_secs(30);
+
+/// The wait before the next fresh connection to a relay lost `lost_for`
+/// ago, after waiting `last`.
+fn again_after(last: Duration, lost_for: Duration) -> Duration {
+    let cap = if lost_for < AGAIN_SOON_FOR {
+        AGAIN_SOON_MAX
+    } else {
+        Duration::from_secs(30)
+    };
+    last.saturating_mul(2).min(cap)
+}
+
+/// A lost relay: since when, and when it is started afresh next.
+struct Lost {
+    since: tokio::time::Instant,
+    next: tokio::time::Instant,
+    wait: Duration,
 }
 
 /// While no relay is up, every relay connection starts over after this
@@ -70,7 +102,9 @@ pub(super) async fn publish_any(client: &Client, ev: &Event) -> Result<String, N
 }
 
 /// Re-subscribe when a relay sends CLOSED (nostr-sdk 0.44 drops such a
-/// subscription for good, even across reconnects) and on every reconnect.
+/// subscription for good, even across reconnects) and on every reconnect;
+/// start a lost relay connection afresh on a schedule of its own
+/// ([`again_after`]).
 pub(super) fn spawn_watcher(
     client: Client,
     sub: SubscriptionId,
@@ -83,7 +117,9 @@ pub(super) fn spawn_watcher(
     tokio::spawn(async move {
         let Some(mut status) = status else { return };
         let mut backoff = Duration::from_millis(200);
+        let mut lost: HashMap<RelayUrl, Lost> = HashMap::new();
         loop {
+            let due = lost.values().map(|l| l.next).min();
             let target: RelayUrl = tokio::select! {
                 n = notes.recv() => match n {
                     Ok(RelayPoolNotification::Message { relay_url, message: RelayMessage::Closed { subscription_id, message } })
@@ -101,10 +137,16 @@ pub(super) fn spawn_watcher(
                         if status == RelayStatus::Connected {
                             tracing::info!(relay = %relay_url, "relay connected");
                             backoff = Duration::from_millis(200);
+                            lost.remove(&relay_url);
                             relay_url
                         } else {
-                            if matches!(status, RelayStatus::Disconnected | RelayStatus::Terminated) {
+                            // a fresh connection that fails reports the same: only the first counts
+                            if matches!(status, RelayStatus::Disconnected | RelayStatus::Terminated)
+                                && !lost.contains_key(&relay_url)
+                            {
                                 tracing::warn!(relay = %relay_url, %status, "relay connection lost; retrying");
+                                let now = tokio::time::Instant::now();
+                                lost.insert(relay_url, Lost { since: now, next: now + AGAIN_FIRST, wait: AGAIN_FIRST });
                             }
                             continue;
                         }
@@ -112,6 +154,25 @@ pub(super) fn spawn_watcher(
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
                 },
+                _ = async {
+                    match due {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = tokio::time::Instant::now();
+                    let due: Vec<RelayUrl> =
+                        lost.iter().filter(|(_, l)| l.next <= now).map(|(u, _)| u.clone()).collect();
+                    for url in due {
+                        tracing::debug!(relay = %url, "connecting to the relay afresh");
+                        reconnect_relay(&client, url.clone()).await;
+                        if let Some(l) = lost.get_mut(&url) {
+                            l.wait = again_after(l.wait, now - l.since);
+                            l.next = tokio::time::Instant::now() + l.wait;
+                        }
+                    }
+                    continue;
+                }
             };
             if let Err(e) = client
                 .subscribe_with_id_to([target.clone()], sub.clone(), filter(peer, me, kind), None)
@@ -121,4 +182,34 @@ pub(super) fn spawn_watcher(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_relay_is_tried_often_at_first_then_less() {
+        let mut wait = AGAIN_FIRST;
+        let mut waits = Vec::new();
+        let mut lost_for = Duration::ZERO;
+        while lost_for < Duration::from_secs(120) {
+            lost_for += wait;
+            waits.push(wait);
+            wait = again_after(wait, lost_for);
+        }
+        assert_eq!(
+            &waits[..4],
+            &[
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+            ]
+        );
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(30)));
+        assert_eq!(waits.last(), Some(&Duration::from_secs(30)));
+        // within the first 30 s: at most every 2 s
+        assert!(waits.len() < 30, "{waits:?}");
+    }
 }

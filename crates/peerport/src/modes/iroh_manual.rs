@@ -312,8 +312,13 @@ async fn accept_peer(ep: Endpoint, peer: EndpointId, tx: tokio::sync::mpsc::Send
     }
 }
 
-/// How long one handshake attempt may take before a fresh one.
+/// How long one handshake attempt may take before a fresh one: the first
+/// [`FIRST_DIAL_ATTEMPT`], each next one twice as long, up to this.
 const DIAL_ATTEMPT: Duration = Duration::from_secs(3);
+/// The first handshake attempt's time. A peer's first Initial often
+/// meets a NAT that the other side has not opened yet, and QUIC sends it
+/// again only after a second; a fresh attempt goes out sooner.
+const FIRST_DIAL_ATTEMPT: Duration = Duration::from_millis(300);
 
 /// Dial and accept at once; keep the connection dialed by the lower id.
 async fn race(state: &IrohRejoin) -> Connection {
@@ -323,17 +328,21 @@ async fn race(state: &IrohRejoin) -> Connection {
     let i_dial_preferred = me < peer_id;
     let dial = async {
         let mut delay = Duration::from_millis(200);
+        let mut attempt = FIRST_DIAL_ATTEMPT;
         loop {
             // one handshake at most a few seconds: its retransmissions back
             // off (after an outage the next one may be many seconds away),
             // a fresh attempt does not
-            match tokio::time::timeout(DIAL_ATTEMPT, ep.connect(peer.clone(), ALPN)).await {
+            match tokio::time::timeout(attempt, ep.connect(peer.clone(), ALPN)).await {
                 Ok(Ok(c)) => return c,
-                Ok(Err(e)) => debug!("dial failed: {e}; retrying"),
-                Err(_) => debug!("no answer within {DIAL_ATTEMPT:?}; dialing afresh"),
+                Ok(Err(e)) => {
+                    debug!("dial failed: {e}; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(_) => debug!("no answer within {attempt:?}; dialing afresh"),
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(1));
+            attempt = (attempt * 2).min(DIAL_ATTEMPT);
         }
     };
     let listen = async {

@@ -13,6 +13,7 @@
 pub mod ice;
 #[cfg(feature = "iroh")]
 pub mod iroh;
+pub mod iroh_defaults;
 #[cfg(feature = "iroh")]
 pub mod iroh_manual;
 pub mod manual;

@@ -90,6 +90,9 @@ impl Dialer for NostrDialer {
     async fn close(self) {}
 }
 
+/// The longest wait between two publications of the same request.
+const REPUBLISH_MAX: Duration = Duration::from_secs(2);
+
 /// Request a session, wait (republishing) for the answer, connect.
 async fn receiver_connect(
     cfg: &NostrConfig,
@@ -129,8 +132,10 @@ async fn receiver_connect(
                     Ok(relay) => tracing::debug!(%relay, "request published"),
                     Err(e) => warn!("publishing the request failed: {e}"),
                 }
+                // requests are ephemeral events (relays keep none): a sender
+                // whose relay connection comes back sees the next one only
                 next = tokio::time::Instant::now() + delay;
-                delay = (delay * 2).min(Duration::from_secs(8));
+                delay = (delay * 2).min(REPUBLISH_MAX);
             }
             p = sig.recv() => {
                 let Some(p) = p else {

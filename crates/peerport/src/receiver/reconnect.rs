@@ -17,10 +17,9 @@ pub struct Reconnect {
     /// A session that lasted this long resets the backoff.
     pub stable_after: Duration,
     /// With a dialer that needs no person: after this long without a
-    /// packet from the sender (or four round trips, if longer), give the
-    /// connection up and dial again (`None`: wait for the idle timeout).
-    /// Both sides send keep-alives, so set it a little above the
-    /// keep-alive interval.
+    /// packet from the sender (plus four round trips), give the connection
+    /// up and dial again (`None`: wait for the idle timeout). Both sides
+    /// send keep-alives, so set it a little above the keep-alive interval.
     pub silence_limit: Option<Duration>,
 }
 
@@ -32,7 +31,7 @@ impl Default for Reconnect {
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(30),
             stable_after: Duration::from_secs(60),
-            silence_limit: Some(Duration::from_secs(3)),
+            silence_limit: Some(crate::status::STALE_AFTER),
         }
     }
 }

@@ -14,10 +14,17 @@ use crate::{engine::tally::Tally, transport::TunnelConnection};
 /// How often the peer's silence is checked.
 const TICK: Duration = Duration::from_millis(250);
 
-/// The silence that ends a connection: `limit`, or four round trips on a
-/// slow path.
+/// The silence that ends a connection: `limit` plus four round trips.
+/// Both sides send a keep-alive after a keep-alive interval without
+/// hearing from the other, and the QUIC stack sends an unanswered one
+/// again after a probe timeout (about 1.5 round trips, doubling each
+/// time): with the default limit (keep-alive + 1 s) each side gets at
+/// least two tries even on a 200 ms path, so a few lost packets on a
+/// lossy path are not taken for a dead peer. The round trip is the
+/// smoothed one, queueing included: a sender that dies in the middle of
+/// a download into a deep queue is given up a little later.
 fn scaled(limit: Duration, rtt: Duration) -> Duration {
-    limit.max(rtt.saturating_mul(4))
+    limit.saturating_add(rtt.saturating_mul(4))
 }
 
 /// Resolves with how long `conn`'s peer has been silent, once that is the
@@ -43,12 +50,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_limit_grows_with_slow_paths_only() {
-        let limit = Duration::from_secs(3);
-        assert_eq!(scaled(limit, Duration::from_millis(1)), limit);
+    fn the_limit_grows_with_the_round_trip() {
+        let limit = Duration::from_secs(2);
         assert_eq!(
-            scaled(limit, Duration::from_millis(900)),
-            Duration::from_millis(3600)
+            scaled(limit, Duration::from_micros(100)),
+            Duration::from_micros(2_000_400)
+        );
+        assert_eq!(
+            scaled(limit, Duration::from_millis(200)),
+            Duration::from_millis(2800)
         );
     }
 }

@@ -60,7 +60,7 @@ pub const LISTEN_EVERY: Duration = Duration::from_millis(250);
 /// Silence after which a connected session is `stale` when nothing else
 /// is set ([`Monitor::set_stale_after`]): the default keep-alive
 /// ([`crate::transport::KEEP_ALIVE`]) plus a second.
-pub const STALE_AFTER: Duration = Duration::from_secs(3);
+pub const STALE_AFTER: Duration = Duration::from_secs(crate::transport::KEEP_ALIVE.as_secs() + 1);
 
 #[derive(Default)]
 struct Seen {

@@ -73,9 +73,13 @@ pub struct QuicSettings {
 /// peer acknowledges after this long without sending, so a live peer is
 /// heard at least this often and a silent one is noticed within seconds
 /// (status turns `stale`, see [`crate::status::STALE_AFTER`]); far below
-/// the UDP mapping timeout of common NATs (30 s and up). About 60 bytes
-/// each way every 2 s on an idle tunnel.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// the UDP mapping timeout of common NATs (30 s and up). A stack resets
+/// the timer whenever it receives, so an idle tunnel carries about one
+/// keep-alive and its acknowledgement (~60 bytes each) per second. A
+/// restarted or vanished sender is noticed after this plus a second
+/// ([`crate::status::STALE_AFTER`]); `--keepalive` trades that for fewer
+/// packets.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 impl Default for QuicSettings {
     fn default() -> Self {

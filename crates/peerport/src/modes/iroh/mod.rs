@@ -37,8 +37,7 @@ pub use pin::pin_of;
 /// ALPN of peerport's iroh mode.
 pub const ALPN: &[u8] = b"peerport/iroh/1";
 
-/// The UDP port of a relay's QUIC address discovery unless one is set (iroh's).
-pub const DEFAULT_RELAY_QUIC_PORT: u16 = iroh_relay::defaults::DEFAULT_RELAY_QUIC_PORT;
+pub use super::iroh_defaults::{BBR_WINDOWS, DEFAULT_RELAY_QUIC_PORT};
 
 /// Infrastructure settings of an iroh endpoint.
 #[derive(Debug, Clone)]
@@ -110,14 +109,6 @@ pub enum IrohError {
         last: String,
     },
 }
-
-/// Flow-control windows of the iroh modes with BBR (per stream, per
-/// connection); with Cubic they keep noq's defaults (1.25 MB per stream),
-/// which are faster on loopback. noq 1.4 closes a connection once one
-/// stream buffers more than 2048 packets behind a gap ("too many gaps in
-/// stream buffer", fixed in quinn by quinn-rs/quinn#2814, not yet in noq):
-/// about 2.4 MB with 1200-byte packets, so the window stays below that.
-pub const BBR_WINDOWS: (u64, u64) = (2 << 20, 8 << 20);
 
 /// QUIC settings shared by both roles: keep-alive below NAT timeouts
 /// ([`QuicSettings::keep_alive`]), configurable idle

@@ -18,7 +18,7 @@ use crate::transport::{DialError, Dialer};
 /// person involved): a live sender answers a rejoin within a few round
 /// trips; a restarted one never will, and its new process answers the
 /// fresh offer at once.
-pub const FRESH_OFFER_AFTER: Duration = Duration::from_secs(1);
+pub const FRESH_OFFER_AFTER: Duration = Duration::from_millis(300);
 
 /// The same when a person pastes the answer: a short outage should not ask
 /// them for a new exchange, a restarted sender should not keep them waiting.
@@ -121,8 +121,8 @@ impl<P: ManualPath + Clone> ManualDialer<P> {
                 if since.is_none() {
                     tokio::time::sleep(grace).await;
                     exchange.offers.say(&format!(
-                        "the sender did not answer at its old endpoint within {} s: if it restarted, it needs a new OFFER (still trying the old endpoint meanwhile)",
-                        grace.as_secs()
+                        "the sender did not answer at its old endpoint within {:.1} s: if it restarted, it needs a new OFFER (still trying the old endpoint meanwhile)",
+                        grace.as_secs_f64()
                     ));
                 }
                 let (prepared, answer) = exchange.offer(path).await?;
