@@ -1,7 +1,7 @@
 """What peerport is measured against besides the direct path: OpenSSH's
 `ssh -L`, two plain socat hops, and (UDP) a WireGuard tunnel of wireguard-go
 with and without peerport's UDP forwarding beneath it."""
-import os, shutil, subprocess, tempfile, time
+import os, shutil, socket, subprocess, tempfile, time
 from pathlib import Path
 
 from .tools import Proc, free_port, in_ns, iperf, log, pingpong, tree_cpu, wait_listening
@@ -170,7 +170,7 @@ class WireGuard:
             keys[side] = subprocess.run(["wg", "pubkey"], input=priv, capture_output=True, text=True, check=True).stdout.strip()
         # the control sockets (/var/run/wireguard/IF.sock) share one directory: names unique per run
         self.ifs = {"s": f"ppw{os.getpid()}s", "c": f"ppw{os.getpid()}c"}
-        self.port = free_port(__import__("socket").SOCK_DGRAM, ns=net.svc_ns)
+        self.port = free_port(socket.SOCK_DGRAM, ns=net.svc_ns)
         self.peer_s = keys["s"]
         for side, ns in (("s", net.svc_ns), ("c", net.cli_ns)):
             p = Proc(["wireguard-go", "-f", self.ifs[side]], ns=ns)
