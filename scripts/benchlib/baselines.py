@@ -110,7 +110,8 @@ def udp_max_rate(port, length, secs, steps, host="127.0.0.1", ns=None, drop_ns=(
     """The highest offered UDP rate (iperf3 -u -l length) with at most max_loss %
     loss, and the goodput (received rate) there. First run unlimited (-b 0):
     its received rate R bounds the search; then bisection in (0, R] for
-    steps - 1 more runs (resolution R / 2^(steps-1))."""
+    steps - 1 more rates (resolution R / 2^(steps-1)); the first rate that
+    fails is run once more (at most steps + 1 runs)."""
     tries = []
 
     def run(rate_mbps):
@@ -126,11 +127,18 @@ def udp_max_rate(port, length, secs, steps, host="127.0.0.1", ns=None, drop_ns=(
     first = run(0)
     best = first if first["loss_pct"] <= max_loss else None
     lo, hi = 0.0, first.get("received_mbps") or first["mbps"] * (1 - first["loss_pct"] / 100)
+    retried = False
     for _ in range(steps - 1 if best is None else 0):
         if hi - lo < 1:
             break
         mid = (lo + hi) / 2
         r = run(mid)
+        if r["loss_pct"] > max_loss and not retried:
+            # one failure per search is confirmed by a second run: on a shared
+            # 2-core machine a burst of other work can lose packets at any rate,
+            # and a bisection never climbs back above a rate it saw fail
+            retried = True
+            r = run(mid)
         if r["loss_pct"] <= max_loss:
             lo, best = mid, r
         else:
