@@ -11,6 +11,7 @@ mod demo;
 mod memory;
 mod observe;
 mod out;
+mod runtime;
 mod settings;
 mod tlsfile;
 mod views;
@@ -74,10 +75,14 @@ fn main() -> ExitCode {
         cli::LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
     }
     raise_fd_limit();
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime::build(&cli.command) {
         Ok(rt) => rt,
+        Err(e @ runtime::RuntimeError::BadThreads(_)) => {
+            crate::out::say!("error: {e}");
+            return ExitCode::from(app::exit::USAGE);
+        }
         Err(e) => {
-            crate::out::say!("error: cannot start the async runtime: {e}");
+            crate::out::say!("error: {e}");
             return ExitCode::FAILURE;
         }
     };

@@ -403,9 +403,20 @@ impl Proc {
     }
 
     /// Wait for exit (bounded) and return the status code.
+    /// Its output is read to the end first (bounded), so that what it
+    /// printed last is in [`Proc::stderr_text`] when this returns.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         match tokio::time::timeout(limit, self.child.wait()).await {
-            Ok(Ok(s)) => s.code(),
+            Ok(Ok(s)) => {
+                // the readers end at EOF, which drops their senders
+                let (mut out, mut err) = (self.stdout.clone(), self.stderr_rx.clone());
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while out.changed().await.is_ok() {}
+                    while err.changed().await.is_ok() {}
+                })
+                .await;
+                s.code()
+            }
             _ => panic!(
                 "process did not exit in {limit:?}; stderr:\n{}",
                 self.stderr_text()
