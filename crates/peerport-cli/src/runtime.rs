@@ -68,15 +68,19 @@ mod tests {
         crate::cli::Cli::try_parse_from(args).unwrap().command
     }
 
-    #[test]
-    fn tunnel_endpoints_get_one_thread_servers_one_per_core() {
-        let sender = command(&[
+    fn sender() -> Command {
+        command(&[
             "peerport",
             "sender",
             "ice",
             "--source",
             "tcp://127.0.0.1:22",
-        ]);
+        ])
+    }
+
+    #[test]
+    fn tunnel_endpoints_get_one_thread_servers_one_per_core() {
+        let sender = sender();
         assert_eq!(threads(&sender, None).unwrap(), Some(1));
         let rendezvous = command(&["peerport", "rendezvous"]);
         assert_eq!(threads(&rendezvous, None).unwrap(), None);
@@ -84,13 +88,7 @@ mod tests {
 
     #[test]
     fn the_environment_decides_when_set() {
-        let sender = command(&[
-            "peerport",
-            "sender",
-            "ice",
-            "--source",
-            "tcp://127.0.0.1:22",
-        ]);
+        let sender = sender();
         assert_eq!(threads(&sender, Some("4")).unwrap(), Some(4));
         assert_eq!(threads(&sender, Some(" 1 ")).unwrap(), Some(1));
         for bad in ["0", "", "two", "-1"] {

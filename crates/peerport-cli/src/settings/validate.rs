@@ -87,8 +87,8 @@ pub(super) fn observe(p: &Partial) -> Result<Observe, ConfigError> {
     })
 }
 
-/// The keep-alive interval the QUIC stack will use, plus a second: both
-/// sides send keep-alives, so a live peer is heard at least that often.
+/// The silence limit of the QUIC settings `p` gives
+/// ([`QuicSettings::silence_limit`]).
 pub(super) fn stale_after(p: &Partial) -> Duration {
     let d = QuicSettings::default();
     let q = QuicSettings {
@@ -96,7 +96,7 @@ pub(super) fn stale_after(p: &Partial) -> Duration {
         keep_alive: p.keepalive.map(Secs::duration),
         ..d
     };
-    q.keep_alive() + Duration::from_secs(1)
+    q.silence_limit()
 }
 
 /// The setting `key` (its flag without `--`, its key in a config file)

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::broadcast, task::JoinHandle};
 
 mod relays;
-use relays::{publish_any, reconnect_relays, relay_options, spawn_watcher, CONNECT_AGAIN_AFTER};
+use relays::{
+    publish_any, reconnect_relays, relay_options, spawn_watcher, AGAIN_MAX, CONNECT_AGAIN_AFTER,
+};
 
 /// Default event kind (ephemeral range; not 24242, which Blossom uses).
 pub const DEFAULT_KIND: u16 = 21059;
@@ -376,7 +378,7 @@ impl NostrSignaling {
             }
             if up == 0 && now - kicked >= kick_after {
                 kicked = now;
-                kick_after = (kick_after * 2).min(Duration::from_secs(30));
+                kick_after = (kick_after * 2).min(AGAIN_MAX);
                 reconnect_relays(&client).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -47,6 +47,8 @@ async fn reconnect_relay(client: &Client, url: RelayUrl) {
 /// up to 30 s: nostr-sdk's own retries add up to ±3 s of jitter to a
 /// growing interval, which left a relay that was back unused for 2-7 s.
 const AGAIN_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two fresh starts of a relay connection.
+pub(super) const AGAIN_MAX: Duration = Duration::from_secs(30);
 const AGAIN_SOON_MAX: Duration = Duration::from_secs(2);
 const AGAIN_SOON_FOR: Duration = Duration::from_secs(30);
 
@@ -56,7 +58,7 @@ fn again_after(last: Duration, lost_for: Duration) -> Duration {
     let cap = if lost_for < AGAIN_SOON_FOR {
         AGAIN_SOON_MAX
     } else {
-        Duration::from_secs(30)
+        AGAIN_MAX
     };
     last.saturating_mul(2).min(cap)
 }
@@ -207,8 +209,8 @@ mod tests {
                 Duration::from_secs(2),
             ]
         );
-        assert!(waits.iter().all(|w| *w <= Duration::from_secs(30)));
-        assert_eq!(waits.last(), Some(&Duration::from_secs(30)));
+        assert!(waits.iter().all(|w| *w <= AGAIN_MAX));
+        assert_eq!(waits.last(), Some(&AGAIN_MAX));
         // within the first 30 s: at most every 2 s
         assert!(waits.len() < 30, "{waits:?}");
     }

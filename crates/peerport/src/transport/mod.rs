@@ -70,7 +70,7 @@ pub struct QuicSettings {
 }
 
 /// The keep-alive interval when none is set: each side sends a packet the
-/// peer acknowledges after this long without sending, so a live peer is
+/// peer acknowledges after this long without hearing from it, so a live peer is
 /// heard at least this often and a silent one is noticed within seconds
 /// (status turns `stale`, see [`crate::status::STALE_AFTER`]); far below
 /// the UDP mapping timeout of common NATs (30 s and up). A stack resets
@@ -100,6 +100,14 @@ impl QuicSettings {
         self.keep_alive
             .unwrap_or_else(|| KEEP_ALIVE.min(self.idle_timeout / 3))
             .max(Duration::from_millis(200))
+    }
+
+    /// How long a peer may stay silent before its session counts as
+    /// `stale` and a receiver gives the connection up: the keep-alive
+    /// interval plus a second (both sides send keep-alives, so a live
+    /// peer is heard at least that often).
+    pub fn silence_limit(&self) -> Duration {
+        self.keep_alive() + Duration::from_secs(1)
     }
 
     /// Whether to run BBR, where the stack's default is `default`.
@@ -422,5 +430,13 @@ mod tests {
         assert_eq!(q(3, None).keep_alive(), Duration::from_secs(1));
         assert_eq!(q(30, Some(5)).keep_alive(), Duration::from_secs(5));
         assert_eq!(q(0, None).keep_alive(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn the_default_silence_limit_is_the_status_one() {
+        assert_eq!(
+            QuicSettings::default().silence_limit(),
+            crate::status::STALE_AFTER
+        );
     }
 }
