@@ -1,5 +1,5 @@
 //! Opening streams (with retries), reading headers off them without
-//! over-reading into the payload, and the read buffer of a forwarding loop.
+//! over-reading into the payload.
 
 use std::time::Duration;
 
@@ -57,46 +57,6 @@ pub async fn read_reply<R: AsyncRead + Unpin>(r: &mut R) -> Result<Reply, ReadHe
     }
 }
 
-/// A forwarding loop's read buffer: small for interactive and short
-/// connections, grown (up to `max`) while reads keep filling it, so
-/// thousands of idle or short connections do not each hold a bulk-sized buffer.
-#[derive(Debug)]
-pub struct Scratch {
-    buf: Vec<u8>,
-    max: usize,
-}
-
-impl Scratch {
-    /// First size of the buffer.
-    pub const START: usize = 16 * 1024;
-
-    /// A buffer that grows from [`Self::START`] up to `max` bytes.
-    pub fn new(max: usize) -> Self {
-        Scratch {
-            buf: vec![0; Self::START.min(max)],
-            max,
-        }
-    }
-
-    /// Room for the next read: at most `limit` bytes (at least one).
-    pub fn room(&mut self, limit: usize) -> &mut [u8] {
-        let n = self.buf.len().min(limit.max(1));
-        &mut self.buf[..n]
-    }
-
-    /// The last read brought `n` bytes: a full buffer grows fourfold.
-    pub fn filled(&mut self, n: usize) {
-        if n == self.buf.len() && n < self.max {
-            self.buf.resize((n * 4).min(self.max), 0);
-        }
-    }
-
-    /// The first `n` bytes (what the last read brought).
-    pub fn data(&self, n: usize) -> &[u8] {
-        &self.buf[..n]
-    }
-}
-
 /// Backoff before each retry of `open_bi`: three retries, 100, 200, 400 ms.
 pub const OPEN_RETRY_BACKOFF: [Duration; 3] = [
     Duration::from_millis(100),
@@ -124,23 +84,6 @@ pub async fn open_bi_retry<C: TunnelConnection>(conn: &C) -> Result<(C::Send, C:
 mod tests {
     use super::*;
     use crate::{addr::Protocol, proto::header::Status};
-
-    #[test]
-    fn scratch_grows_only_while_reads_fill_it() {
-        let mut s = Scratch::new(256 * 1024);
-        assert_eq!(s.room(usize::MAX).len(), Scratch::START);
-        s.filled(100);
-        assert_eq!(s.room(usize::MAX).len(), Scratch::START);
-        s.filled(Scratch::START);
-        assert_eq!(s.room(usize::MAX).len(), 64 * 1024);
-        assert_eq!(s.room(10).len(), 10);
-        assert_eq!(s.room(0).len(), 1);
-        for _ in 0..4 {
-            let n = s.room(usize::MAX).len();
-            s.filled(n);
-        }
-        assert_eq!(s.room(usize::MAX).len(), 256 * 1024);
-    }
 
     #[tokio::test]
     async fn reads_exactly_the_header() {

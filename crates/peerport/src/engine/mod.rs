@@ -15,6 +15,7 @@
 //! * [`server`]: the sender's session loop over an [`crate::transport::Acceptor`].
 
 pub mod auth;
+pub mod chunks;
 pub mod config;
 pub mod error;
 mod flow_table;

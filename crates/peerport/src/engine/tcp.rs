@@ -21,11 +21,12 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
+    chunks::{ChunkBuf, Segments},
     config::EngineConfig,
     error::SessionError,
     front::{TcpQueue, Waiting},
     io::open_bi_retry,
-    io::{read_reply, read_request, Scratch},
+    io::{read_reply, read_request},
     policy::Route,
     resume::{Attach, Session},
     routes::Routes,
@@ -454,13 +455,13 @@ where
     let (tcp_r, mut tcp_w) = tcp.into_split();
     let result = {
         let up = async {
-            copy_then_shutdown(tcp_r, &mut send)
+            copy_to_tunnel(tcp_r, &mut send)
                 .await
                 .map_err(|e| format!("local to tunnel: {e}"))
         };
         let down = async {
             let mut recv = gate.await?;
-            let r = copy_then_shutdown(&mut recv, &mut tcp_w)
+            let r = copy_from_tunnel(&mut recv, &mut tcp_w)
                 .await
                 .map_err(|e| format!("tunnel to local: {e}"));
             if r.is_err() {
@@ -493,22 +494,36 @@ where
     result
 }
 
-async fn copy_then_shutdown<R, W>(reader: R, writer: &mut W) -> std::io::Result<u64>
+/// Copy a local socket into a QUIC stream, handing each read to the
+/// stack as it is (no copy), then finish the stream.
+async fn copy_to_tunnel<R, S>(mut reader: R, send: &mut S) -> std::io::Result<u64>
 where
     R: AsyncRead + Unpin,
+    S: TunnelSend,
+{
+    let mut buf = ChunkBuf::new(COPY_BUF);
+    let mut total = 0u64;
+    while let Some(data) = buf.read(&mut reader, usize::MAX).await? {
+        total += data.len() as u64;
+        send.write_bytes(data).await?;
+    }
+    send.shutdown().await?;
+    Ok(total)
+}
+
+/// Copy a QUIC stream into a local socket from the stack's own buffers,
+/// then shut the socket's sending side.
+async fn copy_from_tunnel<R, W>(recv: &mut R, writer: &mut W) -> std::io::Result<u64>
+where
+    R: TunnelRecv,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = reader;
-    let mut buf = Scratch::new(COPY_BUF);
+    let mut segs = Segments::default();
     let mut total = 0u64;
-    loop {
-        let n = reader.read(buf.room(usize::MAX)).await?;
-        if n == 0 {
-            break;
+    while segs.read(recv).await? {
+        while !segs.is_empty() {
+            total += segs.write_some(writer).await? as u64;
         }
-        buf.filled(n);
-        writer.write_all(buf.data(n)).await?;
-        total += n as u64;
     }
     writer.shutdown().await?;
     Ok(total)

@@ -90,6 +90,7 @@ impl ManualPath for IrohManualPath {
         let mappings = stun::query_all(&probe, &self.stun_servers, Duration::from_secs(3)).await;
         drop(probe);
         let mut b = Endpoint::builder(presets::Minimal)
+            .crypto_provider(crate::transport::tls::provider())
             .secret_key(SecretKey::generate())
             .alpns(vec![ALPN.to_vec()])
             .relay_mode(RelayMode::Disabled)

@@ -97,6 +97,12 @@ impl TunnelRecv for RecvStream {
     fn stop(&mut self, code: u32) {
         let _ = RecvStream::stop(self, VarInt::from_u32(code));
     }
+
+    async fn read_chunks(&mut self, bufs: &mut [Bytes]) -> std::io::Result<Option<usize>> {
+        RecvStream::read_many_chunks(self, bufs)
+            .await
+            .map_err(std::io::Error::from)
+    }
 }
 
 /// The path to a transport address: direct to an IP, or through a relay.

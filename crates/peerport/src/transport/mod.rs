@@ -13,6 +13,7 @@ pub mod gate;
 pub mod iroh;
 mod path;
 pub mod quinn;
+pub mod tls;
 
 pub use path::{Candidate, Hop, PathInfo, PathKind};
 
@@ -130,6 +131,12 @@ pub trait TunnelSend: AsyncWrite + Unpin + Send + 'static {
 pub trait TunnelRecv: AsyncRead + Unpin + Send + 'static {
     /// Tell the peer to stop sending.
     fn stop(&mut self, code: u32);
+    /// Fill `bufs` with the next received segments, in order, without
+    /// copying them; how many, or `None` at the end of the stream.
+    fn read_chunks(
+        &mut self,
+        bufs: &mut [Bytes],
+    ) -> impl Future<Output = std::io::Result<Option<usize>>> + Send;
 }
 
 /// Why a QUIC connection ended: typed, so callers decide whether to retry

@@ -162,17 +162,13 @@ pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// Client config that accepts only the server certificate `peer_fp`.
 pub fn client_config(
     me: &Identity,
     peer_fp: [u8; 32],
     q: &QuicSettings,
 ) -> Result<quinn::ClientConfig, String> {
-    let prov = provider();
+    let prov = super::tls::provider();
     let v = Arc::new(Pinned {
         fp: peer_fp,
         algs: prov.signature_verification_algorithms,
@@ -197,7 +193,7 @@ pub fn server_config(
     peer_fp: [u8; 32],
     q: &QuicSettings,
 ) -> Result<quinn::ServerConfig, String> {
-    let prov = provider();
+    let prov = super::tls::provider();
     let v = Arc::new(Pinned {
         fp: peer_fp,
         algs: prov.signature_verification_algorithms,
@@ -325,6 +321,12 @@ impl TunnelSend for SendStream {
 impl TunnelRecv for RecvStream {
     fn stop(&mut self, code: u32) {
         let _ = RecvStream::stop(self, VarInt::from_u32(code));
+    }
+
+    async fn read_chunks(&mut self, bufs: &mut [Bytes]) -> std::io::Result<Option<usize>> {
+        RecvStream::read_chunks(self, bufs)
+            .await
+            .map_err(std::io::Error::from)
     }
 }
 

@@ -89,6 +89,21 @@ impl<C: TunnelConnection> Slot<C> {
         }
     }
 
+    /// Wait until the replay buffer has room, and say how much (one lock
+    /// per check).
+    pub(super) async fn wait_room(&self) -> usize {
+        loop {
+            let n = self.changed.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let room = self.room();
+            if room > 0 {
+                return room;
+            }
+            n.await;
+        }
+    }
+
     pub(super) fn room(&self) -> usize {
         self.out.lock().map(|o| o.room()).unwrap_or(0)
     }

@@ -21,8 +21,9 @@ use tokio::{
 use tracing::{debug, info, warn, Instrument};
 
 use crate::engine::{
+    chunks::{ChunkBuf, Segments},
     io::open_bi_retry,
-    io::{read_reply, Scratch},
+    io::read_reply,
 };
 use crate::proto::close::close_code;
 use crate::{
@@ -284,28 +285,26 @@ pub(super) async fn pump<C: TunnelConnection>(
     revoked: &mut Until,
 ) -> End<C> {
     let up = async {
-        let mut buf = Scratch::new(READ_CHUNK);
+        let mut buf = ChunkBuf::new(READ_CHUNK);
         loop {
             if slot.out_fin.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            slot.wait_for(|s| s.room() > 0).await;
-            let room = buf.room(slot.room());
-            let chunk = room.len();
-            let Ok(permit) = session.budget.acquire_many(chunk as u32).await else {
+            let room = buf.room(slot.wait_room().await);
+            let Ok(permit) = session.budget.acquire_many(room as u32).await else {
                 return Ok(());
             };
-            let n = tcp_r.read(room).await.map_err(DirError::Local)?;
-            buf.filled(n);
+            let read = buf.read(tcp_r, room).await.map_err(DirError::Local)?;
             permit.forget();
-            session.budget.add_permits(chunk - n);
-            if n == 0 {
+            session
+                .budget
+                .add_permits(room - read.as_ref().map_or(0, Bytes::len));
+            let Some(data) = read else {
                 slot.out_fin.store(true, Ordering::SeqCst);
                 send.shutdown().await.map_err(DirError::Tunnel)?;
                 return Ok(());
-            }
-            // a copy of exactly what was read: small writes keep small buffers
-            let data = Bytes::copy_from_slice(buf.data(n));
+            };
+            // the bytes read, shared (not copied) by the replay buffer and the QUIC stack
             slot.out.lock().expect("out").push(data.clone());
             send.write_bytes(data).await.map_err(DirError::Tunnel)?;
         }
@@ -314,33 +313,20 @@ pub(super) async fn pump<C: TunnelConnection>(
         if slot.in_fin.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let mut buf = Scratch::new(READ_CHUNK);
+        let mut segs = Segments::default();
         let ack_every = (session.cfg.stream_buffer as u64 / 4).clamp(READ_CHUNK as u64, 1 << 20);
         let mut last_urgent = slot.delivered.load(Ordering::SeqCst);
         loop {
-            let n = recv
-                .read(buf.room(usize::MAX))
-                .await
-                .map_err(DirError::Tunnel)?;
-            buf.filled(n);
-            if n == 0 {
+            if !segs.read(&mut recv).await.map_err(DirError::Tunnel)? {
                 tcp_w.shutdown().await.map_err(DirError::Local)?;
                 slot.in_fin.store(true, Ordering::SeqCst);
                 session.note_ack(slot.id, slot.delivered(), true);
                 return Ok(());
             }
-            // one write at a time, counted as it lands: if this future is
-            // dropped (a newer connection took over), the count is exact
-            let mut off = 0;
-            while off < n {
-                let k = tcp_w
-                    .write(&buf.data(n)[off..])
-                    .await
-                    .map_err(DirError::Local)?;
-                if k == 0 {
-                    return Err(DirError::Local(std::io::ErrorKind::WriteZero.into()));
-                }
-                off += k;
+            // counted as each write lands: if this future is dropped (a
+            // newer connection took over), the count is exact
+            while !segs.is_empty() {
+                let k = segs.write_some(tcp_w).await.map_err(DirError::Local)?;
                 slot.delivered.fetch_add(k as u64, Ordering::SeqCst);
             }
             // at once after a share of the peer's buffer, else batched

@@ -143,6 +143,7 @@ pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
 /// Bind an iroh endpoint with peerport's settings.
 pub async fn bind_endpoint(secret: SecretKey, opts: &IrohOptions) -> Result<Endpoint, IrohError> {
     let mut b = Endpoint::builder(presets::Minimal)
+        .crypto_provider(crate::transport::tls::provider())
         .secret_key(secret)
         .alpns(vec![ALPN.to_vec()])
         .transport_config(transport_config(&opts.quic));
