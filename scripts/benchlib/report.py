@@ -92,8 +92,9 @@ def render(res):
     ]
     for stack in ("quinn", "iroh"):
         b = bare[stack]
+        eight = f"{b['bulk8_bytes_per_sec'] * 8 / 1e6:.0f}" if b.get("bulk8_bytes_per_sec") else "-"
         lines.append(
-            f"| bare QUIC: {stack if stack == 'quinn' else 'iroh (noq)'} | loopback, in-process | - | {bq[stack]:.0f} | - | "
+            f"| bare QUIC: {stack if stack == 'quinn' else 'iroh (noq)'} | loopback, in-process | - | {bq[stack]:.0f} | {eight} | "
             f"{bare_loss(stack, '500M', 1350)} / {bare_loss(stack, '500M', 1450)} | {bare_loss(stack, '100M', 1350)} / {bare_loss(stack, '100M', 1450)} | "
             f"{b['ping_p50_us']:.0f} / {b['ping_p99_us']:.0f} | {round(b['bulk_cpu_s_per_gib'], 2) if b.get('bulk_cpu_s_per_gib') else '-'} | - | - |")
     for name, b in res.get("baselines", {}).items():

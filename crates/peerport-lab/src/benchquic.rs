@@ -3,7 +3,7 @@
 //! 127.0.0.1 with the same transport settings peerport uses, written once
 //! over [`TunnelConnection`] for quinn and iroh's noq:
 //!
-//! * bulk: one stream moves N bytes;
+//! * bulk: one stream moves N bytes, then eight streams N/8 each at once;
 //! * ping-pong: 1-byte request/response on one stream, p50/p99;
 //! * datagrams: a paced stream of UDP-sized packets (fragmented exactly as
 //!   the tunnel does), received rate and loss.
@@ -49,6 +49,8 @@ pub struct BenchSpec {
 pub struct StackResult {
     /// Bulk throughput, bytes per second.
     pub bulk_bytes_per_sec: f64,
+    /// Bulk throughput over eight streams at once, bytes per second.
+    pub bulk8_bytes_per_sec: f64,
     /// CPU seconds (both endpoints: this process) per GiB of the bulk transfer.
     pub bulk_cpu_s_per_gib: Option<f64>,
     /// Ping-pong round trip p50, microseconds.
@@ -112,6 +114,62 @@ async fn bulk<C: TunnelConnection>(client: &C, server: &C, bytes: usize) -> Resu
     let got = rx.await??;
     anyhow::ensure!(got == bytes, "received {got} of {bytes}");
     Ok(bytes as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `n` streams at once, `bytes / n` each: total bytes per second.
+async fn bulk_streams<C: TunnelConnection>(
+    client: &C,
+    server: &C,
+    bytes: usize,
+    n: usize,
+) -> Result<f64> {
+    let each = bytes / n;
+    let srv = server.clone();
+    let rx = tokio::spawn(async move {
+        let mut readers = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let (_s, mut r) = srv.accept_bi().await?;
+            readers.spawn(async move {
+                let mut buf = vec![0u8; CHUNK];
+                let mut total = 0;
+                loop {
+                    let k = r.read(&mut buf).await?;
+                    if k == 0 {
+                        return anyhow::Ok((total, _s));
+                    }
+                    total += k;
+                }
+            });
+        }
+        let mut total = 0;
+        while let Some(r) = readers.join_next().await {
+            total += r??.0;
+        }
+        anyhow::Ok(total)
+    });
+    let t = Instant::now();
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (mut s, r) = client.open_bi().await?;
+        writers.spawn(async move {
+            let buf = vec![0x5au8; CHUNK];
+            let mut left = each;
+            while left > 0 {
+                let k = left.min(CHUNK);
+                s.write_all(&buf[..k]).await?;
+                left -= k;
+            }
+            s.shutdown().await?;
+            anyhow::Ok(r)
+        });
+    }
+    let mut keep = Vec::new();
+    while let Some(w) = writers.join_next().await {
+        keep.push(w??);
+    }
+    let got = rx.await??;
+    anyhow::ensure!(got == each * n, "received {got} of {}", each * n);
+    Ok(got as f64 / t.elapsed().as_secs_f64())
 }
 
 async fn pingpong<C: TunnelConnection>(client: &C, server: &C, n: usize) -> Result<(f64, f64)> {
@@ -204,6 +262,7 @@ async fn run_stack<C: TunnelConnection>(
     let bulk_cpu_s_per_gib = cpu0
         .zip(process_cpu_seconds())
         .map(|(a, b)| (b - a) / (spec.bulk_bytes as f64 / f64::from(1u32 << 30)));
+    let bulk8_bytes_per_sec = bulk_streams(&client, &server, spec.bulk_bytes, 8).await?;
     let (ping_p50_us, ping_p99_us) = pingpong(&client, &server, spec.pings).await?;
     let mut dg = Vec::new();
     for &(mbps, len) in &spec.datagram_runs {
@@ -215,6 +274,7 @@ async fn run_stack<C: TunnelConnection>(
     server.shutdown().await;
     Ok(StackResult {
         bulk_bytes_per_sec,
+        bulk8_bytes_per_sec,
         bulk_cpu_s_per_gib,
         ping_p50_us,
         ping_p99_us,
