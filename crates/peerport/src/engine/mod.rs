@@ -23,6 +23,7 @@ pub mod front;
 pub mod io;
 mod ledger;
 pub mod policy;
+pub mod priority;
 pub mod resume;
 pub mod routes;
 pub mod server;

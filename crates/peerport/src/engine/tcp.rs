@@ -28,6 +28,7 @@ use super::{
     io::open_bi_retry,
     io::{read_reply, read_request},
     policy::Route,
+    priority::Class,
     resume::{Attach, Session},
     routes::Routes,
     socks,
@@ -502,9 +503,13 @@ where
     S: TunnelSend,
 {
     let mut buf = ChunkBuf::new(COPY_BUF);
+    let mut class = Class::new(std::time::Instant::now());
     let mut total = 0u64;
     while let Some(data) = buf.read(&mut reader, usize::MAX).await? {
         total += data.len() as u64;
+        if let Some(p) = class.sent(data.len(), std::time::Instant::now()) {
+            send.set_priority(p);
+        }
         send.write_bytes(data).await?;
     }
     send.shutdown().await?;

@@ -88,6 +88,10 @@ impl TunnelSend for SendStream {
         let _ = SendStream::reset(self, VarInt::from_u32(code));
     }
 
+    fn set_priority(&mut self, priority: i32) {
+        let _ = SendStream::set_priority(self, priority);
+    }
+
     async fn write_bytes(&mut self, data: Bytes) -> std::io::Result<()> {
         self.write_chunk(data).await.map_err(std::io::Error::from)
     }

@@ -122,6 +122,9 @@ impl QuicSettings {
 pub trait TunnelSend: AsyncWrite + Unpin + Send + 'static {
     /// Abort the stream; the peer sees an error, not a clean end.
     fn reset(&mut self, code: u32);
+    /// Where this stream stands when the stack picks what to send next:
+    /// higher first (see [`crate::engine::priority`]).
+    fn set_priority(&mut self, priority: i32);
     /// Write all of `data`, handing the buffer to the QUIC stack without
     /// copying it.
     fn write_bytes(&mut self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;

@@ -152,6 +152,9 @@ pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
     t.datagram_send_buffer_size(8 << 20);
+    // a stream sends until it is done or blocked; priorities keep bulk
+    // streams behind the others (crate::engine::priority)
+    t.send_fairness(false);
     if q.bbr(super::Congestion::Bbr) {
         t.congestion_controller_factory(Arc::new(super::congestion::ModelBbrConfig));
     }
@@ -311,6 +314,10 @@ impl QuinnConnection {
 impl TunnelSend for SendStream {
     fn reset(&mut self, code: u32) {
         let _ = SendStream::reset(self, VarInt::from_u32(code));
+    }
+
+    fn set_priority(&mut self, priority: i32) {
+        let _ = SendStream::set_priority(self, priority);
     }
 
     async fn write_bytes(&mut self, data: Bytes) -> std::io::Result<()> {

@@ -270,6 +270,7 @@ pub(super) async fn run_control<C: TunnelConnection>(
     mut send: C::Send,
     mut recv: C::Recv,
 ) {
+    crate::transport::TunnelSend::set_priority(&mut send, crate::engine::priority::CONTROL);
     let writer = async {
         loop {
             // an urgent ack goes at once; a lazy one after ACK_DELAY, with

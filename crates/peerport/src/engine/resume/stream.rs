@@ -6,7 +6,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use crate::engine::{
     chunks::{ChunkBuf, Segments},
     io::open_bi_retry,
     io::read_reply,
+    priority::Class,
 };
 use crate::proto::close::close_code;
 use crate::{
@@ -286,6 +287,7 @@ pub(super) async fn pump<C: TunnelConnection>(
 ) -> End<C> {
     let up = async {
         let mut buf = ChunkBuf::new(READ_CHUNK);
+        let mut class = Class::new(Instant::now());
         loop {
             if slot.out_fin.load(Ordering::SeqCst) {
                 return Ok(());
@@ -304,6 +306,9 @@ pub(super) async fn pump<C: TunnelConnection>(
                 send.shutdown().await.map_err(DirError::Tunnel)?;
                 return Ok(());
             };
+            if let Some(p) = class.sent(data.len(), Instant::now()) {
+                send.set_priority(p);
+            }
             // the bytes read, shared (not copied) by the replay buffer and the QUIC stack
             slot.out.lock().expect("out").push(data.clone());
             send.write_bytes(data).await.map_err(DirError::Tunnel)?;

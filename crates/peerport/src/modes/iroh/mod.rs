@@ -110,10 +110,15 @@ pub enum IrohError {
     },
 }
 
+/// The acknowledgement delay an iroh endpoint asks its peer for.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// QUIC settings shared by both roles: keep-alive below NAT timeouts
 /// ([`QuicSettings::keep_alive`]), configurable idle
 /// timeout and congestion controller, room for thousands of streams,
-/// datagram buffers for 500 Mbit/s bursts, [`BBR_WINDOWS`] with BBR.
+/// datagram buffers for 500 Mbit/s bursts, [`BBR_WINDOWS`] with BBR,
+/// streams sent one after another by priority, acknowledgements within
+/// [`ACK_DELAY`].
 pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
     let keep_alive = q.keep_alive();
     let idle = IdleTimeout::try_from(q.idle_timeout)
@@ -125,6 +130,15 @@ pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
         .max_concurrent_bidi_streams(VarInt::from_u32(4096))
         .datagram_receive_buffer_size(Some(8 << 20))
         .datagram_send_buffer_size(8 << 20);
+    // a stream sends until it is done or blocked; priorities keep bulk
+    // streams behind the others (crate::engine::priority)
+    b = b.send_fairness(false);
+    // ask the peer to acknowledge within 2 ms (it may wait up to 25 ms
+    // for a second packet): with several busy streams, noq's sender
+    // otherwise stalls on that wait (docs/benchmarks.md)
+    let mut ack = noq_proto::AckFrequencyConfig::default();
+    ack.max_ack_delay(Some(ACK_DELAY));
+    b = b.ack_frequency_config(Some(ack));
     if bbr {
         b = b.congestion_controller_factory(std::sync::Arc::new(
             crate::transport::congestion::noq_cc::ModelBbrConfig,
