@@ -505,9 +505,14 @@ where
     let mut buf = ChunkBuf::new(COPY_BUF);
     let mut class = Class::new(std::time::Instant::now());
     let mut total = 0u64;
-    while let Some(data) = buf.read(&mut reader, usize::MAX).await? {
+    loop {
+        let asked = std::time::Instant::now();
+        let Some(data) = buf.read(&mut reader, usize::MAX).await? else {
+            break;
+        };
         total += data.len() as u64;
-        if let Some(p) = class.sent(data.len(), std::time::Instant::now()) {
+        let now = std::time::Instant::now();
+        if let Some(p) = class.sent(data.len(), now, now - asked) {
             send.set_priority(p);
         }
         send.write_bytes(data).await?;

@@ -296,6 +296,7 @@ pub(super) async fn pump<C: TunnelConnection>(
             let Ok(permit) = session.budget.acquire_many(room as u32).await else {
                 return Ok(());
             };
+            let asked = Instant::now();
             let read = buf.read(tcp_r, room).await.map_err(DirError::Local)?;
             permit.forget();
             session
@@ -306,7 +307,8 @@ pub(super) async fn pump<C: TunnelConnection>(
                 send.shutdown().await.map_err(DirError::Tunnel)?;
                 return Ok(());
             };
-            if let Some(p) = class.sent(data.len(), Instant::now()) {
+            let now = Instant::now();
+            if let Some(p) = class.sent(data.len(), now, now - asked) {
                 send.set_priority(p);
             }
             // the bytes read, shared (not copied) by the replay buffer and the QUIC stack
