@@ -87,35 +87,6 @@ fn process_cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
-async fn bulk<C: TunnelConnection>(client: &C, server: &C, bytes: usize) -> Result<f64> {
-    let srv = server.clone();
-    let rx = tokio::spawn(async move {
-        let (_s, mut r) = srv.accept_bi().await?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut total = 0;
-        loop {
-            let n = r.read(&mut buf).await?;
-            if n == 0 {
-                return anyhow::Ok(total);
-            }
-            total += n;
-        }
-    });
-    let (mut s, _r) = client.open_bi().await?;
-    let t = Instant::now();
-    let buf = vec![0x5au8; CHUNK];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        s.write_all(&buf[..n]).await?;
-        left -= n;
-    }
-    s.shutdown().await?;
-    let got = rx.await??;
-    anyhow::ensure!(got == bytes, "received {got} of {bytes}");
-    Ok(bytes as f64 / t.elapsed().as_secs_f64())
-}
-
 /// `n` streams at once, `bytes / n` each: total bytes per second.
 async fn bulk_streams<C: TunnelConnection>(
     client: &C,
@@ -258,7 +229,7 @@ async fn run_stack<C: TunnelConnection>(
     spec: &BenchSpec,
 ) -> Result<StackResult> {
     let cpu0 = process_cpu_seconds();
-    let bulk_bytes_per_sec = bulk(&client, &server, spec.bulk_bytes).await?;
+    let bulk_bytes_per_sec = bulk_streams(&client, &server, spec.bulk_bytes, 1).await?;
     let bulk_cpu_s_per_gib = cpu0
         .zip(process_cpu_seconds())
         .map(|(a, b)| (b - a) / (spec.bulk_bytes as f64 / f64::from(1u32 << 30)));
