@@ -3,12 +3,13 @@
 //! (and a replay buffer) as is, and what the stack received is written to
 //! the socket from its own buffers, several segments per write.
 
-use std::io::IoSlice;
+use std::{io::IoSlice, time::Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::transport::TunnelRecv;
+use super::priority::Class;
+use crate::transport::{TunnelRecv, TunnelSend};
 
 /// Most received segments taken from a QUIC stream (and written to a
 /// socket) at once: about 330 KB of full-sized packets, more than a read
@@ -60,19 +61,21 @@ impl Segments {
     pub async fn write_some<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<usize> {
         let mut io = [IoSlice::new(&[]); SEGMENTS];
         let mut m = 0;
-        for b in &self.bufs[self.next..self.filled] {
+        for b in self.bufs[self.next..self.filled]
+            .iter()
+            .filter(|b| !b.is_empty())
+        {
             io[m] = IoSlice::new(b);
             m += 1;
         }
-        let mut k = w.write_vectored(&io[..m]).await?;
-        if k == 0
-            && m > 0
-            && self.bufs[self.next..self.filled]
-                .iter()
-                .any(|b| !b.is_empty())
-        {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+        let mut k = if m == 0 {
+            0
+        } else {
+            match w.write_vectored(&io[..m]).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                k => k,
+            }
+        };
         let wrote = k;
         while self.next < self.filled {
             let b = &mut self.bufs[self.next];
@@ -85,6 +88,50 @@ impl Segments {
             self.next += 1;
         }
         Ok(wrote)
+    }
+}
+
+/// A stream's local socket on its way into the tunnel: reads without
+/// copies ([`ChunkBuf`]), and the stream's priority kept up to date from
+/// them ([`Class`]).
+#[derive(Debug)]
+pub struct ToTunnel {
+    buf: ChunkBuf,
+    class: Class,
+}
+
+impl ToTunnel {
+    /// Reads of up to `max` bytes; the stream starts light.
+    pub fn new(max: usize) -> Self {
+        ToTunnel {
+            buf: ChunkBuf::new(max),
+            class: Class::new(Instant::now()),
+        }
+    }
+
+    /// How many bytes the next read may bring, at most `limit` (at least one).
+    pub fn room(&mut self, limit: usize) -> usize {
+        self.buf.room(limit)
+    }
+
+    /// Read at most `limit` bytes from `r` (`Ok(None)` at its end), and
+    /// move `send` to its class's priority when the read changed it.
+    /// Cancel safe like [`ChunkBuf::read`].
+    pub async fn read<R: AsyncRead + Unpin, S: TunnelSend>(
+        &mut self,
+        r: &mut R,
+        limit: usize,
+        send: &mut S,
+    ) -> std::io::Result<Option<Bytes>> {
+        let asked = Instant::now();
+        let read = self.buf.read(r, limit).await?;
+        if let Some(data) = &read {
+            let now = Instant::now();
+            if let Some(p) = self.class.sent(data.len(), now, now - asked) {
+                send.set_priority(p);
+            }
+        }
+        Ok(read)
     }
 }
 

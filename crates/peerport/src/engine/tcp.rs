@@ -21,14 +21,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    chunks::{ChunkBuf, Segments},
+    chunks::{Segments, ToTunnel},
     config::EngineConfig,
     error::SessionError,
     front::{TcpQueue, Waiting},
     io::open_bi_retry,
     io::{read_reply, read_request},
     policy::Route,
-    priority::Class,
     resume::{Attach, Session},
     routes::Routes,
     socks,
@@ -502,19 +501,10 @@ where
     R: AsyncRead + Unpin,
     S: TunnelSend,
 {
-    let mut buf = ChunkBuf::new(COPY_BUF);
-    let mut class = Class::new(std::time::Instant::now());
+    let mut local = ToTunnel::new(COPY_BUF);
     let mut total = 0u64;
-    loop {
-        let asked = std::time::Instant::now();
-        let Some(data) = buf.read(&mut reader, usize::MAX).await? else {
-            break;
-        };
+    while let Some(data) = local.read(&mut reader, usize::MAX, send).await? {
         total += data.len() as u64;
-        let now = std::time::Instant::now();
-        if let Some(p) = class.sent(data.len(), now, now - asked) {
-            send.set_priority(p);
-        }
         send.write_bytes(data).await?;
     }
     send.shutdown().await?;

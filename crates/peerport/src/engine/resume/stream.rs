@@ -6,7 +6,7 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -21,10 +21,9 @@ use tokio::{
 use tracing::{debug, info, warn, Instrument};
 
 use crate::engine::{
-    chunks::{ChunkBuf, Segments},
+    chunks::{Segments, ToTunnel},
     io::open_bi_retry,
     io::read_reply,
-    priority::Class,
 };
 use crate::proto::close::close_code;
 use crate::{
@@ -286,18 +285,19 @@ pub(super) async fn pump<C: TunnelConnection>(
     revoked: &mut Until,
 ) -> End<C> {
     let up = async {
-        let mut buf = ChunkBuf::new(READ_CHUNK);
-        let mut class = Class::new(Instant::now());
+        let mut local = ToTunnel::new(READ_CHUNK);
         loop {
             if slot.out_fin.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            let room = buf.room(slot.wait_room().await);
+            let room = local.room(slot.wait_room().await);
             let Ok(permit) = session.budget.acquire_many(room as u32).await else {
                 return Ok(());
             };
-            let asked = Instant::now();
-            let read = buf.read(tcp_r, room).await.map_err(DirError::Local)?;
+            let read = local
+                .read(tcp_r, room, &mut send)
+                .await
+                .map_err(DirError::Local)?;
             permit.forget();
             session
                 .budget
@@ -307,10 +307,6 @@ pub(super) async fn pump<C: TunnelConnection>(
                 send.shutdown().await.map_err(DirError::Tunnel)?;
                 return Ok(());
             };
-            let now = Instant::now();
-            if let Some(p) = class.sent(data.len(), now, now - asked) {
-                send.set_priority(p);
-            }
             // the bytes read, shared (not copied) by the replay buffer and the QUIC stack
             slot.out.lock().expect("out").push(data.clone());
             send.write_bytes(data).await.map_err(DirError::Tunnel)?;
