@@ -137,7 +137,7 @@ settings! {
     /// measured rate and keeps it through random loss (Wi-Fi, mobile, long
     /// paths); cubic halves its rate at every loss.
     congestion: String {
-        scope: Scope::both(ALL_MODES), value: "bbr|cubic", default: "bbr in ice and nostr, cubic in the iroh modes",
+        scope: Scope::both(ALL_MODES), value: "bbr|cubic", default: "bbr",
     }
     /// QUIC flow-control window per stream in bytes (the connection's is 4
     /// times it): how much one TCP connection may have in flight; raise it
@@ -145,7 +145,7 @@ settings! {
     stream_window: u64 {
         scope: Scope::both(ALL_MODES), value: "BYTES",
         default: format!(
-            "{} in ice and nostr; {} with bbr, else the QUIC stack's own, in the iroh modes",
+            "{} in ice and nostr; {} in the iroh modes (with cubic: the QUIC stack's own)",
             peerport::transport::quinn::WINDOWS.0,
             peerport::modes::iroh_defaults::BBR_WINDOWS.0
         ),

@@ -1,12 +1,11 @@
 //! Which streams the QUIC stack sends first.
 //!
-//! Both stacks run with `send_fairness(false)`: a stream keeps the sender
-//! until it has nothing more to send (or its flow-control window is
-//! used up) instead of taking turns packet by packet. Round-robin over
-//! eight bulk streams spreads every batch of packets over all of them,
-//! and each side then works on eight small pieces instead of one large
-//! one (docs/benchmarks.md: 8 streams +95 % in `iroh-manual`, +10 % in
-//! `ice`).
+//! Both stacks keep their default `send_fairness(true)`: streams of one
+//! priority take turns packet by packet, and before every packet the
+//! stream of the highest priority with data goes first. (With
+//! `send_fairness(false)` a stream that has started keeps the sender for
+//! as long as it has data, whatever the priorities: one download starved
+//! a shell beside it for its whole length, docs/benchmarks.md.)
 //!
 //! So that a bulk transfer cannot hold back an interactive connection
 //! beside it (a shell next to a copy), a stream that sends more than

@@ -8,9 +8,9 @@
 /// they agree).
 pub const DEFAULT_RELAY_QUIC_PORT: u16 = 7842;
 
-/// Flow-control windows of the iroh modes with BBR (per stream, per
-/// connection); with Cubic they keep noq's defaults (1.25 MB per stream),
-/// which are faster on loopback. noq 1.4 closes a connection once one
+/// Flow-control windows of the iroh modes with BBR, their default (per
+/// stream, per connection); with `--congestion cubic` they keep noq's
+/// defaults (1.25 MB per stream). noq 1.4 closes a connection once one
 /// stream buffers more than 2048 packets behind a gap ("too many gaps in
 /// stream buffer", fixed in quinn by quinn-rs/quinn#2814, not yet in noq):
 /// about 2.4 MB with 1200-byte packets, so the window stays below that.

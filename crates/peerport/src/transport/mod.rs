@@ -28,16 +28,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Congestion {
     /// Cubic, the stacks' own: shrinks its window at every loss, so 1 %
-    /// random loss on a 100 ms path leaves about 1.5 Mbit/s. The default of
-    /// the iroh modes.
+    /// random loss on a 100 ms path leaves about 1.5 Mbit/s, and it fills
+    /// the flow-control windows on a loss-free path (a keystroke waits
+    /// behind them).
     Cubic,
     /// peerport's model-based controller ([`bbr`]): paces at the measured
     /// bottleneck rate, ignores random loss below 2 % and follows a path
     /// whose RTT grows. 82-86 % of a 200 Mbit/s, 100 ms path with 1 % loss
-    /// in `ice`, Cubic's loopback throughput. The default of the quinn
-    /// modes (`ice`, `nostr`); in the iroh modes noq's reassembly limit
-    /// caps the stream window, so it gains less there (docs/benchmarks.md,
-    /// "Long fat path").
+    /// in `ice`, Cubic's loopback throughput. The default of every mode;
+    /// in the iroh modes noq's reassembly limit caps the stream window, so
+    /// it gains less on long paths there (docs/benchmarks.md, "Long fat
+    /// path").
     Bbr,
 }
 
@@ -111,9 +112,10 @@ impl QuicSettings {
         self.keep_alive() + Duration::from_secs(1)
     }
 
-    /// Whether to run BBR, where the stack's default is `default`.
-    pub fn bbr(&self, default: Congestion) -> bool {
-        self.congestion.unwrap_or(default) == Congestion::Bbr
+    /// Whether to run BBR (peerport's controller, the default of every
+    /// mode) rather than the stack's Cubic.
+    pub fn bbr(&self) -> bool {
+        self.congestion.unwrap_or(Congestion::Bbr) == Congestion::Bbr
     }
 }
 

@@ -152,10 +152,10 @@ pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
     t.datagram_send_buffer_size(8 << 20);
-    // a stream sends until it is done or blocked; priorities keep bulk
-    // streams behind the others (crate::engine::priority)
-    t.send_fairness(false);
-    if q.bbr(super::Congestion::Bbr) {
+    // streams of one priority take turns packet by packet (quinn's
+    // default, `send_fairness(true)`); bulk streams go below the others
+    // (crate::engine::priority)
+    if q.bbr() {
         t.congestion_controller_factory(Arc::new(super::congestion::ModelBbrConfig));
     }
     let (stream, conn) = q.windows.unwrap_or(WINDOWS);

@@ -117,22 +117,22 @@ const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 /// ([`QuicSettings::keep_alive`]), configurable idle
 /// timeout and congestion controller, room for thousands of streams,
 /// datagram buffers for 500 Mbit/s bursts, [`BBR_WINDOWS`] with BBR,
-/// streams sent one after another by priority, acknowledgements within
+/// bulk streams sent below the others, acknowledgements within
 /// [`ACK_DELAY`].
 pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
     let keep_alive = q.keep_alive();
     let idle = IdleTimeout::try_from(q.idle_timeout)
         .unwrap_or_else(|_| IdleTimeout::from(VarInt::from_u32(30_000)));
-    let bbr = q.bbr(crate::transport::Congestion::Cubic);
+    let bbr = q.bbr();
     let mut b = QuicTransportConfig::builder()
         .keep_alive_interval(keep_alive)
         .max_idle_timeout(Some(idle))
         .max_concurrent_bidi_streams(VarInt::from_u32(4096))
         .datagram_receive_buffer_size(Some(8 << 20))
         .datagram_send_buffer_size(8 << 20);
-    // a stream sends until it is done or blocked; priorities keep bulk
-    // streams behind the others (crate::engine::priority)
-    b = b.send_fairness(false);
+    // streams of one priority take turns packet by packet (noq's default,
+    // `send_fairness(true)`); bulk streams go below the others
+    // (crate::engine::priority)
     // ask the peer to acknowledge within 2 ms (it may wait up to 25 ms
     // for a second packet): with several busy streams, noq's sender
     // otherwise stalls on that wait (docs/benchmarks.md)
