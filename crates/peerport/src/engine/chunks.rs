@@ -8,7 +8,7 @@ use std::{io::IoSlice, time::Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::priority::Class;
+use super::priority::{Class, TURNS};
 use crate::transport::{TunnelRecv, TunnelSend};
 
 /// Most received segments taken from a QUIC stream (and written to a
@@ -127,7 +127,7 @@ impl ToTunnel {
         let read = self.buf.read(r, limit).await?;
         if let Some(data) = &read {
             let now = Instant::now();
-            if let Some(p) = self.class.sent(data.len(), now, now - asked) {
+            if let Some(p) = self.class.sent(data.len(), now, now - asked, &TURNS) {
                 send.set_priority(p);
             }
         }
