@@ -152,8 +152,9 @@ pub fn transport_config(q: &QuicSettings) -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(VarInt::from_u32(4096));
     t.datagram_receive_buffer_size(Some(8 << 20));
     t.datagram_send_buffer_size(8 << 20);
-    // streams of one priority take turns packet by packet (quinn's
-    // default, `send_fairness(true)`); bulk streams go below the others
+    // the highest priority with data sends first, streams of one priority
+    // take turns (quinn's default, `send_fairness(true)`); bulk streams go
+    // below the others, each turn of 256 KiB at a priority of its own
     // (crate::engine::priority)
     if q.bbr() {
         t.congestion_controller_factory(Arc::new(super::congestion::ModelBbrConfig));

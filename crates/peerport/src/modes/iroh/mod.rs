@@ -117,7 +117,7 @@ const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
 /// ([`QuicSettings::keep_alive`]), configurable idle
 /// timeout and congestion controller, room for thousands of streams,
 /// datagram buffers for 500 Mbit/s bursts, [`BBR_WINDOWS`] with BBR,
-/// bulk streams sent below the others, acknowledgements within
+/// bulk streams sent below the others and in turns, acknowledgements within
 /// [`ACK_DELAY`].
 pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
     let keep_alive = q.keep_alive();
@@ -130,8 +130,9 @@ pub fn transport_config(q: &QuicSettings) -> QuicTransportConfig {
         .max_concurrent_bidi_streams(VarInt::from_u32(4096))
         .datagram_receive_buffer_size(Some(8 << 20))
         .datagram_send_buffer_size(8 << 20);
-    // streams of one priority take turns packet by packet (noq's default,
-    // `send_fairness(true)`); bulk streams go below the others
+    // the highest priority with data sends first, streams of one priority
+    // take turns (noq's default, `send_fairness(true)`); bulk streams go
+    // below the others, each turn of 256 KiB at a priority of its own
     // (crate::engine::priority)
     // ask the peer to acknowledge within 2 ms (it may wait up to 25 ms
     // for a second packet): with several busy streams, noq's sender
