@@ -13,7 +13,7 @@ use std::{
 };
 
 use peerport::{
-    engine::Authorizer,
+    engine::{config::ResumeConfig, Authorizer, EngineConfig},
     transport::{
         quinn::QuinnConnection, AcceptError, Acceptor, DialError, Dialer, TunnelConnection,
     },
@@ -103,6 +103,18 @@ async fn setup_for(
     token: Option<Vec<u8>>,
     tasks: JoinSet<()>,
 ) -> Setup {
+    setup_with(source, target, auth, token, tasks, EngineConfig::default()).await
+}
+
+/// [`setup_for`] with both sides' engine settings.
+async fn setup_with(
+    source: String,
+    target: &str,
+    auth: Authorizer,
+    token: Option<Vec<u8>>,
+    tasks: JoinSet<()>,
+    engine: EngineConfig,
+) -> Setup {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "off".into()),
@@ -113,7 +125,10 @@ async fn setup_for(
     let (tx, rx) = mpsc::channel(4);
     let live = Arc::new(Mutex::new(Vec::new()));
     let cancel = CancellationToken::new();
-    let sender = Sender::builder(source.parse().unwrap()).auth(auth).build();
+    let sender = Sender::builder(source.parse().unwrap())
+        .auth(auth)
+        .engine(engine.clone())
+        .build();
     let acceptor = PairAcceptor {
         rx,
         live: live.clone(),
@@ -121,6 +136,7 @@ async fn setup_for(
     let c = cancel.clone();
     tasks.spawn(async move { sender.run(acceptor, c).await });
     let receiver = Receiver::builder(target.parse().unwrap())
+        .engine(engine)
         .reconnect(Reconnect {
             first_delay: Duration::from_millis(100),
             ..Default::default()
@@ -318,4 +334,108 @@ async fn udp_flow_keeps_its_source_port_across_lost_sessions() {
     assert_ne!(seen_by_service(&other, s.local).await, before);
     s.cancel.cancel();
     assert!(s.receiver.await.unwrap().is_ok());
+}
+
+/// Once the other end's kernel has every byte written on `s`, close it
+/// with a reset (`SO_LINGER` 0), as a service that closes with unread
+/// data or aborts does.
+async fn reset_after_sent(s: TcpStream) {
+    use std::os::fd::AsRawFd;
+    for _ in 0..2000 {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ writes one int (the unacknowledged bytes of the
+        // send queue) for a socket descriptor we own.
+        let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        if r != 0 || queued == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    s.set_zero_linger().unwrap();
+    drop(s);
+}
+
+/// Read until the end or an error (a reset), and return what came.
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the connection ends");
+    got
+}
+
+/// An end that resets its connection right after writing (a service that
+/// answers and aborts, a client that sends and aborts) still gets every
+/// byte it wrote across, in both directions, with resumption on and off:
+/// the tunnel waits (bounded) for the peer to deliver before it passes
+/// the reset on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_before_a_reset_arrives() {
+    let data = pattern(4 << 20, 11);
+    for resume in [true, false] {
+        let engine = EngineConfig {
+            resume: ResumeConfig {
+                window: if resume {
+                    ResumeConfig::default().window
+                } else {
+                    Duration::ZERO
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        // the service writes, then resets; or reads until the client's reset
+        let svc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let svc_addr = svc.local_addr().unwrap();
+        let (got_tx, mut got_rx) = mpsc::channel(1);
+        let mut tasks = JoinSet::new();
+        let out = data.clone();
+        tasks.spawn(async move {
+            let (mut s, _) = svc.accept().await.unwrap();
+            s.write_all(&out).await.unwrap();
+            reset_after_sent(s).await;
+            let (mut s, _) = svc.accept().await.unwrap();
+            let got = read_until_closed(&mut s).await;
+            let _ = got_tx.send(got).await;
+        });
+        let s = setup_with(
+            format!("tcp://{svc_addr}"),
+            "tcp://127.0.0.1:0",
+            Authorizer::transport_pinned(),
+            None,
+            tasks,
+            engine,
+        )
+        .await;
+        let mut c = TcpStream::connect(s.local).await.unwrap();
+        let got = read_until_closed(&mut c).await;
+        assert_eq!(got.len(), data.len(), "service to client, resume {resume}");
+        assert!(
+            got == data,
+            "service to client: bytes differ, resume {resume}"
+        );
+
+        let mut c = TcpStream::connect(s.local).await.unwrap();
+        c.write_all(&data).await.unwrap();
+        reset_after_sent(c).await;
+        let got = tokio::time::timeout(Duration::from_secs(30), got_rx.recv())
+            .await
+            .expect("the service's connection ends")
+            .unwrap();
+        assert_eq!(got.len(), data.len(), "client to service, resume {resume}");
+        assert!(
+            got == data,
+            "client to service: bytes differ, resume {resume}"
+        );
+        s.cancel.cancel();
+        assert!(s.receiver.await.unwrap().is_ok());
+    }
 }

@@ -24,6 +24,7 @@ pub mod io;
 mod ledger;
 pub mod policy;
 pub mod priority;
+pub mod pump;
 pub mod resume;
 pub mod routes;
 pub mod server;

@@ -11,27 +11,24 @@
 //! id; once set up, it is handed to the session, which keeps it through
 //! lost connections.
 
-use std::{future::Future, sync::Arc};
+use std::sync::Arc;
 
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::TcpStream,
-};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn, Instrument};
 
 use super::{
-    chunks::{Segments, ToTunnel},
     config::EngineConfig,
     error::SessionError,
     front::{TcpQueue, Waiting},
     io::open_bi_retry,
     io::{read_reply, read_request},
     policy::Route,
+    pump::pump,
     resume::{Attach, Session},
     routes::Routes,
     socks,
-    tally::{ServiceCounts, StreamGuard, Tally},
+    tally::{ServiceCounts, Tally},
 };
 use crate::proto::close::close_code;
 use std::sync::atomic::Ordering::Relaxed;
@@ -40,10 +37,8 @@ use crate::{
     addr::Protocol,
     net,
     proto::header::{Kind, Reply, Request, Status},
-    transport::{TunnelConnection, TunnelRecv, TunnelSend},
+    transport::{TunnelConnection, TunnelSend},
 };
-
-const COPY_BUF: usize = 256 * 1024;
 
 /// Receiver: carry each local TCP client waiting in `queue` over a new
 /// stream until the connection dies or `cancel` fires; a client beyond
@@ -213,15 +208,9 @@ async fn receiver_stream<C: TunnelConnection>(
                     session.spawn_stream(id, w.stream, sent, first, open, until);
                     Ok(())
                 }
-                _ => pump(
-                    w.stream,
-                    send,
-                    async { Ok(recv) },
-                    open,
-                    std::future::pending(),
-                )
-                .await
-                .map_err(StreamEnd::Failed),
+                _ => pump(w.stream, send, recv, open, std::future::pending())
+                    .await
+                    .map_err(StreamEnd::Failed),
             }
         }
     }
@@ -404,7 +393,7 @@ async fn sender_stream<C: TunnelConnection>(
             session.spawn_stream(id, tcp, bytes::Bytes::new(), first, open, until);
             Ok(())
         }
-        None => pump(tcp, send, async { Ok(recv) }, open, revoked).await,
+        None => pump(tcp, send, recv, open, revoked).await,
     }
 }
 
@@ -431,102 +420,6 @@ fn proxy_header(client: Option<(std::net::SocketAddr, std::net::SocketAddr)>) ->
 async fn refuse<S: TunnelSend>(send: &mut S, status: Status, msg: &str) {
     let _ = send.write_all(&Reply::err(status, msg).encode()).await;
     let _ = send.shutdown().await;
-}
-
-/// Copy both ways between `tcp` and a stream pair until both directions end.
-/// `gate` must yield the receiving half before data flows towards TCP (the
-/// receiver uses it to wait for the sender's reply). On any error both
-/// sides are aborted, so the local socket closes promptly. The connection
-/// counts as open (`_open`) until this returns, or until `until` resolves
-/// with the reason to close it early.
-async fn pump<S, R, G, U>(
-    tcp: TcpStream,
-    mut send: S,
-    gate: G,
-    _open: StreamGuard,
-    until: U,
-) -> Result<(), String>
-where
-    S: TunnelSend,
-    R: TunnelRecv,
-    G: Future<Output = Result<R, String>>,
-    U: Future<Output = String>,
-{
-    let (tcp_r, mut tcp_w) = tcp.into_split();
-    let result = {
-        let up = async {
-            copy_to_tunnel(tcp_r, &mut send)
-                .await
-                .map_err(|e| format!("local to tunnel: {e}"))
-        };
-        let down = async {
-            let mut recv = gate.await?;
-            let r = copy_from_tunnel(&mut recv, &mut tcp_w)
-                .await
-                .map_err(|e| format!("tunnel to local: {e}"));
-            if r.is_err() {
-                recv.stop(close_code::STREAM_ABORT);
-            }
-            r
-        };
-        tokio::pin!(up, down, until);
-        let (mut up_done, mut down_done) = (false, false);
-        loop {
-            if up_done && down_done {
-                break Ok(());
-            }
-            tokio::select! {
-                why = &mut until => break Err(why),
-                r = &mut up, if !up_done => match r {
-                    Ok(n) => { up_done = true; debug!(bytes = n, "local side finished sending"); }
-                    Err(e) => break Err(e),
-                },
-                r = &mut down, if !down_done => match r {
-                    Ok(n) => { down_done = true; debug!(bytes = n, "tunnel side finished sending"); }
-                    Err(e) => break Err(e),
-                },
-            }
-        }
-    };
-    if result.is_err() {
-        send.reset(close_code::STREAM_ABORT);
-    }
-    result
-}
-
-/// Copy a local socket into a QUIC stream, handing each read to the
-/// stack as it is (no copy), then finish the stream.
-async fn copy_to_tunnel<R, S>(mut reader: R, send: &mut S) -> std::io::Result<u64>
-where
-    R: AsyncRead + Unpin,
-    S: TunnelSend,
-{
-    let mut local = ToTunnel::new(COPY_BUF);
-    let mut total = 0u64;
-    while let Some(data) = local.read(&mut reader, usize::MAX, send).await? {
-        total += data.len() as u64;
-        send.write_bytes(data).await?;
-    }
-    send.shutdown().await?;
-    Ok(total)
-}
-
-/// Copy a QUIC stream into a local socket from the stack's own buffers,
-/// then shut the socket's sending side.
-async fn copy_from_tunnel<R, W>(recv: &mut R, writer: &mut W) -> std::io::Result<u64>
-where
-    R: TunnelRecv,
-    W: AsyncWrite + Unpin,
-{
-    let mut segs = Segments::default();
-    let mut total = 0u64;
-    while segs.read(recv).await? {
-        while !segs.is_empty() {
-            total += segs.write_some(writer).await? as u64;
-        }
-    }
-    writer.shutdown().await?;
-    Ok(total)
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ pub trait TunnelSend: AsyncWrite + Unpin + Send + 'static {
     /// Write all of `data`, handing the buffer to the QUIC stack without
     /// copying it.
     fn write_bytes(&mut self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// After `shutdown()`: wait until the peer's stack has acknowledged
+    /// every byte, or the peer stopped the stream, or the stream is gone.
+    fn acked(&mut self) -> impl Future<Output = ()> + Send;
 }
 
 /// Receiving half of a QUIC stream.

@@ -324,6 +324,10 @@ impl TunnelSend for SendStream {
     async fn write_bytes(&mut self, data: Bytes) -> std::io::Result<()> {
         self.write_chunk(data).await.map_err(std::io::Error::from)
     }
+
+    async fn acked(&mut self) {
+        let _ = self.stopped().await;
+    }
 }
 
 impl TunnelRecv for RecvStream {

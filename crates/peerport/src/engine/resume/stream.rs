@@ -17,6 +17,7 @@ use tokio::{
         TcpStream,
     },
     sync::{mpsc, Notify},
+    time::Instant,
 };
 use tracing::{debug, info, warn, Instrument};
 
@@ -24,6 +25,7 @@ use crate::engine::{
     chunks::{Segments, ToTunnel},
     io::open_bi_retry,
     io::read_reply,
+    pump::LINGER,
 };
 use crate::proto::close::close_code;
 use crate::{
@@ -344,7 +346,15 @@ pub(super) async fn pump<C: TunnelConnection>(
     let failed = {
         tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
+        // The local socket failed (its end reset it, often right after a
+        // last answer): what it sent before is valid, so the abort waits,
+        // at most LINGER, until the peer has delivered all of it. A failed
+        // write still lets the up direction read the end's last bytes.
+        let mut local_failed: Option<(std::io::Error, Instant)> = None;
+        let unacked_none = |s: &Slot<C>| s.out.lock().map(|o| o.unacked() == 0).unwrap_or(true);
         loop {
+            let lingering = local_failed.is_some();
+            let deadline = local_failed.as_ref().map_or_else(Instant::now, |(_, d)| *d);
             tokio::select! {
                 biased;
                 _ = session.cancel.cancelled() => return End::Shutdown,
@@ -355,13 +365,27 @@ pub(super) async fn pump<C: TunnelConnection>(
                 },
                 r = &mut up, if !up_done => match r {
                     Ok(()) => up_done = true,
+                    Err(DirError::Local(e)) => {
+                        up_done = true;
+                        local_failed.get_or_insert((e, Instant::now() + LINGER));
+                    }
                     Err(e) => break Stop::Failed(e),
                 },
                 r = &mut down, if !down_done => match r {
                     Ok(()) => down_done = true,
+                    Err(DirError::Local(e)) => {
+                        down_done = true;
+                        local_failed.get_or_insert((e, Instant::now() + LINGER));
+                    }
                     Err(e) => break Stop::Failed(e),
                 },
-                _ = slot.wait_for(Slot::complete), if up_done && down_done => return End::Complete,
+                _ = slot.wait_for(unacked_none), if lingering && up_done => {
+                    break Stop::Failed(DirError::Local(local_failed.take().expect("lingering").0));
+                }
+                _ = tokio::time::sleep_until(deadline), if lingering => {
+                    break Stop::Failed(DirError::Local(local_failed.take().expect("lingering").0));
+                }
+                _ = slot.wait_for(Slot::complete), if up_done && down_done && !lingering => return End::Complete,
                 reason = conn.closed() => return lost(&reason),
             }
         }
