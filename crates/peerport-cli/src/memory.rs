@@ -16,6 +16,13 @@
 //! serve the next ones from its heaps, where each freed buffer leaves a hole
 //! the RSS keeps (a renumbering soak grew the `ice` sender by 1-2 MB per
 //! fresh offer that way; docs/benchmarks.md, "Soak").
+//!
+//! Fixing that threshold also fixes glibc's trim threshold at its 128 KiB
+//! default: every free that left that much at the heap's top gave the
+//! pages back, and the next packets' buffers faulted them in again (page
+//! faults and `brk` were 3 % of an `iroh` sender's profile). The top now
+//! keeps up to [`DROP`] free; more than that comes back through
+//! [`reclaim`] anyway.
 
 use std::time::Duration;
 
@@ -65,9 +72,19 @@ mod glibc {
     /// Serve allocations of `bytes` or more from pages of their own, for
     /// good (a fixed threshold also stops glibc from raising it).
     pub fn own_pages_from(bytes: usize) -> bool {
+        set(libc::M_MMAP_THRESHOLD, bytes)
+    }
+
+    /// Keep up to `bytes` free at the heap's top instead of giving them
+    /// back at every free.
+    pub fn keep_top(bytes: usize) -> bool {
+        set(libc::M_TRIM_THRESHOLD, bytes)
+    }
+
+    fn set(param: libc::c_int, bytes: usize) -> bool {
         let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         // SAFETY: mallopt only changes the allocator's tuning.
-        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, bytes) == 1 }
+        unsafe { libc::mallopt(param, bytes) == 1 }
     }
 }
 
@@ -82,13 +99,17 @@ mod glibc {
     pub fn own_pages_from(_bytes: usize) -> bool {
         false
     }
+    pub fn keep_top(_bytes: usize) -> bool {
+        false
+    }
 }
 
 /// Until `cancel`: release the allocator's free memory after each burst.
-/// First gives large buffers pages of their own (see the module's text).
-/// The binary runs one per process.
+/// First gives large buffers pages of their own and lets the heap's top
+/// keep [`DROP`] (see the module's text). The binary runs one per process.
 pub async fn reclaim(cancel: CancellationToken) {
     glibc::own_pages_from(OWN_PAGES_FROM);
+    glibc::keep_top(DROP);
     if glibc::in_use().is_none() {
         return cancel.cancelled().await;
     }
@@ -137,6 +158,7 @@ mod tests {
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
             assert!(glibc::in_use().is_some_and(|n| n > 0));
             assert!(glibc::own_pages_from(OWN_PAGES_FROM));
+            assert!(glibc::keep_top(DROP));
         }
     }
 }
