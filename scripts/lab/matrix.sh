@@ -13,7 +13,7 @@ UPDATE_README=0
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight
 MODES="iroh iroh-manual ice ice@coturn nostr nostr@coturn"
-PAIRS="cone/cone cone/symmetric symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
+PAIRS="cone/cone cone/symmetric symseq/cone symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
 QUICK=0
 OUT=results
 CONNECT_TIMEOUT=20     # receiver --connect-timeout (s)
@@ -54,9 +54,10 @@ run_case() {
   local nc=(netcheck --json --stun-server "$STUN" --stun-server "$STUN2" --relay-url "$RELAY" --relay-quic-port "$RELAY_QUIC" --relay-ca "$RELAY_CA")
   ip netns exec $S timeout 30 "$PP" "${nc[@]}" > "$dir/netcheck-sender.json" 2>/dev/null || true
   ip netns exec $R timeout 30 "$PP" "${nc[@]}" > "$dir/netcheck-receiver.json" 2>/dev/null || true
-  # mapping type, and whether the relay's QUIC address discovery answered (q+ / q-)
-  nc_a=$(jq -r '.mapping + (if .relay_qad[0].ok then " q+" else " q-" end)' "$dir/netcheck-sender.json" 2>/dev/null || echo error)
-  nc_b=$(jq -r '.mapping + (if .relay_qad[0].ok then " q+" else " q-" end)' "$dir/netcheck-receiver.json" 2>/dev/null || echo error)
+  # mapping type, port allocation, and whether the relay's QUIC address discovery answered (q+ / q-)
+  local ncq='.mapping + " " + .port_allocation.kind + (if .relay_qad[0].ok then " q+" else " q-" end)'
+  nc_a=$(jq -r "$ncq" "$dir/netcheck-sender.json" 2>/dev/null || echo error)
+  nc_b=$(jq -r "$ncq" "$dir/netcheck-receiver.json" 2>/dev/null || echo error)
   ip netns exec $S /usr/sbin/sshd -D -e -f "$TMP/sshd_config" > "$dir/sshd.log" 2>&1 &
 
   for t in $TUNNELS; do start_pair "$mode" "$t" "$dir"; done
@@ -102,8 +103,9 @@ run_case() {
 # ---- expectations: what the design says must work ----------------------------------------
 # jq program over an array of results: one line per violated expectation
 EXPECT='
-  def nat_ok(n; m): (n=="cone" and m=="endpoint-independent q+") or (n=="cgnat" and m=="endpoint-independent q+")
-      or (n=="symmetric" and m=="endpoint-dependent q+") or (n=="udpblocked" and m=="unknown q-");
+  def nat_ok(n; m): (n=="cone" and m=="endpoint-independent preserving q+") or (n=="cgnat" and m=="endpoint-independent preserving q+")
+      or (n=="symmetric" and m=="endpoint-dependent random q+") or (n=="symseq" and m=="endpoint-dependent sequential q+")
+      or (n=="udpblocked" and m=="unknown preserving q-");
   def cone(n): n=="cone" or n=="cgnat";
   .[] | (.mode|split("@")[0]) as $m |
   (if ($m=="ice" or $m=="nostr" or $m=="iroh") and .connected!="yes"
@@ -131,7 +133,7 @@ jq -s . "${CASES[@]}" > "$OUTDIR/$OUT.json"
 {
   echo "**peerport NAT lab results ($(date -u +%F\ %TZ), $((SECONDS-START)) s$( ((QUICK)) && echo ', --quick'))**"
   echo
-  echo "Pair = sender NAT / receiver NAT. Path = receiver's \`session established\` line (final = last \`path selected\`). netcheck = NAT mapping each site's \`peerport netcheck\` found, q+/q- = whether the relay's QUIC address discovery answered it."
+  echo "Pair = sender NAT / receiver NAT (symseq: symmetric with sequential ports). Path = receiver's \`session established\` line (final = last \`path selected\`). netcheck = NAT mapping and port allocation each site's \`peerport netcheck\` found, q+/q- = whether the relay's QUIC address discovery answered it."
   echo
   echo "| mode | sender/receiver NAT | netcheck sender/receiver | connected | path | setup | ssh | TCP Mbit/s | UDP Mbit/s | UDP loss | error |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"

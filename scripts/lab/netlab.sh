@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # peerport NAT lab: network namespaces only, nothing touches the root namespace.
 #
-#   netlab.sh up A_TYPE B_TYPE     build the lab (types: cone symmetric cgnat udpblocked)
+#   netlab.sh up A_TYPE B_TYPE     build the lab (types: cone symmetric symseq cgnat udpblocked)
 #   netlab.sh down                 remove every pplab-* namespace
 #   netlab.sh exec NODE CMD...     run CMD in a node: inet | a | b (hosts) | a-rtr | b-rtr | a-cgn | b-cgn
 #   netlab.sh allow-udp SITE IP:PORT   udpblocked site: let outbound UDP to IP:PORT through
@@ -57,11 +57,39 @@ link() {
   ip -n "$3" link set "$4" up
 }
 
+# symseq: a symmetric NAT that allocates sequentially, as many home routers do: each new UDP
+# 5-tuple takes the next port of one counter (20000-29999, then around again). Linux's own SNAT
+# picks free ports at random, so the port comes from nft's counter through a map (numgen's
+# host-order number would land byte-swapped in the port). TCP is masqueraded as in a cone site.
+SEQ_PORTS=10000
+seq_nat() {
+  local ns=$1 wan_ip f
+  wan_ip=$(nsx "$ns" ip -4 -o addr show dev wan | awk '{print $4}' | cut -d/ -f1)
+  f=$(mktemp)
+  {
+    echo "table ip $PPLAB-seq {"
+    echo "  map ports { typeof numgen inc mod $SEQ_PORTS : udp sport; elements = {"
+    seq 0 $((SEQ_PORTS - 1)) | awk '{printf "    %d : %d,\n", $1, 20000 + $1}'
+    echo "  } }"
+    echo "  chain post { type nat hook postrouting priority srcnat; policy accept;"
+    echo "    oifname \"wan\" meta l4proto udp snat to $wan_ip : numgen inc mod $SEQ_PORTS map @ports"
+    echo "  }"
+    echo "}"
+  } > "$f"
+  nsx "$ns" nft -f "$f" || { rm -f "$f"; die "nft failed (install nftables)"; }
+  rm -f "$f"
+}
+
 # Home-router-like NAT: masquerade out of wan, drop unsolicited inbound.
 nat_rules() {
   local ns=$1 type=$2 rnd=""
   [[ $type == symmetric ]] && rnd="--random-fully"
-  ipt "$ns" -t nat -A POSTROUTING -o wan -j MASQUERADE $rnd
+  if [[ $type == symseq ]]; then
+    seq_nat "$ns"
+    ipt "$ns" -t nat -A POSTROUTING -o wan ! -p udp -j MASQUERADE
+  else
+    ipt "$ns" -t nat -A POSTROUTING -o wan -j MASQUERADE $rnd
+  fi
   ipt "$ns" -P FORWARD DROP
   ipt "$ns" -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
   if [[ $type == udpblocked ]]; then
@@ -147,7 +175,7 @@ cmd_down() {
 cmd_up() {
   local ta=${1:-cone} tb=${2:-cone} t
   for t in "$ta" "$tb"; do
-    [[ $t =~ ^(cone|symmetric|cgnat|udpblocked)$ ]] || die "NAT type must be cone|symmetric|cgnat|udpblocked, got '$t'"
+    [[ $t =~ ^(cone|symmetric|symseq|cgnat|udpblocked)$ ]] || die "NAT type must be cone|symmetric|symseq|cgnat|udpblocked, got '$t'"
   done
   ip netns list | grep -q "^$PPLAB-" && die "lab already up (run: $0 down)"
   trap 'echo "netlab: up failed, tearing down" >&2; cmd_down' ERR EXIT
@@ -210,7 +238,8 @@ cmd_status() {
   local ns
   for ns in $(ip netns list | awk '{print $1}' | grep "^$PPLAB-" | sort); do
     echo "== $ns"; nsx "$ns" ip -4 -br addr | grep -v '^lo'
-    [[ $ns == *-rtr || $ns == *-cgn ]] && nsx "$ns" iptables -w 5 -S && nsx "$ns" iptables -w 5 -t nat -S POSTROUTING
+    [[ $ns == *-rtr || $ns == *-cgn ]] && nsx "$ns" iptables -w 5 -S && nsx "$ns" iptables -w 5 -t nat -S POSTROUTING \
+      && { nsx "$ns" nft list chain ip "$PPLAB-seq" post 2>/dev/null || true; }
   done
 }
 

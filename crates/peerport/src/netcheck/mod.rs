@@ -5,6 +5,9 @@
 //!   whether the NAT keeps the same external address for different
 //!   destinations (endpoint-independent, "cone") or not ("symmetric"), and
 //!   whether it preserves the local port;
+//! * how it picks the ports of new mappings (preserving, sequential or
+//!   random; [`allocation`]), from two more sockets asking the first
+//!   STUN server that answered;
 //! * UDP reachability and latency of each STUN server, TURN allocation
 //!   through each TURN server, TCP reachability of iroh relays and Nostr relays,
 //!   and each iroh relay's QUIC address discovery over UDP (what iroh needs
@@ -20,6 +23,9 @@ use serde::Serialize;
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::{modes::ice::TurnServer, stun};
+
+pub mod allocation;
+pub use allocation::PortAllocation;
 
 /// What to probe.
 #[derive(Debug, Clone, Default)]
@@ -103,6 +109,8 @@ pub struct Report {
     pub mapping: Mapping,
     /// Whether the NAT kept the local port.
     pub port_preserved: Option<bool>,
+    /// How the NAT picks the ports of new mappings.
+    pub port_allocation: PortAllocation,
     /// STUN results.
     pub stun: Vec<Reach>,
     /// TURN results.
@@ -215,6 +223,7 @@ pub async fn run(p: &Probe) -> std::io::Result<Report> {
         }
     }
     let (mapping, port_preserved) = classify(local, &mapped);
+    let port_allocation = port_allocation(&sock, bind, &mapped, &stun_res).await;
     let mut public: Vec<String> = mapped.iter().map(|m| m.to_string()).collect();
     public.dedup();
 
@@ -295,6 +304,7 @@ pub async fn run(p: &Probe) -> std::io::Result<Report> {
         public,
         mapping,
         port_preserved,
+        port_allocation,
         stun: stun_res,
         turn,
         relays,
@@ -302,6 +312,42 @@ pub async fn run(p: &Probe) -> std::io::Result<Report> {
         nostr,
         verdicts,
     })
+}
+
+/// The mappings `sock` got (each new external address once), then one
+/// each for two new sockets asking the first server that answered; then
+/// how their ports were picked.
+async fn port_allocation(
+    sock: &UdpSocket,
+    bind: SocketAddr,
+    mapped: &[SocketAddr],
+    stun_res: &[Reach],
+) -> PortAllocation {
+    let Ok(port) = sock.local_addr().map(|a| a.port()) else {
+        return PortAllocation::Unknown;
+    };
+    let mut made: Vec<(u16, u16)> = Vec::new();
+    for (i, m) in mapped.iter().enumerate() {
+        if !mapped[..i].contains(m) {
+            made.push((port, m.port()));
+        }
+    }
+    let Some(server) = stun_res.iter().find(|r| r.ok) else {
+        return PortAllocation::Unknown;
+    };
+    for _ in 0..2 {
+        let Ok(s) = UdpSocket::bind(bind).await else {
+            break;
+        };
+        let (Ok(local), Ok(m)) = (
+            s.local_addr(),
+            stun::query(&s, &server.server, Duration::from_secs(3)).await,
+        ) else {
+            break;
+        };
+        made.push((local.port(), m.mapped.port()));
+    }
+    allocation::classify(&made)
 }
 
 fn any_ok(v: &[Reach]) -> Option<bool> {
@@ -377,6 +423,7 @@ impl Report {
         );
         line(&mut s, "nat mapping", self.mapping.words().into());
         line(&mut s, "port preserved", yes_no(self.port_preserved).into());
+        line(&mut s, "port allocation", self.port_allocation.words());
         for (label, list) in [
             ("stun", &self.stun),
             ("turn", &self.turn),
@@ -441,6 +488,7 @@ mod tests {
             public: Vec::new(),
             mapping,
             port_preserved,
+            port_allocation: PortAllocation::Unknown,
             stun: vec![Reach {
                 server: "stun.example:3478".into(),
                 ok: false,
