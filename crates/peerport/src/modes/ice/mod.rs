@@ -5,6 +5,7 @@
 //! the sender (answerer) is controlled and the QUIC server. Both demand the
 //! other's certificate, so only the peer that exchanged blobs gets in.
 
+pub mod hardnat;
 pub mod remote_filter;
 pub mod socket;
 pub mod turn_probe;

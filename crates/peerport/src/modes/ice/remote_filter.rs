@@ -27,7 +27,7 @@ pub fn local_networks() -> Vec<LocalNet> {
 }
 
 /// Addresses that only mean something inside a private network.
-fn is_private(ip: IpAddr) -> bool {
+pub(super) fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();

@@ -22,10 +22,12 @@ use std::{
 use serde::Serialize;
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::{modes::ice::TurnServer, stun};
+use crate::{
+    modes::ice::TurnServer,
+    stun::{self, allocation},
+};
 
-pub mod allocation;
-pub use allocation::PortAllocation;
+pub use crate::stun::allocation::PortAllocation;
 
 /// What to probe.
 #[derive(Debug, Clone, Default)]

@@ -16,6 +16,8 @@ use stun::{
 };
 use tokio::net::UdpSocket;
 
+pub mod allocation;
+
 /// Public servers used when no `--stun-server` is given (tests never use them).
 pub const DEFAULT_STUN_SERVERS: &[&str] = &[
     "stun.l.google.com:19302",
