@@ -5,13 +5,17 @@
 //! (easy) probes the hard side's ports, the predicted ones first.
 //!
 //! Built so far, without IO and unit-tested: the decision from both
-//! blobs' hints ([`plan`], [`hint`]), the messages ([`wire`]), and the
-//! probe order and rate ([`schedule`]). The sockets, the state machine and
-//! moving QUIC onto the punched path come next (docs/research/hard-nat.md).
+//! blobs' hints ([`plan`], [`hint`]), the messages ([`wire`]), the probe
+//! order and rate ([`schedule`]), and one attempt as a state machine
+//! ([`machine`]), and its driver over real sockets ([`driver`]). Gathering
+//! the hints into the blobs and moving QUIC onto the punched path come next
+//! (docs/research/hard-nat.md).
 
 use std::net::IpAddr;
 
+pub mod driver;
 pub mod hint;
+pub mod machine;
 pub mod schedule;
 pub mod wire;
 
