@@ -7,8 +7,9 @@
 //! Built so far, without IO and unit-tested: the decision from both
 //! blobs' hints ([`plan`], [`hint`]), the messages ([`wire`]), the probe
 //! order and rate ([`schedule`]), and one attempt as a state machine
-//! ([`machine`]), and its driver over real sockets ([`driver`]). Gathering
-//! the hints into the blobs and moving QUIC onto the punched path come next
+//! ([`machine`]), its driver over real sockets ([`driver`]), and quinn's
+//! socket on the punched 5-tuple ([`pinned`]). Gathering the hints into the
+//! blobs and starting the punch from ICE's connect come next
 //! (docs/research/hard-nat.md).
 
 use std::net::IpAddr;
@@ -16,6 +17,7 @@ use std::net::IpAddr;
 pub mod driver;
 pub mod hint;
 pub mod machine;
+pub mod pinned;
 pub mod schedule;
 pub mod wire;
 

@@ -1,0 +1,220 @@
+//! quinn on a punched 5-tuple, under the addresses it already knows.
+//!
+//! A connection that started on a TURN relay sees its peer as
+//! [`FAKE_PEER`] (the relay path hides the real addresses). Moving it to
+//! the punched socket with `Endpoint::rebind_abstract` must not look like
+//! a migration, which would need path validation and a client that may
+//! change its peer's address: so [`Pinned`] sends what quinn addresses to
+//! [`FAKE_PEER`] to the punched remote, and hands quinn only datagrams
+//! from that remote, as from [`FAKE_PEER`]. STUN datagrams (the punch's
+//! late messages) are dropped by the magic cookie, as on direct pairs.
+
+use std::{
+    io::{self, IoSliceMut},
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use quinn::{
+    udp::{RecvMeta, Transmit},
+    AsyncUdpSocket, Runtime, UdpPoller,
+};
+
+use super::super::socket::{is_stun, FAKE_LOCAL, FAKE_PEER};
+
+/// A punched socket as quinn's socket (see the module docs).
+#[derive(Debug)]
+pub struct Pinned {
+    inner: Arc<dyn AsyncUdpSocket>,
+    remote: SocketAddr,
+    received: AtomicU64,
+}
+
+impl Pinned {
+    /// quinn's native socket (GSO/GRO) on `socket`, pinned to `remote`.
+    pub fn new(socket: std::net::UdpSocket, remote: SocketAddr) -> io::Result<Arc<Pinned>> {
+        socket.set_nonblocking(true)?;
+        Ok(Arc::new(Pinned {
+            inner: quinn::TokioRuntime.wrap_udp_socket(socket)?,
+            remote,
+            received: AtomicU64::new(0),
+        }))
+    }
+
+    /// Datagrams handed to quinn so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl AsyncUdpSocket for Pinned {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, t: &Transmit) -> io::Result<()> {
+        if t.destination != FAKE_PEER {
+            // quinn only knows the one peer; anything else has no route here
+            return Ok(());
+        }
+        self.inner.try_send(&Transmit {
+            destination: self.remote,
+            ecn: t.ecn,
+            contents: t.contents,
+            segment_size: t.segment_size,
+            src_ip: None,
+        })
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let n = match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            let mut any = false;
+            for (m, buf) in meta.iter_mut().zip(bufs.iter_mut()).take(n) {
+                if m.addr != self.remote {
+                    // a stranger, or a late probe from another of the peer's ports
+                    m.len = 0;
+                    continue;
+                }
+                m.addr = FAKE_PEER;
+                m.dst_ip = None;
+                // with GRO one buffer holds several datagrams of `stride` bytes
+                let (mut rd, mut wr) = (0, 0);
+                let stride = m.stride.max(1);
+                while rd < m.len {
+                    let end = (rd + stride).min(m.len);
+                    if !is_stun(&buf[rd..end]) {
+                        buf.copy_within(rd..end, wr);
+                        wr += end - rd;
+                        self.received.fetch_add(1, Ordering::Relaxed);
+                    }
+                    rd = end;
+                }
+                m.len = wr;
+                any |= wr > 0;
+            }
+            if any {
+                return Poll::Ready(Ok(n));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(FAKE_LOCAL)
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::transport::{
+        quinn::{client_config, server_config, Identity, SERVER_NAME},
+        QuicSettings,
+    };
+
+    fn pair() -> (
+        std::net::UdpSocket,
+        std::net::UdpSocket,
+        SocketAddr,
+        SocketAddr,
+    ) {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        (a, b, aa, ba)
+    }
+
+    /// A connection that started on one 5-tuple (under the fake
+    /// addresses, as on a relay) moves to another in the middle of an
+    /// 8 MiB transfer, both ends rebinding; every byte arrives in order,
+    /// and the rest of it came over the new 5-tuple.
+    #[tokio::test]
+    async fn a_stream_survives_the_move_to_a_punched_tuple() {
+        let quic = QuicSettings::default();
+        let (ka, kb) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let (a1, b1, a1_addr, b1_addr) = pair();
+        let client = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            Pinned::new(a1, b1_addr).unwrap(),
+            runtime.clone(),
+        )
+        .unwrap();
+        let server = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server_config(&kb, ka.fingerprint(), &quic).unwrap()),
+            Pinned::new(b1, a1_addr).unwrap(),
+            runtime,
+        )
+        .unwrap();
+        let cfg = client_config(&ka, kb.fingerprint(), &quic).unwrap();
+        let connecting = client.connect_with(cfg, FAKE_PEER, SERVER_NAME).unwrap();
+        let (cc, sc) = tokio::join!(connecting, async {
+            server.accept().await.expect("incoming").await
+        });
+        let (cc, sc) = (cc.unwrap(), sc.unwrap());
+
+        let data: Vec<u8> = (0..8u32 << 20).map(|i| (i % 251) as u8).collect();
+        let (mut send, _keep) = cc.open_bi().await.unwrap();
+        let out = data.clone();
+        let writer = tokio::spawn(async move {
+            send.write_all(&out).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+        });
+        let (_keep2, mut recv) = sc.accept_bi().await.unwrap();
+        let mut got = vec![0u8; 2 << 20];
+        recv.read_exact(&mut got).await.unwrap();
+
+        let (a2, b2, a2_addr, b2_addr) = pair();
+        let (pa, pb) = (
+            Pinned::new(a2, b2_addr).unwrap(),
+            Pinned::new(b2, a2_addr).unwrap(),
+        );
+        client.rebind_abstract(pa.clone()).unwrap();
+        server.rebind_abstract(pb.clone()).unwrap();
+
+        let rest = tokio::time::timeout(Duration::from_secs(30), recv.read_to_end(16 << 20))
+            .await
+            .expect("the rest arrives")
+            .unwrap();
+        got.extend_from_slice(&rest);
+        writer.await.unwrap();
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "bytes differ after the move");
+        assert!(
+            pa.received() > 0 && pb.received() > 0,
+            "the new 5-tuple carried it"
+        );
+        cc.close(0u32.into(), b"done");
+        client.wait_idle().await;
+    }
+}
