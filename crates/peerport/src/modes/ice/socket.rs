@@ -42,6 +42,25 @@ pub fn is_stun(p: &[u8]) -> bool {
     p.len() >= 20 && p[0] < 4 && p[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
+/// Remove the STUN datagrams from one received buffer (with GRO it holds
+/// several datagrams of `stride` bytes): the others move to the front and
+/// `m.len` shrinks. Returns how many datagrams were kept.
+pub fn drop_stun(m: &mut RecvMeta, buf: &mut [u8]) -> usize {
+    let (mut rd, mut wr, mut kept) = (0, 0, 0);
+    let stride = m.stride.max(1);
+    while rd < m.len {
+        let end = (rd + stride).min(m.len);
+        if !is_stun(&buf[rd..end]) {
+            buf.copy_within(rd..end, wr);
+            wr += end - rd;
+            kept += 1;
+        }
+        rd = end;
+    }
+    m.len = wr;
+    kept
+}
+
 /// quinn over the ICE `Conn` (relay pairs). Two helper tasks move packets;
 /// they stop when `stop` is cancelled or the `Conn` closes.
 pub struct IceSocket {
@@ -244,19 +263,7 @@ impl AsyncUdpSocket for StunFilter {
             };
             let mut any = false;
             for (m, buf) in meta.iter_mut().zip(bufs.iter_mut()).take(n) {
-                // with GRO one buffer holds several datagrams of `stride` bytes
-                let (mut rd, mut wr) = (0, 0);
-                let stride = m.stride.max(1);
-                while rd < m.len {
-                    let end = (rd + stride).min(m.len);
-                    if !is_stun(&buf[rd..end]) {
-                        buf.copy_within(rd..end, wr);
-                        wr += end - rd;
-                    }
-                    rd = end;
-                }
-                m.len = wr;
-                any |= wr > 0;
+                any |= drop_stun(m, buf) > 0;
             }
             if any {
                 return Poll::Ready(Ok(n));
@@ -293,5 +300,23 @@ mod tests {
         quic[4..8].copy_from_slice(&[1, 2, 3, 4]);
         assert!(!is_stun(&quic));
         assert!(!is_stun(&stun[..19]));
+    }
+
+    #[test]
+    fn stun_is_cut_out_of_a_gro_batch() {
+        // three datagrams of stride 24, the last one shorter: QUIC, STUN, QUIC
+        let mut stun = vec![0u8; 24];
+        stun[0] = 0x01;
+        stun[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        let mut buf = [vec![0x41u8; 24], stun, vec![0x42u8; 10]].concat();
+        let mut m = RecvMeta {
+            len: buf.len(),
+            stride: 24,
+            ..RecvMeta::default()
+        };
+        assert_eq!(drop_stun(&mut m, &mut buf), 2);
+        assert_eq!(m.len, 34);
+        assert!(buf[..24].iter().all(|&b| b == 0x41));
+        assert!(buf[24..34].iter().all(|&b| b == 0x42));
     }
 }

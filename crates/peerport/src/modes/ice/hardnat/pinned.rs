@@ -25,7 +25,7 @@ use quinn::{
     AsyncUdpSocket, Runtime, UdpPoller,
 };
 
-use super::super::socket::{is_stun, FAKE_LOCAL, FAKE_PEER};
+use super::super::socket::{drop_stun, FAKE_LOCAL, FAKE_PEER};
 
 /// A punched socket as quinn's socket (see the module docs).
 #[derive(Debug)]
@@ -91,20 +91,9 @@ impl AsyncUdpSocket for Pinned {
                 }
                 m.addr = FAKE_PEER;
                 m.dst_ip = None;
-                // with GRO one buffer holds several datagrams of `stride` bytes
-                let (mut rd, mut wr) = (0, 0);
-                let stride = m.stride.max(1);
-                while rd < m.len {
-                    let end = (rd + stride).min(m.len);
-                    if !is_stun(&buf[rd..end]) {
-                        buf.copy_within(rd..end, wr);
-                        wr += end - rd;
-                        self.received.fetch_add(1, Ordering::Relaxed);
-                    }
-                    rd = end;
-                }
-                m.len = wr;
-                any |= wr > 0;
+                let kept = drop_stun(m, buf);
+                self.received.fetch_add(kept as u64, Ordering::Relaxed);
+                any |= kept > 0;
             }
             if any {
                 return Poll::Ready(Ok(n));
