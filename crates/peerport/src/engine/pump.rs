@@ -34,11 +34,11 @@ const COPY_BUF: usize = 256 * 1024;
 /// for acknowledgements, in spirit).
 pub const LINGER: Duration = Duration::from_secs(10);
 
-/// Errors of the local-to-tunnel direction.
-enum UpError {
-    /// Reading the local socket failed: everything before was handed over.
+/// Errors of one direction of a copy (here and in resumable streams).
+pub(super) enum DirError {
+    /// The local socket failed.
     Local(std::io::Error),
-    /// Writing the stream failed.
+    /// The QUIC stream failed (connection lost, or reset by the peer).
     Tunnel(std::io::Error),
 }
 
@@ -105,21 +105,21 @@ where
                 why = &mut until => break Outcome::Failed(why),
                 r = &mut up, if !up_done => match r {
                     Ok(n) => { up_done = true; debug!(bytes = n, "local side finished sending"); }
-                    Err(UpError::Local(e)) => break Outcome::LocalFailed {
+                    Err(DirError::Local(e)) => break Outcome::LocalFailed {
                         why: format!("local to tunnel: {e}"),
                         finish: true,
                         deadline: deadline.unwrap_or_else(|| Instant::now() + LINGER),
                     },
-                    Err(UpError::Tunnel(e)) => break Outcome::Failed(format!("local to tunnel: {e}")),
+                    Err(DirError::Tunnel(e)) => break Outcome::Failed(format!("local to tunnel: {e}")),
                 },
                 r = &mut down, if !down_done => match r {
                     Ok(n) => { down_done = true; debug!(bytes = n, "tunnel side finished sending"); }
-                    Err(DownError::Local(e)) => {
+                    Err(DirError::Local(e)) => {
                         // keep reading the local socket: its last bytes, then its end
                         down_done = true;
                         local_failed = Some((format!("tunnel to local: {e}"), Instant::now() + LINGER));
                     }
-                    Err(DownError::Tunnel(e)) => break Outcome::Failed(format!("tunnel to local: {e}")),
+                    Err(DirError::Tunnel(e)) => break Outcome::Failed(format!("tunnel to local: {e}")),
                 },
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     let (why, _) = local_failed.take().expect("set with the deadline");
@@ -160,7 +160,7 @@ where
 
 /// Copy a local socket into a QUIC stream, handing each read to the
 /// stack as it is (no copy), then finish the stream.
-async fn copy_to_tunnel<R, S>(mut reader: R, send: &mut S) -> Result<u64, UpError>
+async fn copy_to_tunnel<R, S>(mut reader: R, send: &mut S) -> Result<u64, DirError>
 where
     R: AsyncRead + Unpin,
     S: TunnelSend,
@@ -170,37 +170,29 @@ where
     while let Some(data) = local
         .read(&mut reader, usize::MAX, send)
         .await
-        .map_err(UpError::Local)?
+        .map_err(DirError::Local)?
     {
         total += data.len() as u64;
-        send.write_bytes(data).await.map_err(UpError::Tunnel)?;
+        send.write_bytes(data).await.map_err(DirError::Tunnel)?;
     }
-    send.shutdown().await.map_err(UpError::Tunnel)?;
+    send.shutdown().await.map_err(DirError::Tunnel)?;
     Ok(total)
-}
-
-/// Errors of the tunnel-to-local direction.
-enum DownError {
-    /// Writing the local socket failed.
-    Local(std::io::Error),
-    /// Reading the stream failed.
-    Tunnel(std::io::Error),
 }
 
 /// Copy a QUIC stream into a local socket from the stack's own buffers,
 /// then shut the socket's sending side.
-async fn copy_from_tunnel<R, W>(recv: &mut R, writer: &mut W) -> Result<u64, DownError>
+async fn copy_from_tunnel<R, W>(recv: &mut R, writer: &mut W) -> Result<u64, DirError>
 where
     R: TunnelRecv,
     W: AsyncWrite + Unpin,
 {
     let mut segs = Segments::default();
     let mut total = 0u64;
-    while segs.read(recv).await.map_err(DownError::Tunnel)? {
+    while segs.read(recv).await.map_err(DirError::Tunnel)? {
         while !segs.is_empty() {
-            total += segs.write_some(writer).await.map_err(DownError::Local)? as u64;
+            total += segs.write_some(writer).await.map_err(DirError::Local)? as u64;
         }
     }
-    writer.shutdown().await.map_err(DownError::Local)?;
+    writer.shutdown().await.map_err(DirError::Local)?;
     Ok(total)
 }

@@ -73,7 +73,12 @@ impl<C: TunnelConnection> Slot<C> {
         self.out_fin.load(Ordering::SeqCst)
             && self.in_fin.load(Ordering::SeqCst)
             && self.peer_fin.load(Ordering::SeqCst)
-            && self.out.lock().map(|o| o.unacked() == 0).unwrap_or(true)
+            && self.all_acked()
+    }
+
+    /// The peer has confirmed every byte we sent.
+    pub(super) fn all_acked(&self) -> bool {
+        self.out.lock().map(|o| o.unacked() == 0).unwrap_or(true)
     }
 
     /// Wait until `cond` holds (re-checked after every ack).

@@ -25,7 +25,7 @@ use crate::engine::{
     chunks::{Segments, ToTunnel},
     io::open_bi_retry,
     io::read_reply,
-    pump::LINGER,
+    pump::{DirError, LINGER},
 };
 use crate::proto::close::close_code;
 use crate::{
@@ -57,14 +57,6 @@ pub(super) enum End<C: TunnelConnection> {
     Closed(String),
     /// The session is stopping.
     Shutdown,
-}
-
-/// Errors of one direction.
-pub(super) enum DirError {
-    /// The local socket failed.
-    Local(std::io::Error),
-    /// The QUIC stream failed (connection lost, or reset by the peer).
-    Tunnel(std::io::Error),
 }
 
 /// Why a connection must close early, when it must (the sender's reload
@@ -351,7 +343,6 @@ pub(super) async fn pump<C: TunnelConnection>(
         // at most LINGER, until the peer has delivered all of it. A failed
         // write still lets the up direction read the end's last bytes.
         let mut local_failed: Option<(std::io::Error, Instant)> = None;
-        let unacked_none = |s: &Slot<C>| s.out.lock().map(|o| o.unacked() == 0).unwrap_or(true);
         loop {
             let lingering = local_failed.is_some();
             let deadline = local_failed.as_ref().map_or_else(Instant::now, |(_, d)| *d);
@@ -379,7 +370,7 @@ pub(super) async fn pump<C: TunnelConnection>(
                     }
                     Err(e) => break Stop::Failed(e),
                 },
-                _ = slot.wait_for(unacked_none), if lingering && up_done => {
+                _ = slot.wait_for(Slot::all_acked), if lingering && up_done => {
                     break Stop::Failed(DirError::Local(local_failed.take().expect("lingering").0));
                 }
                 _ = tokio::time::sleep_until(deadline), if lingering => {

@@ -64,7 +64,6 @@ enum State {
     Nominating {
         sock: usize,
         remote: SocketAddr,
-        tid: [u8; 12],
         sent: u32,
         next: Instant,
     },
@@ -158,7 +157,7 @@ impl Machine {
         t
     }
 
-    fn send_request(&mut self, sock: usize, to: SocketAddr, kind: Kind) -> [u8; 12] {
+    fn send_request(&mut self, sock: usize, to: SocketAddr, kind: Kind) {
         let tid = self.next_tid();
         let punch = Punch {
             kind,
@@ -171,7 +170,6 @@ impl Machine {
             to,
             bytes: wire::request(&self.keys, tid, punch),
         });
-        tid
     }
 
     fn finish(&mut self, out: Output) {
@@ -199,11 +197,10 @@ impl Machine {
         } = self.state
         {
             if now >= next && sent < NOMINATIONS {
-                let tid = self.send_request(sock, remote, Kind::Nominate);
+                self.send_request(sock, remote, Kind::Nominate);
                 self.state = State::Nominating {
                     sock,
                     remote,
-                    tid,
                     sent: sent + 1,
                     next: now + NOMINATE_EVERY,
                 };
@@ -262,11 +259,10 @@ impl Machine {
         self.pending.remove(&resp.tid);
         match (resp.punch.kind, self.state) {
             (Kind::Probe, State::Probing) if self.role == Role::Controlling => {
-                let tid = self.send_request(sock, from, Kind::Nominate);
+                self.send_request(sock, from, Kind::Nominate);
                 self.state = State::Nominating {
                     sock,
                     remote: from,
-                    tid,
                     sent: 1,
                     next: now + NOMINATE_EVERY,
                 };
