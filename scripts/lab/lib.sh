@@ -168,9 +168,9 @@ start_pair() {
     iroh-manual) : > "$dir/$t.offer"; : > "$dir/$t.answer"
       common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" --no-portmap) ;;
     ice) : > "$dir/$t.offer"; : > "$dir/$t.answer"
-      common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" --no-portmap
+      common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" ${STUN2:+--stun-server "$STUN2"} --no-portmap
               --turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw") ;;
-    nostr) common=(--relay "$NOSTR" --stun-server "$STUN" --no-portmap
+    nostr) common=(--relay "$NOSTR" --stun-server "$STUN" ${STUN2:+--stun-server "$STUN2"} --no-portmap
               --turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw")
       scommon=(--nsec-file "$TMP/s-$t.nsec" --peer-npub "$(cat "$TMP/r-$t.npub")")
       rcommon=(--nsec-file "$TMP/r-$t.nsec" --peer-npub "$(cat "$TMP/s-$t.npub")") ;;

@@ -13,7 +13,7 @@ UPDATE_README=0
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight
 MODES="iroh iroh-manual ice ice@coturn nostr nostr@coturn"
-PAIRS="cone/cone cone/symmetric symseq/cone symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
+PAIRS="cone/cone cone/symmetric symmetric/cone symseq/cone cone/symseq symmetric/symmetric cgnat/cone cgnat/cgnat udpblocked/cone"
 QUICK=0
 OUT=results
 CONNECT_TIMEOUT=20     # receiver --connect-timeout (s)
@@ -107,6 +107,8 @@ EXPECT='
       or (n=="symmetric" and m=="endpoint-dependent random q+") or (n=="symseq" and m=="endpoint-dependent sequential q+")
       or (n=="udpblocked" and m=="unknown preserving q-");
   def cone(n): n=="cone" or n=="cgnat";
+  def hard(n): n=="symmetric" or n=="symseq";
+  def direct: (.path|startswith("direct")) or (.final_path|startswith("direct"));
   .[] | (.mode|split("@")[0]) as $m |
   (if ($m=="ice" or $m=="nostr" or $m=="iroh") and .connected!="yes"
      then "\(.mode) \(.sender_nat)/\(.receiver_nat): must connect (relay fallback) but did not: \(.error)" else empty end),
@@ -114,6 +116,8 @@ EXPECT='
      then "iroh-manual \(.sender_nat)/\(.receiver_nat): must connect directly but did not: \(.error)" else empty end),
   (if ($m=="ice" or $m=="nostr" or $m=="iroh-manual") and cone(.sender_nat) and cone(.receiver_nat) and (.path|startswith("direct")|not)
      then "\(.mode) \(.sender_nat)/\(.receiver_nat): expected a direct path, got \(.path)" else empty end),
+  (if ($m=="ice" or $m=="nostr") and .connected=="yes" and ((cone(.sender_nat) and hard(.receiver_nat)) or (hard(.sender_nat) and cone(.receiver_nat))) and (direct|not)
+     then "\(.mode) \(.sender_nat)/\(.receiver_nat): expected the hard-NAT punch to move the path to direct, path: \(.path), final: \(.final_path)" else empty end),
   (if $m=="iroh" and cone(.sender_nat) and cone(.receiver_nat) and (.final_path|startswith("direct")|not)
      then "iroh \(.sender_nat)/\(.receiver_nat): expected the relay path to upgrade to direct, final path: \(.final_path)" else empty end),
   (if .connected=="yes" and .ssh!="yes" then "\(.mode) \(.sender_nat)/\(.receiver_nat): connected but ssh failed" else empty end),

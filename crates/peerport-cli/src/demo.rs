@@ -60,6 +60,7 @@ fn ice_path(r: &Rendezvous, relay_only: bool) -> IcePath {
             password: r.turn_password.clone(),
         }],
         relay_only,
+        punch: true,
         quic: Default::default(),
         connect_timeout: Duration::from_secs(30),
     }

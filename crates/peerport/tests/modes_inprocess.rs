@@ -69,6 +69,7 @@ async fn ice_by_files_goes_direct_between_host_candidates() {
         stun_servers: Vec::new(),
         turn_servers: Vec::new(),
         relay_only: false,
+        punch: true,
         quic: Default::default(),
         connect_timeout: LIMIT,
     };

@@ -103,6 +103,8 @@ pub(super) struct PathSettings {
     pub turn_servers: Vec<peerport::modes::ice::TurnServer>,
     /// Relay candidates only (ICE modes).
     pub relay_only: bool,
+    /// Punch through a symmetric NAT (ICE modes).
+    pub punch: bool,
 }
 
 impl PathSettings {
@@ -113,6 +115,7 @@ impl PathSettings {
             stun_servers: self.stun_servers.clone(),
             turn_servers: self.turn_servers.clone(),
             relay_only: self.relay_only,
+            punch: self.punch,
             quic: self.quic,
             connect_timeout: self.connect_timeout,
         }

@@ -114,6 +114,9 @@ settings! {
     /// Never send directly: everything goes through the relay (iroh) or
     /// through TURN relay candidates (ice, nostr).
     relay_only: bool { scope: Scope::both(&[Iroh, Ice, Nostr]) }
+    /// Do not punch through a symmetric NAT when the peer's NAT is a cone
+    /// (up to 256 sockets and 2048 probes towards the peer's address, 5 s).
+    no_punch: bool { scope: Scope::both(ICE_MODES) }
     /// Do not ask the router for a port mapping (UPnP/PCP/NAT-PMP).
     no_portmap: bool { scope: Scope::both(ALL_MODES) }
     /// Local address for the QUIC/ICE socket, e.g. 127.0.0.1:0 (default: all interfaces).

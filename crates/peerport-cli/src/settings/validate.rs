@@ -519,6 +519,7 @@ pub(super) fn path_settings(
         connect_timeout,
         turn_servers,
         relay_only,
+        punch: p.no_punch != Some(true),
     })
 }
 

@@ -232,7 +232,7 @@ pub struct QuinnConnection {
     endpoint: quinn::Endpoint,
     owns_endpoint: bool,
     peer: String,
-    path: super::PathInfo,
+    path: tokio::sync::watch::Receiver<super::PathInfo>,
     keep: Option<KeepAlive>,
     on_close: Option<Arc<tokio_util::sync::CancellationToken>>,
     superseded: tokio_util::sync::CancellationToken,
@@ -240,7 +240,7 @@ pub struct QuinnConnection {
 
 impl std::fmt::Debug for QuinnConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "QuinnConnection({}, {})", self.peer, self.path)
+        write!(f, "QuinnConnection({}, {})", self.peer, *self.path.borrow())
     }
 }
 
@@ -260,11 +260,18 @@ impl QuinnConnection {
             endpoint,
             owns_endpoint: true,
             peer: hex::encode(peer_fp),
-            path,
+            path: tokio::sync::watch::channel(path).1,
             keep,
             on_close: on_close.map(Arc::new),
             superseded: Default::default(),
         }
+    }
+
+    /// The path follows `path` (an ICE session that moves from a relay to
+    /// a punched 5-tuple); each change is logged by `watch_path`.
+    pub fn following(mut self, path: tokio::sync::watch::Receiver<super::PathInfo>) -> Self {
+        self.path = path;
+        self
     }
 
     /// The endpoint outlives this connection: its owner closes it, and
@@ -407,7 +414,7 @@ impl TunnelConnection for QuinnConnection {
     }
 
     fn path(&self) -> super::PathInfo {
-        self.path.clone()
+        self.path.borrow().clone()
     }
 
     fn stats(&self) -> super::ConnStats {
@@ -427,8 +434,21 @@ impl TunnelConnection for QuinnConnection {
     }
 
     async fn watch_path(&self) {
-        // the ICE pair is fixed once selected; nothing changes until the end
-        let _ = self.conn.closed().await;
+        // an ICE pair is fixed once selected, unless a punch moves the
+        // connection off its relay (one change, logged like iroh's)
+        let mut path = self.path.clone();
+        path.mark_unchanged();
+        let changes = async {
+            while path.changed().await.is_ok() {
+                let now = path.borrow_and_update().clone();
+                tracing::info!(target: crate::EVENT, path = %now.kind, "path selected: {now}");
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = self.conn.closed() => {}
+            () = changes => {}
+        }
     }
 
     async fn path_gone(&self) -> String {

@@ -19,7 +19,7 @@ use webrtc_ice::{
 use super::{
     agent::hop,
     handoff::{accept_peer, drain, handoff},
-    rejoin::{IceRejoin, Role},
+    rejoin::{IceRejoin, Opener, Role},
     socket::{DynConn, IceSocket, StunFilter, FAKE_PEER},
     IcePath, Prepared,
 };
@@ -48,7 +48,7 @@ impl IcePath {
     /// it again, the next step is a fresh exchange. Otherwise (a direct
     /// pair, or no TURN server answers yet) the rejoin may be tried again.
     pub(super) async fn why_rejoin_failed(&self, r: &IceRejoin, e: String) -> RejoinError {
-        if r.relay_agent.is_none() || self.turn_servers.is_empty() {
+        if !r.relayed() || self.turn_servers.is_empty() {
             return RejoinError::again(e);
         }
         let answered = self
@@ -163,11 +163,11 @@ impl IcePath {
         );
 
         let stop = CancellationToken::new();
-        let (socket, peer_addr, relay_agent, punch): (
+        let (socket, peer_addr, relay_agent, opener): (
             Arc<dyn quinn::AsyncUdpSocket>,
             SocketAddr,
             Option<Arc<Agent>>,
-            Option<std::net::UdpSocket>,
+            Option<Opener>,
         ) = match handoff(&pair) {
             Some((std_sock, remote)) if !relayed => {
                 // Stop ICE reading the socket: close the selected candidate first
@@ -183,11 +183,14 @@ impl IcePath {
                 let _ = crate::net::tune_udp(&std_sock);
                 // a second handle on the socket, to open our NAT towards the
                 // peer while waiting for it to reconnect
-                let punch = std_sock.try_clone().ok();
+                let opener = std_sock
+                    .try_clone()
+                    .ok()
+                    .map(|socket| Opener { socket, remote });
                 let native = quinn::TokioRuntime.wrap_udp_socket(std_sock).map_err(|e| {
                     PathError::Unreachable(format!("cannot use the selected socket: {e}"))
                 })?;
-                (StunFilter::new(native, early), remote, None, punch)
+                (StunFilter::new(native, early), remote, None, opener)
             }
             _ => (
                 IceSocket::new(conn, stop.clone()),
@@ -221,10 +224,10 @@ impl IcePath {
             peer_addr,
             peer_fp,
             role,
-            path,
+            path: tokio::sync::watch::channel(path).0,
             relay_agent,
             stop,
-            punch,
+            opener: Arc::new(std::sync::Mutex::new(opener)),
         };
         let t1 = Instant::now();
         let qconn = match &state.role {
@@ -245,7 +248,8 @@ impl IcePath {
         };
         info!(
             ms = t1.elapsed().as_millis() as u64,
-            "QUIC up over {}", state.path
+            "QUIC up over {}",
+            *state.path.borrow()
         );
         Ok((qconn, state))
     }

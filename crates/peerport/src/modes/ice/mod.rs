@@ -45,6 +45,9 @@ pub struct IcePath {
     pub turn_servers: Vec<TurnServer>,
     /// Only relay candidates.
     pub relay_only: bool,
+    /// Punch through one symmetric NAT when the other side's NAT is a
+    /// cone (see [`hardnat`]); needs two STUN servers.
+    pub punch: bool,
     /// Idle timeout and congestion controller.
     pub quic: QuicSettings,
     /// Bound on ICE plus QUIC setup after the exchange.
@@ -58,6 +61,8 @@ pub struct Prepared {
     side: Side,
     /// Why configured TURN servers gave no relay candidate (one line each).
     turn_problems: Vec<String>,
+    /// This side's punch hint and (easy side) socket; taken by the connect.
+    punch: std::sync::Mutex<Option<hardnat::gather::Learned>>,
     /// Not connected yet: dropped now (an exchange given up before its
     /// answer came, a connect cancelled), the agent and its TURN
     /// allocations close.
@@ -103,5 +108,6 @@ mod establish;
 mod handoff;
 mod path;
 mod rejoin;
+mod upgrade;
 
 pub use rejoin::IceRejoin;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use peerport_signaling::{blob::Body, Mode};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use webrtc_ice::{
     agent::Agent,
     candidate::{CandidatePairState, CandidateType},
@@ -15,9 +15,19 @@ use webrtc_ice::{
 
 use super::{
     agent::{gather, srflx_candidates},
+    hardnat::{
+        self,
+        attempt::{Attempt, Setup},
+        hint::Hint,
+        schedule::Bounds,
+        wire,
+    },
     rejoin::{IceRejoin, Role},
-    IcePath, Prepared, TurnServer,
+    upgrade, IcePath, Prepared, TurnServer,
 };
+
+/// How long learning the punch hint may take (beside ICE's gathering).
+const LEARN_LIMIT: Duration = Duration::from_secs(1);
 use crate::modes::manual::{ManualPath, PathError, RejoinError, Side};
 use crate::transport::quinn::{Identity, QuinnConnection};
 
@@ -37,7 +47,17 @@ impl ManualPath for IcePath {
             .map_err(PathError::Unreachable)?;
         let agent = self.agent(side == Side::Offerer).await?;
         let t0 = Instant::now();
-        let candidates = match gather(&agent, Duration::from_secs(10)).await {
+        // this side's NAT for a punch, beside the gathering (not after it)
+        let learn = async {
+            match self.punch && !self.relay_only {
+                true => {
+                    hardnat::gather::learn(self.bind.ip(), &self.stun_servers, LEARN_LIMIT).await
+                }
+                false => None,
+            }
+        };
+        let (gathered, learned) = tokio::join!(gather(&agent, Duration::from_secs(10)), learn);
+        let candidates = match gathered {
             Ok(mut c) => {
                 c.extend(srflx_candidates(&fixed_port_mappings, self.bind, &c));
                 c
@@ -73,6 +93,11 @@ impl ManualPath for IcePath {
         for p in &turn_problems {
             warn!("TURN relay unavailable for this session: {p}");
         }
+        let mut candidates = candidates;
+        if let Some(l) = &learned {
+            debug!(hint = %l.hint.line(), "punch hint");
+            candidates.push(l.hint.line());
+        }
         let body = Body::Ice {
             ufrag,
             pwd,
@@ -85,6 +110,7 @@ impl ManualPath for IcePath {
                 identity,
                 side,
                 turn_problems,
+                punch: std::sync::Mutex::new(learned),
                 unused: true.into(),
             },
             body,
@@ -125,7 +151,7 @@ impl ManualPath for IcePath {
         };
         info!(
             "reconnected to the same peer over {} (no new exchange)",
-            r.path
+            *r.path.borrow()
         );
         Ok(r.connection(conn).sharing_endpoint())
     }
@@ -170,6 +196,10 @@ impl IcePath {
         debug_assert_eq!(side, p.side);
         let agent = p.agent.clone();
         let start = tokio::time::Instant::now();
+        let (candidates, peer_hint) = split_hint(candidates);
+        let punch = self
+            .punch_attempt(&p, &ufrag, &pwd, peer_hint, peer_deadline)
+            .await;
         let work = self.establish(&p, ufrag, pwd, fingerprint, candidates);
         tokio::pin!(work);
         // Phase 1: until the peer shows any sign of life (a check answered
@@ -211,8 +241,80 @@ impl IcePath {
                 ),
             }))
         };
-        p.settled(close_on_error(r, &agent).await)
+        let (conn, rejoin) = p.settled(close_on_error(r, &agent).await)?;
+        if let Some((attempt, keys, role)) = punch {
+            // on a direct pair already, the attempt stops (dropped here)
+            if rejoin.relayed() {
+                upgrade::spawn(attempt, &rejoin, keys, role);
+            }
+        }
+        Ok((conn, rejoin))
     }
+
+    /// The session's punch, when both hints call for one: started now,
+    /// or for a copy-paste answerer once the peer shows up (its budget
+    /// would run out while the answer is carried back).
+    async fn punch_attempt(
+        &self,
+        p: &Prepared,
+        peer_ufrag: &str,
+        peer_pwd: &str,
+        peer_hint: Option<Hint>,
+        peer_deadline: Option<tokio::time::Instant>,
+    ) -> Option<(Attempt, wire::Keys, wire::Role)> {
+        let mine = p.punch.lock().ok()?.take()?;
+        if !self.punch {
+            return None;
+        }
+        let side = hardnat::plan(Some(&mine.hint), peer_hint.as_ref())?;
+        let (ufrag, pwd) = p.agent.get_local_user_credentials().await;
+        let keys = wire::Keys::new(&ufrag, &pwd, peer_ufrag, peer_pwd);
+        let role = match p.side {
+            Side::Offerer => wire::Role::Controlling,
+            Side::Answerer => wire::Role::Controlled,
+        };
+        debug!(?side, "punching through the symmetric NAT beside ICE");
+        let setup = Setup {
+            side,
+            role,
+            keys: keys.clone(),
+            mine,
+            peer: peer_hint?,
+            bind: self.bind.ip(),
+            bounds: Bounds::default(),
+        };
+        let agent = p.agent.clone();
+        let wait = p.side == Side::Answerer && peer_deadline.is_some();
+        let go = async move {
+            if wait {
+                peer_seen(&agent).await;
+            }
+        };
+        Some((Attempt::start(setup, go), keys, role))
+    }
+}
+
+/// The peer's candidate lines without peerport's own lines (`x-peerport-`,
+/// which ICE would not understand), and its punch hint among them (an
+/// unreadable or later one is ignored: the session goes on without a
+/// punch).
+fn split_hint(lines: Vec<String>) -> (Vec<String>, Option<Hint>) {
+    let mut hint = None;
+    let candidates = lines
+        .into_iter()
+        .filter(|l| match Hint::parse(l) {
+            None => !l.starts_with(hardnat::hint::OWN_LINES),
+            Some(Ok(h)) => {
+                hint = Some(h);
+                false
+            }
+            Some(Err(e)) => {
+                debug!("{e}");
+                false
+            }
+        })
+        .collect();
+    (candidates, hint)
 }
 
 /// Close the agent when setting up failed (its TURN allocations go with it).
@@ -276,5 +378,30 @@ impl Prepared {
             "; {} handed out a relay but no check passed through it (the peer could not use it, or the server does not relay between its clients: check its denied-peer-ip rules)",
             servers.join(", ")
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_and_peerports_own_lines_stay_out_of_ice() {
+        let lines = vec![
+            "candidate:1 1 udp 2130706431 10.0.0.2 5000 typ host".to_string(),
+            "x-peerport-punch 1 edm 198.18.0.12 20004 seq:+1".to_string(),
+            "x-peerport-punch 2 something later".to_string(),
+            "x-peerport-other 1".to_string(),
+        ];
+        let (candidates, hint) = split_hint(lines);
+        assert_eq!(candidates.len(), 1);
+        assert!(candidates[0].starts_with("candidate:"));
+        assert_eq!(hint.expect("read").port, 20004);
+        // a broken hint: no punch, the candidates still go to ICE
+        let (candidates, hint) = split_hint(vec![
+            "x-peerport-punch 1 edm nowhere 1 random".to_string(),
+            "candidate:1 1 udp 2130706431 10.0.0.2 5000 typ host".to_string(),
+        ]);
+        assert_eq!((candidates.len(), hint), (1, None));
     }
 }

@@ -1,7 +1,11 @@
 //! Connecting again over the same ICE session after a loss, before a fresh
 //! offer: both sides punch the old pair and QUIC reconnects.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 use webrtc_ice::agent::Agent;
@@ -17,10 +21,18 @@ pub(super) enum Role {
     Server(quinn::ServerConfig),
 }
 
+/// A direct path's socket and the peer's address on it: what a waiting
+/// sender opens its NAT with.
+pub(super) struct Opener {
+    pub(super) socket: std::net::UdpSocket,
+    pub(super) remote: SocketAddr,
+}
+
 /// What lets an `ice` session come back without a new exchange: both sides
 /// keep the QUIC endpoint on the pair ICE selected (the socket of a direct
-/// pair, or the ICE agent and its TURN allocation), the peer's address on
-/// it and both pinned certificates. After a lost session the receiver
+/// pair, or the ICE agent and its TURN allocation; a relayed pair a punch
+/// moved to a direct 5-tuple keeps that 5-tuple's socket), the peer's
+/// address on it and both pinned certificates. After a lost session the receiver
 /// dials the same address again and the sender accepts on the same
 /// endpoint, which only takes the certificate from the blob; meanwhile the
 /// sender sends a small STUN indication to the receiver every few seconds,
@@ -31,13 +43,15 @@ pub struct IceRejoin {
     pub(super) peer_addr: SocketAddr,
     pub(super) peer_fp: [u8; 32],
     pub(super) role: Role,
-    pub(super) path: crate::transport::PathInfo,
+    /// The path in use; a punch changes it from relay to direct.
+    pub(super) path: tokio::sync::watch::Sender<crate::transport::PathInfo>,
     /// Kept alive on a relay pair (quinn runs over its `Conn`).
     pub(super) relay_agent: Option<Arc<Agent>>,
-    /// Stops the relay socket's helper tasks.
+    /// Stops the relay socket's helper tasks and a punch's upgrade.
     pub(super) stop: CancellationToken,
-    /// The direct pair's socket, for NAT-opening packets.
-    pub(super) punch: Option<std::net::UdpSocket>,
+    /// The direct path's socket, for NAT-opening packets: set with a
+    /// direct pair, or once a punch moved the connection.
+    pub(super) opener: Arc<Mutex<Option<Opener>>>,
 }
 
 /// How often a sender waiting for its receiver opens its NAT towards it.
@@ -51,10 +65,21 @@ impl IceRejoin {
             conn,
             self.endpoint.clone(),
             self.peer_fp,
-            self.path.clone(),
+            self.path.borrow().clone(),
             keep,
             Some(self.stop.clone()),
         )
+        .following(self.path.subscribe())
+    }
+
+    /// The direct path's socket, if any.
+    pub(super) fn opener(&self) -> std::sync::MutexGuard<'_, Option<Opener>> {
+        self.opener.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the path goes through the TURN relay now.
+    pub(super) fn relayed(&self) -> bool {
+        self.path.borrow().kind == crate::transport::PathKind::Relay
     }
 
     /// A connection that owns the endpoint (nothing is kept for a rejoin).
@@ -118,14 +143,13 @@ impl IceRejoin {
         self.endpoint.set_server_config(Some(cfg.clone()));
         let _closed = Closed(&self.endpoint);
         let punch = async {
-            let Some(sock) = &self.punch else {
-                return std::future::pending().await;
-            };
             loop {
                 // a STUN Binding Indication: the peer's socket filter drops it
                 let mut p = vec![0x00, 0x11, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
                 p.extend_from_slice(&rand::random::<[u8; 12]>());
-                let _ = sock.send_to(&p, self.peer_addr);
+                if let Some(Opener { socket, remote }) = self.opener().as_ref() {
+                    let _ = socket.send_to(&p, remote);
+                }
                 tokio::time::sleep(PUNCH_EVERY).await;
             }
         };
@@ -146,19 +170,20 @@ impl IceRejoin {
     /// socket is bound to (renumbered, interface gone), so the same pair
     /// can never work again.
     pub(super) fn local_address_gone(&self) -> Option<String> {
-        if self.relay_agent.is_some() {
+        let ip = self.opener().as_ref()?.socket.local_addr().ok()?.ip();
+        if ip.is_unspecified() {
+            // bound to every address (a punch's socket): any will do
             return None;
         }
-        let ip = self.endpoint.local_addr().ok()?.ip();
         crate::net::address_gone(ip).then(|| {
             format!("this host no longer has the address {ip} that the path used (renumbered?)")
         })
     }
 
     pub(super) fn describe_peer(&self) -> String {
-        match self.relay_agent {
-            Some(_) => format!("the end of {}", self.path),
-            None => self.peer_addr.to_string(),
+        match self.opener().as_ref() {
+            Some(o) => o.remote.to_string(),
+            None => format!("the end of {}", *self.path.borrow()),
         }
     }
 

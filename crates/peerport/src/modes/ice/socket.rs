@@ -46,11 +46,18 @@ pub fn is_stun(p: &[u8]) -> bool {
 /// several datagrams of `stride` bytes): the others move to the front and
 /// `m.len` shrinks. Returns how many datagrams were kept.
 pub fn drop_stun(m: &mut RecvMeta, buf: &mut [u8]) -> usize {
+    drop_stun_with(m, buf, |_| {})
+}
+
+/// [`drop_stun`], handing each STUN datagram to `on_stun` first.
+pub fn drop_stun_with(m: &mut RecvMeta, buf: &mut [u8], mut on_stun: impl FnMut(&[u8])) -> usize {
     let (mut rd, mut wr, mut kept) = (0, 0, 0);
     let stride = m.stride.max(1);
     while rd < m.len {
         let end = (rd + stride).min(m.len);
-        if !is_stun(&buf[rd..end]) {
+        if is_stun(&buf[rd..end]) {
+            on_stun(&buf[rd..end]);
+        } else {
             buf.copy_within(rd..end, wr);
             wr += end - rd;
             kept += 1;

@@ -8,7 +8,10 @@ use std::{future::poll_fn, net::SocketAddr, task::Poll};
 use tokio::{io::ReadBuf, net::UdpSocket};
 use tracing::debug;
 
-use super::machine::{Machine, Output};
+use super::{
+    machine::{Machine, Output},
+    wire::{self, Keys, Role},
+};
 
 /// The 5-tuple a punch found.
 #[derive(Debug)]
@@ -28,6 +31,9 @@ pub enum PunchError {
     /// Nothing to punch with.
     #[error("no sockets to punch with")]
     NoSockets,
+    /// As many punches as the process allows are under way.
+    #[error("other punches are under way")]
+    Busy,
 }
 
 /// Drive `machine` over `sockets` (its socket `i` is `sockets[i]`).
@@ -76,6 +82,29 @@ pub async fn run(mut machine: Machine, sockets: Vec<UdpSocket>) -> Result<Punche
     }
 }
 
+/// After the punch, until `until` resolves: answer the peer's requests
+/// on the won 5-tuple (a nomination sent again because our answer was
+/// lost), so the peer's punch ends too while this side waits to move
+/// its connection there. Anything else that arrives is dropped.
+pub async fn hold(p: &Punched, keys: &Keys, role: Role, until: impl std::future::Future) {
+    let mut buf = vec![0u8; 2048];
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            _ = &mut until => return,
+            r = p.socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                if from != p.remote {
+                    continue;
+                }
+                if let Ok(req) = wire::parse_request(keys, &buf[..n]) {
+                    let _ = p.socket.try_send_to(&wire::response(keys, &req, from, role), from);
+                }
+            }
+        }
+    }
+}
+
 /// The next datagram on any of `sockets`: its index, length and source.
 async fn recv_any(
     sockets: &[UdpSocket],
@@ -98,11 +127,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::modes::ice::hardnat::{
-        schedule::Bounds,
-        wire::{Keys, Role},
-        Side,
-    };
+    use crate::modes::ice::hardnat::{schedule::Bounds, Side};
 
     /// On loopback (no NAT): the easy side probes decoy ports and, among
     /// them, the port of one of the hard side's sockets, while the hard

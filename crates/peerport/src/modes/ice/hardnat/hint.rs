@@ -14,6 +14,8 @@ use crate::stun::allocation::PortAllocation;
 
 /// The first word of a hint line.
 pub const PREFIX: &str = "x-peerport-punch";
+/// The start of every line of peerport's own among a blob's candidates.
+pub const OWN_LINES: &str = "x-peerport-";
 /// The hint format this code writes and reads.
 const VERSION: &str = "1";
 

@@ -244,8 +244,10 @@ impl Machine {
             if req.punch.kind == Kind::Nominate && self.role == Role::Controlled {
                 return self.finish(Output::Done { sock, remote: from });
             }
-            // the 5-tuple works inbound: check it outbound at once
-            if self.state == State::Probing && !self.pending.values().any(|p| *p == (sock, from)) {
+            // the 5-tuple works inbound: check it outbound at once, even
+            // when a probe of ours went there before (it may have arrived
+            // before the peer's NAT had this mapping, and been dropped)
+            if self.state == State::Probing {
                 self.send_request(sock, from, Kind::Probe);
             }
             return;

@@ -4,17 +4,22 @@
 //! other's punch socket; the side behind the endpoint-independent one
 //! (easy) probes the hard side's ports, the predicted ones first.
 //!
-//! Built so far, without IO and unit-tested: the decision from both
-//! blobs' hints ([`plan`], [`hint`]), the messages ([`wire`]), the probe
-//! order and rate ([`schedule`]), and one attempt as a state machine
-//! ([`machine`]), its driver over real sockets ([`driver`]), and quinn's
-//! socket on the punched 5-tuple ([`pinned`]). Gathering the hints into the
-//! blobs and starting the punch from ICE's connect come next
-//! (docs/research/hard-nat.md).
+//! * [`gather`]: each side learns its hint beside ICE's gathering; the
+//!   hint goes into its blob as one more candidate line ([`hint`]).
+//! * [`plan`]: from both hints, whether to punch and as which side.
+//! * [`attempt`]: one punch as a task; [`driver`] runs the state machine
+//!   ([`machine`]: the messages of [`wire`], the probe order and rate of
+//!   [`schedule`]) over real sockets.
+//! * [`pinned`]: quinn's socket on the punched 5-tuple, once the
+//!   connection moves there (the `ice` module's `upgrade`).
+//!
+//! The design and its measurements: docs/research/hard-nat.md.
 
 use std::net::IpAddr;
 
+pub mod attempt;
 pub mod driver;
+pub mod gather;
 pub mod hint;
 pub mod machine;
 pub mod pinned;

@@ -1,13 +1,17 @@
 //! quinn on a punched 5-tuple, under the addresses it already knows.
 //!
-//! A connection that started on a TURN relay sees its peer as
-//! [`FAKE_PEER`] (the relay path hides the real addresses). Moving it to
-//! the punched socket with `Endpoint::rebind_abstract` must not look like
-//! a migration, which would need path validation and a client that may
-//! change its peer's address: so [`Pinned`] sends what quinn addresses to
-//! [`FAKE_PEER`] to the punched remote, and hands quinn only datagrams
-//! from that remote, as from [`FAKE_PEER`]. STUN datagrams (the punch's
-//! late messages) are dropped by the magic cookie, as on direct pairs.
+//! A connection that started on a TURN relay knows its peer under the
+//! relay's address: [`FAKE_PEER`](super::super::socket::FAKE_PEER) when our own allocation carries it
+//! (the relay path hides the real addresses), or the peer's allocation
+//! when we send to it straight from a host socket. Moving it to the
+//! punched socket with `Endpoint::rebind_abstract` must not look like a
+//! migration, which would need path validation and a client that may
+//! change its peer's address: so [`Pinned`] sends what quinn addresses
+//! to that peer to the punched remote, and hands quinn only datagrams
+//! from that remote, as from that peer. STUN datagrams (the punch's late
+//! messages) are dropped by the magic cookie, as on direct pairs; a
+//! retransmitted nomination is answered first, since the peer's punch
+//! waits for that answer (its first may have been lost).
 
 use std::{
     io::{self, IoSliceMut},
@@ -25,25 +29,67 @@ use quinn::{
     AsyncUdpSocket, Runtime, UdpPoller,
 };
 
-use super::super::socket::{drop_stun, FAKE_LOCAL, FAKE_PEER};
+use super::{
+    super::socket::drop_stun_with,
+    wire::{self, Keys, Role},
+};
 
 /// A punched socket as quinn's socket (see the module docs).
 #[derive(Debug)]
 pub struct Pinned {
     inner: Arc<dyn AsyncUdpSocket>,
     remote: SocketAddr,
+    /// The peer's address as quinn knows it.
+    seen_as: SocketAddr,
     received: AtomicU64,
+    /// Answers the peer's punch requests on this 5-tuple.
+    answer: Option<(Keys, Role)>,
 }
 
 impl Pinned {
-    /// quinn's native socket (GSO/GRO) on `socket`, pinned to `remote`.
-    pub fn new(socket: std::net::UdpSocket, remote: SocketAddr) -> io::Result<Arc<Pinned>> {
+    /// quinn's native socket (GSO/GRO) on `socket`, pinned to `remote`,
+    /// which quinn knows as `seen_as`.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        remote: SocketAddr,
+        seen_as: SocketAddr,
+    ) -> io::Result<Arc<Pinned>> {
+        Self::answering(socket, remote, seen_as, None)
+    }
+
+    /// [`Pinned::new`], answering the peer's punch requests (`keys`,
+    /// as `role`).
+    pub fn answering(
+        socket: std::net::UdpSocket,
+        remote: SocketAddr,
+        seen_as: SocketAddr,
+        answer: Option<(Keys, Role)>,
+    ) -> io::Result<Arc<Pinned>> {
         socket.set_nonblocking(true)?;
         Ok(Arc::new(Pinned {
             inner: quinn::TokioRuntime.wrap_udp_socket(socket)?,
             remote,
+            seen_as,
             received: AtomicU64::new(0),
+            answer,
         }))
+    }
+
+    /// Answer a valid punch request from the peer (best effort).
+    fn answer(&self, stun: &[u8]) {
+        let Some((keys, role)) = &self.answer else {
+            return;
+        };
+        if let Ok(req) = wire::parse_request(keys, stun) {
+            let bytes = wire::response(keys, &req, self.remote, *role);
+            let _ = self.inner.try_send(&Transmit {
+                destination: self.remote,
+                ecn: None,
+                contents: &bytes,
+                segment_size: None,
+                src_ip: None,
+            });
+        }
     }
 
     /// Datagrams handed to quinn so far.
@@ -58,7 +104,7 @@ impl AsyncUdpSocket for Pinned {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        if t.destination != FAKE_PEER {
+        if t.destination != self.seen_as {
             // quinn only knows the one peer; anything else has no route here
             return Ok(());
         }
@@ -89,9 +135,9 @@ impl AsyncUdpSocket for Pinned {
                     m.len = 0;
                     continue;
                 }
-                m.addr = FAKE_PEER;
+                m.addr = self.seen_as;
                 m.dst_ip = None;
-                let kept = drop_stun(m, buf);
+                let kept = drop_stun_with(m, buf, |stun| self.answer(stun));
                 self.received.fetch_add(kept as u64, Ordering::Relaxed);
                 any |= kept > 0;
             }
@@ -102,7 +148,9 @@ impl AsyncUdpSocket for Pinned {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(FAKE_LOCAL)
+        // the real one: a connection watching its local address for
+        // renumbering watches this socket's
+        self.inner.local_addr()
     }
 
     fn max_transmit_segments(&self) -> usize {
@@ -123,6 +171,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::modes::ice::socket::FAKE_PEER;
     use crate::transport::{
         quinn::{client_config, server_config, Identity, SERVER_NAME},
         QuicSettings,
@@ -153,14 +202,14 @@ mod tests {
         let client = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             None,
-            Pinned::new(a1, b1_addr).unwrap(),
+            Pinned::new(a1, b1_addr, FAKE_PEER).unwrap(),
             runtime.clone(),
         )
         .unwrap();
         let server = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server_config(&kb, ka.fingerprint(), &quic).unwrap()),
-            Pinned::new(b1, a1_addr).unwrap(),
+            Pinned::new(b1, a1_addr, FAKE_PEER).unwrap(),
             runtime,
         )
         .unwrap();
@@ -185,8 +234,8 @@ mod tests {
 
         let (a2, b2, a2_addr, b2_addr) = pair();
         let (pa, pb) = (
-            Pinned::new(a2, b2_addr).unwrap(),
-            Pinned::new(b2, a2_addr).unwrap(),
+            Pinned::new(a2, b2_addr, FAKE_PEER).unwrap(),
+            Pinned::new(b2, a2_addr, FAKE_PEER).unwrap(),
         );
         client.rebind_abstract(pa.clone()).unwrap();
         server.rebind_abstract(pb.clone()).unwrap();

@@ -91,6 +91,18 @@ struct Host {
 
 /// One attempt; returns the virtual time to done, or None.
 fn attempt(hard_alloc: Alloc, easy_controls: bool, seed: u64, bounds: &Bounds) -> Option<Duration> {
+    attempt_late(hard_alloc, easy_controls, seed, bounds, Duration::ZERO)
+}
+
+/// [`attempt`] with the hard side starting `late` after the easy side
+/// (a copy-paste answerer waits for the peer's first sign of life).
+fn attempt_late(
+    hard_alloc: Alloc,
+    easy_controls: bool,
+    seed: u64,
+    bounds: &Bounds,
+    late: Duration,
+) -> Option<Duration> {
     let mut rng = StdRng::seed_from_u64(seed);
     let t0 = Instant::now();
     let keys_e = Keys::new(
@@ -158,7 +170,7 @@ fn attempt(hard_alloc: Alloc, easy_controls: bool, seed: u64, bounds: &Bounds) -
                 Vec::new(),
                 sockets,
                 [2; 4],
-                t0,
+                t0 + late,
             ),
             nat: hard_nat,
             done: None,
@@ -169,8 +181,11 @@ fn attempt(hard_alloc: Alloc, easy_controls: bool, seed: u64, bounds: &Bounds) -
     let mut wire: Vec<(Instant, usize, SocketAddr, u16, Vec<u8>)> = Vec::new();
     let step = Duration::from_millis(1);
     let mut now = t0;
-    while now <= t0 + bounds.budget + step {
+    while now <= t0 + late + bounds.budget + step {
         for (i, h) in hosts.iter_mut().enumerate() {
+            if i == 1 && now < t0 + late {
+                continue;
+            }
             h.m.tick(now);
             while let Some(o) = h.m.poll_output() {
                 match o {
@@ -187,6 +202,9 @@ fn attempt(hard_alloc: Alloc, easy_controls: bool, seed: u64, bounds: &Bounds) -
         let (due, later): (Vec<_>, Vec<_>) = wire.drain(..).partition(|d| d.0 <= now);
         wire = later;
         for (_, to, from, port, bytes) in due {
+            if to == 1 && now < t0 + late {
+                continue;
+            }
             let h = &mut hosts[to];
             if let Some(sock) = h.nat.inbound(port, from) {
                 h.m.datagram(sock, from, &bytes, now);
@@ -235,6 +253,21 @@ fn sequential_allocator_is_predicted_at_once() {
     for seed in 0..10 {
         let t = attempt(Alloc::Sequential, seed % 2 == 1, seed, &b).expect("punched");
         assert!(t < Duration::from_millis(400), "seed {seed}: {t:?}");
+    }
+}
+
+/// The easy side has probed the predicted ports before the hard side
+/// opened them (its probes died at the hard NAT); the hard side's probes
+/// then come through the easy side's open filter, and the easy side
+/// checks each such 5-tuple again at once.
+#[test]
+fn a_late_hard_side_is_still_found() {
+    let b = Bounds::default();
+    for seed in 0..10 {
+        let late = Duration::from_millis(300);
+        let t = attempt_late(Alloc::Sequential, seed % 2 == 0, seed, &b, late).expect("punched");
+        assert!(t < late + Duration::from_millis(400), "seed {seed}: {t:?}");
+        assert!(attempt_late(Alloc::Random, seed % 2 == 0, seed, &b, late).is_some());
     }
 }
 

@@ -1,0 +1,98 @@
+//! From the TURN relay to a punched 5-tuple, under a running connection:
+//! when the session's punch finds a direct 5-tuple, the QUIC endpoint
+//! moves onto it ([`Pinned`]: quinn keeps seeing the same peer address,
+//! so nothing migrates and no stream notices), the path changes to
+//! direct (logged once, shown by status), and the ICE agent with its
+//! TURN allocation closes a little later, once the peer has moved too.
+
+use std::{sync::Arc, time::Duration};
+
+use tracing::{debug, info};
+use webrtc_ice::agent::Agent;
+
+use super::{
+    hardnat::{
+        attempt::Attempt,
+        pinned::Pinned,
+        wire::{Keys, Role},
+    },
+    rejoin::{IceRejoin, Opener},
+};
+use crate::transport::{Candidate, Hop, PathInfo, PathKind};
+
+/// How long the relay stays up after the move: the peer moves when its
+/// own punch ends (at most a nomination's retries later), and until then
+/// its packets come over the relay.
+const RELAY_GRACE: Duration = Duration::from_secs(10);
+
+/// Move `r`'s connection onto `attempt`'s 5-tuple once it is found; the
+/// task ends then (after the relay's grace), when the punch fails, or
+/// when the connection's `stop` is cancelled.
+pub(super) fn spawn(attempt: Attempt, r: &IceRejoin, keys: Keys, role: Role) {
+    let endpoint = r.endpoint.clone();
+    let seen_as = r.peer_addr;
+    let path = r.path.clone();
+    let opener = r.opener.clone();
+    let agent = r.relay_agent.clone();
+    let stop = r.stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = upgrade(attempt, endpoint, seen_as, path, opener, agent, (keys, role)) => {}
+            () = stop.cancelled() => {}
+        }
+    });
+}
+
+async fn upgrade(
+    attempt: Attempt,
+    endpoint: quinn::Endpoint,
+    seen_as: std::net::SocketAddr,
+    path: tokio::sync::watch::Sender<PathInfo>,
+    opener: Arc<std::sync::Mutex<Option<Opener>>>,
+    agent: Option<Arc<Agent>>,
+    answer: (Keys, Role),
+) {
+    let side = attempt.side();
+    let punched = match attempt.result().await {
+        Ok(p) => p,
+        Err(e) => {
+            info!("no direct path through the symmetric NAT ({e}): staying on the relay");
+            return;
+        }
+    };
+    let remote = punched.remote;
+    let moved = punched.socket.into_std().and_then(|socket| {
+        let own = socket.try_clone()?;
+        let local = socket.local_addr()?;
+        endpoint.rebind_abstract(Pinned::answering(socket, remote, seen_as, Some(answer))?)?;
+        Ok((own, local))
+    });
+    let (own, local) = match moved {
+        Ok(m) => m,
+        Err(e) => {
+            info!("cannot move to the punched path ({e}): staying on the relay");
+            return;
+        }
+    };
+    debug!(?side, %local, %remote, "moved onto the punched 5-tuple");
+    *opener.lock().unwrap_or_else(|e| e.into_inner()) = Some(Opener {
+        socket: own,
+        remote,
+    });
+    path.send_replace(PathInfo {
+        kind: PathKind::Direct,
+        local: (!local.ip().is_unspecified()).then_some(Hop {
+            addr: local,
+            candidate: Some(Candidate::Host),
+        }),
+        remote: Some(Hop {
+            addr: remote,
+            candidate: Some(Candidate::Prflx),
+        }),
+        relay_url: None,
+    });
+    tokio::time::sleep(RELAY_GRACE).await;
+    if let Some(agent) = agent {
+        let _ = tokio::time::timeout(Duration::from_secs(5), agent.close()).await;
+    }
+}
