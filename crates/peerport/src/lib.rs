@@ -45,7 +45,6 @@ pub mod proto;
 pub mod receiver;
 pub mod sender;
 pub mod status;
-#[cfg(any(feature = "iroh", feature = "ice"))]
 pub mod stun;
 pub mod transport;
 

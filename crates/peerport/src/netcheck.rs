@@ -365,15 +365,20 @@ pub fn verdicts(
     nostr: &[Reach],
 ) -> Vec<(String, String)> {
     let udp = stun.iter().any(|r| r.ok);
-    let direct = match (udp, mapping) {
+    // what the lab shows for each (README, "What works where")
+    let direct = |symmetric: &'static str| match (udp, mapping) {
         (false, _) => "no UDP to the STUN servers: direct paths unlikely",
         (true, Mapping::None) => "no NAT: direct paths likely",
         (true, Mapping::EndpointIndependent) => "cone NAT: direct paths likely",
-        (true, Mapping::EndpointDependent) => {
-            "symmetric NAT: direct only if the peer's NAT is cone"
-        }
+        (true, Mapping::EndpointDependent) => symmetric,
         (true, Mapping::Unknown) => "NAT type unknown (give two STUN servers)",
     };
+    let ice = direct(
+        "symmetric NAT: direct through the punch when the peer's NAT is cone, otherwise relayed",
+    );
+    let iroh = direct(
+        "symmetric NAT: iroh stays on its relay (it does not punch through a symmetric NAT: use ice or nostr for a direct path)",
+    );
     let relay = match any_ok(relays) {
         Some(true) => "relay fallback reachable",
         Some(false) => "iroh relay NOT reachable",
@@ -392,15 +397,15 @@ pub fn verdicts(
     let manual = match (udp, mapping) {
         (false, _) => "unlikely: needs UDP".to_string(),
         (true, Mapping::EndpointDependent) => {
-            "only if the peer's NAT is cone (no relay fallback)".to_string()
+            "unlikely: a symmetric NAT defeats its direct dial and it has no relay fallback (use ice or nostr)".to_string()
         }
-        _ => format!("{direct} (no relay fallback)"),
+        _ => format!("{} (no relay fallback)", direct("")),
     };
     vec![
-        ("iroh".into(), format!("{direct}; {relay}")),
+        ("iroh".into(), format!("{iroh}; {relay}")),
         ("iroh-manual".into(), manual),
-        ("ice".into(), format!("{direct}; {turn_s}")),
-        ("nostr".into(), format!("{nostr_s}; {direct}; {turn_s}")),
+        ("ice".into(), format!("{ice}; {turn_s}")),
+        ("nostr".into(), format!("{nostr_s}; {ice}; {turn_s}")),
     ]
 }
 
@@ -551,7 +556,11 @@ mod tests {
         };
         let v = verdicts(Mapping::EndpointDependent, &[ok("s")], &[ok("t")], &[], &[]);
         assert_eq!(v.len(), 4);
-        assert!(v[1].1.contains("only if the peer's NAT is cone"));
+        assert!(v[0].1.contains("stays on its relay"));
+        assert!(v[1].1.contains("defeats its direct dial"));
+        assert!(v[2]
+            .1
+            .contains("through the punch when the peer's NAT is cone"));
         assert!(v[2].1.contains("TURN fallback works"));
     }
 }

@@ -17,6 +17,7 @@ use stun::{
 use tokio::net::UdpSocket;
 
 pub mod allocation;
+pub mod punch;
 
 /// Public servers used when no `--stun-server` is given (tests never use them).
 pub const DEFAULT_STUN_SERVERS: &[&str] = &[

@@ -97,6 +97,7 @@ impl IcePath {
         pwd: String,
         peer_fp: [u8; 32],
         candidates: Vec<String>,
+        may_move: bool,
     ) -> Result<(quinn::Connection, IceRejoin), PathError> {
         let agent = &p.agent;
         // With a TURN relay, keep the peer's private host addresses only
@@ -193,7 +194,16 @@ impl IcePath {
                 (StunFilter::new(native, early), remote, None, opener)
             }
             _ => (
-                IceSocket::new(conn, stop.clone()),
+                // a punch may move the endpoint onto a native socket later
+                IceSocket::new(
+                    conn,
+                    stop.clone(),
+                    if may_move {
+                        super::hardnat::pinned::gro_segments()
+                    } else {
+                        1
+                    },
+                ),
                 FAKE_PEER,
                 Some(agent.clone()),
                 None,

@@ -200,7 +200,7 @@ impl IcePath {
         let punch = self
             .punch_attempt(&p, &ufrag, &pwd, peer_hint, peer_deadline)
             .await;
-        let work = self.establish(&p, ufrag, pwd, fingerprint, candidates);
+        let work = self.establish(&p, ufrag, pwd, fingerprint, candidates, punch.is_some());
         tokio::pin!(work);
         // Phase 1: until the peer shows any sign of life (a check answered
         // or received). A copy-paste answerer waits as long as the offer is

@@ -73,6 +73,11 @@ pub fn drop_stun_with(m: &mut RecvMeta, buf: &mut [u8], mut on_stun: impl FnMut(
 pub struct IceSocket {
     out_tx: mpsc::Sender<Vec<u8>>,
     in_rx: Mutex<mpsc::Receiver<Vec<u8>>>,
+    /// What quinn sizes its receive buffers for: 1, or a native socket's
+    /// GRO batch when the endpoint may move to one (a punch's `Pinned`):
+    /// quinn keeps the buffers across a rebind, and a GRO batch read into
+    /// a one-datagram buffer would be cut to its first datagram.
+    receive_segments: usize,
 }
 
 impl fmt::Debug for IceSocket {
@@ -82,8 +87,9 @@ impl fmt::Debug for IceSocket {
 }
 
 impl IceSocket {
-    /// Start the helper tasks on `conn`.
-    pub fn new(conn: DynConn, stop: CancellationToken) -> Arc<Self> {
+    /// Start the helper tasks on `conn`; quinn's receive buffers are sized
+    /// for `receive_segments` datagrams per read (see the field).
+    pub fn new(conn: DynConn, stop: CancellationToken, receive_segments: usize) -> Arc<Self> {
         let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
         let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(2048);
         let c = conn.clone();
@@ -114,6 +120,7 @@ impl IceSocket {
         Arc::new(IceSocket {
             out_tx,
             in_rx: Mutex::new(in_rx),
+            receive_segments: receive_segments.max(1),
         })
     }
 }
@@ -167,6 +174,10 @@ impl AsyncUdpSocket for IceSocket {
         } else {
             Poll::Ready(Ok(n))
         }
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.receive_segments
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

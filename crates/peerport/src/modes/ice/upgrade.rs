@@ -62,6 +62,8 @@ async fn upgrade(
     };
     let remote = punched.remote;
     let moved = punched.socket.into_std().and_then(|socket| {
+        // the buffers a direct pair's socket gets
+        let _ = crate::net::tune_udp(&socket);
         let own = socket.try_clone()?;
         let local = socket.local_addr()?;
         endpoint.rebind_abstract(Pinned::answering(socket, remote, seen_as, Some(answer))?)?;

@@ -93,7 +93,11 @@ pub async fn hold(p: &Punched, keys: &Keys, role: Role, until: impl std::future:
         tokio::select! {
             _ = &mut until => return,
             r = p.socket.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
+                let Ok((n, from)) = r else {
+                    // an error that repeats must not spin
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                };
                 if from != p.remote {
                     continue;
                 }

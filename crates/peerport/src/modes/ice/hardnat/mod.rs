@@ -20,11 +20,11 @@ use std::net::IpAddr;
 pub mod attempt;
 pub mod driver;
 pub mod gather;
-pub mod hint;
 pub mod machine;
 pub mod pinned;
 pub mod schedule;
-pub mod wire;
+
+pub use crate::stun::punch::{hint, wire};
 
 use hint::{Hint, Mapping};
 
