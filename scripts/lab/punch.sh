@@ -2,11 +2,12 @@
 # How often, and how fast, the ice and nostr modes go direct through one symmetric NAT
 # (issue 27's hard-NAT punch): RUNS sessions per mode x pair, each a fresh sender/receiver
 # pair on a fresh lab, with the embedded TURN relay as the fallback.
-#   punch.sh [--runs 20] [--modes "ice nostr"] [--pairs "cone/symmetric ..."] [--out NAME]
+#   punch.sh [--runs 20] [--modes "ice nostr"] [--pairs "cone/symmetric ..."] [--out NAME] [--update-readme]
 # Per run: the receiver's time from start to its path being direct (or none within
 # 10 s), then an ssh command through the tunnel (the moved path carries data).
-# Output: NAME.md (a row per mode x pair: direct n/N, median and worst time to direct, ssh
-# after the move), NAME.json (every run); logs in runs/NAME/MODE-SNAT-RNAT-I/.
+# Output: NAME.md (a row per mode x pair: connected n/N, direct n/N, median and worst time to
+# direct, ssh after the move), NAME.json (every run); logs in runs/NAME/MODE-SNAT-RNAT-I/.
+# --update-readme: the table goes into README.md between <!-- punch:begin --> and <!-- punch:end -->.
 set -euo pipefail
 
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
@@ -15,6 +16,7 @@ RUNS=20
 MODES="ice nostr"
 PAIRS="cone/symmetric symmetric/cone symseq/cone cone/symseq"
 OUT=punch
+UPDATE_README=0
 CONNECT_TIMEOUT=20
 DIRECT_WAIT=10   # seconds after the receiver starts
 while [[ $# -gt 0 ]]; do
@@ -23,7 +25,8 @@ while [[ $# -gt 0 ]]; do
     --modes) MODES=$2; shift ;;
     --pairs) PAIRS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    *) echo "usage: $0 [--runs N] [--modes LIST] [--pairs LIST] [--out NAME]" >&2; exit 2 ;;
+    --update-readme) UPDATE_README=1 ;;
+    *) echo "usage: $0 [--runs N] [--modes LIST] [--pairs LIST] [--out NAME] [--update-readme]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -81,11 +84,23 @@ jq -s . "${CASES[@]}" > "$OUTDIR/$OUT.json"
   echo
   echo "Direct = the receiver's path moved to direct within $DIRECT_WAIT s of its start; time = from its start to that line; ssh = a command through the tunnel afterwards."
   echo
-  echo "| mode | sender/receiver NAT | direct | median s | worst s | ssh ok |"
-  echo "|---|---|---|---|---|---|"
+  echo "| mode | sender/receiver NAT | connected | direct | median s | worst s | ssh ok |"
+  echo "|---|---|---|---|---|---|---|"
   jq -r 'group_by([.mode, .sender_nat, .receiver_nat])[] |
     (map(select(.direct_s != "") | .direct_s | tonumber) | sort) as $t |
-    "| \(.[0].mode) | \(.[0].sender_nat)/\(.[0].receiver_nat) | \($t|length)/\(length) | \(if ($t|length)>0 then $t[(($t|length)-1)/2|floor] else "" end) | \(if ($t|length)>0 then $t[-1] else "" end) | \(map(select(.ssh=="yes"))|length)/\(length) |"' \
+    "| \(.[0].mode) | \(.[0].sender_nat)/\(.[0].receiver_nat) | \(map(select(.connected=="yes"))|length)/\(length) | \($t|length)/\(length) | \(if ($t|length)>0 then $t[(($t|length)-1)/2|floor] else "" end) | \(if ($t|length)>0 then $t[-1] else "" end) | \(map(select(.ssh=="yes"))|length)/\(length) |"' \
     "$OUTDIR/$OUT.json"
 } > "$OUTDIR/$OUT.md"
 cat "$OUTDIR/$OUT.md"
+
+if (( UPDATE_README )); then
+  python3 - "$ROOT/README.md" "$OUTDIR/$OUT.md" <<'PY'
+import sys
+readme, table = sys.argv[1], open(sys.argv[2]).read()
+s = open(readme).read()
+a, b = "<!-- punch:begin -->", "<!-- punch:end -->"
+i, j = s.index(a) + len(a), s.index(b)
+open(readme, "w").write(s[:i] + "\n" + table + s[j:])
+PY
+  echo "README punch table updated from $OUTDIR/$OUT.md" >&2
+fi
