@@ -161,7 +161,9 @@ first_byte_new() {
 
 # ---- start one sender/receiver pair (in the background) ------------------------------------
 start_pair() {
-  local mode=${1%@*} t=$2 dir=$3 common=() scommon=() rcommon=()
+  local mode=${1%@*} t=$2 dir=$3 common=() scommon=() rcommon=() turn=()
+  # MODE@noturn: the ICE modes without a TURN server (nothing can relay)
+  [[ $1 == *@noturn ]] || turn=(--turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw")
   case $mode in
     iroh) common=(--relay-url "$RELAY" --relay-quic-port "$RELAY_QUIC" --relay-ca "$RELAY_CA"
               --dns-server "$DNS" --no-mdns --no-portmap) ;;
@@ -169,9 +171,9 @@ start_pair() {
       common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" --no-portmap) ;;
     ice) : > "$dir/$t.offer"; : > "$dir/$t.answer"
       common=(--offer-file "$dir/$t.offer" --answer-file "$dir/$t.answer" --stun-server "$STUN" ${STUN2:+--stun-server "$STUN2"} --no-portmap
-              --turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw") ;;
+              ${turn[@]+"${turn[@]}"}) ;;
     nostr) common=(--relay "$NOSTR" --stun-server "$STUN" ${STUN2:+--stun-server "$STUN2"} --no-portmap
-              --turn-server "$TURN" --turn-user "$TURN_USER" --turn-password-file "$TMP/turnpw")
+              ${turn[@]+"${turn[@]}"})
       scommon=(--nsec-file "$TMP/s-$t.nsec" --peer-npub "$(cat "$TMP/r-$t.npub")")
       rcommon=(--nsec-file "$TMP/r-$t.nsec" --peer-npub "$(cat "$TMP/s-$t.npub")") ;;
   esac
@@ -274,4 +276,18 @@ run_checked() {
     log "   expectation missed; running the case once more"
     run_case "$@"
   fi
+}
+
+# readme_table NAME FILE: put FILE (a Markdown table) into the top-level README between
+# <!-- NAME:begin --> and <!-- NAME:end --> (tables are written by the scripts, not typed)
+readme_table() {
+  python3 - "$ROOT/README.md" "$2" "$1" <<'PY'
+import sys
+readme, table, name = sys.argv[1], open(sys.argv[2]).read(), sys.argv[3]
+s = open(readme).read()
+a, b = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+i, j = s.index(a) + len(a), s.index(b)
+open(readme, "w").write(s[:i] + "\n" + table + s[j:])
+PY
+  echo "README $1 table updated from $2" >&2
 }

@@ -5,7 +5,8 @@
 # Pair notation SENDER_NAT/RECEIVER_NAT (sender in site a, receiver in site b).
 # Modes: iroh iroh-manual ice nostr, and ice@coturn nostr@coturn: the same modes with coturn
 # (Debian package coturn, started in the lab's internet namespace with long-term credentials
-# and a realm) as their STUN/TURN server instead of the embedded one.
+# and a realm) as their STUN/TURN server instead of the embedded one; nostr@noturn (or
+# ice@noturn): no TURN server at all.
 # Output: NAME.md, NAME.json (default NAME=results); per-case logs in runs/NAME/MODE-SNAT-RNAT/.
 set -euo pipefail
 
@@ -148,15 +149,7 @@ cat "$OUTDIR/$OUT.md"
 FAIL=$(jq -r "$EXPECT" "$OUTDIR/$OUT.json" | sort -u)
 
 if (( UPDATE_README )); then
-  python3 - "$ROOT/README.md" "$OUTDIR/$OUT.md" <<'PY'
-import sys
-readme, table = sys.argv[1], open(sys.argv[2]).read()
-s = open(readme).read()
-a, b = "<!-- lab:begin -->", "<!-- lab:end -->"
-i, j = s.index(a) + len(a), s.index(b)
-open(readme, "w").write(s[:i] + "\n" + table + s[j:])
-PY
-  echo "README table updated from $OUTDIR/$OUT.md" >&2
+  readme_table lab "$OUTDIR/$OUT.md"
 fi
 
 if [[ -n $FAIL ]]; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # How often, and how fast, the ice and nostr modes go direct through one symmetric NAT
 # (issue 27's hard-NAT punch): RUNS sessions per mode x pair, each a fresh sender/receiver
-# pair on a fresh lab, with the embedded TURN relay as the fallback.
-#   punch.sh [--runs 20] [--modes "ice nostr"] [--pairs "cone/symmetric ..."] [--out NAME] [--update-readme]
+# pair on a fresh lab, with the embedded TURN relay as the fallback (MODE@noturn: none).
+#   punch.sh [--runs 20] [--modes "ice nostr nostr@noturn"] [--pairs "cone/symmetric ..."] [--out NAME] [--update-readme]
 # Per run: the receiver's time from start to its path being direct (or none within
 # 10 s), then an ssh command through the tunnel (the moved path carries data).
 # Output: NAME.md (a row per mode x pair: connected n/N, direct n/N, median and worst time to
@@ -13,7 +13,7 @@ set -euo pipefail
 source "$(cd "$(dirname "$0")" && pwd)/lib.sh"
 lab_preflight
 RUNS=20
-MODES="ice nostr"
+MODES="ice nostr nostr@noturn"
 PAIRS="cone/symmetric symmetric/cone symseq/cone cone/symseq"
 OUT=punch
 UPDATE_README=0
@@ -94,13 +94,5 @@ jq -s . "${CASES[@]}" > "$OUTDIR/$OUT.json"
 cat "$OUTDIR/$OUT.md"
 
 if (( UPDATE_README )); then
-  python3 - "$ROOT/README.md" "$OUTDIR/$OUT.md" <<'PY'
-import sys
-readme, table = sys.argv[1], open(sys.argv[2]).read()
-s = open(readme).read()
-a, b = "<!-- punch:begin -->", "<!-- punch:end -->"
-i, j = s.index(a) + len(a), s.index(b)
-open(readme, "w").write(s[:i] + "\n" + table + s[j:])
-PY
-  echo "README punch table updated from $OUTDIR/$OUT.md" >&2
+  readme_table punch "$OUTDIR/$OUT.md"
 fi

@@ -209,7 +209,34 @@ impl IcePath {
                 None,
             ),
         };
-        let role = if controlling {
+        let route = Route {
+            socket,
+            peer_addr,
+            relay_agent,
+            opener,
+            path,
+            stop,
+        };
+        self.quic_over(p, peer_fp, route).await
+    }
+
+    /// QUIC over `route`: the receiver (controlling) dials, the sender
+    /// accepts the pinned peer only.
+    pub(super) async fn quic_over(
+        &self,
+        p: &Prepared,
+        peer_fp: [u8; 32],
+        route: Route,
+    ) -> Result<(quinn::Connection, IceRejoin), PathError> {
+        let Route {
+            socket,
+            peer_addr,
+            relay_agent,
+            opener,
+            path,
+            stop,
+        } = route;
+        let role = if p.side == Side::Offerer {
             Role::Client(
                 q::client_config(&p.identity, peer_fp, &self.quic).map_err(PathError::Setup)?,
             )
@@ -263,4 +290,15 @@ impl IcePath {
         );
         Ok((qconn, state))
     }
+}
+
+/// Where QUIC runs: quinn's socket, the peer's address on it, what keeps
+/// the path alive, and what it is.
+pub(super) struct Route {
+    pub(super) socket: Arc<dyn quinn::AsyncUdpSocket>,
+    pub(super) peer_addr: SocketAddr,
+    pub(super) relay_agent: Option<Arc<Agent>>,
+    pub(super) opener: Option<Opener>,
+    pub(super) path: PathInfo,
+    pub(super) stop: CancellationToken,
 }

@@ -61,6 +61,8 @@ pub struct Prepared {
     side: Side,
     /// Why configured TURN servers gave no relay candidate (one line each).
     turn_problems: Vec<String>,
+    /// Whether this side's blob has a relay candidate.
+    has_relay: bool,
     /// This side's punch hint and (easy side) socket; taken by the connect.
     punch: std::sync::Mutex<Option<hardnat::gather::Learned>>,
     /// Not connected yet: dropped now (an exchange given up before its

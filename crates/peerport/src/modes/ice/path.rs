@@ -25,11 +25,11 @@ use super::{
     rejoin::{IceRejoin, Role},
     upgrade, IcePath, Prepared, TurnServer,
 };
+use crate::modes::manual::{ManualPath, PathError, RejoinError, Side};
+use crate::transport::quinn::{Identity, QuinnConnection};
 
 /// How long learning the punch hint may take (beside ICE's gathering).
 const LEARN_LIMIT: Duration = Duration::from_secs(1);
-use crate::modes::manual::{ManualPath, PathError, RejoinError, Side};
-use crate::transport::quinn::{Identity, QuinnConnection};
 
 impl ManualPath for IcePath {
     type Conn = QuinnConnection;
@@ -49,15 +49,13 @@ impl ManualPath for IcePath {
         let t0 = Instant::now();
         // this side's NAT for a punch, beside the gathering (not after it)
         let learn = async {
-            match self.punch && !self.relay_only {
-                true => {
-                    hardnat::gather::learn(self.bind.ip(), &self.stun_servers, LEARN_LIMIT).await
-                }
-                false => None,
+            if !self.punch || self.relay_only {
+                return None;
             }
+            hardnat::gather::learn(self.bind.ip(), &self.stun_servers, LEARN_LIMIT).await
         };
         let (gathered, learned) = tokio::join!(gather(&agent, Duration::from_secs(10)), learn);
-        let candidates = match gathered {
+        let mut candidates = match gathered {
             Ok(mut c) => {
                 c.extend(srflx_candidates(&fixed_port_mappings, self.bind, &c));
                 c
@@ -93,7 +91,6 @@ impl ManualPath for IcePath {
         for p in &turn_problems {
             warn!("TURN relay unavailable for this session: {p}");
         }
-        let mut candidates = candidates;
         if let Some(l) = &learned {
             debug!(hint = %l.hint.line(), "punch hint");
             candidates.push(l.hint.line());
@@ -110,6 +107,7 @@ impl ManualPath for IcePath {
                 identity,
                 side,
                 turn_problems,
+                has_relay: relays > 0,
                 punch: std::sync::Mutex::new(learned),
                 unused: true.into(),
             },
@@ -124,7 +122,9 @@ impl ManualPath for IcePath {
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
     ) -> Result<(QuinnConnection, Option<IceRejoin>), PathError> {
-        let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
+        let (conn, rejoin) = self
+            .connect_path(p, peer, side, peer_deadline, false)
+            .await?;
         let conn = rejoin.connection(conn).sharing_endpoint();
         Ok((conn, Some(rejoin)))
     }
@@ -171,18 +171,24 @@ impl IcePath {
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
     ) -> Result<QuinnConnection, PathError> {
-        let (conn, rejoin) = self.connect_path(p, peer, side, peer_deadline).await?;
+        let (conn, rejoin) = self
+            .connect_path(p, peer, side, peer_deadline, true)
+            .await?;
         Ok(rejoin.into_connection(conn))
     }
 
     /// ICE, then QUIC over the selected pair, and what it takes to connect
-    /// again over the same pair.
+    /// again over the same pair. `punch_only`: when both sides start at
+    /// once (Nostr) and neither blob has a relay candidate, a planned punch
+    /// is the path itself (ICE cannot go direct through a symmetric NAT,
+    /// and nothing could relay).
     pub(super) async fn connect_path(
         &self,
         p: Prepared,
         peer: Body,
         side: Side,
         peer_deadline: Option<tokio::time::Instant>,
+        punch_only: bool,
     ) -> Result<(quinn::Connection, IceRejoin), PathError> {
         let Body::Ice {
             ufrag,
@@ -197,9 +203,25 @@ impl IcePath {
         let agent = p.agent.clone();
         let start = tokio::time::Instant::now();
         let (candidates, peer_hint) = split_hint(candidates);
+        let peer_relays = candidates.iter().any(|c| c.contains(" typ relay"));
         let punch = self
             .punch_attempt(&p, &ufrag, &pwd, peer_hint, peer_deadline)
             .await;
+        if punch_only && !p.has_relay && !peer_relays {
+            if let Some((attempt, keys, role)) = punch {
+                let work = self.punched(&p, attempt, keys, role, fingerprint);
+                let r = match tokio::time::timeout_at(start + self.connect_timeout, work).await {
+                    Ok(r) => r,
+                    Err(_) => Err(PathError::Unreachable(format!(
+                        "no direct path through the symmetric NAT within {} s, and no TURN server on either side to relay: add --turn-server",
+                        self.connect_timeout.as_secs()
+                    ))),
+                };
+                // ICE had no part in it
+                let _ = agent.close().await;
+                return p.settled(r);
+            }
+        }
         let work = self.establish(&p, ufrag, pwd, fingerprint, candidates, punch.is_some());
         tokio::pin!(work);
         // Phase 1: until the peer shows any sign of life (a check answered

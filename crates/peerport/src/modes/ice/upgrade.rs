@@ -1,23 +1,29 @@
-//! From the TURN relay to a punched 5-tuple, under a running connection:
-//! when the session's punch finds a direct 5-tuple, the QUIC endpoint
-//! moves onto it ([`Pinned`]: quinn keeps seeing the same peer address,
-//! so nothing migrates and no stream notices), the path changes to
-//! direct (logged once, shown by status), and the ICE agent with its
-//! TURN allocation closes a little later, once the peer has moved too.
+//! QUIC on a punched 5-tuple.
+//!
+//! * From the TURN relay, under a running connection ([`spawn`]): when the
+//!   session's punch finds a direct 5-tuple, the QUIC endpoint moves onto
+//!   it ([`Pinned`]: quinn keeps seeing the same peer address, so nothing
+//!   migrates and no stream notices), the path changes to direct (logged
+//!   once, shown by status), and the ICE agent with its TURN allocation
+//!   closes a little later, once the peer has moved too.
+//! * From the start, when nothing could relay ([`IcePath::punched`]).
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tracing::{debug, info};
 use webrtc_ice::agent::Agent;
 
 use super::{
+    establish::Route,
     hardnat::{
         attempt::Attempt,
         pinned::Pinned,
         wire::{Keys, Role},
     },
     rejoin::{IceRejoin, Opener},
+    IcePath, Prepared,
 };
+use crate::modes::manual::PathError;
 use crate::transport::{Candidate, Hop, PathInfo, PathKind};
 
 /// How long the relay stays up after the move: the peer moves when its
@@ -81,7 +87,17 @@ async fn upgrade(
         socket: own,
         remote,
     });
-    path.send_replace(PathInfo {
+    path.send_replace(punched_path(local, remote));
+    tokio::time::sleep(RELAY_GRACE).await;
+    if let Some(agent) = agent {
+        let _ = tokio::time::timeout(Duration::from_secs(5), agent.close()).await;
+    }
+}
+
+/// A punched 5-tuple as a path: our socket (when bound to one address)
+/// and the peer's address as our socket sees it (peer-reflexive).
+fn punched_path(local: SocketAddr, remote: SocketAddr) -> PathInfo {
+    PathInfo {
         kind: PathKind::Direct,
         local: (!local.ip().is_unspecified()).then_some(Hop {
             addr: local,
@@ -92,9 +108,44 @@ async fn upgrade(
             candidate: Some(Candidate::Prflx),
         }),
         relay_url: None,
-    });
-    tokio::time::sleep(RELAY_GRACE).await;
-    if let Some(agent) = agent {
-        let _ = tokio::time::timeout(Duration::from_secs(5), agent.close()).await;
+    }
+}
+
+impl IcePath {
+    /// QUIC on the punch's 5-tuple from the start (no relay on either
+    /// side to start on).
+    pub(super) async fn punched(
+        &self,
+        p: &Prepared,
+        attempt: Attempt,
+        keys: Keys,
+        role: Role,
+        peer_fp: [u8; 32],
+    ) -> Result<(quinn::Connection, IceRejoin), PathError> {
+        let found = attempt.result().await.map_err(|e| {
+            PathError::Unreachable(format!(
+                "no direct path through the symmetric NAT ({e}), and no TURN server on either side to relay: add --turn-server"
+            ))
+        })?;
+        let remote = found.remote;
+        let setup = |e: std::io::Error| {
+            PathError::Unreachable(format!("cannot use the punched socket: {e}"))
+        };
+        let socket = found.socket.into_std().map_err(setup)?;
+        let _ = crate::net::tune_udp(&socket);
+        let local = socket.local_addr().map_err(setup)?;
+        let opener = socket
+            .try_clone()
+            .ok()
+            .map(|socket| Opener { socket, remote });
+        let route = Route {
+            socket: Pinned::answering(socket, remote, remote, Some((keys, role))).map_err(setup)?,
+            peer_addr: remote,
+            relay_agent: None,
+            opener,
+            path: punched_path(local, remote),
+            stop: tokio_util::sync::CancellationToken::new(),
+        };
+        self.quic_over(p, peer_fp, route).await
     }
 }
