@@ -175,6 +175,7 @@ fn fd_headroom() -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modes::ice::hardnat::hint::Mapping;
 
     #[test]
     fn headroom_is_read() {
@@ -183,5 +184,78 @@ mod tests {
         if let Some(h) = fd_headroom() {
             assert!(h > 0);
         }
+    }
+
+    /// Two attempts on loopback (no NAT: the hard side's first probes
+    /// reach the easy socket): the easy one waits for its start signal,
+    /// both end on the same 5-tuple, and the hard side's other sockets
+    /// are closed.
+    #[tokio::test]
+    async fn two_attempts_meet_after_the_start_signal() {
+        let easy_sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let easy_addr = easy_sock.local_addr().unwrap();
+        let lo = "127.0.0.1".parse().unwrap();
+        let easy_hint = Hint {
+            mapping: Mapping::Independent,
+            public: lo,
+            port: easy_addr.port(),
+            allocation: PortAllocation::Unknown,
+        };
+        let hard_hint = Hint {
+            mapping: Mapping::Dependent,
+            public: lo,
+            port: 40000,
+            allocation: PortAllocation::Random,
+        };
+        let (pe, ph) = ("easy-0123456789abcdefghij", "hard-0123456789abcdefghij");
+        let bounds = Bounds {
+            hard_sockets: 8,
+            budget: std::time::Duration::from_secs(10),
+            ..Bounds::default()
+        };
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let easy = Attempt::start(
+            Setup {
+                side: Side::Easy,
+                role: Role::Controlling,
+                keys: Keys::new("e", pe, "h", ph),
+                mine: Learned {
+                    hint: easy_hint,
+                    socket: Some(super::super::gather::KeptSocket::holding(easy_sock)),
+                },
+                peer: hard_hint,
+                bind: lo,
+                bounds,
+            },
+            async move {
+                let _ = go_rx.await;
+            },
+        );
+        let hard = Attempt::start(
+            Setup {
+                side: Side::Hard,
+                role: Role::Controlled,
+                keys: Keys::new("h", ph, "e", pe),
+                mine: Learned {
+                    hint: hard_hint,
+                    socket: None,
+                },
+                peer: easy_hint,
+                bind: lo,
+                bounds,
+            },
+            async {},
+        );
+        assert_eq!((easy.side(), hard.side()), (Side::Easy, Side::Hard));
+        go_tx.send(()).unwrap();
+        let limit = std::time::Duration::from_secs(20);
+        let (e, h) =
+            tokio::time::timeout(limit, async { tokio::join!(easy.result(), hard.result()) })
+                .await
+                .expect("both end");
+        let (e, h) = (e.unwrap(), h.unwrap());
+        assert_eq!(h.remote, easy_addr);
+        assert_eq!(e.remote, h.socket.local_addr().unwrap());
+        assert_eq!(e.socket.local_addr().unwrap(), easy_addr);
     }
 }

@@ -56,6 +56,21 @@ impl KeptSocket {
         }
     }
 
+    /// A socket kept without refreshing (tests).
+    #[cfg(test)]
+    pub fn holding(socket: UdpSocket) -> KeptSocket {
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        let task = tokio::spawn(async move {
+            until.cancelled().await;
+            socket
+        });
+        KeptSocket {
+            stop,
+            task: AbortOnDropHandle::new(task),
+        }
+    }
+
     /// The socket, for the punch (the keepalive stops).
     pub async fn take(self) -> Option<UdpSocket> {
         self.stop.cancel();
