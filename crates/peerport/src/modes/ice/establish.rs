@@ -164,12 +164,7 @@ impl IcePath {
         );
 
         let stop = CancellationToken::new();
-        let (socket, peer_addr, relay_agent, opener): (
-            Arc<dyn quinn::AsyncUdpSocket>,
-            SocketAddr,
-            Option<Arc<Agent>>,
-            Option<Opener>,
-        ) = match handoff(&pair) {
+        let route = match handoff(&pair) {
             Some((std_sock, remote)) if !relayed => {
                 // Stop ICE reading the socket: close the selected candidate first
                 // (its receive loop ends at once), then take the QUIC packets the
@@ -191,11 +186,18 @@ impl IcePath {
                 let native = quinn::TokioRuntime.wrap_udp_socket(std_sock).map_err(|e| {
                     PathError::Unreachable(format!("cannot use the selected socket: {e}"))
                 })?;
-                (StunFilter::new(native, early), remote, None, opener)
+                Route {
+                    socket: StunFilter::new(native, early),
+                    peer_addr: remote,
+                    relay_agent: None,
+                    opener,
+                    path,
+                    stop,
+                }
             }
-            _ => (
+            _ => Route {
                 // a punch may move the endpoint onto a native socket later
-                IceSocket::new(
+                socket: IceSocket::new(
                     conn,
                     stop.clone(),
                     if may_move {
@@ -204,18 +206,12 @@ impl IcePath {
                         1
                     },
                 ),
-                FAKE_PEER,
-                Some(agent.clone()),
-                None,
-            ),
-        };
-        let route = Route {
-            socket,
-            peer_addr,
-            relay_agent,
-            opener,
-            path,
-            stop,
+                peer_addr: FAKE_PEER,
+                relay_agent: Some(agent.clone()),
+                opener: None,
+                path,
+                stop,
+            },
         };
         self.quic_over(p, peer_fp, route).await
     }

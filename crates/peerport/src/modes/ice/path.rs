@@ -73,10 +73,7 @@ impl ManualPath for IcePath {
             }
         };
         let (ufrag, pwd) = agent.get_local_user_credentials().await;
-        let relays = candidates
-            .iter()
-            .filter(|c| c.contains(" typ relay"))
-            .count();
+        let relays = candidates.iter().filter(|c| is_relay(c)).count();
         info!(
             candidates = candidates.len(),
             relays,
@@ -203,13 +200,13 @@ impl IcePath {
         let agent = p.agent.clone();
         let start = tokio::time::Instant::now();
         let (candidates, peer_hint) = split_hint(candidates);
-        let peer_relays = candidates.iter().any(|c| c.contains(" typ relay"));
+        let peer_relays = candidates.iter().any(|c| is_relay(c));
         let punch = self
             .punch_attempt(&p, &ufrag, &pwd, peer_hint, peer_deadline)
             .await;
         if punch_only && !p.has_relay && !peer_relays {
-            if let Some((attempt, keys, role)) = punch {
-                let work = self.punched(&p, attempt, keys, role, fingerprint);
+            if let Some(attempt) = punch {
+                let work = self.punched(&p, attempt, fingerprint);
                 let r = match tokio::time::timeout_at(start + self.connect_timeout, work).await {
                     Ok(r) => r,
                     Err(_) => Err(PathError::Unreachable(format!(
@@ -264,10 +261,10 @@ impl IcePath {
             }))
         };
         let (conn, rejoin) = p.settled(close_on_error(r, &agent).await)?;
-        if let Some((attempt, keys, role)) = punch {
+        if let Some(attempt) = punch {
             // on a direct pair already, the attempt stops (dropped here)
             if rejoin.relayed() {
-                upgrade::spawn(attempt, &rejoin, keys, role);
+                upgrade::spawn(attempt, &rejoin);
             }
         }
         Ok((conn, rejoin))
@@ -283,11 +280,9 @@ impl IcePath {
         peer_pwd: &str,
         peer_hint: Option<Hint>,
         peer_deadline: Option<tokio::time::Instant>,
-    ) -> Option<(Attempt, wire::Keys, wire::Role)> {
+    ) -> Option<Attempt> {
+        // nothing was learned with --no-punch or --relay-only
         let mine = p.punch.lock().ok()?.take()?;
-        if !self.punch {
-            return None;
-        }
         let side = hardnat::plan(Some(&mine.hint), peer_hint.as_ref())?;
         let (ufrag, pwd) = p.agent.get_local_user_credentials().await;
         let keys = wire::Keys::new(&ufrag, &pwd, peer_ufrag, peer_pwd);
@@ -299,7 +294,7 @@ impl IcePath {
         let setup = Setup {
             side,
             role,
-            keys: keys.clone(),
+            keys,
             mine,
             peer: peer_hint?,
             bind: self.bind.ip(),
@@ -312,8 +307,13 @@ impl IcePath {
                 peer_seen(&agent).await;
             }
         };
-        Some((Attempt::start(setup, go), keys, role))
+        Some(Attempt::start(setup, go))
     }
+}
+
+/// Whether a candidate line is a TURN relay candidate.
+fn is_relay(line: &str) -> bool {
+    line.contains(" typ relay")
 }
 
 /// The peer's candidate lines without peerport's own lines (`x-peerport-`,

@@ -35,7 +35,7 @@ pub type DynConn = Arc<dyn Conn + Send + Sync>;
 /// the pair underneath; quinn must not notice): constant documentation addresses.
 pub const FAKE_PEER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 1);
 /// Our own address as quinn sees it on such a path.
-pub const FAKE_LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 1);
+const FAKE_LOCAL: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 1);
 
 /// Whether a datagram is STUN (RFC 7983: first byte 0..=3 and the magic cookie).
 pub fn is_stun(p: &[u8]) -> bool {

@@ -15,11 +15,7 @@ use webrtc_ice::agent::Agent;
 
 use super::{
     establish::Route,
-    hardnat::{
-        attempt::Attempt,
-        pinned::Pinned,
-        wire::{Keys, Role},
-    },
+    hardnat::{attempt::Attempt, pinned::Pinned},
     rejoin::{IceRejoin, Opener},
     IcePath, Prepared,
 };
@@ -34,7 +30,7 @@ const RELAY_GRACE: Duration = Duration::from_secs(10);
 /// Move `r`'s connection onto `attempt`'s 5-tuple once it is found; the
 /// task ends then (after the relay's grace), when the punch fails, or
 /// when the connection's `stop` is cancelled.
-pub(super) fn spawn(attempt: Attempt, r: &IceRejoin, keys: Keys, role: Role) {
+pub(super) fn spawn(attempt: Attempt, r: &IceRejoin) {
     let endpoint = r.endpoint.clone();
     let seen_as = r.peer_addr;
     let path = r.path.clone();
@@ -43,7 +39,7 @@ pub(super) fn spawn(attempt: Attempt, r: &IceRejoin, keys: Keys, role: Role) {
     let stop = r.stop.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = upgrade(attempt, endpoint, seen_as, path, opener, agent, (keys, role)) => {}
+            () = upgrade(attempt, endpoint, seen_as, path, opener, agent) => {}
             () = stop.cancelled() => {}
         }
     });
@@ -56,9 +52,8 @@ async fn upgrade(
     path: tokio::sync::watch::Sender<PathInfo>,
     opener: Arc<std::sync::Mutex<Option<Opener>>>,
     agent: Option<Arc<Agent>>,
-    answer: (Keys, Role),
 ) {
-    let side = attempt.side();
+    let (side, answer) = (attempt.side(), attempt.answer());
     let punched = match attempt.result().await {
         Ok(p) => p,
         Err(e) => {
@@ -118,10 +113,9 @@ impl IcePath {
         &self,
         p: &Prepared,
         attempt: Attempt,
-        keys: Keys,
-        role: Role,
         peer_fp: [u8; 32],
     ) -> Result<(quinn::Connection, IceRejoin), PathError> {
+        let answer = attempt.answer();
         let found = attempt.result().await.map_err(|e| {
             PathError::Unreachable(format!(
                 "no direct path through the symmetric NAT ({e}), and no TURN server on either side to relay: add --turn-server"
@@ -139,7 +133,7 @@ impl IcePath {
             .ok()
             .map(|socket| Opener { socket, remote });
         let route = Route {
-            socket: Pinned::answering(socket, remote, remote, Some((keys, role))).map_err(setup)?,
+            socket: Pinned::answering(socket, remote, remote, Some(answer)).map_err(setup)?,
             peer_addr: remote,
             relay_agent: None,
             opener,

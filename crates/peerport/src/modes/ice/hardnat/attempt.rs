@@ -35,6 +35,8 @@ const FD_RESERVE: usize = 256;
 /// A running punch (see the module docs).
 pub struct Attempt {
     side: Side,
+    /// How the found 5-tuple answers the peer's late requests.
+    answer: (Keys, Role),
     task: AbortOnDropHandle<Result<Punched, PunchError>>,
     /// Dropped when the result is wanted: the found 5-tuple is held
     /// (its late requests answered) until then.
@@ -63,6 +65,7 @@ impl Attempt {
     /// Start `setup` once `go` resolves.
     pub fn start(setup: Setup, go: impl Future<Output = ()> + Send + 'static) -> Attempt {
         let side = setup.side;
+        let answer = (setup.keys.clone(), setup.role);
         let (take, taken) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             go.await;
@@ -77,6 +80,7 @@ impl Attempt {
         });
         Attempt {
             side,
+            answer,
             task: AbortOnDropHandle::new(task),
             take,
         }
@@ -85,6 +89,12 @@ impl Attempt {
     /// This side's part.
     pub fn side(&self) -> Side {
         self.side
+    }
+
+    /// The credentials and role the found 5-tuple answers the peer's
+    /// late requests with (`Pinned::answering`).
+    pub fn answer(&self) -> (Keys, Role) {
+        self.answer.clone()
     }
 
     /// The 5-tuple, once found (or why not).
