@@ -248,7 +248,8 @@ mod tests {
     /// on a relay) moves to another in the middle of an 8 MiB transfer,
     /// both ends rebinding; every byte arrives in order, the rest of it
     /// came over the new 5-tuple, and GRO batches there were not cut
-    /// down to quinn's buffers (nearly nothing lost).
+    /// down to quinn's buffers (a second transfer on it loses nearly
+    /// nothing).
     #[tokio::test]
     async fn a_stream_survives_the_move_to_a_punched_tuple() {
         let quic = QuicSettings::default();
@@ -314,12 +315,34 @@ mod tests {
             pa.received() > 0 && pb.received() > 0,
             "the new 5-tuple carried it"
         );
-        let st = cc.stats().path;
+        // After the move, the new 5-tuple alone: a second transfer loses
+        // (nearly) nothing. (What was queued on the old sockets when quinn
+        // dropped them is lost at the move itself, more or less depending
+        // on scheduling: not counted.) GRO batches cut to quinn's buffers
+        // would lose most of it.
+        let before = cc.stats().path;
+        let (mut send, _keep3) = cc.open_bi().await.unwrap();
+        let more = data.clone();
+        let writer = tokio::spawn(async move {
+            send.write_all(&more).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+        });
+        let (_keep4, mut recv) = sc.accept_bi().await.unwrap();
+        let again = tokio::time::timeout(Duration::from_secs(30), recv.read_to_end(16 << 20))
+            .await
+            .expect("the second transfer arrives")
+            .unwrap();
+        writer.await.unwrap();
+        assert!(again == data, "bytes differ on the new 5-tuple");
+        let after = cc.stats().path;
+        let (lost, sent) = (
+            after.lost_packets - before.lost_packets,
+            after.sent_packets - before.sent_packets,
+        );
         assert!(
-            st.lost_packets * 20 < st.sent_packets,
-            "{} of {} packets lost",
-            st.lost_packets,
-            st.sent_packets
+            lost * 20 < sent,
+            "{lost} of {sent} packets lost after the move"
         );
         cc.close(0u32.into(), b"done");
         client.wait_idle().await;
